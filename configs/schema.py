@@ -1,0 +1,470 @@
+"""The one config schema: a YAML file becomes one strict, frozen pydantic model.
+
+Unknown keys are rejected and every error names the key path, so a typo in a config fails
+before any data is read. Endpoints and secrets never live here: a SQL URL may reference
+environment variables as ``${NAME}``, expanded when the source is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+TaskKind = Literal["binary", "multiclass", "regression"]
+DType = Literal["int", "float", "number", "string", "bool", "datetime", "category"]
+
+# Metric name -> (tasks it applies to, greater is better).
+METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "roc_auc": (("binary", "multiclass"), True),
+    "f1": (("binary", "multiclass"), True),
+    "accuracy": (("binary", "multiclass"), True),
+    "precision": (("binary",), True),
+    "recall": (("binary",), True),
+    "log_loss": (("binary", "multiclass"), False),
+    "rmse": (("regression",), False),
+    "mae": (("regression",), False),
+    "r2": (("regression",), True),
+}
+
+# Short estimator names -> (import path, tasks it serves).
+ESTIMATORS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "logistic_regression": ("sklearn.linear_model.LogisticRegression", ("binary", "multiclass")),
+    "random_forest_classifier": (
+        "sklearn.ensemble.RandomForestClassifier",
+        ("binary", "multiclass"),
+    ),
+    "extra_trees_classifier": ("sklearn.ensemble.ExtraTreesClassifier", ("binary", "multiclass")),
+    "hist_gradient_boosting_classifier": (
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        ("binary", "multiclass"),
+    ),
+    "gradient_boosting_classifier": (
+        "sklearn.ensemble.GradientBoostingClassifier",
+        ("binary", "multiclass"),
+    ),
+    "decision_tree_classifier": ("sklearn.tree.DecisionTreeClassifier", ("binary", "multiclass")),
+    "dummy_classifier": ("sklearn.dummy.DummyClassifier", ("binary", "multiclass")),
+    "linear_regression": ("sklearn.linear_model.LinearRegression", ("regression",)),
+    "ridge": ("sklearn.linear_model.Ridge", ("regression",)),
+    "random_forest_regressor": ("sklearn.ensemble.RandomForestRegressor", ("regression",)),
+    "extra_trees_regressor": ("sklearn.ensemble.ExtraTreesRegressor", ("regression",)),
+    "hist_gradient_boosting_regressor": (
+        "sklearn.ensemble.HistGradientBoostingRegressor",
+        ("regression",),
+    ),
+    "gradient_boosting_regressor": (
+        "sklearn.ensemble.GradientBoostingRegressor",
+        ("regression",),
+    ),
+    "decision_tree_regressor": ("sklearn.tree.DecisionTreeRegressor", ("regression",)),
+    "dummy_regressor": ("sklearn.dummy.DummyRegressor", ("regression",)),
+}
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys rejected, instances frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSource(Strict):
+    """A CSV or Parquet file. A relative path is resolved against the config file's folder."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="Inferred from the suffix when omitted."
+    )
+    encoding: str = "utf-8"
+    chunksize: int = Field(default=200_000, gt=0, description="Rows per chunk when reading CSV.")
+
+    @property
+    def resolved_format(self) -> str:
+        """The file format, from `format` or the path's suffix."""
+        if self.format:
+            return self.format
+        suffix = Path(self.path).suffix.lower()
+        return "parquet" if suffix in {".parquet", ".pq"} else "csv"
+
+
+class SqlSource(Strict):
+    """A table or query behind a SQLAlchemy URL (``${ENV_VAR}`` references are expanded)."""
+
+    kind: Literal["sql"]
+    url: str = Field(description="SQLAlchemy URL; use ${NAME} for secrets kept in the environment.")
+    table: str | None = None
+    query: str | None = None
+    chunksize: int = Field(default=50_000, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of_table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        return self
+
+
+class DataConfig(Strict):
+    """Where the table comes from and what is predicted."""
+
+    source: Annotated[FileSource | SqlSource, Field(discriminator="kind")]
+    target: str
+    task: TaskKind
+    time_column: str | None = None
+    id_column: str | None = None
+    positive_label: str | int | float | bool | None = Field(
+        default=None, description="Binary only: the class scored as positive (default: the larger)."
+    )
+
+
+class RangeRule(Strict):
+    """Inclusive bounds for a column's values; `mostly` is the share of rows that must comply."""
+
+    min: float | None = None
+    max: float | None = None
+    mostly: float = Field(default=1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RangeRule:
+        if self.min is None and self.max is None:
+            raise ValueError("give at least one of 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class RowCount(Strict):
+    """Bounds on the number of rows in a batch."""
+
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+
+class CustomExpectation(Strict):
+    """Any Great Expectations expectation by its snake_case name, with its arguments."""
+
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Expectations(Strict):
+    """What a batch must satisfy before anything is trained on it."""
+
+    row_count: RowCount = RowCount(min=1)
+    columns: dict[str, DType] = Field(
+        default_factory=dict, description="Columns that must exist, with their type."
+    )
+    not_null: list[str] = Field(default_factory=list)
+    ranges: dict[str, RangeRule] = Field(default_factory=dict)
+    allowed: dict[str, list[Any]] = Field(default_factory=dict)
+    unique: list[str] = Field(default_factory=list)
+    custom: list[CustomExpectation] = Field(default_factory=list)
+
+
+class OneHot(Strict):
+    """One-hot encoding of categorical columns; unseen categories never fail scoring."""
+
+    handle_unknown: Literal["ignore", "infrequent_if_exist"] = "ignore"
+    min_frequency: int | float | None = None
+    max_categories: int | None = Field(default=None, ge=2)
+
+
+class Features(Strict):
+    """Feature roles and preprocessing. Unlisted columns are inferred from dtypes when
+    `infer` is true (numbers -> numeric, the rest -> categorical)."""
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    datetime: list[str] = Field(default_factory=list)
+    drop: list[str] = Field(default_factory=list)
+    infer: bool = Field(default=True, description="Infer roles of columns not listed above.")
+    numeric_imputation: Literal["mean", "median", "most_frequent", "constant"] = "median"
+    categorical_imputation: Literal["most_frequent", "constant"] = "constant"
+    scaling: Literal["standard", "minmax", "robust", "none"] = "standard"
+    one_hot: OneHot = OneHot()
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Features:
+        seen: dict[str, str] = {}
+        for role in ("numeric", "categorical", "datetime", "drop"):
+            for col in getattr(self, role):
+                if col in seen:
+                    raise ValueError(f"column {col!r} is listed in both {seen[col]!r} and {role!r}")
+                seen[col] = role
+        return self
+
+
+class Candidate(Strict):
+    """One estimator to try, with fixed params and a grid searched by cross-validation."""
+
+    name: str = Field(pattern=_IDENT.pattern)
+    estimator: str = Field(description="A short name (see ESTIMATORS) or an import path.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("estimator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ESTIMATORS and not _IMPORT_PATH.match(value):
+            known = ", ".join(sorted(ESTIMATORS))
+            raise ValueError(f"unknown estimator {value!r}; use an import path or one of: {known}")
+        return value
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"grid entry {key!r} has no values")
+        return value
+
+
+class Candidates(Strict):
+    """The estimators to try and how they are compared."""
+
+    estimators: list[Candidate] = Field(min_length=1)
+    cv_folds: int = Field(default=3, ge=2, le=20)
+    seed: int = 0
+    n_jobs: int = Field(default=1, description="Parallel jobs for the grid search (-1 = all cores).")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Candidates:
+        names = [c.name for c in self.estimators]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique; repeated: {dupes}")
+        return self
+
+
+class Split(Strict):
+    """Holdout split: time-based when the data has a time column, else seeded random."""
+
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    cutoff: str | None = Field(
+        default=None, description="ISO time; rows at or after it form the holdout (time split)."
+    )
+    seed: int = 0
+    stratify: bool = True
+
+
+class SliceFloor(Strict):
+    """A floor on the primary metric within each value of a column."""
+
+    column: str
+    floor: float
+    min_rows: int = Field(default=30, ge=1, description="Slices smaller than this are reported only.")
+
+
+class Gate(Strict):
+    """Rules a candidate must pass to become champion."""
+
+    primary_metric: str
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute bounds: a minimum for greater-is-better metrics, a maximum otherwise.",
+    )
+    max_regression: float = Field(
+        default=0.0, ge=0, description="Largest allowed loss in the primary metric vs the champion."
+    )
+    min_improvement: float | None = Field(
+        default=None, description="Gain over the champion required to promote (none: not a rule)."
+    )
+    slices: list[SliceFloor] = Field(default_factory=list)
+    bootstrap_samples: int = Field(default=200, ge=0, le=10_000)
+
+
+class Registry(Strict):
+    """Where the model lives in the MLflow registry."""
+
+    model_name: str = Field(pattern=_IDENT.pattern)
+
+
+class Config(Strict):
+    """One model: its data, checks, features, candidates, split, gate and registry name."""
+
+    description: str = ""
+    data: DataConfig
+    expectations: Expectations = Expectations()
+    features: Features = Features()
+    candidates: Candidates
+    split: Split = Split()
+    gate: Gate
+    registry: Registry
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        task = self.data.task
+        metric = self.gate.primary_metric
+        for where, name in [("gate.primary_metric", metric)] + [
+            (f"gate.floors.{m}", m) for m in self.gate.floors
+        ]:
+            if name not in METRICS:
+                raise ValueError(f"{where}: unknown metric {name!r}; known: {sorted(METRICS)}")
+            if task not in METRICS[name][0]:
+                raise ValueError(f"{where}: metric {name!r} does not apply to task {task!r}")
+        for i, cand in enumerate(self.candidates.estimators):
+            if cand.estimator in ESTIMATORS and task not in ESTIMATORS[cand.estimator][1]:
+                raise ValueError(
+                    f"candidates.estimators.{i}.estimator: {cand.estimator!r} "
+                    f"does not serve task {task!r}"
+                )
+        if self.data.target in self.feature_columns_listed():
+            raise ValueError(f"features: the target {self.data.target!r} is listed as a feature")
+        if self.data.positive_label is not None and task != "binary":
+            raise ValueError("data.positive_label applies to binary tasks only")
+        return self
+
+    def feature_columns_listed(self) -> list[str]:
+        """Columns the config names as model inputs (not counting inferred ones)."""
+        f = self.features
+        return [*f.numeric, *f.categorical, *f.datetime]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names each key path and problem."""
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        path = re.sub(r"\.(file|sql)\b", "", path)  # drop the discriminator tag from paths
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here)"
+        got = e.get("input")
+        detail = f" (got {got!r})" if e["type"] not in {"extra_forbidden", "missing"} else ""
+        if isinstance(got, dict | list):
+            detail = ""
+        lines.append(f"  {path or '<root>'}: {msg}{detail}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "<config>") -> Config:
+    """Validate an already-loaded mapping into a `Config`.
+
+    Raises:
+        ConfigError: naming every bad key path and what was expected.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        n = err.error_count()
+        raise ConfigError(f"{origin}: {n} problem(s)\n{_format_errors(err)}") from None
+
+
+def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
+    """Set dotted keys (``split.cutoff``, ``candidates.estimators.0.params.C``) in a mapping.
+
+    Raises:
+        ConfigError: a path runs through something that is not a mapping or list.
+    """
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                key: Any = int(part)
+            elif isinstance(node, dict):
+                key = part
+            else:
+                raise ConfigError(f"override {dotted!r}: {'.'.join(parts[:i]) or '<root>'} "
+                                  "is not a mapping or list")
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and key not in node:
+                    node[key] = {}
+                node = node[key]
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` -> (key path, YAML-parsed value).
+
+    Raises:
+        ConfigError: no ``=`` in the text.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    """Read and validate a YAML config file, with optional dotted-key overrides.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or does not match the schema.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if overrides:
+        data = apply_overrides(data if isinstance(data, dict) else {}, dict(overrides))
+        text += "\n# overrides\n" + yaml.safe_dump({"overrides": dict(overrides)}, sort_keys=False)
+    return LoadedConfig(
+        config=parse_config(data, str(p)),
+        path=p.resolve(),
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        text=text,
+        overrides=dict(overrides or {}),
+    )
+
+
+class LoadedConfig(BaseModel):
+    """A validated config together with the file it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: Config
+    path: Path
+    sha256: str
+    text: str
+    overrides: dict[str, Any] = {}
+
+    def resolve_path(self, relative: str) -> Path:
+        """Resolve a config path: ``${VAR}`` and ``~`` expanded (``${REGROW_HOME}`` defaults to
+        ``~/.regrow``), relative paths taken from the config file's folder.
+
+        Raises:
+            ConfigError: a referenced variable is not set.
+        """
+        env = {"REGROW_HOME": str(Path.home() / ".regrow"), **os.environ}
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in env:
+                raise ConfigError(f"{self.path}: path {relative!r} references unset ${{{m.group(1)}}}")
+            return env[m.group(1)]
+
+        p = Path(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, relative)).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a config file."""
+    return Config.model_json_schema()

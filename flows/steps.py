@@ -1,0 +1,238 @@
+"""Prefect task wrappers: each calls one plain function from `tasks/` and records its result.
+
+Tasks skip Prefect's input hashing (``NO_CACHE``): hashing a large frame costs more than the
+step itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import LoadedConfig
+from tasks import evaluate as ev
+from tasks import gate as gt
+from tasks import ingest as ing
+from tasks import train as tr
+from tasks import validate as va
+from tasks.provenance import Trigger, git_commit, package_version
+from tasks.registry import CHALLENGER, CHAMPION, Registry
+from tasks.settings import Settings
+from tasks.store import Store
+
+
+class ValidationFailed(RuntimeError):
+    """The batch broke expectations; training did not start."""
+
+    def __init__(self, report: va.ValidationReport):
+        self.report = report
+        super().__init__(f"validation failed: {len(report.failed)} of {len(report.outcomes)} "
+                         f"expectations not met\n{report.describe_failures()}")
+
+
+@dataclass
+class RunContext:
+    """Everything the steps of one training run share."""
+
+    loaded: LoadedConfig
+    settings: Settings
+    registry: Registry
+    store: Store
+    trigger: Trigger
+    run_id: str = ""
+    row_id: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name."""
+        return self.loaded.config.registry.model_name
+
+
+def step(name: str):
+    """A Prefect task without input hashing or result persistence."""
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False)
+
+
+@step("start-run")
+def start_run(ctx: RunContext) -> RunContext:
+    """Open the MLflow run and the training record, with provenance tags."""
+    cfg = ctx.loaded.config
+    tags = {**ctx.trigger.tags(), "regrow.config_sha256": ctx.loaded.sha256,
+            "regrow.config_path": str(ctx.loaded.path), "regrow.version": package_version(),
+            "regrow.git_commit": git_commit() or "unknown", "regrow.seed": cfg.candidates.seed}
+    ctx.run_id = ctx.registry.start_run(ctx.model_name, f"train-{ctx.trigger.kind}", tags)
+    ctx.row_id = ctx.store.start_training(ctx.model_name, ctx.trigger.kind, ctx.trigger.reason)
+    ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
+    return ctx
+
+
+@step("ingest")
+def ingest(ctx: RunContext) -> ing.IngestResult:
+    """Read the source and record its fingerprint on the run."""
+    result = ing.ingest(ctx.loaded)
+    ctx.registry.set_tags(ctx.run_id, {f"regrow.data.{k}": v for k, v in result.summary().items()})
+    ctx.registry.log_metrics(ctx.run_id, {"data_rows": result.rows})
+    return result
+
+
+@step("validate")
+def validate(ctx: RunContext, data: ing.IngestResult) -> va.ValidationReport:
+    """Run the expectations; stop the run before training when any fails."""
+    report = va.validate(ctx.loaded.config, data.frame)
+    ctx.registry.log_dict(ctx.run_id, report.to_dict(), "validation/report.json")
+    ctx.registry.set_tags(ctx.run_id, {"regrow.validation": "passed" if report.success else "failed"})
+    if not report.success:
+        ctx.registry.log_text(ctx.run_id, report.to_markdown(), "validation/report.md")
+        create_markdown_artifact(markdown=f"# Validation failed: {ctx.model_name}\n\n"
+                                 + report.to_markdown(), key="validation-report",
+                                 description="Expectations that failed; training did not run.")
+        raise ValidationFailed(report)
+    return report
+
+
+@step("split")
+def split(ctx: RunContext, data: ing.IngestResult) -> tr.SplitResult:
+    """Time-based or random holdout."""
+    parts = tr.split(ctx.loaded.config, data.frame)
+    ctx.registry.log_params(ctx.run_id, {f"split.{k}": v for k, v in parts.summary().items()})
+    return parts
+
+
+@step("train")
+def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
+    """Fit every candidate and keep the best by cross-validation."""
+    result = tr.train(ctx.loaded.config, parts.train)
+    ctx.registry.log_params(ctx.run_id, {
+        "best_candidate": result.best.name, "estimator": result.best.estimator,
+        **{f"param.{k}": v for k, v in result.best.best_params.items()},
+        "features.numeric": result.roles.numeric, "features.categorical": result.roles.categorical,
+        "features.datetime": result.roles.datetime})
+    ctx.registry.log_metrics(ctx.run_id, {f"cv_{s.name}": s.cv_score for s in result.candidates})
+    ctx.registry.log_dict(ctx.run_id, [s.__dict__ for s in result.candidates], "candidates.json")
+    ctx.notes.extend(result.roles.notes)
+    return result
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """Candidate and champion on the same holdout."""
+
+    candidate: ev.Evaluation
+    champion: ev.Evaluation | None
+    champion_version: str | None
+    champion_error: str | None = None
+
+
+@step("evaluate")
+def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult) -> Evaluations:
+    """Score the candidate, and the current champion on the same holdout."""
+    g = ctx.loaded.config.gate
+    kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
+    cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
+                       bootstrap_samples=g.bootstrap_samples, **kw)
+    ctx.registry.log_metrics(ctx.run_id, {f"holdout_{k}": v for k, v in cand.metrics.items()})
+    if cand.ci:
+        ctx.registry.log_metrics(ctx.run_id, {f"holdout_{trained.metric}_ci_low": cand.ci[0],
+                                              f"holdout_{trained.metric}_ci_high": cand.ci[1]})
+    version = ctx.registry.alias_version(ctx.model_name, CHAMPION)
+    champ, error = None, None
+    if version is not None:
+        try:
+            model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
+            champ = ev.evaluate(model, parts.holdout, trained.target, trained.metric, **kw)
+            ctx.registry.log_metrics(ctx.run_id, {f"champion_holdout_{k}": v
+                                                  for k, v in champ.metrics.items()})
+        except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return Evaluations(cand, champ, version, error)
+
+
+@step("gate")
+def gate(ctx: RunContext, evals: Evaluations) -> gt.GateDecision:
+    """Apply the gate; record the decision on the run and as a Prefect table."""
+    decision = gt.decide(ctx.loaded.config.gate, evals.candidate, evals.champion,
+                         evals.champion_version, evals.champion_error)
+    ctx.registry.log_dict(ctx.run_id, decision.to_dict(), "gate/decision.json")
+    ctx.registry.set_tags(ctx.run_id, {"regrow.gate.verdict": decision.verdict,
+                                       "regrow.gate.reasons": "; ".join(decision.reasons)})
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in decision.to_dict()["rules"]]
+    create_table_artifact(table=rows, key="gate-decision",
+                          description=f"Gate verdict: {decision.verdict}")
+    return decision
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The new version and where the champion alias points afterwards."""
+
+    version: str
+    champion_before: str | None
+    champion_after: str | None
+    promoted: bool
+
+
+@step("register")
+def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
+             decision: gt.GateDecision) -> Registration:
+    """Log and register the model, alias it challenger, and champion if the gate passed."""
+    reg, name = ctx.registry, ctx.model_name
+    example = parts.train[trained.roles.inputs].head(5)
+    uri = reg.log_model(ctx.run_id, trained.model, example)
+    tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
+            "regrow.metric": trained.metric, "regrow.inputs": ",".join(trained.roles.inputs)}
+    if trained.target.positive_label is not None:
+        tags["regrow.positive_label"] = trained.target.positive_label
+    version = reg.register(uri, name, ctx.run_id, tags, description="; ".join(decision.reasons))
+    before = reg.alias_version(name, CHAMPION)
+    _move(ctx, CHALLENGER, version, "newest candidate")
+    if decision.passed:
+        _move(ctx, CHAMPION, version, "gate passed: " + "; ".join(decision.reasons))
+    return Registration(version, before, reg.alias_version(name, CHAMPION), decision.passed)
+
+
+def _move(ctx: RunContext, alias: str, version: str, reason: str) -> None:
+    old = ctx.registry.alias_version(ctx.model_name, alias)
+    ctx.registry.set_alias(ctx.model_name, alias, version)
+    ctx.store.record_alias_move(ctx.model_name, alias, old, version, reason,
+                                f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
+
+
+def close_run(ctx: RunContext, *, error: BaseException | None = None,
+              verdict: str | None = None, version: str | None = None) -> None:
+    """Close the MLflow run and the training record, as finished or failed."""
+    if not ctx.run_id:
+        return
+    if error is not None:
+        ctx.registry.set_tags(ctx.run_id, {"regrow.status": "failed",
+                                           "regrow.error": f"{type(error).__name__}: {error}"})
+        ctx.registry.end_run(ctx.run_id, "FAILED")
+        ctx.store.finish_training(ctx.row_id, status="failed", run_id=ctx.run_id,
+                                  detail=f"{type(error).__name__}: {error}"[:4000])
+        return
+    ctx.registry.set_tags(ctx.run_id, {"regrow.status": "finished"})
+    ctx.registry.end_run(ctx.run_id, "FINISHED")
+    ctx.store.finish_training(ctx.row_id, status="finished", run_id=ctx.run_id, verdict=verdict,
+                              version=version)
+
+
+def as_dict(obj: Any) -> Any:
+    """Dataclasses and frames to JSON-able values (NaN -> None)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.name not in {"frame", "model", "train", "holdout"}}
+    if isinstance(obj, dict):
+        return {str(k): as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [as_dict(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj

@@ -1,0 +1,74 @@
+"""The training flow: ingest -> validate -> split -> train -> evaluate -> gate -> register."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow
+
+from configs.schema import load_config
+from flows import steps
+from tasks.provenance import Trigger
+from tasks.registry import Registry
+from tasks.settings import Settings
+from tasks.store import Store
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training run did, for the CLI and for callers."""
+
+    model_name: str
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    data: dict[str, Any]
+    split: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    best: str
+    metric: str
+    holdout: dict[str, Any]
+    champion_holdout: dict[str, Any] | None
+    decision: dict[str, Any]
+    version: str
+    champion_before: str | None
+    champion_after: str | None
+    promoted: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@flow(name="regrow-train", log_prints=True)
+def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigger: str = "manual",
+               reason: str = "", trigger_ref: str | None = None,
+               actor: str = "cli") -> TrainingOutcome:
+    """Train candidates for one config and promote the winner if it passes the gate."""
+    settings = Settings.from_env()
+    ctx = steps.RunContext(load_config(config_path, overrides), settings, Registry(settings),
+                           Store(settings.database_url), Trigger(trigger, reason, trigger_ref, actor))
+    ctx = steps.start_run(ctx)
+    try:
+        data = steps.ingest(ctx)
+        steps.validate(ctx, data)
+        parts = steps.split(ctx, data)
+        trained = steps.train(ctx, parts)
+        evals = steps.evaluate(ctx, parts, trained)
+        decision = steps.gate(ctx, evals)
+        reg = steps.register(ctx, parts, trained, decision)
+    except BaseException as err:
+        steps.close_run(ctx, error=err)
+        raise
+    steps.close_run(ctx, verdict=decision.verdict, version=reg.version)
+    return _outcome(ctx, data, parts, trained, evals, decision, reg)
+
+
+def _outcome(ctx, data, parts, trained, evals, decision, reg) -> TrainingOutcome:
+    d = steps.as_dict
+    return TrainingOutcome(
+        model_name=ctx.model_name, run_id=ctx.run_id,
+        experiment_id=ctx.registry.experiment_id(ctx.model_name),
+        tracking_uri=ctx.settings.tracking_uri, data=data.summary(), split=parts.summary(),
+        candidates=d(trained.candidates), best=trained.best.name, metric=trained.metric,
+        holdout=d(evals.candidate), champion_holdout=d(evals.champion),
+        decision=decision.to_dict(), version=reg.version, champion_before=reg.champion_before,
+        champion_after=reg.champion_after, promoted=reg.promoted, notes=list(ctx.notes))

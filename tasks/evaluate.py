@@ -1,0 +1,134 @@
+"""Holdout metrics for a fitted model, a bootstrap interval for the primary metric, slices."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from tasks.train import Target
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's scores on one holdout.
+
+    Attributes:
+        metrics: every metric for the task, by name (NaN when undefined on this holdout).
+        primary: the primary metric's name; ci: its bootstrap 95% interval.
+        slices: per column, per value: rows and the primary metric.
+    """
+
+    metrics: dict[str, float]
+    primary: str
+    ci: tuple[float, float] | None = None
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        """The primary metric."""
+        return self.metrics[self.primary]
+
+
+def _proba(model: Any, X: pd.DataFrame, target: Target) -> np.ndarray | None:
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X))
+    if target.task == "binary" and hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(X))
+    return None
+
+
+def _safe(fn, *args, **kwargs) -> float:
+    try:
+        return float(fn(*args, **kwargs))
+    except ValueError:  # e.g. AUC with one class present
+        return math.nan
+
+
+def score_arrays(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
+                 classes: list[Any] | None = None) -> dict[str, float]:
+    """All metrics for a task from labels, predictions and (for classifiers) probabilities."""
+    if task == "regression":
+        return {
+            "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+            "mae": float(skm.mean_absolute_error(y, pred)),
+            "r2": _safe(skm.r2_score, y, pred) if len(y) > 1 else math.nan,
+        }
+    out = {"accuracy": float(skm.accuracy_score(y, pred))}
+    if task == "binary":
+        p1 = None if proba is None else (proba[:, 1] if proba.ndim == 2 else proba)
+        out.update(
+            f1=float(skm.f1_score(y, pred, zero_division=0)),
+            precision=float(skm.precision_score(y, pred, zero_division=0)),
+            recall=float(skm.recall_score(y, pred, zero_division=0)),
+            roc_auc=_safe(skm.roc_auc_score, y, p1) if p1 is not None else math.nan,
+            log_loss=_safe(skm.log_loss, y, np.clip(p1, 1e-15, 1 - 1e-15), labels=[0, 1])
+            if proba is not None and proba.ndim == 2 else math.nan,
+        )
+        return out
+    out["f1"] = float(skm.f1_score(y, pred, average="macro", zero_division=0))
+    if proba is not None and proba.ndim == 2:
+        out["roc_auc"] = _safe(skm.roc_auc_score, y, proba, multi_class="ovr", labels=classes)
+        out["log_loss"] = _safe(skm.log_loss, y, proba, labels=classes)
+    else:
+        out["roc_auc"] = out["log_loss"] = math.nan
+    return out
+
+
+def _primary_only(task: str, metric: str, y, pred, proba, classes) -> float:
+    return score_arrays(task, y, pred, proba, classes).get(metric, math.nan)
+
+
+def bootstrap_ci(task: str, metric: str, y: np.ndarray, pred: np.ndarray,
+                 proba: np.ndarray | None, classes: list[Any] | None, samples: int,
+                 seed: int) -> tuple[float, float] | None:
+    """Percentile 95% interval of the metric over `samples` resamples of the holdout."""
+    if samples <= 0 or len(y) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(samples):
+        idx = rng.integers(0, len(y), len(y))
+        v = _primary_only(task, metric, y[idx], pred[idx],
+                          None if proba is None else proba[idx], classes)
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return None
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def evaluate(model: Any, holdout: pd.DataFrame, target: Target, metric: str, *,
+             slice_columns: list[str] = (), bootstrap_samples: int = 0,
+             seed: int = 0) -> Evaluation:
+    """Score a fitted model on the holdout.
+
+    The model must accept the holdout's columns (a Pipeline selects its own inputs).
+    """
+    X = holdout
+    y = target.encode(holdout[target.column])
+    pred = np.asarray(model.predict(X))
+    proba = _proba(model, X, target) if target.task != "regression" else None
+    classes = target.classes if target.task == "multiclass" else None
+    if target.task == "multiclass" and proba is not None and hasattr(model, "classes_"):
+        classes = list(model.classes_)
+    scores = score_arrays(target.task, y, pred, proba, classes)
+    ci = bootstrap_ci(target.task, metric, y, pred, proba, classes, bootstrap_samples, seed)
+    slices: dict[str, dict[str, dict[str, float]]] = {}
+    for col in slice_columns:
+        if col not in holdout.columns:
+            continue
+        per: dict[str, dict[str, float]] = {}
+        for value, idx in holdout.groupby(col, dropna=False, observed=True).indices.items():
+            per[str(value)] = {
+                "rows": float(len(idx)),
+                metric: _primary_only(target.task, metric, y[idx], pred[idx],
+                                      None if proba is None else proba[idx], classes),
+            }
+        slices[col] = per
+    return Evaluation(scores, metric, ci, slices)

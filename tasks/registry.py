@@ -1,0 +1,207 @@
+"""MLflow adapter: runs, artifacts, logged models, registry versions and aliases.
+
+The only module that imports mlflow. Clients are built when first used, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.settings import Settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class RegistryError(RuntimeError):
+    """The tracking or registry store failed."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """A registered version, in plain types."""
+
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins for what a logged model needs: skips MLflow's slow inference subprocess."""
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+
+    return [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}",
+            f"numpy=={numpy.__version__}", f"scipy=={scipy.__version__}"]
+
+
+class Registry:
+    """Tracking + registry access for one settings object."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._client = None
+
+    @property
+    def client(self):
+        """An MlflowClient on the configured stores (created once)."""
+        if self._client is None:
+            import mlflow
+            from mlflow import MlflowClient
+
+            mlflow.set_tracking_uri(self.settings.tracking_uri)
+            mlflow.set_registry_uri(self.settings.tracking_uri)
+            self._client = MlflowClient(self.settings.tracking_uri, self.settings.tracking_uri)
+        return self._client
+
+    def _local_store(self) -> bool:
+        uri = self.settings.tracking_uri
+        return uri.startswith(("sqlite:", "file:", "postgresql", "mysql")) or "://" not in uri
+
+    def experiment_id(self, model_name: str) -> str:
+        """The experiment for a model (``regrow/<model>``), created on first use."""
+        name = f"regrow/{model_name}"
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self._local_store():  # keep artifacts under REGROW_HOME, not the working directory
+            location = (self.settings.artifact_root / model_name).as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def start_run(self, model_name: str, run_name: str, tags: dict[str, str]) -> str:
+        """Open a run in the model's experiment; returns its id."""
+        run = self.client.create_run(self.experiment_id(model_name), run_name=run_name,
+                                     tags={k: str(v) for k, v in tags.items()})
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run as FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log params (values stringified, 6000 chars max each)."""
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Log finite metrics."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, 0) for k, v in metrics.items()
+                 if v is not None and not math.isnan(float(v))]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        """Set run tags (values stringified)."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(run_id, tags=items)
+
+    def log_dict(self, run_id: str, obj: Any, path: str) -> None:
+        """Log a JSON artifact."""
+        self.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        """Log a text artifact at `path` inside the run's artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(path).name
+            target.write_text(text, encoding="utf-8")
+            parent = str(Path(path).parent)
+            self.client.log_artifact(run_id, str(target), None if parent == "." else parent)
+
+    def log_model(self, run_id: str, model: Any, input_example: pd.DataFrame, name: str = "model") -> str:
+        """Log a fitted sklearn Pipeline with signature and input example; returns its URI."""
+        import mlflow
+        import skops.io
+        from mlflow.models import infer_signature
+
+        self.client  # noqa: B018 - make sure the URIs are set
+        signature = infer_signature(input_example, model.predict(input_example))
+        # We built this object ourselves; trust exactly the types it contains.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        info = mlflow.sklearn.log_model(
+            model, name=name, signature=signature, input_example=input_example,
+            pip_requirements=pip_requirements(), skops_trusted_types=trusted, run_id=run_id,
+        )
+        return info.model_uri
+
+    def register(self, model_uri: str, name: str, run_id: str, tags: dict[str, Any],
+                 description: str = "") -> str:
+        """Register a logged model as a new version of `name`; returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description="Managed by regrow.")
+        mv = self.client.create_model_version(name, model_uri, run_id=run_id,
+                                              tags={k: str(v) for k, v in tags.items()},
+                                              description=description)
+        return str(mv.version)
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version an alias points to, or None (also when the model does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point an alias at a version."""
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        """Tag a model version."""
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, str(v))
+
+    def version_info(self, name: str, version: str) -> ModelVersionInfo:
+        """One version's run, tags and aliases."""
+        mv = self.client.get_model_version(name, version)
+        return ModelVersionInfo(name, str(mv.version), mv.run_id, dict(mv.tags), list(mv.aliases))
+
+    def load(self, name: str, alias: str | None = None, version: str | None = None) -> Any:
+        """Load a registered sklearn model by alias or version.
+
+        regrow only loads models it registered itself, so deserialization is allowed here.
+        """
+        import mlflow
+
+        self.client  # noqa: B018
+        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+        ref = f"@{alias}" if alias else f"/{version}"
+        return mlflow.sklearn.load_model(f"models:/{name}{ref}")
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        """A run's status, tags, params and metrics."""
+        r = self.client.get_run(run_id)
+        return {"status": r.info.status, "tags": dict(r.data.tags), "params": dict(r.data.params),
+                "metrics": dict(r.data.metrics), "artifact_uri": r.info.artifact_uri,
+                "experiment_id": r.info.experiment_id}
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        """Artifact paths directly under `path`."""
+        return [a.path for a in self.client.list_artifacts(run_id, path)]

@@ -1,0 +1,61 @@
+"""Where regrow keeps its state. Read from the environment when called, never at import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations of every store regrow writes to.
+
+    Attributes:
+        home: the state directory (``REGROW_HOME``, default ``~/.regrow``).
+        tracking_uri: MLflow tracking + registry store (``MLFLOW_TRACKING_URI``).
+        artifact_root: where MLflow artifacts go when the tracking store is local.
+        database_url: the monitoring store (``REGROW_DATABASE_URL``).
+        reports_dir: HTML/JSON reports.
+        prefect_home: Prefect's home for local (ephemeral) runs.
+    """
+
+    home: Path
+    tracking_uri: str
+    artifact_root: Path
+    database_url: str
+    reports_dir: Path
+    prefect_home: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Build settings from the environment, creating the state directory."""
+        home = Path(os.environ.get("REGROW_HOME") or Path.home() / ".regrow").expanduser()
+        home = home.resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        database = os.environ.get("REGROW_DATABASE_URL") or f"sqlite:///{home / 'regrow.db'}"
+        return cls(
+            home=home,
+            tracking_uri=tracking,
+            artifact_root=home / "mlartifacts",
+            database_url=database,
+            reports_dir=home / "reports",
+            prefect_home=home / "prefect",
+        )
+
+
+def configure_process_env() -> Settings:
+    """Point Prefect and MLflow at the state directory before either is imported.
+
+    Values already set in the environment win, so a Prefect server (``PREFECT_API_URL``) or
+    an MLflow server (``MLFLOW_TRACKING_URI``) is used as soon as it is configured.
+    """
+    s = Settings.from_env()
+    os.environ.setdefault("PREFECT_HOME", str(s.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    return s

@@ -1,0 +1,236 @@
+"""Split the data, fit one Pipeline per candidate with cross-validation, pick the best."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import is_classifier, is_regressor
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, TimeSeriesSplit
+from sklearn.pipeline import Pipeline
+
+from configs.schema import ESTIMATORS, METRICS, Candidate, Config
+from tasks.features import FeatureRoles, build_preprocessor, resolve_roles
+
+
+class TrainingError(ValueError):
+    """Training cannot proceed on this data or config."""
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Training and holdout parts of the table."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    method: str
+    cutoff: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description."""
+        return {"method": self.method, "train_rows": len(self.train),
+                "holdout_rows": len(self.holdout), "cutoff": self.cutoff}
+
+
+def split(config: Config, frame: pd.DataFrame) -> SplitResult:
+    """Time-based holdout when the config names a time column, else a seeded random split.
+
+    Raises:
+        TrainingError: a part would be empty.
+    """
+    s, d = config.split, config.data
+    if d.time_column:
+        ordered = frame.sort_values(d.time_column, kind="stable").reset_index(drop=True)
+        if s.cutoff:
+            cut = pd.Timestamp(s.cutoff)
+            mask = ordered[d.time_column] >= cut
+            train, hold = ordered[~mask], ordered[mask]
+        else:
+            n_hold = max(1, int(round(len(ordered) * s.holdout_fraction)))
+            train, hold = ordered.iloc[:-n_hold], ordered.iloc[-n_hold:]
+            cut = hold[d.time_column].iloc[0] if len(hold) else None
+        result = SplitResult(train.reset_index(drop=True), hold.reset_index(drop=True), "time",
+                             str(cut) if cut is not None else None)
+    else:
+        rng = np.random.default_rng(s.seed)
+        idx = rng.permutation(len(frame))
+        n_hold = max(1, int(round(len(frame) * s.holdout_fraction)))
+        if s.stratify and d.task != "regression":
+            from sklearn.model_selection import train_test_split
+
+            try:
+                tr, ho = train_test_split(np.arange(len(frame)), test_size=n_hold,
+                                          random_state=s.seed, stratify=frame[d.target])
+            except ValueError:  # a class too small to stratify: fall back to plain random
+                tr, ho = idx[n_hold:], idx[:n_hold]
+        else:
+            tr, ho = idx[n_hold:], idx[:n_hold]
+        result = SplitResult(frame.iloc[np.sort(tr)].reset_index(drop=True),
+                             frame.iloc[np.sort(ho)].reset_index(drop=True), "random")
+    if len(result.train) == 0 or len(result.holdout) == 0:
+        raise TrainingError(
+            f"split: {result.method} split left {len(result.train)} training and "
+            f"{len(result.holdout)} holdout rows; adjust split.cutoff or split.holdout_fraction"
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Target:
+    """How the target column becomes y: binary targets are encoded 1 = positive label."""
+
+    column: str
+    task: str
+    positive_label: Any = None
+    classes: list[Any] = field(default_factory=list)
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        """y for sklearn."""
+        if self.task == "binary":
+            return (values == self.positive_label).to_numpy(dtype=int)
+        return values.to_numpy()
+
+
+def resolve_target(config: Config, train: pd.DataFrame) -> Target:
+    """Find the classes (and the positive label for binary) in the training rows.
+
+    Raises:
+        TrainingError: the number of classes does not fit the task.
+    """
+    d = config.data
+    y = train[d.target]
+    if d.task == "regression":
+        if not pd.api.types.is_numeric_dtype(y):
+            raise TrainingError(f"data.target: {d.target!r} must be numeric for regression, "
+                                f"found dtype {y.dtype}")
+        return Target(d.target, d.task)
+    classes = sorted(y.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+    if d.task == "binary":
+        if len(classes) != 2:
+            raise TrainingError(f"data.target: binary task needs exactly 2 classes in the training "
+                                f"rows, found {len(classes)}: {classes[:10]}")
+        pos = d.positive_label if d.positive_label is not None else classes[-1]
+        if pos not in classes:
+            raise TrainingError(f"data.positive_label: {pos!r} is not one of the classes {classes}")
+        return Target(d.target, d.task, pos, classes)
+    if len(classes) < 3:
+        raise TrainingError(f"data.target: multiclass task needs 3 or more classes, found {classes}")
+    return Target(d.target, d.task, None, classes)
+
+
+def scorer_name(metric: str, task: str) -> str:
+    """The sklearn scoring string for a config metric."""
+    multi = task == "multiclass"
+    return {
+        "roc_auc": "roc_auc_ovr" if multi else "roc_auc",
+        "f1": "f1_macro" if multi else "f1",
+        "precision": "precision",
+        "recall": "recall",
+        "accuracy": "accuracy",
+        "log_loss": "neg_log_loss",
+        "rmse": "neg_root_mean_squared_error",
+        "mae": "neg_mean_absolute_error",
+        "r2": "r2",
+    }[metric]
+
+
+def make_estimator(cand: Candidate, task: str, seed: int) -> Any:
+    """Instantiate a candidate's estimator with its fixed params (seeded when it takes one).
+
+    Raises:
+        TrainingError: the import path or params are wrong, or it does not fit the task.
+    """
+    path = ESTIMATORS[cand.estimator][0] if cand.estimator in ESTIMATORS else cand.estimator
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise TrainingError(f"candidates: cannot import estimator {path!r}: {err}") from None
+    params = dict(cand.params)
+    try:
+        est = cls(**params)
+    except TypeError as err:
+        raise TrainingError(f"candidates.{cand.name}.params: {err}") from None
+    if "random_state" in est.get_params() and "random_state" not in params:
+        est.set_params(random_state=seed)
+    wrong = is_regressor(est) if task != "regression" else is_classifier(est)
+    if wrong:
+        raise TrainingError(f"candidates.{cand.name}.estimator: {path} does not fit task {task!r}")
+    return est
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """Cross-validated score of one candidate (in the primary metric's own units)."""
+
+    name: str
+    estimator: str
+    best_params: dict[str, Any]
+    cv_score: float
+    cv_std: float
+    fit_seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The fitted winner and how every candidate scored."""
+
+    model: Pipeline
+    best: CandidateScore
+    candidates: list[CandidateScore]
+    roles: FeatureRoles
+    target: Target
+    metric: str
+
+
+def _cv(config: Config, y: np.ndarray):
+    c = config.candidates
+    if config.data.time_column:
+        return TimeSeriesSplit(n_splits=c.cv_folds)
+    if config.data.task != "regression":
+        return StratifiedKFold(n_splits=c.cv_folds, shuffle=True, random_state=c.seed)
+    return KFold(n_splits=c.cv_folds, shuffle=True, random_state=c.seed)
+
+
+def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
+    """Fit every candidate with a grid search on the training part; keep the best.
+
+    Raises:
+        TrainingError: the data or config cannot produce a model.
+    """
+    task, metric = config.data.task, config.gate.primary_metric
+    target = resolve_target(config, train_frame)
+    roles = resolve_roles(config, train_frame)
+    X, y = train_frame[roles.inputs], target.encode(train_frame[target.column])
+    sign = 1.0 if METRICS[metric][1] else -1.0  # scorers negate lower-is-better metrics
+    scores: list[CandidateScore] = []
+    fitted: dict[str, Pipeline] = {}
+    for cand in config.candidates.estimators:
+        est = make_estimator(cand, task, config.candidates.seed)
+        pipe = Pipeline([("prep", build_preprocessor(config, roles)), ("model", est)])
+        grid = {f"model__{k}": v for k, v in cand.grid.items()}
+        search = GridSearchCV(pipe, [grid] if grid else [{}], scoring=scorer_name(metric, task),
+                              cv=_cv(config, y), n_jobs=config.candidates.n_jobs, refit=True,
+                              error_score="raise")
+        t0 = time.perf_counter()
+        try:
+            search.fit(X, y)
+        except ValueError as err:
+            raise TrainingError(f"candidates.{cand.name}: fitting failed: {err}") from None
+        i = search.best_index_
+        scores.append(CandidateScore(
+            name=cand.name,
+            estimator=ESTIMATORS.get(cand.estimator, (cand.estimator,))[0],
+            best_params={k.removeprefix("model__"): v for k, v in search.best_params_.items()},
+            cv_score=float(sign * search.cv_results_["mean_test_score"][i]),
+            cv_std=float(search.cv_results_["std_test_score"][i]),
+            fit_seconds=round(time.perf_counter() - t0, 3),
+        ))
+        fitted[cand.name] = search.best_estimator_
+    greater = METRICS[metric][1]
+    best = (max if greater else min)(scores, key=lambda s: s.cv_score)
+    return TrainResult(fitted[best.name], best, scores, roles, target, metric)
