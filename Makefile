@@ -1,0 +1,38 @@
+# One vocabulary for people, hooks and CI.  `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test bench lint lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install regrow with its pinned dependencies (uv: seconds)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: setup  ## run the end-to-end demo on the embedded default (no servers)
+	$(BIN)/regrow demo
+
+test: setup  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: setup  ## run the benchmarks and print their tables
+	$(BIN)/python -m tests.bench
+
+lint: setup  ## static checks
+	$(BIN)/ruff check configs tasks flows tests
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile -q --python $(BIN)/python pyproject.toml --extra dev -o requirements.lock
+
+clean:  ## remove the virtualenv (state lives in REGROW_HOME, untouched)
+	rm -rf $(VENV)
