@@ -56,9 +56,12 @@ class Registry:
     def client(self):
         """An MlflowClient on the configured stores (created once)."""
         if self._client is None:
+            import logging
+
             import mlflow
             from mlflow import MlflowClient
 
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # quiet "creating tables"
             mlflow.set_tracking_uri(self.settings.tracking_uri)
             mlflow.set_registry_uri(self.settings.tracking_uri)
             self._client = MlflowClient(self.settings.tracking_uri, self.settings.tracking_uri)

@@ -150,10 +150,13 @@ def validate(config: Config, frame: pd.DataFrame) -> ValidationReport:
     Raises:
         ValueError: a custom expectation name GX does not know, or bad arguments for it.
     """
+    import logging
+
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.expectations.registry import get_expectation_impl
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_def = (

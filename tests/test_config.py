@@ -1,0 +1,118 @@
+"""Config schema: shipped configs load; bad configs fail naming the key path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from configs.schema import ConfigError, json_schema, load_config, parse_config
+from tests.helpers import BINARY_CONFIG, REGRESSION_CONFIG, merge
+
+SHIPPED = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert SHIPPED, "configs/ holds no YAML"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path):
+    loaded = load_config(path)
+    assert loaded.config.registry.model_name
+    assert len(loaded.sha256) == 64
+
+
+def test_test_configs_are_valid():
+    assert parse_config(BINARY_CONFIG).data.task == "binary"
+    assert parse_config(REGRESSION_CONFIG).gate.primary_metric == "rmse"
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"data": {"targte": "x"}}, "data.targte: unknown key"),
+        ({"gate": {"max_regression": "a lot"}}, "gate.max_regression"),
+        ({"data": {"task": "ranking"}}, "data.task"),
+        ({"gate": {"primary_metric": "rmse"}}, "gate.primary_metric: metric 'rmse' does not apply"),
+        ({"gate": {"floors": {"auc": 0.5}}}, "gate.floors.auc: unknown metric"),
+        ({"candidates": {"estimators": []}}, "candidates.estimators"),
+        ({"candidates": {"cv_folds": 1}}, "candidates.cv_folds"),
+        ({"split": {"holdout_fraction": 1.5}}, "split.holdout_fraction"),
+        ({"data": {"source": {"kind": "sql", "url": "sqlite://", "path": None}}}, "exactly one of 'table' or 'query'"),
+        ({"data": {"source": {"kind": "ftp"}}}, "data.source"),
+        ({"expectations": {"ranges": {"age": {"min": 5, "max": 1}}}}, "expectations.ranges.age"),
+        ({"features": {"categorical": ["amount"]}}, "listed in both 'numeric' and 'categorical'"),
+        ({"registry": None}, "registry: Field required"),
+    ],
+)
+def test_bad_config_names_the_key(patch, needle):
+    with pytest.raises(ConfigError) as info:
+        parse_config(merge(BINARY_CONFIG, patch), "model.yaml")
+    assert needle in str(info.value)
+    assert str(info.value).startswith("model.yaml:")
+
+
+def test_estimator_must_fit_task():
+    bad = merge(BINARY_CONFIG, {})
+    bad["candidates"]["estimators"][0]["estimator"] = "ridge"
+    with pytest.raises(ConfigError, match=r"candidates.estimators.0.estimator: 'ridge' does not serve"):
+        parse_config(bad)
+
+
+def test_unknown_estimator_short_name():
+    bad = merge(BINARY_CONFIG, {})
+    bad["candidates"]["estimators"][0]["estimator"] = "xgboostish"
+    with pytest.raises(ConfigError, match="unknown estimator 'xgboostish'"):
+        parse_config(bad)
+
+
+def test_config_is_frozen():
+    cfg = parse_config(BINARY_CONFIG)
+    with pytest.raises(Exception):
+        cfg.data.target = "other"  # type: ignore[misc]
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(scalar)
+
+
+def test_overrides_apply_and_are_recorded(tmp_path: Path):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(BINARY_CONFIG))
+    loaded = load_config(path, {"split.holdout_fraction": 0.3,
+                                "candidates.estimators.0.params.C": 2.0})
+    assert loaded.config.split.holdout_fraction == 0.3
+    assert loaded.config.candidates.estimators[0].params["C"] == 2.0
+    assert "overrides" in loaded.text
+    assert loaded.sha256 != load_config(path).sha256
+
+
+def test_resolve_path_expands_env(tmp_path: Path, monkeypatch):
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(BINARY_CONFIG))
+    loaded = load_config(path)
+    monkeypatch.setenv("DATA_DIR", "/data/x")
+    assert str(loaded.resolve_path("${DATA_DIR}/t.csv")) == "/data/x/t.csv"
+    assert loaded.resolve_path("t.csv") == tmp_path / "t.csv"
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE"):
+        loaded.resolve_path("${NOT_SET_ANYWHERE}/t.csv")
+
+
+def test_json_schema_is_complete():
+    schema = json_schema()
+    json.dumps(schema)
+    assert set(schema["required"]) >= {"data", "candidates", "gate", "registry"}
+    assert "Expectations" in schema["$defs"]
