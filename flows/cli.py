@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: no heavy imports)."""
     p = argparse.ArgumentParser(prog="regrow", description="Keep tabular models fresh: "
                                 "validated training, gated promotion, drift-triggered retraining.")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect and library logs")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train candidates for a config and gate the winner")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tasks.settings import configure_process_env
 
-    configure_process_env()
+    configure_process_env(verbose=args.verbose)
     return args.func(args)
 
 

@@ -29,10 +29,12 @@ from tasks.store import Store
 class ValidationFailed(RuntimeError):
     """The batch broke expectations; training did not start."""
 
-    def __init__(self, report: va.ValidationReport):
+    def __init__(self, report: va.ValidationReport, run_id: str = ""):
         self.report = report
+        where = f"\nfull report: MLflow run {run_id}, artifact validation/report.md" if run_id else ""
         super().__init__(f"validation failed: {len(report.failed)} of {len(report.outcomes)} "
-                         f"expectations not met\n{report.describe_failures()}")
+                         f"expectations not met; training did not run\n"
+                         f"{report.describe_failures()}{where}")
 
 
 @dataclass
@@ -92,7 +94,7 @@ def validate(ctx: RunContext, data: ing.IngestResult) -> va.ValidationReport:
         create_markdown_artifact(markdown=f"# Validation failed: {ctx.model_name}\n\n"
                                  + report.to_markdown(), key="validation-report",
                                  description="Expectations that failed; training did not run.")
-        raise ValidationFailed(report)
+        raise ValidationFailed(report, ctx.run_id)
     return report
 
 

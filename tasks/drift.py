@@ -225,6 +225,9 @@ def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     if not numeric and not categorical:
         raise DriftError("no feature columns to check: list some numeric or categorical columns")
     listed = [*numeric, *categorical, *([prediction] if prediction is not None else [])]
+    not_names = [c for c in listed if not isinstance(c, str)]
+    if not_names:
+        raise DriftError(f"column names must be strings, got {not_names}")
     dupes = sorted({c for c in listed if listed.count(c) > 1})
     if dupes:
         raise DriftError("columns listed more than once (as numeric, categorical or "
@@ -366,6 +369,7 @@ def check_drift(
         DriftError: an empty frame, a listed column missing from either frame, a numeric
             column with non-numeric values, a column with no usable values, an unknown method
             or one that does not apply to the column kind, a bad threshold or ``max_rows``.
+        OSError: the HTML report cannot be written.
     """
     thresholds = dict(thresholds or {})
     methods = {NUMERIC: (numeric_method, numeric_threshold),
@@ -408,7 +412,7 @@ def check_drift(
             current_data=Dataset.from_pandas(cur, data_definition=definition),
             reference_data=Dataset.from_pandas(ref, data_definition=definition),
         )
-    except ValueError as err:  # Evidently reports bad column data as ValueError
+    except (ValueError, TypeError) as err:  # Evidently's reaction to data it cannot compare
         raise DriftError(f"Evidently could not compare the data: {err}") from err
 
     notes: list[str] = []

@@ -143,9 +143,15 @@ class Registry:
         signature = infer_signature(input_example, model.predict(input_example))
         # We built this object ourselves; trust exactly the types it contains.
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        # Create the LoggedModel in the run's experiment ourselves: without an active run,
+        # log_model would file it under the default experiment (artifacts in ./mlruns).
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        logged = self.client.create_logged_model(experiment_id=experiment_id, name=name,
+                                                 source_run_id=run_id, model_type="sklearn")
         info = mlflow.sklearn.log_model(
             model, name=name, signature=signature, input_example=input_example,
             pip_requirements=pip_requirements(), skops_trusted_types=trusted, run_id=run_id,
+            model_id=logged.model_id,
         )
         return info.model_uri
 

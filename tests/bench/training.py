@@ -79,6 +79,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-help", action="store_true", help="skip the `regrow --help` timing")
     p.add_argument("--no-flow", action="store_true", help="skip the flow-vs-bare comparison")
     p.add_argument("--help-runs", type=int, default=5, help="`regrow --help` runs (default 5)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OpenMP/BLAS threads in both arms (threadpoolctl; default 1, 0 = the "
+                        "libraries' own choice). On a busy 2-core machine HistGradientBoosting's "
+                        "OpenMP threads contend badly: the same fit varies 5-25x")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     if args.quick:
@@ -301,23 +305,43 @@ class Warmup:
     first_flow_s: float = 0.0
     second_flow_s: float = 0.0
     first_bare_s: float = 0.0
+    threads: str = ""
+
+
+def thread_summary() -> str:
+    """The native thread pools in use, e.g. ``openmp 2, openblas 2``."""
+    from threadpoolctl import threadpool_info
+
+    pools = {f"{p['internal_api']} {p['num_threads']}" for p in threadpool_info()}
+    return ", ".join(sorted(pools)) or "none loaded"
+
+
+def load_average() -> str:
+    """The 1-minute load average, to judge how noisy the timings are."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
 
 
 def compare(args: argparse.Namespace, work: Path, log: Callable[[str], None]
             ) -> tuple[Warmup, list[SizeResult]]:
     """Warm up, then interleave bare and flow runs at every size."""
+    import sklearn.ensemble  # noqa: F401 - loads OpenMP, so that the cap below reaches it
     from prefect.testing.utilities import prefect_test_harness
+    from threadpoolctl import threadpool_limits
 
     warm = Warmup()
     warm_data = write_dataset(work, WARMUP_ROWS)
     warm_cfg = write_config(work, warm_data)
     t0 = time.perf_counter()
-    with prefect_test_harness():
+    with prefect_test_harness(), threadpool_limits(limits=args.threads or None):
         warm.harness_s = time.perf_counter() - t0
         log(f"harness up in {warm.harness_s:.1f} s; warm-up runs on {WARMUP_ROWS} rows")
         warm.first_bare_s = run_bare(warm_data).seconds
         warm.first_flow_s = run_flow(warm_cfg).seconds  # imports GX/MLflow, creates the champion
         warm.second_flow_s = run_flow(warm_cfg).seconds
+        warm.threads = thread_summary()
         results = [run_size(rows, repeats_for(rows, args), work, log) for rows in args.sizes]
     return warm, results
 
@@ -447,15 +471,17 @@ def verdict_line(results: list[SizeResult]) -> str:
 
 
 def print_report(args: argparse.Namespace, warm: Warmup | None, results: list[SizeResult],
-                 help_s: list[float] | None, demo: DemoTiming | None) -> None:
+                 help_s: list[float] | None, demo: DemoTiming | None, loads: list[str]) -> None:
     """The plain-text tables."""
-    print(f"\ntraining benchmark -- {os.cpu_count()} cores, python {sys.version.split()[0]}; "
-          "wall-clock medians, noisy (+-30%)")
+    print(f"\ntraining benchmark -- {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"load average {' -> '.join(loads)} (start -> end); wall-clock medians, noisy")
     print(f"data: {len(NUMERIC)} numeric + {len(CATEGORICAL)} categorical features, time and id "
           f"columns, CSV; one candidate (HistGradientBoosting {HGB_PARAMS}), {CV_FOLDS}-fold "
           f"time-series CV, holdout {HOLDOUT_FRACTION}, bootstrap {BOOTSTRAP_SAMPLES}")
     if warm is not None:
         print("\n[1] train_flow vs bare script (Prefect test harness, in-process)")
+        cap = f"capped at {args.threads}" if args.threads else "libraries' default"
+        print(f"native thread pools ({cap}): {warm.threads}")
         print(f"one-time: harness start {warm.harness_s:.1f} s; warm-up on {WARMUP_ROWS:,} rows: "
               f"bare {warm.first_bare_s:.2f} s, first flow run {warm.first_flow_s:.2f} s "
               f"(imports, MLflow DB), second {warm.second_flow_s:.2f} s")
@@ -487,6 +513,7 @@ def main(argv: list[str]) -> int:
     def log(msg: str) -> None:
         print(f"[bench training] {msg}", file=sys.stderr, flush=True)
 
+    loads = [load_average()]
     help_s = demo = warm = None
     results: list[SizeResult] = []
     try:
@@ -511,7 +538,8 @@ def main(argv: list[str]) -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print_report(args, warm, results, help_s, demo)
+    loads.append(load_average())
+    print_report(args, warm, results, help_s, demo, loads)
     return 1 if demo is not None and demo.returncode != 0 else 0
 
 

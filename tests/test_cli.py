@@ -1,0 +1,79 @@
+"""End to end through the ``regrow`` command, in subprocesses with their own state dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+
+REGROW = [sys.executable, "-m", "flows.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], home: Path, timeout: int = 600,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
+    env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
+    return subprocess.run([*REGROW, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=cwd or ROOT)
+
+
+def test_help_is_cheap(tmp_path: Path):
+    out = run(["--help"], tmp_path / "h")
+    assert out.returncode == 0 and "train" in out.stdout and "config" in out.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, flows.cli; flows.cli.build_parser(); "
+         "print(sorted(m for m in ('prefect','mlflow','great_expectations','sklearn','evidently')"
+         " if m in sys.modules))"], capture_output=True, text=True, cwd=ROOT)
+    assert probe.stdout.strip() == "[]", "the CLI imports heavy libraries before parsing"
+
+
+def test_config_schema_and_check(tmp_path: Path):
+    out = run(["config", "schema"], tmp_path / "h")
+    assert out.returncode == 0 and "Expectations" in json.loads(out.stdout)["$defs"]
+    ok = run(["config", "check", str(ROOT / "configs" / "rainfall.yaml")], tmp_path / "h")
+    assert ok.returncode == 0 and ok.stdout.startswith("OK ")
+    bad = write_case(tmp_path / "bad", None, merge(BINARY_CONFIG, {"gate": {"floors": {"auc": 1}}}))
+    res = run(["config", "check", str(bad)], tmp_path / "h")
+    assert res.returncode == 2 and "gate.floors.auc: unknown metric 'auc'" in res.stderr
+
+
+@pytest.mark.slow
+def test_train_end_to_end_then_bad_data(tmp_path: Path):
+    """A fresh state dir: train -> champion v1; bad data -> exit 2, clear error, v1 stays."""
+    home = tmp_path / "home"
+    cfg = write_case(tmp_path / "m", binary_frame(1000), BINARY_CONFIG)
+    out = run(["train", str(cfg), "--json", "--reason", "e2e"], home, cwd=tmp_path / "m")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["promoted"] and summary["champion_after"] == "1"
+    assert summary["decision"]["verdict"] == "promote"
+    assert (home / "mlflow.db").exists() and (home / "regrow.db").exists()
+    assert any((home / "mlartifacts").rglob("MLmodel"))
+    assert not (tmp_path / "m" / "mlruns").exists() and not (ROOT / "mlruns").exists()
+
+    frame = binary_frame(1000)
+    frame["label"] = 1
+    write_case(tmp_path / "m", frame, BINARY_CONFIG)
+    bad = run(["train", str(cfg), "--set", "gate.bootstrap_samples=10"], home)
+    assert bad.returncode == 2
+    assert "expect_column_unique_value_count_to_be_between [label]" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    again = run(["train", str(cfg), "--json"], home)  # JSON mode reports the failure as JSON too
+    assert again.returncode == 2 and json.loads(again.stdout)["kind"] == "ValidationFailed"
+
+    from tasks.registry import CHAMPION, Registry
+    from tasks.settings import Settings
+
+    os.environ["REGROW_HOME"], saved = str(home), os.environ["REGROW_HOME"]
+    try:
+        assert Registry(Settings.from_env()).alias_version("test-binary", CHAMPION) == "1"
+    finally:
+        os.environ["REGROW_HOME"] = saved

@@ -1,0 +1,76 @@
+"""SQL ingestion and the monitoring store against the real PostgreSQL on this machine."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+
+pytestmark = pytest.mark.postgres
+
+ADMIN_URL = os.environ.get("REGROW_TEST_PG_ADMIN_URL",
+                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def pg_url():
+    """A new, empty database for one test, dropped afterwards."""
+    name = f"regrow_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as err:
+        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}: {err}")
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_ingest_streams_a_postgres_table(pg_url: str, tmp_path: Path, monkeypatch):
+    from configs.schema import load_config
+    from tasks.ingest import ingest
+
+    frame = binary_frame(2500)
+    engine = sa.create_engine(pg_url)
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    monkeypatch.setenv("REGROW_TEST_SOURCE_URL", pg_url)
+    cfg = merge(BINARY_CONFIG, {"data": {"source": {
+        "kind": "sql", "path": None, "url": "${REGROW_TEST_SOURCE_URL}", "table": "events",
+        "chunksize": 1000}}})
+    got = ingest(load_config(write_case(tmp_path, None, cfg)))
+    assert got.rows == 2500
+    assert "postgresql+psycopg://postgres@127.0.0.1:5432/regrow_test_" in got.source
+    assert got.frame["label"].sum() == frame["label"].sum()
+    q = merge(cfg, {"data": {"source": {"table": None,
+                                        "query": "SELECT * FROM events WHERE segment = 'north'"}}})
+    assert ingest(load_config(write_case(tmp_path, None, q))).rows == (frame.segment == "north").sum()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_training_from_postgres_with_postgres_store(pg_url: str, tmp_path: Path, home: Path,
+                                                    monkeypatch):
+    from flows.training import train_flow
+    from tasks.store import Store
+
+    engine = sa.create_engine(pg_url)
+    binary_frame(1000).to_sql("events", engine, index=False)
+    engine.dispose()
+    monkeypatch.setenv("REGROW_TEST_SOURCE_URL", pg_url)
+    monkeypatch.setenv("REGROW_DATABASE_URL", pg_url)
+    cfg = merge(BINARY_CONFIG, {"data": {"source": {
+        "kind": "sql", "path": None, "url": "${REGROW_TEST_SOURCE_URL}", "table": "events"}}})
+    out = train_flow(str(write_case(tmp_path, None, cfg)))
+    assert out.promoted and out.data["rows"] == 1000
+    store = Store(pg_url)
+    assert [h["alias"] for h in store.alias_history("test-binary")] == ["challenger", "champion"]
+    assert store.training_runs("test-binary")[0]["status"] == "finished"
+    store.dispose()
