@@ -288,6 +288,107 @@ class Gate(Strict):
     bootstrap_samples: int = Field(default=200, ge=0, le=10_000)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"15m"``, ``"6h"``, ``"7d"``, ``"2w"`` -> seconds.
+
+    Raises:
+        ValueError: not a number followed by one of s, m, h, d, w.
+    """
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 6h, 7d or 2w")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+class Window(Strict):
+    """The current window a drift check looks at: the latest `rows` scored rows, or the rows
+    scored within `period` (e.g. ``7d``)."""
+
+    rows: int | None = Field(default=5000, ge=1)
+    period: str | None = None
+    min_rows: int = Field(default=500, ge=1, description="Below this: 'insufficient data'.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Window:
+        if self.period is not None:
+            parse_duration(self.period)
+        if (self.rows is None) == (self.period is None):
+            raise ValueError("give exactly one of 'rows' or 'period'")
+        return self
+
+
+class Persistence(Strict):
+    """Ask for a retrain only when drift was seen in `k` of the last `n` checks."""
+
+    k: int = Field(default=2, ge=1)
+    n: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> Persistence:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot exceed n ({self.n})")
+        return self
+
+
+class DriftRules(Strict):
+    """How feature and prediction drift are measured and when they count."""
+
+    numeric_method: Literal["wasserstein", "ks", "psi", "jensenshannon", "kl_div"] = "wasserstein"
+    numeric_threshold: float = Field(default=0.1, gt=0)
+    categorical_method: Literal["jensenshannon", "psi", "chisquare", "kl_div"] = "jensenshannon"
+    categorical_threshold: float = Field(default=0.1, gt=0)
+    thresholds: dict[str, float] = Field(default_factory=dict,
+                                         description="Per-column threshold overrides.")
+    drift_share: float = Field(default=0.5, gt=0, le=1,
+                               description="Share of (weighted) columns drifted = dataset drift.")
+    weight_by_importance: bool = False
+    prediction_drift: bool = True
+    max_rows: int = Field(default=100_000, ge=1000,
+                          description="Rows compared per side (seeded sample above this).")
+
+
+class PerformanceRule(Strict):
+    """Performance on matured labels against the reference (holdout) performance."""
+
+    min_labels: int = Field(default=200, ge=1)
+    tolerance: float = Field(default=0.05, ge=0,
+                             description="Allowed drop of the primary metric before it counts.")
+
+
+class Monitoring(Strict):
+    """Drift watch: reference, window, rules, persistence, schedule."""
+
+    reference_rows: int = Field(default=20_000, ge=100,
+                                description="Seeded sample of training rows kept as reference.")
+    window: Window = Window()
+    drift: DriftRules = DriftRules()
+    performance: PerformanceRule = PerformanceRule()
+    persistence: Persistence = Persistence()
+    schedule: str | None = Field(default=None, description="Cron for the drift-check deployment.")
+
+
+class RetrainPolicy(Strict):
+    """The one door every retrain request passes."""
+
+    cooldown: str = "6h"
+    max_trainings: int = Field(default=4, ge=1)
+    budget_period: str = "1d"
+    circuit_breaker_after: int = Field(default=3, ge=1,
+                                       description="Consecutive gate rejections that open it.")
+    stale_after: str = Field(default="2h", description="An in-flight training older than this "
+                             "is considered dead and no longer coalesces requests.")
+
+    @field_validator("cooldown", "budget_period", "stale_after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class Registry(Strict):
     """Where the model lives in the MLflow registry."""
 
@@ -305,6 +406,8 @@ class Config(Strict):
     split: Split = Split()
     gate: Gate
     registry: Registry
+    monitoring: Monitoring = Monitoring()
+    retrain: RetrainPolicy = RetrainPolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -66,6 +66,119 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(as_json=args.json)
 
 
+def _load_or_exit(args: argparse.Namespace):
+    from configs.schema import ConfigError, load_config
+
+    try:
+        return load_config(args.config, _overrides(getattr(args, "set", None)))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def _emit(obj: Any, as_json: bool, text: str) -> None:
+    from dataclasses import asdict, is_dataclass
+
+    if as_json:
+        print(json.dumps(asdict(obj) if is_dataclass(obj) else obj, indent=2, default=str))
+    else:
+        print(text)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score rows with the champion; predictions go to the monitoring store."""
+    _load_or_exit(args)
+    from flows.monitoring import score_flow
+    from flows.report import guarded
+
+    res = guarded(lambda: score_flow(args.config, args.input, args.query,
+                                     _overrides(args.set)), args.json)
+    if isinstance(res, int):
+        return res
+    text = f"scored {res.rows} rows with {res.model} v{res.version} (batch {res.batch_id})"
+    if res.ignored_columns:
+        text += f"\nignored columns not used by the model: {res.ignored_columns}"
+    for col, vals in res.unseen_categories.items():
+        text += f"\nunseen categories in {col!r} (scored as unknown): {vals}"
+    _emit(res, args.json, text)
+    return 0
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    """Record labels that arrived later; report ids with no prediction."""
+    loaded = _load_or_exit(args)
+    from flows.report import guarded
+    from tasks.ingest import read_rows
+    from tasks.scoring import record_labels
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    def go():
+        frame = read_rows(loaded, args.input, None)
+        return record_labels(loaded.config, frame, Store(Settings.from_env().database_url))
+
+    res = guarded(go, args.json)
+    if isinstance(res, int):
+        return res
+    text = f"recorded {res.received} labels: {res.matched} joined to predictions"
+    if res.unknown_ids:
+        text += (f"\n{len(res.unknown_ids)} label(s) for ids with no prediction (kept, not "
+                 f"joined): {res.unknown_ids[:10]}{' ...' if len(res.unknown_ids) > 10 else ''}")
+    _emit(res, args.json, text)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Run one drift check now."""
+    _load_or_exit(args)
+    from flows.monitoring import drift_check_flow
+    from flows.report import guarded, render_drift
+
+    res = guarded(lambda: drift_check_flow(args.config, _overrides(args.set),
+                                           retrain=not args.no_retrain), args.json)
+    if isinstance(res, int):
+        return res
+    _emit(res, args.json, render_drift(res))
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """A manual retrain request through the policy."""
+    _load_or_exit(args)
+    from flows.monitoring import retrain_flow
+    from flows.report import guarded, render_retrain
+
+    res = guarded(lambda: retrain_flow(args.config, args.reason, kind="manual",
+                                       overrides=_overrides(args.set), actor=args.actor), args.json)
+    if isinstance(res, int):
+        return res
+    _emit(res, args.json, render_retrain(res))
+    return 0 if res.error is None else EXIT_FAILED
+
+
+def cmd_reset_circuit(args: argparse.Namespace) -> int:
+    """Close the circuit breaker after a person has looked at the rejections."""
+    loaded = _load_or_exit(args)
+    from tasks.policy import reset_circuit
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    reset_circuit(Store(Settings.from_env().database_url), loaded.config.registry.model_name,
+                  args.actor, args.reason)
+    print(f"circuit reset for {loaded.config.registry.model_name} by {args.actor}: {args.reason}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Champion, recent drift checks, retrain requests and trainings."""
+    loaded = _load_or_exit(args)
+    from flows.report import render_status, status
+
+    info = status(loaded)
+    _emit(info, args.json, render_status(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: no heavy imports)."""
     p = argparse.ArgumentParser(prog="regrow", description="Keep tabular models fresh: "
@@ -89,6 +202,32 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(func=cmd_config_check)
     sc = csub.add_parser("schema", help="print the config JSON schema")
     sc.set_defaults(func=cmd_config_schema)
+
+    def model_cmd(name: str, help_: str, func, json_flag: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("config")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+        if json_flag:
+            sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=func)
+        return sp
+
+    s = model_cmd("score", "score new rows with the champion", cmd_score)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="CSV or Parquet file of rows")
+    src.add_argument("--query", help="SQL query on the config's SQL source")
+    lb = model_cmd("labels", "record labels that arrived later (joined by id)", cmd_labels)
+    lb.add_argument("--input", required=True, help="CSV or Parquet with the id and target columns")
+    w = model_cmd("watch", "run one drift check now", cmd_watch)
+    w.add_argument("--no-retrain", action="store_true", help="check only; ask for no retrain")
+    model_cmd("status", "champion, drift checks, retrain requests, trainings", cmd_status)
+    r = model_cmd("retrain", "ask for a retrain through the policy", cmd_retrain)
+    r.add_argument("--reason", required=True)
+    r.add_argument("--actor", default="cli", help="who asks (recorded)")
+    rc = model_cmd("reset-circuit", "close the circuit breaker after repeated gate rejections",
+                   cmd_reset_circuit, json_flag=False)
+    rc.add_argument("--reason", required=True)
+    rc.add_argument("--actor", required=True, help="the person resetting it (recorded)")
 
     d = sub.add_parser("demo", help="train twice on a public weather table; show the gate decide")
     d.add_argument("--json", action="store_true")

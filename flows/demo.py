@@ -18,8 +18,13 @@ import pandas as pd
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rainfall.yaml"
 ORIGIN = "1949-01-01"
-# Early period: the first 6,000 days; later period: the next 6,000.
-PERIODS = {"early": (0, 6000), "later": (6000, 12000)}
+# Early period: the first 6,000 days; later period: the next 4,000.
+PERIODS = {"early": (0, 6000), "later": (6000, 10000)}
+# The drift watch: after the first champion, score the following days in windows of this
+# size, labels arriving right after each window, and run a drift check after each.
+WINDOW = 1000
+WATCH_FROM, WATCH_TO = 10000, 18000  # the days after the later period: unseen by any model
+TRAIN_DAYS = 4000  # a retrain uses the latest this many days
 
 
 def load_rainfall() -> pd.DataFrame:
@@ -48,8 +53,45 @@ def write_demo_data(home: Path) -> dict[str, Path]:
     return files
 
 
+def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[dict]:
+    """Score window after window with the champion, add labels, check drift after each.
+
+    When drift persists the policy is asked for a retrain; an admitted retrain trains on the
+    latest TRAIN_DAYS days and the gate decides.
+    """
+    from flows.monitoring import drift_check_flow, score_flow
+    from flows.report import render_drift
+    from tasks.ingest import read_rows
+    from tasks.scoring import record_labels
+    from tasks.settings import Settings
+    from tasks.store import Store
+    from configs.schema import load_config
+
+    loaded = load_config(CONFIG)
+    store = Store(Settings.from_env().database_url)
+    log = []
+    for lo in range(WATCH_FROM, WATCH_TO, WINDOW):
+        hi = min(lo + WINDOW, len(frame))
+        rows = files_dir / f"window_{lo}.csv"
+        frame.iloc[lo:hi].drop(columns=["rain"]).to_csv(rows, index=False)
+        recent = files_dir / f"recent_{hi}.csv"
+        frame.iloc[max(0, hi - TRAIN_DAYS):hi].to_csv(recent, index=False)
+        scored = score_flow(str(CONFIG), str(rows))
+        labelled = record_labels(loaded.config, frame.iloc[lo:hi][["day", "rain"]], store)
+        check = drift_check_flow(str(CONFIG), overrides={"data.source.path": str(recent)})
+        entry = {"days": [lo, hi - 1], "scored": scored.rows, "labels": labelled.matched,
+                 "check": check}
+        log.append(entry)
+        if not as_json:
+            print(f"\n--- days {lo}..{hi - 1}: scored {scored.rows} rows with "
+                  f"v{scored.version}, {labelled.matched} labels joined")
+            print(render_drift(check))
+    return log
+
+
 def run_demo(as_json: bool = False) -> int:
-    """Train on the early period (first champion), then on the later one (the gate decides)."""
+    """Train on the early period (first champion), then on the later one (the gate decides);
+    then watch later windows for drift, retraining through the policy."""
     from flows.report import render
     from flows.training import train_flow
     from tasks.settings import Settings
@@ -67,11 +109,26 @@ def run_demo(as_json: bool = False) -> int:
             print(f"\n=== {name} period: days {PERIODS[name][0]}..{PERIODS[name][1] - 1} "
                   f"({elapsed:.1f} s) ===")
             print(render(outcome))
-    champ = results[-1]["champion_after"]
+    if not as_json:
+        print(f"\n=== drift watch: days {WATCH_FROM}..{WATCH_TO - 1} in windows of {WINDOW} ===")
+    watch = watch_windows(files["all"].parent, load_rainfall(), as_json)
+    from tasks.registry import CHAMPION, Registry
+
+    champ = Registry(settings).alias_version(results[-1]["model_name"], CHAMPION)
+    checks = [w["check"] for w in watch]
+    drifted = [c.check_id for c in checks if c.assessment["verdict"] == "drift"]
+    asked = [c.retrain for c in checks if c.retrain is not None]
     if as_json:
-        print(json.dumps(results, indent=2, default=str))
+        print(json.dumps({"trainings": results, "watch": [
+            {**{k: v for k, v in w.items() if k != "check"}, "check": asdict(w["check"])}
+            for w in watch], "champion": champ}, indent=2, default=str))
     else:
-        print(f"\nchampion of {results[-1]['model_name']}: v{champ}  "
+        print(f"\n=== summary ===\ndrift seen in checks {drifted or 'none'}; retrain requests: "
+              + (", ".join(f"#{a.request_id} {a.verdict}"
+                           + (f" -> gate {a.training.decision['verdict']}, v{a.training.version}"
+                              if a.training else "") for a in asked) or "none"))
+        print(f"reports: {settings.reports_dir / results[-1]['model_name']}")
+        print(f"champion of {results[-1]['model_name']}: v{champ}  "
               f"(load it with mlflow.sklearn.load_model('models:/{results[-1]['model_name']}@champion'))"
               f"\nstate: {settings.home}")
     return 0 if champ else 1

@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from flows.monitoring import DriftOutcome, NoChampion, RetrainOutcome
 from flows.training import TrainingOutcome
 
 # Errors caused by the input (config, data, expectations), not by regrow: exit code 2.
@@ -17,11 +18,15 @@ def known_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, reported without a traceback."""
     from configs.schema import ConfigError
     from flows.steps import ValidationFailed
+    from tasks.drift import DriftError
     from tasks.features import FeatureError
     from tasks.ingest import IngestError
+    from tasks.registry import RegistryError
+    from tasks.scoring import ScoringError
     from tasks.train import TrainingError
 
-    return ConfigError, IngestError, ValidationFailed, TrainingError, FeatureError
+    return (ConfigError, IngestError, ValidationFailed, TrainingError, FeatureError, ScoringError,
+            DriftError, RegistryError, NoChampion)
 
 
 def _fmt(v: Any) -> str:
@@ -75,3 +80,93 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
         return BAD_INPUT
     print(json.dumps(asdict(outcome), indent=2, default=str) if as_json else render(outcome))
     return 0
+
+
+def guarded(fn, as_json: bool) -> Any:
+    """Run `fn`; on bad input print the problem (as JSON too when asked) and return exit 2."""
+    try:
+        return fn()
+    except known_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"status": "failed", "error": str(err), "kind": type(err).__name__}))
+        return BAD_INPUT
+
+
+def render_retrain(r: RetrainOutcome) -> str:
+    """One retrain request's answer and its training."""
+    text = f"retrain request #{r.request_id}: {r.verdict.upper()} -- {r.detail}"
+    if r.training:
+        text += "\n\n" + render(r.training)
+    if r.error:
+        text += f"\ntraining failed: {r.error} (champion unchanged)"
+    return text
+
+
+def render_drift(o: DriftOutcome) -> str:
+    """A drift check's verdict, reasons and follow-up."""
+    a = o.assessment
+    lines = [f"drift check #{o.check_id} for {o.model} v{o.version}: {a['verdict'].upper()} "
+             f"({a['window_rows']} rows in the window)"]
+    lines += [f"  - {r}" for r in a["reasons"]]
+    if a.get("summary"):
+        for c in a["summary"]["columns"]:
+            lines.append(f"    {c['column']:<28} {c['method']:<14} {_fmt(c['score']):>8}  "
+                         f"{'DRIFT' if c['drifted'] else 'ok'}")
+    if o.report_path:
+        lines.append(f"report: {o.report_path}")
+    if a["verdict"] == "drift" and not a["persistent"]:
+        lines.append("no retrain asked yet (waiting for persistence)")
+    if o.retrain:
+        lines.append(render_retrain(o.retrain))
+    return "\n".join(lines)
+
+
+def status(loaded) -> dict[str, Any]:
+    """Champion, latest drift checks, retrain requests and trainings of one model."""
+    from tasks import policy
+    from tasks import store as st
+    from tasks.registry import CHALLENGER, CHAMPION, Registry
+    from tasks.settings import Settings
+
+    settings = Settings.from_env()
+    name = loaded.config.registry.model_name
+    reg, store = Registry(settings), st.Store(settings.database_url)
+    champion = reg.alias_version(name, CHAMPION)
+    info: dict[str, Any] = {"model": name, "champion": champion,
+                            "challenger": reg.alias_version(name, CHALLENGER)}
+    if champion:
+        v = reg.version_info(name, champion)
+        tags = reg.run_info(v.run_id)["tags"]
+        info["champion_run"] = v.run_id
+        info["champion_trigger"] = {k.removeprefix("regrow."): tags.get(k) for k in
+                                    ("regrow.trigger", "regrow.trigger_reason", "regrow.trigger_ref")}
+    info["drift_checks"] = st.recent_drift_checks(store, name, 5)
+    info["retrain_requests"] = policy.recent_requests(store, name, 10)
+    info["trainings"] = store.training_runs(name, 5)
+    info["alias_history"] = store.alias_history(name)[-6:]
+    return json.loads(json.dumps(info, default=str))
+
+
+def render_status(info: dict[str, Any]) -> str:
+    """`status` as text."""
+    lines = [f"model {info['model']}: champion v{info['champion'] or '-'}, "
+             f"challenger v{info['challenger'] or '-'}"]
+    if info.get("champion_trigger"):
+        t = info["champion_trigger"]
+        lines.append(f"  champion trained by {t['trigger']}: {t['trigger_reason']}"
+                     + (f" [{t['trigger_ref']}]" if t.get("trigger_ref") else ""))
+    lines.append("drift checks (newest first):")
+    for c in info["drift_checks"]:
+        lines.append(f"  #{c['id']} {c['checked_at'][:19]} v{c['version']} {c['verdict']:<18} "
+                     f"rows {c['window_rows']:<6} share {_fmt(c['drift_share'])} "
+                     f"{c['drifted_columns'] or ''}")
+    lines.append("retrain requests (newest first):")
+    for r in info["retrain_requests"]:
+        lines.append(f"  #{r['id']} {r['created_at'][:19]} {r['kind']:<8} {r['verdict']:<13} "
+                     f"{r['state']:<8} {r['reason'][:70]}")
+    lines.append("trainings (newest first):")
+    for t in info["trainings"]:
+        lines.append(f"  {t['started_at'][:19]} {t['trigger']:<8} {t['status']:<9} "
+                     f"verdict {t['verdict'] or '-':<8} v{t['version'] or '-'}")
+    return "\n".join(lines)

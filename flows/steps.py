@@ -21,7 +21,8 @@ from tasks import ingest as ing
 from tasks import train as tr
 from tasks import validate as va
 from tasks.provenance import Trigger, git_commit, package_version
-from tasks.registry import CHALLENGER, CHAMPION, Registry
+from tasks.reference import build_reference
+from tasks.registry import CHALLENGER, CHAMPION, Registry, log_reference
 from tasks.settings import Settings
 from tasks.store import Store
 
@@ -182,13 +183,17 @@ class Registration:
 
 @step("register")
 def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
-             decision: gt.GateDecision) -> Registration:
-    """Log and register the model, alias it challenger, and champion if the gate passed."""
+             evals: Evaluations, decision: gt.GateDecision) -> Registration:
+    """Log and register the model with its drift reference; alias it challenger, and
+    champion if the gate passed."""
     reg, name = ctx.registry, ctx.model_name
     example = parts.train[trained.roles.inputs].head(5)
     uri = reg.log_model(ctx.run_id, trained.model, example)
+    reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
+    log_reference(reg, ctx.run_id, reference)
     tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
-            "regrow.metric": trained.metric, "regrow.inputs": ",".join(trained.roles.inputs)}
+            "regrow.metric": trained.metric, **reference.spec.to_tags(),
+            "regrow.reference_rows": len(reference.frame)}
     if trained.target.positive_label is not None:
         tags["regrow.positive_label"] = trained.target.positive_label
     version = reg.register(uri, name, ctx.run_id, tags, description="; ".join(decision.reasons))

@@ -54,7 +54,7 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         trained = steps.train(ctx, parts)
         evals = steps.evaluate(ctx, parts, trained)
         decision = steps.gate(ctx, evals)
-        reg = steps.register(ctx, parts, trained, decision)
+        reg = steps.register(ctx, parts, trained, evals, decision)
     except BaseException as err:
         steps.close_run(ctx, error=err)
         raise

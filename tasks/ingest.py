@@ -179,3 +179,24 @@ def ingest(loaded: LoadedConfig) -> IngestResult:
         time_min=tmin,
         time_max=tmax,
     )
+
+
+def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None = None) -> pd.DataFrame:
+    """Rows to score or labels: a CSV/Parquet file, or a query on the config's SQL source.
+
+    Raises:
+        IngestError: neither or both given, an unreadable file, a failing query, or a query
+            for a config whose source is not SQL.
+    """
+    if (path is None) == (query is None):
+        raise IngestError("give exactly one of an input file or a query")
+    if query is not None:
+        src = loaded.config.data.source
+        if not isinstance(src, SqlSource):
+            raise IngestError("--query needs a config whose data.source is kind: sql")
+        return read_sql(expand_url(src.url), None, query, src.chunksize)
+    p = Path(path).expanduser().resolve()
+    fmt = "parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv"
+    frame = _read_file(FileSource(path=str(p), format=fmt), p)
+    tcol = loaded.config.data.time_column
+    return parse_time(frame, tcol) if tcol else frame

@@ -214,3 +214,45 @@ class Registry:
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Artifact paths directly under `path`."""
         return [a.path for a in self.client.list_artifacts(run_id, path)]
+
+
+def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].where(out[col].isna(), out[col].astype(str))
+    return out
+
+
+def log_reference(registry: Registry, run_id: str, reference: Any) -> None:
+    """Store a version's drift reference (`tasks.reference.Reference`) as run artifacts."""
+    from tasks.reference import dumps_meta
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        _parquet_safe(reference.frame).to_parquet(path, index=False)
+        registry.client.log_artifact(run_id, str(path), "reference")
+    registry.log_text(run_id, dumps_meta(reference), "reference/meta.json")
+
+
+def load_reference(registry: Registry, run_id: str) -> Any:
+    """Load the drift reference stored with a run.
+
+    Raises:
+        RegistryError: the run has no reference (trained before references were kept).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks.reference import Reference
+
+    registry.client  # noqa: B018
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference",
+                                                        dst_path=tmp)
+        except (MlflowException, OSError) as err:
+            raise RegistryError(f"run {run_id} has no drift reference: {err}") from None
+        frame = pd.read_parquet(Path(local) / "reference.parquet")
+        meta = json.loads((Path(local) / "meta.json").read_text())
+    return Reference.from_parts(frame, meta)

@@ -59,6 +59,7 @@ def configure_process_env(verbose: bool = False) -> Settings:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # what run logs the Prefect UI gets
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

@@ -39,6 +39,82 @@ training_runs = sa.Table(
 )
 
 
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Column("row_id", sa.String(255), nullable=False),
+    sa.Column("event_time", sa.DateTime(timezone=False)),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("prediction", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, doc="probability of the positive class, or the predicted value"),
+    sa.Column("inputs", sa.Text, nullable=False, doc="the row's model inputs as JSON"),
+    sa.Index("ix_predictions_model_id", "model", "id"),
+    sa.Index("ix_predictions_model_row", "model", "row_id"),
+)
+
+labels = sa.Table(
+    "labels", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("row_id", sa.String(255), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("matched", sa.Boolean, nullable=False, doc="a prediction with this id existed"),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_labels_model_row", "model", "row_id"),
+)
+
+drift_checks = sa.Table(
+    "drift_checks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False, index=True),
+    sa.Column("version", sa.String(32)),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_rows", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("drift_share", sa.Float),
+    sa.Column("drifted_columns", sa.Text),
+    sa.Column("prediction_drift", sa.Boolean),
+    sa.Column("performance", sa.Text),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("report_path", sa.Text),
+    sa.Column("retrain_request_id", sa.Integer),
+)
+
+retrain_requests = sa.Table(
+    "retrain_requests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("ref", sa.String(255)),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("state", sa.String(16), nullable=False, doc="admitted/running/done/failed or none"),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+)
+
+policy_locks = sa.Table(
+    "policy_locks", metadata,
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("touched_at", sa.DateTime(timezone=True)),
+)
+
+circuit_resets = sa.Table(
+    "circuit_resets", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False, index=True),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def now() -> dt.datetime:
     """Current UTC time."""
     return dt.datetime.now(dt.UTC)
@@ -55,7 +131,11 @@ class Store:
     def engine(self) -> sa.Engine:
         """The engine, created (and the schema ensured) lazily."""
         if self._engine is None:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            sqlite = self.url.startswith("sqlite")
+            self._engine = sa.create_engine(
+                self.url, pool_pre_ping=True,
+                # writers queue instead of failing fast with "database is locked"
+                connect_args={"timeout": 60} if sqlite else {})
             metadata.create_all(self._engine)
         return self._engine
 
@@ -102,3 +182,48 @@ class Store:
         """Close pooled connections."""
         if self._engine is not None:
             self._engine.dispose()
+
+
+def record_drift_check(store: Store, model: str, version: str | None, assessment: Any,
+                       report_path: str | None) -> int:
+    """Append a drift check's typed summary; returns its id."""
+    import json
+
+    perf = assessment.performance
+    with store.engine.begin() as conn:
+        res = conn.execute(drift_checks.insert().values(
+            model=model, version=version, checked_at=now(), window_rows=assessment.window_rows,
+            verdict=assessment.verdict, drifted=assessment.drifted,
+            drift_share=assessment.drift_share,
+            drifted_columns=json.dumps(assessment.drifted_columns),
+            prediction_drift=assessment.prediction_drift,
+            performance=json.dumps(None if perf is None else perf.__dict__, default=str),
+            summary=json.dumps(assessment.to_dict(), default=str), report_path=report_path))
+        return int(res.inserted_primary_key[0])
+
+
+def link_drift_request(store: Store, check_id: int, request_id: int) -> None:
+    """Note which retrain request a drift check raised."""
+    with store.engine.begin() as conn:
+        conn.execute(drift_checks.update().where(drift_checks.c.id == check_id)
+                     .values(retrain_request_id=request_id))
+
+
+def recent_drift_flags(store: Store, model: str, version: str, limit: int) -> list[bool]:
+    """Drifted flags of a version's newest checks that had enough data, newest first."""
+    q = (sa.select(drift_checks.c.drifted).where(drift_checks.c.model == model,
+                                                 drift_checks.c.version == version,
+                                                 drift_checks.c.verdict != "insufficient_data")
+         .order_by(drift_checks.c.id.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        return [bool(r[0]) for r in conn.execute(q)]
+
+
+def recent_drift_checks(store: Store, model: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest drift checks of a model (without the full summary)."""
+    c = drift_checks.c
+    q = (sa.select(c.id, c.version, c.checked_at, c.window_rows, c.verdict, c.drift_share,
+                   c.drifted_columns, c.prediction_drift, c.report_path, c.retrain_request_id)
+         .where(c.model == model).order_by(c.id.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]

@@ -151,7 +151,8 @@ def config_text(data_path: Path) -> str:
             "row_count": {"min": 1000},
             "columns": {"x0": "float", "x1": "float", TARGET: "int"},
             "not_null": ["x0", "x1", "x2", "region"],
-            "ranges": {"x0": {"min": -10, "max": 10}, "x1": {"min": -10, "max": 10, "mostly": 0.99}},
+            "ranges": {"x0": {"min": -10, "max": 10},
+                       "x1": {"min": -10, "max": 10, "mostly": 0.99}},
             "allowed": {TARGET: [0, 1], "region": LEVELS["region"]},
             "unique": [ID],
         },
@@ -248,7 +249,6 @@ def step_seconds(flow_run_id: Any, wait: float = 10.0) -> dict[str, float]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + wait
-    found: dict[str, float] = {}
     with get_client(sync_client=True) as client:
         while True:
             runs = client.read_task_runs(
@@ -454,7 +454,7 @@ def steps_table(results: list[SizeResult]) -> str:
     for r in results:
         sums = [sum(a.steps.values()) for a in r.flow if a.steps]
         rest.append(r.flow_s - statistics.median(sums) if sums else None)
-    lines.append(f"{'outside tasks (flow run)':<26}" + "".join(f"{fmt_s(v):>12}" for v in rest))
+    lines.append(f"{'flow run outside tasks':<26}" + "".join(f"{fmt_s(v):>12}" for v in rest))
     lines.append(f"{'flow total':<26}" + "".join(f"{r.flow_s:>12.2f}" for r in results))
     lines.append(f"{'bare total (for scale)':<26}" + "".join(f"{r.bare_s:>12.2f}" for r in results))
     return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""Scoring, drift-check and retrain flows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from configs.schema import LoadedConfig, load_config
+from flows.steps import step
+from flows.training import TrainingOutcome, train_flow
+from tasks import ingest as ing
+from tasks import monitor, policy, scoring
+from tasks import store as st
+from tasks.registry import CHAMPION, Registry, load_reference
+from tasks.settings import Settings
+
+
+class NoChampion(RuntimeError):
+    """The model has no champion yet: train first."""
+
+
+@dataclass
+class Env:
+    """Config, stores and the champion, resolved once per flow run."""
+
+    loaded: LoadedConfig
+    settings: Settings
+    registry: Registry
+    store: st.Store
+
+    @property
+    def model(self) -> str:
+        """The registered model name."""
+        return self.loaded.config.registry.model_name
+
+    @classmethod
+    def open(cls, config_path: str, overrides: dict[str, Any] | None = None) -> Env:
+        """Load the config and connect the stores."""
+        settings = Settings.from_env()
+        return cls(load_config(config_path, overrides), settings, Registry(settings),
+                   st.Store(settings.database_url))
+
+    def champion(self) -> tuple[str, str]:
+        """(version, run id) of the champion.
+
+        Raises:
+            NoChampion: nothing has been promoted yet.
+        """
+        version = self.registry.alias_version(self.model, CHAMPION)
+        if version is None:
+            raise NoChampion(f"model {self.model!r} has no champion yet; run `regrow train` first")
+        return version, self.registry.version_info(self.model, version).run_id
+
+
+@step("score-rows")
+def _score(env: Env, frame) -> scoring.ScoringResult:
+    version, run_id = env.champion()
+    ref = load_reference(env.registry, run_id)
+    model = env.registry.load(env.model, version=version)
+    return scoring.score_rows(env.loaded.config, model, version, ref.spec, frame, env.store)
+
+
+@flow(name="regrow-score", log_prints=True)
+def score_flow(config_path: str, input_path: str | None = None, query: str | None = None,
+               overrides: dict[str, Any] | None = None) -> scoring.ScoringResult:
+    """Score new rows with the champion and log the predictions."""
+    env = Env.open(config_path, overrides)
+    frame = ing.read_rows(env.loaded, input_path, query)
+    return _score(env, frame)
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """A retrain request's answer and, when admitted, the training it started."""
+
+    request_id: int
+    verdict: str
+    detail: str
+    training: TrainingOutcome | None = None
+    error: str | None = None
+
+
+def run_request(env: Env, config_path: str, *, kind: str, reason: str, ref: str | None,
+                overrides: dict[str, Any] | None, actor: str = "regrow") -> RetrainOutcome:
+    """Ask the policy; when admitted, run the training flow with the request as provenance."""
+    answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
+                                    reason=reason, ref=ref)
+    if not answer.admitted:
+        return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
+    policy.mark_request(env.store, answer.request_id, "running")
+    try:
+        outcome = train_flow(config_path, overrides=overrides, trigger=kind, reason=reason,
+                             trigger_ref=f"retrain_request:{answer.request_id}"
+                             + (f";{ref}" if ref else ""), actor=actor)
+    except Exception as err:  # noqa: BLE001 - recorded on the request; the champion is untouched
+        policy.mark_request(env.store, answer.request_id, "failed")
+        return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
+                              error=f"{type(err).__name__}: {err}")
+    policy.mark_request(env.store, answer.request_id, "done", outcome.run_id)
+    return RetrainOutcome(answer.request_id, answer.verdict, answer.detail, outcome)
+
+
+@flow(name="regrow-retrain", log_prints=True)
+def retrain_flow(config_path: str, reason: str, kind: str = "manual", ref: str | None = None,
+                 overrides: dict[str, Any] | None = None, actor: str = "cli") -> RetrainOutcome:
+    """A retrain request through the policy (manual, schedule, webhook, UI)."""
+    return run_request(Env.open(config_path, overrides), config_path, kind=kind, reason=reason,
+                       ref=ref, overrides=overrides, actor=actor)
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    """One drift check and what followed from it."""
+
+    check_id: int
+    model: str
+    version: str
+    assessment: dict[str, Any]
+    report_path: str | None
+    retrain: RetrainOutcome | None
+
+
+@step("assess-drift")
+def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, str | None]:
+    cfg = env.loaded.config
+    w = cfg.monitoring.window
+    from configs.schema import parse_duration
+
+    window = scoring.load_window(env.store, env.model, rows=w.rows, version=version,
+                                 period_seconds=parse_duration(w.period) if w.period else None)
+    ref = load_reference(env.registry, run_id)
+    previous = st.recent_drift_flags(env.store, env.model, version, cfg.monitoring.persistence.n)
+    report = env.settings.reports_dir / env.model / f"drift-{st.now():%Y%m%dT%H%M%S%f}.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    assessment = monitor.assess(cfg, ref, window, previous, report_html=report)
+    if not report.exists():
+        return assessment, None
+    env.registry.client.log_artifact(run_id, str(report), "drift")
+    return assessment, str(report)
+
+
+@flow(name="regrow-drift-check", log_prints=True)
+def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
+                     retrain: bool = True) -> DriftOutcome:
+    """Compare the champion's recent window with its reference; ask for a retrain when drift
+    persists."""
+    env = Env.open(config_path, overrides)
+    version, run_id = env.champion()
+    assessment, report = _assess(env, version, run_id)
+    check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
+    create_markdown_artifact(
+        key="drift-check", description=f"{env.model} v{version}: {assessment.verdict}",
+        markdown=f"# Drift check #{check_id}: {assessment.verdict}\n\n"
+        + "\n".join(f"- {r}" for r in assessment.reasons)
+        + (f"\n\nreport: `{report}` (MLflow run {run_id}, `drift/`)\n\n{assessment.markdown}"
+           if report else ""))
+    answer = None
+    if retrain and assessment.persistent:
+        answer = run_request(env, config_path, kind="drift", reason="; ".join(assessment.reasons),
+                             ref=f"drift_check:{check_id}", overrides=overrides, actor="drift-check")
+        st.link_drift_request(env.store, check_id, answer.request_id)
+    return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer)
+
+
+def as_json(obj: Any) -> Any:
+    """Dataclass outcome -> JSON-able dict."""
+    return asdict(obj)

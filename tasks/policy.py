@@ -1,0 +1,155 @@
+"""The retrain policy: the one door for every retrain request (drift, schedule, manual,
+webhook, UI).
+
+A request is answered, in this order of precedence:
+
+- ``circuit_open``: the last N trainings were rejected by the gate (N from config), and no
+  person has reset the breaker since;
+- ``coalesced``: a training of this model is already admitted or running;
+- ``cooling_down``: the last admitted training is younger than the cooldown;
+- ``over_budget``: the model already had its maximum of admitted trainings this period;
+- ``admitted``: a training should start, carrying this request's id as provenance.
+
+Decisions for one model are serialised through a lock row in the monitoring store (an
+UPDATE takes a row lock on PostgreSQL and the write lock on SQLite), so a burst of
+concurrent requests admits at most one training.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from configs.schema import RetrainPolicy, parse_duration
+from tasks.store import Store, circuit_resets, now, policy_locks, retrain_requests, training_runs
+
+ADMITTED, COALESCED, COOLING, OVER_BUDGET, CIRCUIT_OPEN = (
+    "admitted", "coalesced", "cooling_down", "over_budget", "circuit_open")
+IN_FLIGHT = ("admitted", "running")
+TRIGGER_KINDS = ("drift", "schedule", "manual", "webhook", "ui", "demo")
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """The answer to one retrain request."""
+
+    request_id: int
+    verdict: str
+    detail: str
+
+    @property
+    def admitted(self) -> bool:
+        """True when a training should start for this request."""
+        return self.verdict == ADMITTED
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _ensure_lock_row(store: Store, model: str) -> None:
+    with store.engine.connect() as conn:
+        if conn.execute(sa.select(policy_locks.c.model).where(policy_locks.c.model == model)).first():
+            return
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(policy_locks.insert().values(model=model, touched_at=now()))
+    except sa.exc.IntegrityError:
+        pass  # another process created it first
+
+
+def _lock(conn: sa.Connection, model: str) -> None:
+    conn.execute(policy_locks.update().where(policy_locks.c.model == model).values(touched_at=now()))
+
+
+def consecutive_rejections(conn: sa.Connection, model: str) -> int:
+    """Gate rejections since the last promotion or circuit reset, whichever is later."""
+    last_reset = conn.execute(sa.select(sa.func.max(circuit_resets.c.at))
+                              .where(circuit_resets.c.model == model)).scalar()
+    q = (sa.select(training_runs.c.verdict, training_runs.c.ended_at)
+         .where(training_runs.c.model == model, training_runs.c.status == "finished")
+         .order_by(training_runs.c.id.desc()).limit(200))
+    count = 0
+    for verdict, ended in conn.execute(q):
+        if last_reset is not None and _utc(ended) and _utc(ended) <= _utc(last_reset):
+            break
+        if verdict != "reject":
+            break
+        count += 1
+    return count
+
+
+def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datetime) -> tuple[str, str]:
+    rr = retrain_requests
+    rejections = consecutive_rejections(conn, model)
+    if rejections >= policy.circuit_breaker_after:
+        return CIRCUIT_OPEN, (f"{rejections} consecutive gate rejections (limit "
+                              f"{policy.circuit_breaker_after}); reset with `regrow reset-circuit`")
+    stale = at - dt.timedelta(seconds=parse_duration(policy.stale_after))
+    inflight = conn.execute(sa.select(rr.c.id, rr.c.created_at).where(
+        rr.c.model == model, rr.c.state.in_(IN_FLIGHT), rr.c.created_at >= stale)
+        .order_by(rr.c.id.desc()).limit(1)).first()
+    if inflight:
+        return COALESCED, f"training for request #{inflight.id} is already in flight"
+    last = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(
+        rr.c.model == model, rr.c.verdict == ADMITTED)).scalar()
+    cooldown = dt.timedelta(seconds=parse_duration(policy.cooldown))
+    if last is not None and at - _utc(last) < cooldown:
+        wait = cooldown - (at - _utc(last))
+        return COOLING, f"last training admitted {_utc(last):%Y-%m-%d %H:%M:%S}; cooldown " \
+                        f"{policy.cooldown}, {int(wait.total_seconds())} s left"
+    since = at - dt.timedelta(seconds=parse_duration(policy.budget_period))
+    used = conn.execute(sa.select(sa.func.count()).select_from(rr).where(
+        rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.created_at >= since)).scalar()
+    if used >= policy.max_trainings:
+        return OVER_BUDGET, f"{used} trainings admitted in the last {policy.budget_period} " \
+                            f"(budget {policy.max_trainings})"
+    return ADMITTED, "admitted"
+
+
+def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: str, reason: str,
+                    ref: str | None = None, at: dt.datetime | None = None) -> PolicyVerdict:
+    """Record a retrain request and answer it (see the module docstring).
+
+    Raises:
+        ValueError: an unknown trigger kind or an empty reason.
+    """
+    if kind not in TRIGGER_KINDS:
+        raise ValueError(f"unknown trigger kind {kind!r}; one of {TRIGGER_KINDS}")
+    if not reason.strip():
+        raise ValueError("a retrain request needs a reason")
+    at = at or now()
+    _ensure_lock_row(store, model)
+    with store.engine.begin() as conn:
+        _lock(conn, model)
+        verdict, detail = _decide(conn, model, policy, at)
+        res = conn.execute(retrain_requests.insert().values(
+            model=model, kind=kind, reason=reason, ref=ref, verdict=verdict, detail=detail,
+            state="admitted" if verdict == ADMITTED else "none", created_at=at, updated_at=at))
+        return PolicyVerdict(int(res.inserted_primary_key[0]), verdict, detail)
+
+
+def mark_request(store: Store, request_id: int, state: str, run_id: str | None = None) -> None:
+    """Move an admitted request to running, done or failed."""
+    with store.engine.begin() as conn:
+        conn.execute(retrain_requests.update().where(retrain_requests.c.id == request_id)
+                     .values(state=state, run_id=run_id, updated_at=now()))
+
+
+def reset_circuit(store: Store, model: str, actor: str, reason: str) -> None:
+    """A person closes the circuit breaker; rejections before now no longer count."""
+    with store.engine.begin() as conn:
+        conn.execute(circuit_resets.insert().values(model=model, actor=actor, reason=reason,
+                                                    at=now()))
+
+
+def recent_requests(store: Store, model: str, limit: int = 20) -> list[dict]:
+    """The newest retrain requests of a model."""
+    q = (sa.select(retrain_requests).where(retrain_requests.c.model == model)
+         .order_by(retrain_requests.c.id.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]

@@ -1,0 +1,102 @@
+"""The drift reference of a model version: a seeded sample of its training rows, with the
+version's own predictions on them, its input spec and its holdout performance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from tasks.scoring import InputSpec
+from tasks.train import TrainResult
+
+PRED, SCORE = "__prediction", "__score"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a drift check compares the current window against."""
+
+    frame: pd.DataFrame
+    spec: InputSpec
+    metric: str
+    performance: dict[str, float]
+    importance: dict[str, float] = field(default_factory=dict)
+    positive_label: Any = None
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able description (everything but the frame)."""
+        return {"numeric": self.spec.numeric, "categorical": self.spec.categorical,
+                "datetime": self.spec.datetime, "categories": self.spec.categories,
+                "metric": self.metric, "performance": self.performance,
+                "importance": self.importance, "positive_label": self.positive_label,
+                "rows": len(self.frame)}
+
+    @classmethod
+    def from_parts(cls, frame: pd.DataFrame, meta: dict[str, Any]) -> Reference:
+        """Rebuild from the stored frame and `meta()`."""
+        spec = InputSpec(meta["numeric"], meta["categorical"], meta["datetime"],
+                         meta.get("categories", {}))
+        return cls(frame, spec, meta["metric"], meta["performance"], meta.get("importance", {}),
+                   meta.get("positive_label"))
+
+
+def known_categories(model: Any, categorical: list[str]) -> dict[str, list[str]]:
+    """Categories the fitted one-hot encoder learned, per input column."""
+    try:
+        enc = model.named_steps["prep"].named_transformers_["categorical"].named_steps["onehot"]
+    except (KeyError, AttributeError):
+        return {}
+    return {col: [str(c) for c in cats] for col, cats in zip(categorical, enc.categories_,
+                                                             strict=False)}
+
+
+def predict_columns(model: Any, X: pd.DataFrame, task: str) -> dict[str, np.ndarray]:
+    """The prediction columns a reference or window carries."""
+    pred = np.asarray(model.predict(X))
+    out = {PRED: pred.astype(str)}
+    if task == "binary" and hasattr(model, "predict_proba"):
+        out[SCORE] = np.asarray(model.predict_proba(X))[:, 1]
+    elif task == "regression":
+        out[SCORE] = pred.astype(float)
+    return out
+
+
+def importance(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> dict[str, float]:
+    """Permutation importance per raw input column on up to 2,000 rows (negatives -> 0)."""
+    from sklearn.inspection import permutation_importance
+
+    n = min(len(X), 2000)
+    idx = np.random.default_rng(seed).choice(len(X), n, replace=False)
+    res = permutation_importance(model, X.iloc[idx], y[idx], n_repeats=3, random_state=seed)
+    return {c: max(0.0, float(v)) for c, v in zip(X.columns, res.importances_mean, strict=True)}
+
+
+def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFrame,
+                    holdout_metrics: dict[str, float]) -> Reference:
+    """Sample the training rows (seeded, at most `monitoring.reference_rows`) and score them."""
+    m = config.monitoring
+    n = min(len(train_rows), m.reference_rows)
+    sample = train_rows.sample(n=n, random_state=config.candidates.seed) if n < len(train_rows) \
+        else train_rows
+    X = sample[trained.roles.inputs].reset_index(drop=True)
+    frame = X.assign(**predict_columns(trained.model, X, config.data.task))
+    frame[config.data.target] = sample[config.data.target].to_numpy()
+    roles = trained.roles
+    spec = InputSpec(roles.numeric, roles.categorical, roles.datetime,
+                     known_categories(trained.model, roles.categorical))
+    imp = {}
+    if m.drift.weight_by_importance:
+        imp = importance(trained.model, X, trained.target.encode(sample[config.data.target]),
+                         config.candidates.seed)
+    perf = {k: float(v) for k, v in holdout_metrics.items() if v == v}  # drop NaN
+    return Reference(frame, spec, trained.metric, perf, imp, trained.target.positive_label)
+
+
+def dumps_meta(ref: Reference) -> str:
+    """The reference's metadata as JSON text."""
+    return json.dumps(ref.meta(), indent=2, default=str)

@@ -1,0 +1,221 @@
+"""Scoring new rows with the champion, logging predictions, and joining late labels."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from configs.schema import Config
+from tasks.store import Store, labels, now, predictions
+
+
+class ScoringError(ValueError):
+    """Rows that cannot be scored; the message names the columns and the problem."""
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    """What a scoring batch did."""
+
+    model: str
+    version: str
+    batch_id: str
+    rows: int
+    ignored_columns: list[str] = field(default_factory=list)
+    unseen_categories: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The columns a registered version reads, with their roles (from its version tags)."""
+
+    numeric: list[str]
+    categorical: list[str]
+    datetime: list[str]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> list[str]:
+        """Every input column."""
+        return [*self.numeric, *self.categorical, *self.datetime]
+
+    def to_tags(self) -> dict[str, str]:
+        """Model-version tags that carry the spec."""
+        return {"regrow.inputs.numeric": json.dumps(self.numeric),
+                "regrow.inputs.categorical": json.dumps(self.categorical),
+                "regrow.inputs.datetime": json.dumps(self.datetime)}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str], categories: dict[str, list[str]] | None = None) -> InputSpec:
+        """Rebuild from model-version tags."""
+        def get(key: str) -> list[str]:
+            return json.loads(tags.get(f"regrow.inputs.{key}", "[]"))
+        return cls(get("numeric"), get("categorical"), get("datetime"), categories or {})
+
+
+def check_rows(spec: InputSpec, frame: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
+    """Check rows against a version's inputs before scoring.
+
+    Returns:
+        (extra columns that will be ignored, unseen categories per column).
+
+    Raises:
+        ScoringError: no rows, missing input columns, or non-numeric values in numeric inputs.
+    """
+    if frame.empty:
+        raise ScoringError("no rows to score (empty input)")
+    missing = [c for c in spec.inputs if c not in frame.columns]
+    if missing:
+        raise ScoringError(f"input is missing column(s) the model needs: {missing}")
+    problems = []
+    for col in spec.numeric:
+        s = frame[col]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            bad = pd.to_numeric(s, errors="coerce").isna() & s.notna()
+            if bad.any():
+                problems.append(f"{col!r} must be numeric; e.g. {s[bad].head(3).tolist()} "
+                                f"({int(bad.sum())} of {len(s)} rows)")
+    if problems:
+        raise ScoringError("wrong dtype in input: " + "; ".join(problems))
+    unseen = {}
+    for col, known in spec.categories.items():
+        if col in frame.columns:
+            new = sorted(set(frame[col].dropna().astype(str)) - set(known))
+            if new:
+                unseen[col] = new[:20]
+    extra = [c for c in frame.columns if c not in spec.inputs]
+    return extra, unseen
+
+
+def _json_rows(frame: pd.DataFrame) -> list[str]:
+    return frame.to_json(orient="records", date_format="iso", lines=True).splitlines()
+
+
+def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,
+               store: Store, chunk: int = 20_000) -> ScoringResult:
+    """Predict with a loaded model and append the predictions to the store.
+
+    Raises:
+        ScoringError: see `check_rows`; also a missing or duplicated id column.
+    """
+    d = config.data
+    extra, unseen = check_rows(spec, frame)
+    if d.id_column:
+        if d.id_column not in frame.columns:
+            raise ScoringError(f"input is missing the id column {d.id_column!r} (data.id_column)")
+        ids = frame[d.id_column].astype(str)
+        if ids.duplicated().any():
+            raise ScoringError(f"id column {d.id_column!r} has duplicated values, e.g. "
+                               f"{ids[ids.duplicated()].head(3).tolist()}")
+    else:
+        ids = pd.Series([uuid.uuid4().hex for _ in range(len(frame))], index=frame.index)
+    X = frame[spec.inputs].copy()
+    for col in spec.numeric:
+        X[col] = pd.to_numeric(X[col], errors="coerce")
+    pred = np.asarray(model.predict(X))
+    score = None
+    if d.task == "binary" and hasattr(model, "predict_proba"):
+        score = np.asarray(model.predict_proba(X))[:, 1]
+    elif d.task == "regression":
+        score = pred.astype(float)
+    times = None
+    if d.time_column and d.time_column in frame.columns:
+        times = pd.to_datetime(frame[d.time_column], errors="coerce", format="mixed")
+    batch, at = uuid.uuid4().hex, now()
+    inputs_json = _json_rows(X)
+    rows = [{"model": config.registry.model_name, "version": version, "batch_id": batch,
+             "row_id": ids.iat[i], "event_time": None if times is None or pd.isna(times.iat[i])
+             else times.iat[i].to_pydatetime(), "scored_at": at, "prediction": str(pred[i]),
+             "score": None if score is None else float(score[i]), "inputs": inputs_json[i]}
+            for i in range(len(frame))]
+    with store.engine.begin() as conn:
+        for i in range(0, len(rows), chunk):
+            conn.execute(predictions.insert(), rows[i:i + chunk])
+    return ScoringResult(config.registry.model_name, version, batch, len(rows), extra, unseen)
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """What a labels upload did: every label is kept; unknown ids are reported."""
+
+    received: int
+    matched: int
+    unknown_ids: list[str]
+
+
+def record_labels(config: Config, frame: pd.DataFrame, store: Store) -> LabelResult:
+    """Store labels that arrived later, joined to predictions by the id column.
+
+    Raises:
+        ScoringError: the id or target column is missing, or there are no rows.
+    """
+    d, model = config.data, config.registry.model_name
+    if not d.id_column:
+        raise ScoringError("labels need data.id_column in the config to join predictions")
+    for col in (d.id_column, d.target):
+        if col not in frame.columns:
+            raise ScoringError(f"labels file is missing column {col!r}")
+    frame = frame[frame[d.target].notna()]
+    if frame.empty:
+        raise ScoringError("no labels in the input (empty, or all targets null)")
+    ids = frame[d.id_column].astype(str).tolist()
+    known: set[str] = set()
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), 5000):
+            part = ids[i:i + 5000]
+            known |= {r[0] for r in conn.execute(sa.select(predictions.c.row_id).where(
+                predictions.c.model == model, predictions.c.row_id.in_(part)))}
+    at = now()
+    values = frame[d.target].tolist()
+    rows = [{"model": model, "row_id": rid, "label": str(v), "matched": rid in known,
+             "received_at": at} for rid, v in zip(ids, values, strict=True)]
+    with store.engine.begin() as conn:
+        conn.execute(labels.insert(), rows)
+    unknown = [r for r in ids if r not in known]
+    return LabelResult(len(rows), len(rows) - len(unknown), unknown)
+
+
+def load_window(store: Store, model: str, *, rows: int | None = None,
+                period_seconds: float | None = None, version: str | None = None) -> pd.DataFrame:
+    """The current window of scored rows with their latest labels.
+
+    Columns: the inputs, plus ``__row_id``, ``__prediction``, ``__score``, ``__scored_at``,
+    ``__version`` and ``__label`` (None where no label has arrived).
+    """
+    p = predictions
+    q = sa.select(p.c.row_id, p.c.prediction, p.c.score, p.c.inputs, p.c.scored_at,
+                  p.c.version).where(p.c.model == model)
+    if version:
+        q = q.where(p.c.version == version)
+    if period_seconds is not None:
+        import datetime as dt
+
+        q = q.where(p.c.scored_at >= now() - dt.timedelta(seconds=period_seconds))
+    q = q.order_by(p.c.id.desc())
+    if rows is not None:
+        q = q.limit(rows)
+    with store.engine.connect() as conn:
+        got = conn.execute(q).all()
+        if not got:
+            return pd.DataFrame()
+        ids = list({r.row_id for r in got})
+        lab: dict[str, str] = {}
+        for i in range(0, len(ids), 5000):
+            lq = (sa.select(labels.c.row_id, labels.c.label)
+                  .where(labels.c.model == model, labels.c.row_id.in_(ids[i:i + 5000]))
+                  .order_by(labels.c.id))
+            lab.update({r.row_id: r.label for r in conn.execute(lq)})
+    inputs = pd.read_json(io.StringIO("\n".join(r.inputs for r in got)), lines=True, dtype=False)
+    inputs["__row_id"] = [r.row_id for r in got]
+    inputs["__prediction"] = [r.prediction for r in got]
+    inputs["__score"] = [r.score for r in got]
+    inputs["__scored_at"] = [r.scored_at for r in got]
+    inputs["__version"] = [r.version for r in got]
+    inputs["__label"] = [lab.get(r.row_id) for r in got]
+    return inputs.iloc[::-1].reset_index(drop=True)
