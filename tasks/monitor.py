@@ -118,18 +118,16 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
         return Assessment(INSUFFICIENT, rows, [f"window has {rows} rows < "
                                                f"monitoring.window.min_rows {m.window.min_rows}"])
     spec, d = ref.spec, m.drift
-    cur = window.copy()
-    refx = ref.frame.copy()
-    for col in spec.categorical:
-        cur[col] = cur[col].astype(str)
-        refx[col] = refx[col].astype(str)
-    pred_col, pred_kind = (SCORE, "numeric") if SCORE in refx and SCORE in cur and \
+    refx = ref.frame
+    pred_col, pred_kind = (SCORE, "numeric") if SCORE in refx and SCORE in window and \
         config.data.task != "multiclass" else (PRED, "categorical")
-    if pred_kind == "categorical":
-        refx[PRED], cur[PRED] = refx[PRED].astype(str), cur[PRED].astype(str)
-    thresholds = {k: v for k, v in d.thresholds.items() if k in {*spec.numeric, *spec.categorical}}
+    # Config thresholds are keyed by feature name, and "prediction" for the prediction column.
+    thresholds = {pred_col if k == "prediction" else k: v for k, v in d.thresholds.items()
+                  if k in {*spec.numeric, *spec.categorical} or k == "prediction"}
+    if not d.prediction_drift:
+        thresholds.pop(pred_col, None)
     summary = check_drift(
-        refx, cur, spec.numeric, spec.categorical,
+        refx, window, spec.numeric, spec.categorical,
         prediction=pred_col if d.prediction_drift else None, prediction_kind=pred_kind,
         thresholds=thresholds, numeric_method=d.numeric_method,
         numeric_threshold=d.numeric_threshold, categorical_method=d.categorical_method,

@@ -56,6 +56,8 @@ def configure_process_env(verbose: bool = False) -> Settings:
     s = Settings.from_env()
     os.environ.setdefault("PREFECT_HOME", str(s.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A fresh Prefect home runs its migrations on first start: give a busy machine time.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # what run logs the Prefect UI gets
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,20 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
+def _create_schema(engine: sa.Engine, attempts: int = 3) -> None:
+    """Create missing tables; another process creating them at the same time is not an error."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
+
+
 @dataclass
 class Store:
     """A handle on the monitoring database; tables are created on first use."""
@@ -129,14 +144,17 @@ class Store:
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine, created (and the schema ensured) lazily."""
+        """The engine, created (and the schema ensured) lazily, once per Store."""
         if self._engine is None:
-            sqlite = self.url.startswith("sqlite")
-            self._engine = sa.create_engine(
-                self.url, pool_pre_ping=True,
-                # writers queue instead of failing fast with "database is locked"
-                connect_args={"timeout": 60} if sqlite else {})
-            metadata.create_all(self._engine)
+            with _ENGINE_LOCK:
+                if self._engine is None:
+                    sqlite = self.url.startswith("sqlite")
+                    engine = sa.create_engine(
+                        self.url, pool_pre_ping=True,
+                        # writers queue instead of failing fast with "database is locked"
+                        connect_args={"timeout": 60} if sqlite else {})
+                    _create_schema(engine)
+                    self._engine = engine
         return self._engine
 
     def record_alias_move(self, model: str, alias: str, old: str | None, new: str | None,

@@ -1,0 +1,118 @@
+"""The retrain policy on SQLite and on the real PostgreSQL: storms, coalescing, cooldown,
+budget, circuit breaker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from configs.schema import RetrainPolicy
+from tasks import policy
+from tasks.store import Store
+from tests.test_postgres import ADMIN_URL
+
+MODEL = "storm-model"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """An empty monitoring store on each backend."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'm.db'}")
+        yield s
+        s.dispose()
+        return
+    name = f"regrow_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    s = Store(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+    yield s
+    s.dispose()
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def ask(store: Store, pol: RetrainPolicy, at: dt.datetime | None = None, kind: str = "drift"):
+    return policy.request_retrain(store, MODEL, pol, kind=kind, reason="drift seen", at=at)
+
+
+def test_storm_of_100_concurrent_requests_admits_one(store: Store):
+    pol = RetrainPolicy()
+    verdicts: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for _ in range(n):
+            v = ask(store, pol).verdict
+            with lock:
+                verdicts.append(v)
+
+    threads = [threading.Thread(target=worker, args=(10,)) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(verdicts) == 100
+    assert verdicts.count(policy.ADMITTED) == 1
+    assert verdicts.count(policy.COALESCED) == 99
+    rows = policy.recent_requests(store, MODEL, 200)
+    assert len(rows) == 100 and all(r["reason"] == "drift seen" for r in rows)
+
+
+def test_coalesce_then_cooldown_then_budget(store: Store):
+    pol = RetrainPolicy(cooldown="1h", max_trainings=2, budget_period="1d")
+    t0 = dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)
+    first = ask(store, pol, t0)
+    assert first.admitted
+    policy.mark_request(store, first.request_id, "running")
+    assert ask(store, pol, t0 + dt.timedelta(minutes=5)).verdict == policy.COALESCED
+    policy.mark_request(store, first.request_id, "done", "run-1")
+    cooling = ask(store, pol, t0 + dt.timedelta(minutes=30))
+    assert cooling.verdict == policy.COOLING and "cooldown 1h" in cooling.detail
+    second = ask(store, pol, t0 + dt.timedelta(minutes=61))
+    assert second.admitted
+    policy.mark_request(store, second.request_id, "done")
+    over = ask(store, pol, t0 + dt.timedelta(hours=3))
+    assert over.verdict == policy.OVER_BUDGET and "budget 2" in over.detail
+    assert ask(store, pol, t0 + dt.timedelta(days=1, hours=1)).admitted  # a new period
+
+
+def test_stale_in_flight_training_stops_coalescing(store: Store):
+    pol = RetrainPolicy(cooldown="1m", stale_after="2h")
+    t0 = dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)
+    assert ask(store, pol, t0).admitted  # never marked done: the worker died
+    assert ask(store, pol, t0 + dt.timedelta(hours=1)).verdict == policy.COALESCED
+    assert ask(store, pol, t0 + dt.timedelta(hours=3)).admitted
+
+
+def test_circuit_opens_after_rejections_until_reset(store: Store):
+    pol = RetrainPolicy(cooldown="1s", circuit_breaker_after=3, max_trainings=100)
+    for _ in range(3):
+        row = store.start_training(MODEL, "drift", "x")
+        store.finish_training(row, status="finished", verdict="reject", version="9")
+    opened = ask(store, pol)
+    assert opened.verdict == policy.CIRCUIT_OPEN and "3 consecutive gate rejections" in opened.detail
+    assert ask(store, pol, kind="manual").verdict == policy.CIRCUIT_OPEN  # every trigger kind
+    policy.reset_circuit(store, MODEL, "alice", "looked at the data, fixed upstream")
+    assert ask(store, pol).admitted
+
+
+def test_a_promotion_closes_the_count(store: Store):
+    pol = RetrainPolicy(cooldown="1s", circuit_breaker_after=2)
+    for verdict in ("reject", "promote", "reject"):
+        row = store.start_training(MODEL, "drift", "x")
+        store.finish_training(row, status="finished", verdict=verdict)
+    assert ask(store, pol).admitted
+
+
+def test_bad_requests_are_refused(store: Store):
+    with pytest.raises(ValueError, match="unknown trigger kind"):
+        policy.request_retrain(store, MODEL, RetrainPolicy(), kind="cosmic-ray", reason="x")
+    with pytest.raises(ValueError, match="needs a reason"):
+        policy.request_retrain(store, MODEL, RetrainPolicy(), kind="manual", reason="  ")
