@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from configs.schema import LoadedConfig, load_config
+from flows import dispatch
 from flows.steps import step
 from flows.training import TrainingOutcome, train_flow
 from tasks import ingest as ing
@@ -81,15 +82,29 @@ class RetrainOutcome:
     detail: str
     training: TrainingOutcome | None = None
     error: str | None = None
+    dispatched: str | None = None
 
 
 def run_request(env: Env, config_path: str, *, kind: str, reason: str, ref: str | None,
                 overrides: dict[str, Any] | None, actor: str = "regrow") -> RetrainOutcome:
-    """Ask the policy; when admitted, run the training flow with the request as provenance."""
+    """Ask the policy; when admitted, start the training: here (inline) or by event (served)."""
     answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
                                     reason=reason, ref=ref)
     if not answer.admitted:
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
+    if dispatch.mode() == "events":
+        event_id = dispatch.emit_admitted(env.model, str(env.loaded.path), answer.request_id,
+                                          kind, reason, ref, overrides)
+        return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
+                              dispatched=f"event {dispatch.ADMITTED_EVENT} {event_id}")
+    return execute_request(env, config_path, answer, kind=kind, reason=reason, ref=ref,
+                           overrides=overrides, actor=actor)
+
+
+def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *, kind: str,
+                    reason: str, ref: str | None, overrides: dict[str, Any] | None,
+                    actor: str) -> RetrainOutcome:
+    """Run the training for an admitted request, recording its state and provenance."""
     policy.mark_request(env.store, answer.request_id, "running")
     try:
         outcome = train_flow(config_path, overrides=overrides, trigger=kind, reason=reason,

@@ -106,6 +106,20 @@ policy_locks = sa.Table(
     sa.Column("touched_at", sa.DateTime(timezone=True)),
 )
 
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(255)),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, doc="processing or done"),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("response", sa.Text, doc="the JSON answered, replayed for a repeated delivery"),
+    sa.Column("request_id", sa.Integer, doc="the retrain request it raised, if any"),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 circuit_resets = sa.Table(
     "circuit_resets", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
