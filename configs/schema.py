@@ -389,6 +389,36 @@ class RetrainPolicy(Strict):
         return value
 
 
+class Promotion(Strict):
+    """Who moves the champion alias after a passing gate.
+
+    ``auto``: the gate decides. ``manual``: a person approves every promotion (Prefect UI form
+    or ``regrow approve``). ``manual_if_borderline``: a person decides only when the candidate
+    passes within tolerance (scores below the champion, inside ``gate.max_regression``).
+    """
+
+    mode: Literal["auto", "manual", "manual_if_borderline"] = "auto"
+    timeout: str = Field(default="24h", description="No decision by then = rejected.")
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class Serve(Strict):
+    """How `regrow serve` deploys this model."""
+
+    collision_strategy: Literal["enqueue", "cancel_new"] = Field(
+        default="enqueue", description="A training asked while one runs: queue it or drop it.")
+    scoring_cron: str | None = Field(default=None, description="Cron for scheduled scoring.")
+    retrain_cron: str | None = Field(default=None, description="Cron for scheduled retrain "
+                                     "requests (they pass the retrain policy).")
+    data_arrived: Literal["score_and_check", "retrain"] = Field(
+        default="score_and_check", description="What a data-arrived webhook starts.")
+
+
 class Registry(Strict):
     """Where the model lives in the MLflow registry."""
 
@@ -408,6 +438,8 @@ class Config(Strict):
     registry: Registry
     monitoring: Monitoring = Monitoring()
     retrain: RetrainPolicy = RetrainPolicy()
+    promotion: Promotion = Promotion()
+    serve: Serve = Serve()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

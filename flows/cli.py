@@ -179,6 +179,73 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the deployments of the given configs (needs PREFECT_API_URL for a real server)."""
+    import os
+
+    for path in args.configs:
+        args.config = path
+        _load_or_exit(args)
+    if not os.environ.get("PREFECT_API_URL"):
+        print("note: PREFECT_API_URL is not set; serving against a temporary local server "
+              "(its UI and schedules vanish with this process)", file=sys.stderr)
+    from flows.serve import serve_configs
+
+    serve_configs(args.configs, limit=args.limit)
+    return 0
+
+
+def _resume(args: argparse.Namespace, approve: bool) -> int:
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        run_id = UUID(args.flow_run_id)
+    except ValueError:
+        print(f"error: {args.flow_run_id!r} is not a flow run id", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        resume_flow_run(run_id, run_input={"approve": approve, "approver": args.by,
+                                           "reason": args.reason})
+    except (ObjectNotFound, RuntimeError) as err:
+        print(f"error: cannot resume flow run {run_id}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{'approved' if approve else 'rejected'} the promotion waiting in flow run {run_id} "
+          f"(by {args.by}: {args.reason})")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a promotion waiting for a person."""
+    return _resume(args, True)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject a promotion waiting for a person."""
+    return _resume(args, False)
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    """Run the signed-webhook receiver for the given configs."""
+    from configs.schema import ConfigError, load_config
+
+    try:
+        configs = [load_config(p) for p in args.configs]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from flows.webhook import run
+
+    try:
+        run(configs, host=args.host, port=args.port)
+    except ValueError as err:  # e.g. no secret configured
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: no heavy imports)."""
     p = argparse.ArgumentParser(prog="regrow", description="Keep tabular models fresh: "
@@ -228,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
                    cmd_reset_circuit, json_flag=False)
     rc.add_argument("--reason", required=True)
     rc.add_argument("--actor", required=True, help="the person resetting it (recorded)")
+
+    sv = sub.add_parser("serve", help="serve training, drift-check and scoring deployments")
+    sv.add_argument("configs", nargs="+")
+    sv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
+    sv.set_defaults(func=cmd_serve, set=None)
+    for name, func, verb in (("approve", cmd_approve, "approve"), ("reject", cmd_reject, "reject")):
+        ap = sub.add_parser(name, help=f"{verb} a promotion waiting in a paused training run")
+        ap.add_argument("flow_run_id")
+        ap.add_argument("--by", required=True, help="who decides (recorded)")
+        ap.add_argument("--reason", default="-" if name == "approve" else None,
+                        required=name == "reject")
+        ap.set_defaults(func=func)
+    wh = sub.add_parser("webhook", help="run the signed webhook receiver")
+    wh.add_argument("configs", nargs="+")
+    wh.add_argument("--host", default="127.0.0.1")
+    wh.add_argument("--port", type=int, default=8787)
+    wh.set_defaults(func=cmd_webhook)
 
     d = sub.add_parser("demo", help="train twice on a public weather table; show the gate decide")
     d.add_argument("--json", action="store_true")

@@ -25,6 +25,9 @@ PERIODS = {"early": (0, 6000), "later": (6000, 10000)}
 WINDOW = 1000
 WATCH_FROM, WATCH_TO = 10000, 18000  # the days after the later period: unseen by any model
 TRAIN_DAYS = 4000  # a retrain uses the latest this many days
+# The watch compresses 8,000 days into minutes, so a wall-clock cooldown of hours would block
+# every retrain: the demo runs the policy with a 1 s cooldown and a budget of 3 trainings a day.
+POLICY = {"retrain.cooldown": "1s", "retrain.max_trainings": 3}
 
 
 def load_rainfall() -> pd.DataFrame:
@@ -78,7 +81,8 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
         frame.iloc[max(0, hi - TRAIN_DAYS):hi].to_csv(recent, index=False)
         scored = score_flow(str(CONFIG), str(rows))
         labelled = record_labels(loaded.config, frame.iloc[lo:hi][["day", "rain"]], store)
-        check = drift_check_flow(str(CONFIG), overrides={"data.source.path": str(recent)})
+        check = drift_check_flow(str(CONFIG), overrides={"data.source.path": str(recent),
+                                                          **POLICY})
         entry = {"days": [lo, hi - 1], "scored": scored.rows, "labels": labelled.matched,
                  "check": check}
         log.append(entry)
@@ -110,7 +114,9 @@ def run_demo(as_json: bool = False) -> int:
                   f"({elapsed:.1f} s) ===")
             print(render(outcome))
     if not as_json:
-        print(f"\n=== drift watch: days {WATCH_FROM}..{WATCH_TO - 1} in windows of {WINDOW} ===")
+        print(f"\n=== drift watch: days {WATCH_FROM}..{WATCH_TO - 1} in windows of {WINDOW} ===\n"
+              f"(policy for the demo: {POLICY}; a retrain trains on the latest {TRAIN_DAYS} "
+              "days)")
     watch = watch_windows(files["all"].parent, load_rainfall(), as_json)
     from tasks.registry import CHAMPION, Registry
 

@@ -179,13 +179,13 @@ class Registration:
     champion_before: str | None
     champion_after: str | None
     promoted: bool
+    approval: dict[str, Any] | None = None
 
 
 @step("register")
 def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
              evals: Evaluations, decision: gt.GateDecision) -> Registration:
-    """Log and register the model with its drift reference; alias it challenger, and
-    champion if the gate passed."""
+    """Log and register the model with its drift reference; alias it challenger."""
     reg, name = ctx.registry, ctx.model_name
     example = parts.train[trained.roles.inputs].head(5)
     uri = reg.log_model(ctx.run_id, trained.model, example)
@@ -199,16 +199,49 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     version = reg.register(uri, name, ctx.run_id, tags, description="; ".join(decision.reasons))
     before = reg.alias_version(name, CHAMPION)
     _move(ctx, CHALLENGER, version, "newest candidate")
-    if decision.passed:
-        _move(ctx, CHAMPION, version, "gate passed: " + "; ".join(decision.reasons))
-    return Registration(version, before, reg.alias_version(name, CHAMPION), decision.passed)
+    return Registration(version, before, before, False)
 
 
-def _move(ctx: RunContext, alias: str, version: str, reason: str) -> None:
+@dataclass(frozen=True)
+class Approval:
+    """Who allowed (or refused) a promotion, and how."""
+
+    approved: bool
+    approver: str
+    reason: str
+    how: str  # gate | prefect-ui/cli | timeout
+
+
+@step("promote")
+def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecision,
+            approval: Approval | None) -> Registration:
+    """Move champion to the new version when the gate passed and the promotion is approved."""
+    name, version = ctx.model_name, registration.version
+    if approval is not None:
+        ctx.registry.set_version_tags(name, version, {
+            "regrow.approval": "approved" if approval.approved else "rejected",
+            "regrow.approver": approval.approver, "regrow.approval_reason": approval.reason,
+            "regrow.approval_via": approval.how})
+        ctx.registry.set_tags(ctx.run_id, {"regrow.approval": "approved" if approval.approved
+                                           else "rejected", "regrow.approver": approval.approver})
+    if not (decision.passed and (approval is None or approval.approved)):
+        return registration
+    reason = "gate passed: " + "; ".join(decision.reasons)
+    actor = None
+    if approval is not None and approval.how != "gate":
+        reason += f"; approved by {approval.approver}: {approval.reason}"
+        actor = f"approval:{approval.approver}"
+    _move(ctx, CHAMPION, version, reason, actor)
+    after = ctx.registry.alias_version(name, CHAMPION)
+    return Registration(version, registration.champion_before, after, after == version,
+                        None if approval is None else approval.__dict__)
+
+
+def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | None = None) -> None:
     old = ctx.registry.alias_version(ctx.model_name, alias)
     ctx.registry.set_alias(ctx.model_name, alias, version)
     ctx.store.record_alias_move(ctx.model_name, alias, old, version, reason,
-                                f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
+                                actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
 
 
 def close_run(ctx: RunContext, *, error: BaseException | None = None,

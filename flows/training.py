@@ -9,6 +9,7 @@ from prefect import flow
 
 from configs.schema import load_config
 from flows import steps
+from flows.approval import approval_for
 from tasks.provenance import Trigger
 from tasks.registry import Registry
 from tasks.settings import Settings
@@ -35,6 +36,7 @@ class TrainingOutcome:
     champion_before: str | None
     champion_after: str | None
     promoted: bool
+    approval: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -55,6 +57,7 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         evals = steps.evaluate(ctx, parts, trained)
         decision = steps.gate(ctx, evals)
         reg = steps.register(ctx, parts, trained, evals, decision)
+        reg = steps.promote(ctx, reg, decision, approval_for(ctx, decision, reg))
     except BaseException as err:
         steps.close_run(ctx, error=err)
         raise
@@ -71,4 +74,5 @@ def _outcome(ctx, data, parts, trained, evals, decision, reg) -> TrainingOutcome
         candidates=d(trained.candidates), best=trained.best.name, metric=trained.metric,
         holdout=d(evals.candidate), champion_holdout=d(evals.champion),
         decision=decision.to_dict(), version=reg.version, champion_before=reg.champion_before,
-        champion_after=reg.champion_after, promoted=reg.promoted, notes=list(ctx.notes))
+        champion_after=reg.champion_after, promoted=reg.promoted, approval=reg.approval,
+        notes=list(ctx.notes))

@@ -31,6 +31,7 @@ class GateDecision:
     rules: list[RuleResult]
     reasons: list[str] = field(default_factory=list)
     champion_version: str | None = None
+    borderline: bool = False
 
     @property
     def passed(self) -> bool:
@@ -123,4 +124,10 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
     ]
     if not failed:
         reasons = ["all rules passed"]
-    return GateDecision("reject" if failed else "promote", rules, reasons, champion_version)
+    # Borderline: passes only thanks to the regression allowance (worse than the champion).
+    borderline = not failed and champion is not None and any(
+        r.rule == "max_regression" and r.measured is not None and r.threshold is not None
+        and (r.measured < r.threshold + gate.max_regression if greater
+             else r.measured > r.threshold - gate.max_regression) for r in rules)
+    return GateDecision("reject" if failed else "promote", rules, reasons, champion_version,
+                        borderline)

@@ -1,0 +1,48 @@
+"""Manual promotion: the training flow pauses with a form until a person decides."""
+
+from __future__ import annotations
+
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+
+from configs.schema import parse_duration
+from flows.steps import Approval, Registration, RunContext
+from tasks.gate import GateDecision
+
+
+class PromotionDecision(RunInput):
+    """The form shown in the Prefect UI (and filled by `regrow approve/reject`)."""
+
+    approve: bool = False
+    approver: str = ""
+    reason: str = ""
+
+
+def needs_person(ctx: RunContext, decision: GateDecision) -> bool:
+    """True when the config asks a person to decide this promotion."""
+    mode = ctx.loaded.config.promotion.mode
+    return decision.passed and (mode == "manual" or (mode == "manual_if_borderline"
+                                                     and decision.borderline))
+
+
+def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> Approval | None:
+    """None when the gate alone decides; otherwise pause until approved, rejected or timed out."""
+    if not needs_person(ctx, decision):
+        return None
+    from prefect.exceptions import FlowPauseTimeout
+
+    promo = ctx.loaded.config.promotion
+    form = PromotionDecision.with_initial_data(
+        description=f"## Promote {ctx.model_name} v{reg.version} to champion?\n\n"
+        f"Current champion: v{reg.champion_before or '-'}. "
+        f"{'Borderline: the candidate scores below the champion, within tolerance. ' if decision.borderline else ''}"
+        f"MLflow run `{ctx.run_id}`.\n\n{decision.to_markdown()}\n\n"
+        f"No decision within {promo.timeout} rejects the promotion.",
+        approve=False, approver="", reason="")
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=int(parse_duration(promo.timeout)),
+                                poll_interval=2, key=f"promote-{reg.version}")
+    except FlowPauseTimeout:
+        return Approval(False, "nobody", f"no decision within {promo.timeout}", "timeout")
+    return Approval(bool(answer.approve), answer.approver or "unknown",
+                    answer.reason or "-", "prefect-input")

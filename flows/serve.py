@@ -1,0 +1,131 @@
+"""Deployments for each config, served by one process (`regrow serve`).
+
+Per model:
+- ``train-<model>``: the policy-gated training flow. Its parameter is a typed `TrainRequest`,
+  so the Prefect UI shows a form (config, reason, overrides). A run started from the UI asks
+  the retrain policy like every other trigger; a run started by the
+  ``regrow.retrain.admitted`` event (a request the policy already admitted) trains directly.
+  Concurrency limit 1, collision strategy from ``serve.collision_strategy``.
+- ``drift-check-<model>``: on ``monitoring.schedule`` (cron); admitted retrains are dispatched as
+  events, so training always runs in the training deployment.
+- ``score-<model>``: scoring of a file or query (``serve.scoring_cron`` optional); also triggered
+  by the ``regrow.data.arrived`` event.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from configs.schema import LoadedConfig, load_config
+from flows import dispatch
+from flows.monitoring import (
+    Env,
+    RetrainOutcome,
+    drift_check_flow,
+    execute_request,
+    run_request,
+    score_flow,
+)
+from tasks import policy
+
+
+class TrainRequest(BaseModel):
+    """A training request as the Prefect UI form and the event trigger fill it."""
+
+    config_path: str = Field(description="The model's YAML config on the worker.")
+    reason: str = Field(default="started from the Prefect UI", description="Why (recorded).")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="Config keys to override, e.g. split.cutoff.")
+    kind: str = Field(default="ui", description="Trigger kind: ui, webhook, drift, schedule, manual.")
+    request_id: int | None = Field(default=None,
+                                   description="Set when the policy already admitted the request.")
+    ref: str = Field(default="", description="What asked: delivery id, drift check id, ...")
+    actor: str = Field(default="prefect-ui", description="Who asked.")
+
+
+@flow(name="regrow-train-request", log_prints=True)
+def train_request_flow(request: TrainRequest) -> RetrainOutcome:
+    """Train for a request: admitted ones directly, new ones (UI) through the policy first."""
+    env = Env.open(request.config_path, request.overrides or None)
+    if request.request_id is not None:
+        answer = policy.PolicyVerdict(request.request_id, policy.ADMITTED, "admitted earlier")
+        return execute_request(env, request.config_path, answer, kind=request.kind,
+                               reason=request.reason, ref=request.ref or None,
+                               overrides=request.overrides or None, actor=request.actor)
+    answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain,
+                                    kind=request.kind, reason=request.reason,
+                                    ref=request.ref or None)
+    if not answer.admitted:
+        print(f"retrain request #{answer.request_id}: {answer.verdict} -- {answer.detail}")
+        return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
+    return execute_request(env, request.config_path, answer, kind=request.kind,
+                           reason=request.reason, ref=request.ref or None,
+                           overrides=request.overrides or None, actor=request.actor)
+
+
+@flow(name="regrow-scheduled-retrain", log_prints=True)
+def scheduled_retrain_flow(config_path: str, reason: str = "scheduled retrain") -> RetrainOutcome:
+    """A schedule's retrain request, through the policy like every trigger."""
+    return run_request(Env.open(config_path), config_path, kind="schedule", reason=reason,
+                       ref=None, overrides=None, actor="schedule")
+
+
+def _event_trigger(model: str, event: str, parameters: dict[str, Any]):
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name=f"{event} for {model}", expect={event},
+        match={"prefect.resource.id": f"regrow.model.{model}"}, parameters=parameters)
+
+
+def deployments_for(loaded: LoadedConfig) -> list[Any]:
+    """The RunnerDeployments of one config."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    cfg, path = loaded.config, str(loaded.path)
+    model = cfg.registry.model_name
+    strategy = ConcurrencyLimitStrategy.ENQUEUE if cfg.serve.collision_strategy == "enqueue" \
+        else ConcurrencyLimitStrategy.CANCEL_NEW
+    p = "{{ event.payload.%s }}"
+    train = train_request_flow.to_deployment(
+        name=f"train-{model}", parameters={"request": {"config_path": path}},
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
+        triggers=[_event_trigger(model, dispatch.ADMITTED_EVENT, {"request": {
+            "config_path": p % "config_path", "reason": p % "reason", "kind": p % "kind",
+            "request_id": p % "request_id", "ref": p % "ref", "overrides": p % "overrides",
+            "actor": "event"}})],
+        tags=["regrow", model], description=f"Train {model} (through the retrain policy).")
+    drift = drift_check_flow.to_deployment(
+        name=f"drift-check-{model}", parameters={"config_path": path},
+        cron=cfg.monitoring.schedule, tags=["regrow", model],
+        description=f"Drift check of {model}'s champion; asks for retrains by event.")
+    score = score_flow.to_deployment(
+        name=f"score-{model}", parameters={"config_path": path}, cron=cfg.serve.scoring_cron,
+        triggers=[_event_trigger(model, dispatch.DATA_EVENT, {
+            "config_path": p % "config_path", "input_path": p % "input_path",
+            "query": p % "query"})] if cfg.serve.data_arrived == "score_and_check" else None,
+        tags=["regrow", model], description=f"Score new rows with {model}'s champion.")
+    out = [train, drift, score]
+    if cfg.serve.retrain_cron:
+        out.append(scheduled_retrain_flow.to_deployment(
+            name=f"scheduled-retrain-{model}", parameters={"config_path": path},
+            cron=cfg.serve.retrain_cron, tags=["regrow", model],
+            description=f"Scheduled retrain request for {model} (through the policy)."))
+    return out
+
+
+def serve_configs(paths: list[str], limit: int | None = None) -> None:
+    """Create the deployments of every config and serve them until interrupted.
+
+    Admitted retrains are dispatched as events from here on (``REGROW_DISPATCH=events``),
+    so every training runs in its deployment, under its concurrency limit.
+    """
+    from prefect import serve
+
+    os.environ["REGROW_DISPATCH"] = "events"
+    deployments = [d for path in paths for d in deployments_for(load_config(path))]
+    serve(*deployments, limit=limit)
