@@ -46,3 +46,26 @@ def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> 
         return Approval(False, "nobody", f"no decision within {promo.timeout}", "timeout")
     return Approval(bool(answer.approve), answer.approver or "unknown",
                     answer.reason or "-", "prefect-input")
+
+
+def paused_run(flow_run_id):
+    """The paused run to resume: the run itself, or its paused training subflow (a training
+    started by a deployment runs as a subflow of the request flow).
+
+    Raises:
+        RuntimeError: neither the run nor any of its subflows is paused.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if run.state and run.state.is_paused():
+            return run.id
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    paused = [c for c in children if c.state and c.state.is_paused()]
+    if not paused:
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(f"flow run {flow_run_id} is {state} and waits for no decision")
+    return paused[0].id

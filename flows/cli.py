@@ -206,7 +206,10 @@ def _resume(args: argparse.Namespace, approve: bool) -> int:
     except ValueError:
         print(f"error: {args.flow_run_id!r} is not a flow run id", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from flows.approval import paused_run
+
     try:
+        run_id = paused_run(run_id)
         resume_flow_run(run_id, run_input={"approve": approve, "approver": args.by,
                                            "reason": args.reason})
     except (ObjectNotFound, RuntimeError) as err:

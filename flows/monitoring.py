@@ -130,9 +130,9 @@ def retrain_flow(config_path: str, reason: str, kind: str = "manual", ref: str |
 class DriftOutcome:
     """One drift check and what followed from it."""
 
-    check_id: int
+    check_id: int | None
     model: str
-    version: str
+    version: str | None
     assessment: dict[str, Any]
     report_path: str | None
     retrain: RetrainOutcome | None
@@ -163,7 +163,13 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
     """Compare the champion's recent window with its reference; ask for a retrain when drift
     persists."""
     env = Env.open(config_path, overrides)
-    version, run_id = env.champion()
+    try:
+        version, run_id = env.champion()
+    except NoChampion as err:  # nothing serves yet: nothing to watch, and not a failure
+        print(str(err))
+        return DriftOutcome(None, env.model, None, {"verdict": "no_champion", "reasons": [str(err)],
+                                                    "window_rows": 0, "persistent": False},
+                            None, None)
     assessment, report = _assess(env, version, run_id)
     check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
     create_markdown_artifact(

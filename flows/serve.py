@@ -47,24 +47,34 @@ class TrainRequest(BaseModel):
     actor: str = Field(default="prefect-ui", description="Who asked.")
 
 
+class TrainingFailed(RuntimeError):
+    """The admitted training failed; the champion did not move."""
+
+
+def _checked(outcome: RetrainOutcome) -> RetrainOutcome:
+    if outcome.error:  # the flow run must show Failed, not Completed
+        raise TrainingFailed(f"training for request #{outcome.request_id} failed: {outcome.error}")
+    return outcome
+
+
 @flow(name="regrow-train-request", log_prints=True)
 def train_request_flow(request: TrainRequest) -> RetrainOutcome:
     """Train for a request: admitted ones directly, new ones (UI) through the policy first."""
     env = Env.open(request.config_path, request.overrides or None)
     if request.request_id is not None:
         answer = policy.PolicyVerdict(request.request_id, policy.ADMITTED, "admitted earlier")
-        return execute_request(env, request.config_path, answer, kind=request.kind,
-                               reason=request.reason, ref=request.ref or None,
-                               overrides=request.overrides or None, actor=request.actor)
+        return _checked(execute_request(env, request.config_path, answer, kind=request.kind,
+                                        reason=request.reason, ref=request.ref or None,
+                                        overrides=request.overrides or None, actor=request.actor))
     answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain,
                                     kind=request.kind, reason=request.reason,
                                     ref=request.ref or None)
     if not answer.admitted:
         print(f"retrain request #{answer.request_id}: {answer.verdict} -- {answer.detail}")
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
-    return execute_request(env, request.config_path, answer, kind=request.kind,
-                           reason=request.reason, ref=request.ref or None,
-                           overrides=request.overrides or None, actor=request.actor)
+    return _checked(execute_request(env, request.config_path, answer, kind=request.kind,
+                                    reason=request.reason, ref=request.ref or None,
+                                    overrides=request.overrides or None, actor=request.actor))
 
 
 @flow(name="regrow-scheduled-retrain", log_prints=True)

@@ -1,0 +1,769 @@
+"""The signed-webhook receiver: a small FastAPI service in front of the retrain policy.
+
+Prefect's own inbound webhooks are Cloud-only, so upstream systems call this instead:
+
+- ``POST /v1/hooks/retrain`` -- ``{"model", "reason", "ref", "overrides"}``: the request goes
+  through `tasks.policy.request_retrain` (kind ``webhook``); when admitted, the event
+  ``regrow.retrain.admitted`` is emitted for the training deployment's trigger.
+- ``POST /v1/hooks/data-arrived`` -- ``{"model", "source", "note"}``: the event
+  ``regrow.data.arrived`` is emitted for the scoring / drift-check deployments.
+- ``GET /healthz`` -- liveness and the models this receiver knows (no authentication).
+
+Every POST is checked in this order: body size (413), signature and timestamp (401), delivery
+id (400), then -- once the delivery is claimed -- JSON and schema (422), model (404).
+
+Signature: ``X-Regrow-Signature: sha256=<hex>`` where ``<hex>`` is
+HMAC-SHA256(secret, ``f"{timestamp}."`` + raw body) and ``X-Regrow-Timestamp`` is the unix
+time in seconds, within ``tolerance_seconds`` of the receiver's clock either way. Two secrets
+may be active at once (``REGROW_WEBHOOK_SECRET`` and, while rotating,
+``REGROW_WEBHOOK_SECRET_PREVIOUS``). `sign` builds the headers.
+
+Idempotency: ``X-Regrow-Delivery`` names the delivery. An authenticated delivery is claimed by
+inserting its row in ``webhook_deliveries`` (unique delivery id) before anything else
+happens; a repeated id gets the first answer again (status and body, plus the header
+``X-Regrow-Replay: true``) and raises no second retrain request. Deliveries that fail
+authentication are not recorded: their id is not trusted, and recording it would let anyone
+reserve the id of a delivery the real sender has yet to make.
+
+Events are emitted through Prefect's events client, which needs a Prefect API
+(``PREFECT_API_URL``); without one Prefect would start a throw-away server inside this
+process, so the receiver refuses to start. Emission is asynchronous: the event id in an
+answer means the event was queued for the server, which the client reconnects to and resends
+unconfirmed events on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from configs.schema import LoadedConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+log = logging.getLogger("regrow.webhook")
+
+SIGNATURE_HEADER = "X-Regrow-Signature"
+TIMESTAMP_HEADER = "X-Regrow-Timestamp"
+DELIVERY_HEADER = "X-Regrow-Delivery"
+REPLAY_HEADER = "X-Regrow-Replay"
+SECRET_ENV = "REGROW_WEBHOOK_SECRET"
+PREVIOUS_SECRET_ENV = "REGROW_WEBHOOK_SECRET_PREVIOUS"
+MIN_SECRET_LENGTH = 16
+DEFAULT_PORT = 8787
+
+RETRAIN_ENDPOINT = "retrain"
+DATA_ENDPOINT = "data-arrived"
+
+# Short enough that "webhook:<id>" fits the 255-character ref column of retrain_requests.
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+
+
+class WebhookConfigError(ValueError):
+    """The receiver cannot start: no secret, no Prefect API, no or clashing configs."""
+
+
+# ------------------------------------------------------------------------------ bodies
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrainBody(_Body):
+    """``POST /v1/hooks/retrain``: ask for a retrain through the policy."""
+
+    model: str = Field(min_length=1, max_length=255, description="config.registry.model_name")
+    reason: str = Field(min_length=1, max_length=2000, description="Why (recorded).")
+    ref: str | None = Field(default=None, max_length=255,
+                            description="The sender's own reference (commit, job id, ...).")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="Config keys to override for this training.")
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("reason must not be blank")
+        return value
+
+
+class PathSource(_Body):
+    """New rows in a CSV or Parquet file (a path on the workers' file system)."""
+
+    path: str = Field(min_length=1, max_length=4096)
+
+
+class QuerySource(_Body):
+    """New rows behind a query on the config's SQL source."""
+
+    query: str = Field(min_length=1, max_length=20_000)
+
+
+class DataArrivedBody(_Body):
+    """``POST /v1/hooks/data-arrived``: new rows for a model."""
+
+    model: str = Field(min_length=1, max_length=255)
+    source: PathSource | QuerySource | None = None
+    note: str | None = Field(default=None, max_length=2000)
+
+
+# ------------------------------------------------------------------------------ signing
+
+def signature(secret: str, body: bytes, timestamp: int | str) -> str:
+    """The value of ``X-Regrow-Signature`` for a body sent at `timestamp`.
+
+    Args:
+        secret: the shared secret.
+        body: the exact bytes sent as the request body.
+        timestamp: unix seconds, as sent in ``X-Regrow-Timestamp``.
+
+    Returns:
+        ``"sha256=<hex digest>"``.
+    """
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def sign(secret: str, body: bytes, timestamp: int,
+         delivery_id: str | None = None) -> dict[str, str]:
+    """The headers of a signed delivery (for senders, tests and the benchmark).
+
+    Args:
+        secret: the shared secret.
+        body: the exact bytes that will be sent.
+        timestamp: unix seconds (``int(time.time())`` for a live request).
+        delivery_id: when given, also the ``X-Regrow-Delivery`` header.
+
+    Returns:
+        ``Content-Type``, ``X-Regrow-Timestamp``, ``X-Regrow-Signature`` (and
+        ``X-Regrow-Delivery``).
+    """
+    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(int(timestamp)),
+               SIGNATURE_HEADER: signature(secret, body, int(timestamp))}
+    if delivery_id is not None:
+        headers[DELIVERY_HEADER] = delivery_id
+    return headers
+
+
+def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The accepted secrets: ``REGROW_WEBHOOK_SECRET`` and ``REGROW_WEBHOOK_SECRET_PREVIOUS``
+    (blank values ignored)."""
+    env = os.environ if environ is None else environ
+    return [v for v in (env.get(SECRET_ENV, ""), env.get(PREVIOUS_SECRET_ENV, "")) if v.strip()]
+
+
+def _check_secrets(secrets: Iterable[str] | None) -> tuple[bytes, ...]:
+    found = [s for s in (secrets_from_env() if secrets is None else secrets) if s and s.strip()]
+    if not found:
+        raise WebhookConfigError(
+            f"no webhook secret: set {SECRET_ENV} (and, while rotating, {PREVIOUS_SECRET_ENV}), "
+            "e.g. to the output of `openssl rand -hex 32`")
+    short = [i for i, s in enumerate(found) if len(s) < MIN_SECRET_LENGTH]
+    if short:
+        raise WebhookConfigError(f"webhook secret(s) shorter than {MIN_SECRET_LENGTH} characters "
+                                 "are refused; use e.g. `openssl rand -hex 32`")
+    return tuple(dict.fromkeys(s.encode() for s in found))
+
+
+# ------------------------------------------------------------------------------ answers
+
+@dataclass(frozen=True)
+class Answer:
+    """What the receiver answers: status code, JSON body, extra headers."""
+
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _err(status: int, detail: Any, **extra: Any) -> Answer:
+    return Answer(status, {"detail": detail, **extra})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _field_errors(err: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as FastAPI-style ``{"loc", "msg", "type"}`` (inputs not echoed)."""
+    return [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in err.errors(include_url=False)]
+
+
+# ------------------------------------------------------------------------------ receiver
+
+@dataclass(frozen=True)
+class _Claim:
+    """The outcome of claiming a delivery id: ours to process, or an answer already."""
+
+    owned: bool
+    recovered: bool = False
+    answer: Answer | None = None
+
+
+class Receiver:
+    """Verification, idempotency and dispatch, independent of the web framework.
+
+    Every method is safe to call from many threads: the database does the arbitration
+    (unique delivery id, the policy's per-model lock row).
+    """
+
+    def __init__(self, configs: dict[str, LoadedConfig], store: Store, secrets: tuple[bytes, ...],
+                 *, max_body: int, tolerance_seconds: int, wait_seconds: float = 5.0,
+                 abandoned_after: float = 120.0) -> None:
+        """
+        Args:
+            configs: model name -> loaded config.
+            store: the monitoring store (retrain requests, webhook deliveries).
+            secrets: accepted HMAC secrets, current first.
+            max_body: largest body accepted, in bytes.
+            tolerance_seconds: largest allowed distance between the timestamp and now.
+            wait_seconds: how long a repeated delivery waits for the first one to finish.
+            abandoned_after: a delivery still "processing" after this many seconds is
+                taken over (its process died between claiming and answering).
+        """
+        self.configs = configs
+        self.store = store
+        self._secrets = secrets
+        self.max_body = max_body
+        self.tolerance = tolerance_seconds
+        self.wait_seconds = wait_seconds
+        self.abandoned_after = abandoned_after
+        # SQLite has one writer at a time and its busy handler backs off in sleeps of up to
+        # 100 ms; queueing this process's writers on a lock hands over without sleeping.
+        self._sqlite_lock = threading.Lock() if store.url.startswith("sqlite") else None
+
+    def _writing(self) -> AbstractContextManager[Any]:
+        return self._sqlite_lock if self._sqlite_lock is not None else nullcontext()
+
+    # -- authentication ---------------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str], body: bytes,
+                     now: float | None = None) -> Answer | None:
+        """Check signature and timestamp.
+
+        Returns:
+            None when the delivery is authentic, else the 401 answer.
+        """
+        ts = (headers.get(TIMESTAMP_HEADER) or "").strip()
+        sig = (headers.get(SIGNATURE_HEADER) or "").strip()
+        if not sig:
+            return _err(401, f"missing {SIGNATURE_HEADER} header")
+        if not ts:
+            return _err(401, f"missing {TIMESTAMP_HEADER} header")
+        if not _TIMESTAMP.match(ts):
+            return _err(401, f"{TIMESTAMP_HEADER} must be unix seconds (an integer)")
+        skew = abs((time.time() if now is None else now) - int(ts))
+        if skew > self.tolerance:
+            return _err(401, f"{TIMESTAMP_HEADER} is {int(skew)} s away from the receiver's clock "
+                             f"(tolerance {self.tolerance} s); sign each attempt afresh")
+        given = sig.encode("latin-1", "replace")
+        signed = f"{ts}.".encode() + body
+        ok = False
+        for secret in self._secrets:  # no early exit: every secret is compared
+            expected = b"sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest().encode()
+            ok |= hmac.compare_digest(expected, given)
+        if not ok:
+            return _err(401, "signature does not match (expected sha256=HMAC-SHA256(secret, "
+                             "'<timestamp>.' + body) in hex)")
+        return None
+
+    # -- idempotency -----------------------------------------------------------------
+
+    def _row(self, delivery_id: str) -> Any:
+        import sqlalchemy as sa
+
+        from tasks.store import webhook_deliveries as wd
+
+        with self.store.engine.connect() as conn:
+            return conn.execute(sa.select(wd).where(wd.c.delivery_id == delivery_id)).first()
+
+    def _claim(self, delivery_id: str, endpoint: str, digest: str) -> _Claim:
+        """Insert the "processing" row, or answer from the row another attempt wrote."""
+        import sqlalchemy as sa
+
+        from tasks.store import now
+        from tasks.store import webhook_deliveries as wd
+
+        deadline = time.monotonic() + self.wait_seconds
+        pause = 0.02
+        row: Any = None
+        while True:
+            if row is None:
+                try:
+                    with self._writing(), self.store.engine.begin() as conn:
+                        conn.execute(wd.insert().values(
+                            delivery_id=delivery_id, endpoint=endpoint, body_sha256=digest,
+                            status="processing", received_at=now()))
+                    return _Claim(owned=True)
+                except sa.exc.IntegrityError:
+                    pass
+            row = self._row(delivery_id)
+            if row is not None:
+                if row.endpoint != endpoint or row.body_sha256 != digest:
+                    what = "endpoint" if row.endpoint != endpoint else "body"
+                    return _Claim(False, answer=_err(
+                        409, f"delivery id {delivery_id!r} was already used with a different "
+                             f"{what}; use a new delivery id for a new delivery",
+                        delivery_id=delivery_id))
+                if row.status == "done":
+                    return _Claim(False, answer=Answer(row.status_code, json.loads(row.response),
+                                                       {REPLAY_HEADER: "true"}))
+                if self._take_over(delivery_id, row.received_at):
+                    return _Claim(owned=True, recovered=True)
+            if time.monotonic() >= deadline:
+                return _Claim(False, answer=_err(
+                    409, "this delivery is still being processed; retry later",
+                    delivery_id=delivery_id))
+            if row is not None:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
+
+    def _take_over(self, delivery_id: str, received_at: Any) -> bool:
+        """Claim a delivery whose first attempt died while processing (atomic; one winner)."""
+        import datetime as dt
+
+        from tasks.store import now
+        from tasks.store import webhook_deliveries as wd
+
+        at = received_at if received_at.tzinfo else received_at.replace(tzinfo=dt.UTC)
+        cutoff = now() - dt.timedelta(seconds=self.abandoned_after)
+        if at >= cutoff:
+            return False
+        with self._writing(), self.store.engine.begin() as conn:
+            res = conn.execute(wd.update().where(
+                wd.c.delivery_id == delivery_id, wd.c.status == "processing",
+                wd.c.received_at == received_at).values(received_at=now()))
+        if res.rowcount == 1:
+            log.warning("delivery %s: taking over an attempt abandoned while processing",
+                        delivery_id)
+            return True
+        return False
+
+    def _finish(self, delivery_id: str, answer: Answer, model: str | None,
+                request_id: int | None) -> None:
+        from tasks.store import webhook_deliveries as wd
+
+        with self._writing(), self.store.engine.begin() as conn:
+            conn.execute(wd.update().where(wd.c.delivery_id == delivery_id).values(
+                status="done", status_code=answer.status_code, model=model,
+                response=json.dumps(answer.body, default=str), request_id=request_id))
+
+    def _release(self, delivery_id: str, request_made: bool) -> None:
+        """Give up a claim whose processing failed, so that a retry redoes it: the row is
+        deleted when nothing happened yet, else marked abandoned (a retry takes it over at
+        once and reuses the retrain request already made)."""
+        import datetime as dt
+
+        from tasks.store import webhook_deliveries as wd
+
+        mine = (wd.c.delivery_id == delivery_id) & (wd.c.status == "processing")
+        try:
+            with self._writing(), self.store.engine.begin() as conn:
+                if request_made:
+                    conn.execute(wd.update().where(mine).values(
+                        received_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
+                else:
+                    conn.execute(wd.delete().where(mine))
+        except Exception:  # noqa: BLE001 - the claim is taken over once abandoned_after passes
+            log.exception("delivery %s: could not release the claim", delivery_id)
+
+    # -- the endpoints ---------------------------------------------------------------
+
+    def handle(self, endpoint: str, headers: Mapping[str, str], body: bytes,
+               client: str = "?") -> Answer:
+        """Authenticate, claim, validate and process one delivery.
+
+        Args:
+            endpoint: ``retrain`` or ``data-arrived``.
+            headers: the request headers (case-insensitive mapping).
+            body: the raw body, already bounded by `max_body`.
+            client: the peer address, for the log.
+
+        Returns:
+            The answer to send (also stored for replays once the delivery is claimed).
+        """
+        denied = self.authenticate(headers, body)
+        if denied is not None:
+            log.warning("%s from %s: 401 %s (delivery header %r)", endpoint, client,
+                        denied.body["detail"], (headers.get(DELIVERY_HEADER) or "")[:80])
+            return denied
+        delivery_id = (headers.get(DELIVERY_HEADER) or "").strip()
+        if not _DELIVERY_ID.match(delivery_id):
+            return _err(400, f"{DELIVERY_HEADER} is required: 1-128 characters of letters, digits "
+                             "and . _ : - (a UUID is fine), unique per delivery")
+        claim = self._claim(delivery_id, endpoint, hashlib.sha256(body).hexdigest())
+        if not claim.owned:
+            assert claim.answer is not None
+            log.info("%s %s: repeated delivery, answered %s", endpoint, delivery_id,
+                     claim.answer.status_code)
+            return claim.answer
+        progress: dict[str, Any] = {}  # filled as side effects happen
+        try:
+            process = self._retrain if endpoint == RETRAIN_ENDPOINT else self._data_arrived
+            answer = process(delivery_id, body, claim.recovered, progress)
+        except Exception:
+            log.exception("%s %s: failed", endpoint, delivery_id)
+            self._release(delivery_id, request_made="request_id" in progress)
+            return _err(500, "internal error; retry with the same delivery id",
+                        delivery_id=delivery_id)
+        try:
+            self._finish(delivery_id, answer, progress.get("model"), progress.get("request_id"))
+        except Exception:  # noqa: BLE001 - the answer stands; the claim is taken over later
+            log.exception("%s %s: could not record the answer", endpoint, delivery_id)
+        log.info("%s %s: %s %s", endpoint, delivery_id, answer.status_code,
+                 answer.body.get("verdict") or answer.body.get("event_id") or answer.body)
+        return answer
+
+    def _parse(self, cls: type[BaseModel], body: bytes,
+               progress: dict[str, Any]) -> tuple[Any, Answer | None]:
+        try:
+            parsed = cls.model_validate_json(body)
+        except ValidationError as err:
+            return None, _err(422, _field_errors(err))
+        progress["model"] = parsed.model
+        if parsed.model not in self.configs:
+            return parsed, _err(404, f"unknown model {parsed.model!r}; this receiver serves "
+                                     f"{sorted(self.configs)}")
+        return parsed, None
+
+    @staticmethod
+    def _check_overrides(loaded: LoadedConfig, overrides: dict[str, Any]) -> Answer | None:
+        """Apply the overrides to the config in memory: a 422 now, not a failed training later."""
+        from configs.schema import ConfigError, apply_overrides, parse_config
+
+        try:
+            data = apply_overrides(loaded.config.model_dump(mode="json"), dict(overrides))
+            parse_config(data, "overrides")
+        except ConfigError as err:
+            return _err(422, [{"loc": ["body", "overrides"], "msg": str(err),
+                               "type": "config_invalid"}])
+        return None
+
+    def _retrain(self, delivery_id: str, body: bytes, recovered: bool,
+                 progress: dict[str, Any]) -> Answer:
+        """Policy first; when admitted, the event for the training deployment."""
+        from flows import dispatch
+        from tasks import policy
+
+        req, bad = self._parse(RetrainBody, body, progress)
+        if bad is None and req.overrides:
+            bad = self._check_overrides(self.configs[req.model], req.overrides)
+        if bad is not None:
+            return bad
+        loaded = self.configs[req.model]
+        reason = req.reason.strip() + (f" [ref: {req.ref}]" if req.ref else "")
+        ref = f"webhook:{delivery_id}"
+        earlier = self._earlier_request(req.model, ref) if recovered else None
+        if earlier is not None:
+            answer, state = earlier
+        else:
+            with self._writing():
+                answer = policy.request_retrain(self.store, req.model, loaded.config.retrain,
+                                                kind="webhook", reason=reason, ref=ref)
+            state = "admitted" if answer.admitted else "none"
+        progress["request_id"] = answer.request_id
+        status, detail, event_id = 202, answer.detail, None
+        if answer.admitted and state != "admitted":
+            detail += f" (an earlier attempt of this delivery; the training is {state})"
+        elif answer.admitted:
+            try:
+                event_id = dispatch.emit_admitted(
+                    req.model, str(loaded.path), answer.request_id, "webhook", reason, ref=ref,
+                    overrides={**loaded.overrides, **req.overrides})
+            except Exception:  # noqa: BLE001 - answered below
+                log.exception("delivery %s: emitting %s failed", delivery_id,
+                              dispatch.ADMITTED_EVENT)
+            if event_id is None:
+                with self._writing():
+                    policy.mark_request(self.store, answer.request_id, "failed")
+                status = 503
+                detail = (f"admitted, but the {dispatch.ADMITTED_EVENT} event could not be "
+                          "emitted (is the Prefect API reachable?); the request was marked failed")
+        return Answer(status, {"delivery_id": delivery_id, "request_id": answer.request_id,
+                               "verdict": answer.verdict, "detail": detail, "event_id": event_id})
+
+    def _earlier_request(self, model: str, ref: str) -> tuple[Any, str] | None:
+        """(verdict, state) of the retrain request an abandoned attempt of this delivery
+        already made, if it made one."""
+        import sqlalchemy as sa
+
+        from tasks.policy import PolicyVerdict
+        from tasks.store import retrain_requests as rr
+
+        with self.store.engine.connect() as conn:
+            row = conn.execute(sa.select(rr).where(rr.c.model == model, rr.c.ref == ref)
+                               .order_by(rr.c.id).limit(1)).first()
+        if row is None:
+            return None
+        return PolicyVerdict(row.id, row.verdict, row.detail or ""), row.state
+
+    def _data_arrived(self, delivery_id: str, body: bytes, recovered: bool,
+                      progress: dict[str, Any]) -> Answer:
+        """The ``regrow.data.arrived`` event for the model's scoring / drift-check deployments.
+        (A recovered delivery emits again: delivery is at least once.)"""
+        from flows import dispatch
+
+        req, bad = self._parse(DataArrivedBody, body, progress)
+        if bad is not None:
+            return bad
+        loaded = self.configs[req.model]
+        source = req.source.model_dump() if req.source is not None else None
+        event_id = dispatch.emit(dispatch.DATA_EVENT, req.model, {
+            "config_path": str(loaded.path), "source": source,
+            # flat copies for deployment triggers: "{{ event.payload.input_path }}"
+            "input_path": getattr(req.source, "path", None),
+            "query": getattr(req.source, "query", None),
+            "note": req.note or "", "delivery_id": delivery_id, "ref": f"webhook:{delivery_id}"})
+        if event_id is None:
+            return _err(503, f"the {dispatch.DATA_EVENT} event could not be emitted (is the "
+                             "Prefect API reachable?)", delivery_id=delivery_id)
+        return Answer(202, {"delivery_id": delivery_id, "model": req.model,
+                            "event": dispatch.DATA_EVENT, "event_id": event_id})
+
+
+# ------------------------------------------------------------------------------ the app
+
+def _index(configs: list[LoadedConfig] | dict[str, LoadedConfig]) -> dict[str, LoadedConfig]:
+    items = list(configs.values()) if isinstance(configs, dict) else list(configs)
+    if not items:
+        raise WebhookConfigError("the webhook receiver needs at least one config")
+    out: dict[str, LoadedConfig] = {}
+    for loaded in items:
+        name = loaded.config.registry.model_name
+        if name in out and out[name].path != loaded.path:
+            raise WebhookConfigError(f"model {name!r} is named by two configs: {out[name].path} "
+                                     f"and {loaded.path}")
+        out[name] = loaded
+    return out
+
+
+def _require_prefect_api() -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise WebhookConfigError(
+            "PREFECT_API_URL is not set: the receiver hands admitted requests to the training "
+            "deployment by Prefect event, which needs a running Prefect server "
+            "(e.g. PREFECT_API_URL=http://127.0.0.1:4200/api)")
+
+
+def _tune_sqlite(store: Store) -> None:
+    """On SQLite, write-ahead logging with ``synchronous=NORMAL`` for the receiver's connections.
+
+    In SQLite's default rollback-journal mode every commit costs several fsyncs (about 9 ms
+    on the reference machine), and a delivery commits three times (claim, policy decision,
+    answer): the receiver would top out near 30 deliveries a second. In WAL mode a commit
+    costs no fsync (durable across a crash of the process, not of the machine) and readers no
+    longer block the writer. The journal mode is a property of the database file, so other
+    processes using the same store switch to WAL as well, which SQLite supports on a local
+    file system. PostgreSQL is left alone.
+    """
+    import sqlalchemy as sa
+
+    engine = store.engine
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        except Exception as err:  # noqa: BLE001 - e.g. locked by another process: still usable
+            log.warning("could not switch the SQLite store to WAL mode: %s", err)
+        finally:
+            cur.close()
+
+    sa.event.listen(engine, "connect", pragmas)
+    engine.dispose()  # the connection opened to create the tables predates the listener
+
+
+async def _read_bounded(request: Any, limit: int) -> bytes:
+    """The request body, refusing (without reading on) anything over `limit` bytes.
+
+    Raises:
+        _TooLarge: Content-Length or the bytes actually received exceed `limit`.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise _TooLarge
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise _TooLarge
+    return bytes(buf)
+
+
+def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
+               settings: Settings | None = None, secrets: list[str] | None = None,
+               max_body: int = 1024 * 1024, tolerance_seconds: int = 300) -> FastAPI:
+    """Build the receiver's FastAPI app.
+
+    Args:
+        configs: the models served, known by ``config.registry.model_name``.
+        settings: where the monitoring store is (default: from the environment).
+        secrets: accepted HMAC secrets (default: ``REGROW_WEBHOOK_SECRET`` and
+            ``REGROW_WEBHOOK_SECRET_PREVIOUS``). Never logged nor returned.
+        max_body: largest request body accepted, in bytes (413 above).
+        tolerance_seconds: largest accepted distance of ``X-Regrow-Timestamp`` from now.
+
+    Returns:
+        The app; serve it with uvicorn (see `run`).
+
+    Raises:
+        WebhookConfigError: no secret (or one under 16 characters), no configs, two configs
+            for one model, or no Prefect API configured.
+    """
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    models = _index(configs)
+    keys = _check_secrets(secrets)
+    if max_body < 1 or tolerance_seconds < 1:
+        raise WebhookConfigError("max_body and tolerance_seconds must be positive")
+    _require_prefect_api()
+    settings = settings or Settings.from_env()
+    store = Store(settings.database_url)
+    store.engine  # noqa: B018 - connect and create the tables now, not on the first delivery
+    _tune_sqlite(store)
+    receiver = Receiver(models, store, keys, max_body=max_body,
+                        tolerance_seconds=tolerance_seconds)
+    import prefect.events  # noqa: F401 - pay the import before the first request, not during it
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from prefect.events.worker import EventsWorker
+
+        await run_in_threadpool(EventsWorker.instance)  # connect to the events stream now
+        log.info("webhook receiver for %s; monitoring store %s", sorted(models),
+                 store.engine.url.render_as_string(hide_password=True))
+        yield
+        # queued events reach the server before the process goes
+        await run_in_threadpool(lambda: EventsWorker.drain_all(timeout=10))
+        store.dispose()
+
+    app = FastAPI(title="regrow webhook receiver", version="1", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.receiver = receiver
+
+    def respond(answer: Answer) -> JSONResponse:
+        return JSONResponse(answer.body, status_code=answer.status_code, headers=answer.headers)
+
+    async def deliver(endpoint: str, request: Request) -> JSONResponse:
+        try:
+            body = await _read_bounded(request, max_body)
+        except _TooLarge:
+            return respond(_err(413, f"body larger than {max_body} bytes"))
+        client = request.client.host if request.client else "?"
+        return respond(await run_in_threadpool(receiver.handle, endpoint, request.headers, body,
+                                               client))
+
+    async def retrain(request: Request) -> JSONResponse:
+        """Ask for a retrain through the policy (signed; see the module docstring)."""
+        return await deliver(RETRAIN_ENDPOINT, request)
+
+    async def data_arrived(request: Request) -> JSONResponse:
+        """Announce new rows for a model (signed)."""
+        return await deliver(DATA_ENDPOINT, request)
+
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness and the models served (no authentication)."""
+        return JSONResponse({"status": "ok", "models": sorted(models)})
+
+    # Plain Starlette routes: the handlers read and check the raw body themselves (the
+    # signature covers the exact bytes), so FastAPI's body parsing stays out of the way.
+    app.add_route("/v1/hooks/retrain", retrain, methods=["POST"])
+    app.add_route("/v1/hooks/data-arrived", data_arrived, methods=["POST"])
+    app.add_route("/healthz", healthz, methods=["GET"])
+    return app
+
+
+def run(configs: Iterable[LoadedConfig | str | Path], host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT, *, settings: Settings | None = None,
+        secrets: list[str] | None = None, max_body: int = 1024 * 1024,
+        tolerance_seconds: int = 300, log_level: str = "info", access_log: bool = True) -> None:
+    """Serve the receiver with uvicorn until interrupted.
+
+    Args:
+        configs: loaded configs or paths to config files.
+        host: the address to bind (loopback by default; ``0.0.0.0`` in a container).
+        port: the TCP port.
+        settings, secrets, max_body, tolerance_seconds: as for `create_app`.
+        log_level: uvicorn's log level.
+        access_log: log one line per request.
+
+    Raises:
+        WebhookConfigError: see `create_app`.
+        configs.schema.ConfigError: a config path that does not load.
+    """
+    import uvicorn
+
+    from configs.schema import load_config
+
+    loaded = [c if isinstance(c, LoadedConfig) else load_config(c) for c in configs]
+    app = create_app(loaded, settings, secrets, max_body, tolerance_seconds)
+    logging.getLogger("regrow").setLevel(log_level.upper())
+    if not logging.getLogger("regrow").handlers and not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                server_header=False, proxy_headers=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.webhook [--host H] [--port P] CONFIG...`` (the same as
+    ``regrow webhook``)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m flows.webhook", description=__doc__.split("\n")[0])
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--max-body", type=int, default=1024 * 1024, help="bytes (413 above)")
+    p.add_argument("--tolerance", type=int, default=300, help="timestamp tolerance, seconds")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--no-access-log", action="store_true")
+    args = p.parse_args(argv)
+    from configs.schema import ConfigError
+    from tasks.settings import configure_process_env
+
+    configure_process_env(verbose=True)
+    try:
+        run(args.configs, args.host, args.port, max_body=args.max_body,
+            tolerance_seconds=args.tolerance, log_level=args.log_level,
+            access_log=not args.no_access_log)
+    except (ConfigError, WebhookConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,515 @@
+"""Webhook receiver benchmark: latency of signed deliveries under a steady open-loop load.
+
+Set-up, all on loopback, all temporary:
+
+- a real ``prefect server start`` (fresh SQLite home) -- the receiver emits its events there;
+- the receiver, ``python -m flows.webhook`` (uvicorn, one process, access log off), on a
+  SQLite monitoring store in a temporary ``REGROW_HOME`` (or ``--database-url=``);
+- a load generator in a second process (asyncio + httpx) that starts requests on a fixed
+  schedule (``--rate`` per second for ``--seconds``; a late response does not delay the next
+  request), each one validly signed, with its own delivery id, for a couple of models:
+  ``retrain`` requests (the first per model is admitted and emits
+  ``regrow.retrain.admitted``; the rest are coalesced by the policy, each still a full
+  policy decision and a recorded request) and a share of ``data-arrived`` deliveries (each
+  emits ``regrow.data.arrived`` to the Prefect server).
+
+Baseline, same run, same rate: ``GET /healthz`` (HTTP stack and load generator, no
+signature, no database, no event). Latency is measured per request from the moment the
+generator sends it to the moment the answer is read; "lag" is how late the generator itself
+started requests against its schedule (a loaded machine shows up there first).
+
+Usage (``python -m tests.bench`` passes on only arguments that start with ``-``)::
+
+    .venv/bin/python -m tests.bench webhook                  # 200/s for 30 s
+    .venv/bin/python -m tests.bench webhook --quick          # 100/s for 5 s
+    .venv/bin/python -m tests.bench webhook --rate=300 --seconds=20
+
+Bounded: at most 600 s and 100,000 requests per phase; the target must be loopback.
+Target: p99 <= 50 ms at 200/s, no errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_SECONDS, MAX_REQUESTS = 600, 100_000
+TARGET_RATE, TARGET_P99_MS = 200, 50.0
+MODELS = ["bench-a", "bench-b"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.bench.webhook", description=__doc__)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--rate", type=float, default=float(TARGET_RATE), help="requests per second")
+    p.add_argument("--quick", action="store_true", help="100/s for 5 s (a smoke run)")
+    p.add_argument("--data-share", type=float, default=0.2,
+                   help="share of data-arrived deliveries (the rest are retrain requests)")
+    p.add_argument("--baseline-seconds", type=float, default=None,
+                   help="length of the /healthz phase (default: min(seconds, 10))")
+    p.add_argument("--database-url", default=None,
+                   help="monitoring store for the receiver (default: SQLite in a temp home)")
+    p.add_argument("--access-log", action="store_true", help="keep uvicorn's access log on")
+    p.add_argument("--policy-indexes", action="store_true",
+                   help="create the composite retrain_requests indexes proposed for "
+                        "tasks/store.py before the run (the policy's queries scan a model's "
+                        "requests without them)")
+    p.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                   help="load generator client: a minimal asyncio HTTP/1.1 client (default) or "
+                        "httpx (about 3 ms of CPU per request here: it becomes the bottleneck)")
+    # internal: the load generator's own process
+    p.add_argument("--loadgen", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--phase", default="hooks", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.rate = 5.0, 100.0
+    if not (0 < args.seconds <= MAX_SECONDS) or not (0 < args.rate <= 2000):
+        p.error(f"--seconds must be in (0, {MAX_SECONDS}] and --rate in (0, 2000]")
+    if args.rate * args.seconds > MAX_REQUESTS:
+        p.error(f"rate x seconds must stay <= {MAX_REQUESTS} requests")
+    if not 0 <= args.data_share <= 1:
+        p.error("--data-share must be within [0, 1]")
+    return args
+
+
+# ------------------------------------------------------------------------------ load generator
+
+def _loopback(url: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise SystemExit(f"refusing to load a non-loopback target: {url}")
+    return url
+
+
+def request_for(i: int, phase: str, run: str, secret: str,
+                data_every: int) -> tuple[str, str, bytes, dict[str, str]]:
+    """(method, path, body, headers) of request `i`, signed now."""
+    from flows.webhook import sign
+
+    if phase == "healthz":
+        return "GET", "/healthz", b"", {}
+    model = MODELS[i % len(MODELS)]
+    data = data_every and i % data_every == data_every - 1
+    body = json.dumps({"model": model, "source": {"path": f"/landing/{model}/{i}.csv"}}
+                      if data else {"model": model, "reason": f"bench request {i}"}).encode()
+    headers = sign(secret, body, int(time.time()), delivery_id=f"bench-{run}-{i}")
+    return "POST", f"/v1/hooks/{'data-arrived' if data else 'retrain'}", body, headers
+
+
+class RawPool:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: a fraction of httpx's CPU per
+    request, so that on a small machine the generator is not what is measured."""
+
+    def __init__(self, url: str, size: int) -> None:
+        u = urlparse(url)
+        self.host, self.port, self.size = u.hostname or "127.0.0.1", u.port or 80, size
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def request(self, method: str, path: str, body: bytes,
+                      headers: dict[str, str]) -> tuple[int, bytes, float]:
+        """Send one request; returns (status, body, seconds from write to last byte read)."""
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.opened += 1
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        data = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        try:
+            t = time.perf_counter()
+            writer.write(data)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
+            elapsed = time.perf_counter() - t
+        except BaseException:
+            writer.close()
+            raise
+        if len(self.idle) < self.size:
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
+        return int(status_line.split()[1]), payload, elapsed
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+async def drive(url: str, rate: float, seconds: float, phase: str, secret: str,
+                data_share: float, client: str = "raw") -> dict[str, Any]:
+    """Start ``rate * seconds`` requests on a fixed schedule (open loop); return samples
+    ``(lag s, latency s, status, verdict)``."""
+    request_for(0, phase, "warm-up", secret, 0)  # imports done before the clock starts
+    n = int(rate * seconds)
+    run = uuid.uuid4().hex[:8]
+    every = round(1 / data_share) if data_share > 0 else 0
+    samples: list[tuple[float, float, int, str]] = []
+    errors: list[str] = []
+    loop = asyncio.get_running_loop()
+    if client == "httpx":
+        import httpx
+
+        hx = httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(
+            max_connections=256, max_keepalive_connections=256))
+
+        async def send(method: str, path: str, body: bytes,
+                       headers: dict[str, str]) -> tuple[int, bytes, float]:
+            t = time.perf_counter()
+            res = await hx.request(method, path, content=body or None, headers=headers)
+            return res.status_code, res.content, time.perf_counter() - t
+    else:
+        pool = RawPool(url, 256)
+        send = pool.request
+
+    async def one(i: int, due: float) -> None:
+        lag = loop.time() - due
+        try:
+            status, payload, latency = await asyncio.wait_for(
+                send(*request_for(i, phase, run, secret, every)), 30)
+            answer = json.loads(payload) if payload else {}
+            verdict = ("ok" if phase == "healthz" else answer.get("verdict") or "data-arrived") \
+                if status in (200, 202) else f"http-{status}"
+            samples.append((lag, latency, status, verdict))
+            if status not in (200, 202) and len(errors) < 10:
+                errors.append(f"{status} {payload[:200]!r}")
+        except Exception as err:  # noqa: BLE001 - every failure is a sample, not a crash
+            samples.append((lag, float("nan"), 0, "transport-error"))
+            if len(errors) < 10:
+                errors.append(f"{type(err).__name__}: {err}")
+
+    start = loop.time() + 0.2
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    if client == "httpx":
+        await hx.aclose()
+    else:
+        pool.close()
+    return {"samples": samples, "errors": errors, "elapsed": elapsed, "planned": n}
+
+
+def loadgen_main(args: argparse.Namespace) -> int:
+    """The load generator's process: drive the target, print the result as JSON."""
+    url = _loopback(args.loadgen)
+    runner = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    result = runner(drive(url, args.rate, args.seconds, args.phase,
+                          os.environ["REGROW_WEBHOOK_SECRET"], args.data_share, args.client))
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------ servers
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited {proc.returncode}:\n"
+                               f"{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path, health: str,
+          timeout: float) -> subprocess.Popen:
+    """Start a server process (output to `log`) and wait for its health URL."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(health, proc, log, timeout)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ------------------------------------------------------------------------------ the run
+
+@dataclass
+class Phase:
+    """One load phase's numbers."""
+
+    name: str
+    planned: int
+    sent: int
+    elapsed: float
+    ok: int
+    errors: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    lag_p99: float
+    receiver_cpu: float
+    generator_cpu: float
+    verdicts: dict[str, int]
+    error_samples: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed else 0.0
+
+
+def _quantile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    return sorted_ms[min(len(sorted_ms) - 1, int(round(q * (len(sorted_ms) - 1))))]
+
+
+def run_phase(name: str, url: str, rate: float, seconds: float, data_share: float,
+              env: dict[str, str], receiver_pid: int, client: str) -> Phase:
+    """Run the load generator in its own process for one phase; summarise its samples."""
+    import resource
+
+    cpu0 = cpu_seconds(receiver_pid)
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.bench.webhook", f"--loadgen={url}", f"--phase={name}",
+         f"--rate={rate}", f"--seconds={seconds}", f"--data-share={data_share}",
+         f"--client={client}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 300)
+    cpu = cpu_seconds(receiver_pid) - cpu0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gen_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    res = json.loads(line[len("RESULT "):])
+    samples = res["samples"]
+    good = sorted(1000 * s[1] for s in samples if s[2] in (200, 202))
+    verdicts: dict[str, int] = {}
+    for s in samples:
+        verdicts[s[3] or "?"] = verdicts.get(s[3] or "?", 0) + 1
+    lags = sorted(1000 * s[0] for s in samples)
+    return Phase(name, res["planned"], len(samples), res["elapsed"], len(good),
+                 len(samples) - len(good), _quantile(good, 0.5), _quantile(good, 0.9),
+                 _quantile(good, 0.99), good[-1] if good else float("nan"),
+                 _quantile(lags, 0.99), cpu, gen_cpu, verdicts, res["errors"])
+
+
+POLICY_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS ix_retrain_requests_model_state "
+    "ON retrain_requests (model, state, id)",
+    "CREATE INDEX IF NOT EXISTS ix_retrain_requests_model_verdict "
+    "ON retrain_requests (model, verdict, created_at)",
+]
+
+
+def add_policy_indexes(database_url: str) -> None:
+    """Create the store's tables and the proposed policy indexes (see --policy-indexes)."""
+    import sqlalchemy as sa
+
+    from tasks.store import Store
+
+    store = Store(database_url)
+    try:
+        with store.engine.begin() as conn:
+            for ddl in POLICY_INDEXES:
+                conn.execute(sa.text(ddl))
+    finally:
+        store.dispose()
+
+
+def check_store(database_url: str, delivered: int) -> list[str]:
+    """What the monitoring store holds after the run, as lines for the report."""
+    import sqlalchemy as sa
+
+    from tasks.store import Store, retrain_requests, webhook_deliveries
+
+    store = Store(database_url)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(retrain_requests.c.model, retrain_requests.c.verdict,
+                                          sa.func.count()).group_by(
+                retrain_requests.c.model, retrain_requests.c.verdict)).all()
+            deliveries = conn.execute(sa.select(webhook_deliveries.c.status_code, sa.func.count())
+                                      .group_by(webhook_deliveries.c.status_code)).all()
+    finally:
+        store.dispose()
+    admitted = {m: c for m, v, c in rows if v == "admitted"}
+    lines = [f"store: retrain requests {sorted((m, v, c) for m, v, c in rows)}",
+             f"store: webhook deliveries by status {sorted(deliveries)} "
+             f"(sent {delivered} signed deliveries)"]
+    if any(c != 1 for c in admitted.values()) or len(admitted) != len(MODELS):
+        lines.append(f"!! expected exactly one admitted request per model, got {admitted}")
+    return lines
+
+
+def table(phases: list[Phase]) -> str:
+    head = (f"{'phase':<9} {'sent':>6} {'rate/s':>7} {'ok':>6} {'errors':>6} {'p50 ms':>7} "
+            f"{'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lag p99':>8} {'rx cpu':>7} "
+            f"{'gen cpu':>7}")
+    lines = [head, "-" * len(head)]
+    for p in phases:
+        lines.append(f"{p.name:<9} {p.sent:>6} {p.rate:>7.1f} {p.ok:>6} {p.errors:>6} "
+                     f"{p.p50:>7.2f} {p.p90:>7.2f} {p.p99:>7.2f} {p.max:>7.1f} "
+                     f"{p.lag_p99:>8.2f} {100 * p.receiver_cpu / p.elapsed:>6.0f}% "
+                     f"{100 * p.generator_cpu / p.elapsed:>6.0f}%")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark and print its table. Returns 0 when the target is met, else 1."""
+    args = parse_args(argv)
+    if args.loadgen:
+        return loadgen_main(args)
+
+    def log(msg: str) -> None:
+        print(f"[bench webhook] {msg}", file=sys.stderr, flush=True)
+
+    from flows.webhook import DEFAULT_PORT  # noqa: F401 - fail fast if the module is broken
+    from tests.helpers import BINARY_CONFIG, merge, write_case
+
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("PREFECT_", "REGROW_", "MLFLOW_"))}
+    base_env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+                    MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(ROOT))
+    loads = [load_average()]
+    with tempfile.TemporaryDirectory(prefix="regrow-bench-webhook-") as tmp_name:
+        tmp = Path(tmp_name)
+        configs = [write_case(tmp / "configs" / m, None, merge(BINARY_CONFIG, {
+            "registry": {"model_name": m}, "retrain": {"cooldown": "1h"}})) for m in MODELS]
+        procs: list[subprocess.Popen] = []
+        try:
+            t = time.monotonic()
+            api_port = free_port()
+            api = f"http://127.0.0.1:{api_port}/api"
+            procs.append(start(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                 "--port", str(api_port)],
+                {**base_env, "PREFECT_HOME": str(tmp / "prefect-server"),
+                 "PREFECT_UI_ENABLED": "false"},
+                tmp / "prefect-server.log", f"{api}/health", 180))
+            log(f"prefect server up in {time.monotonic() - t:.1f} s at {api}")
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            database_url = args.database_url or f"sqlite:///{tmp / 'home' / 'regrow.db'}"
+            (tmp / "home").mkdir()
+            if args.policy_indexes:
+                add_policy_indexes(database_url)
+            rx_env = {**base_env, "PREFECT_API_URL": api,
+                      "PREFECT_HOME": str(tmp / "prefect-client"),
+                      "REGROW_HOME": str(tmp / "home"), "REGROW_DATABASE_URL": database_url,
+                      "REGROW_WEBHOOK_SECRET": secret}
+            t = time.monotonic()
+            receiver = start(
+                [sys.executable, "-m", "flows.webhook", "--host", "127.0.0.1", "--port",
+                 str(port), "--log-level", "warning",
+                 *([] if args.access_log else ["--no-access-log"]), *map(str, configs)],
+                rx_env, tmp / "receiver.log", f"{url}/healthz", 120)
+            procs.append(receiver)
+            log(f"receiver up in {time.monotonic() - t:.1f} s at {url}")
+            gen_env = {**base_env, "REGROW_WEBHOOK_SECRET": secret}
+            baseline_s = args.baseline_seconds or min(args.seconds, 10.0)
+            phases = []
+            log(f"baseline: GET /healthz at {args.rate:g}/s for {baseline_s:g} s")
+            phases.append(run_phase("healthz", url, args.rate, baseline_s, 0, gen_env,
+                                    receiver.pid, args.client))
+            log(f"hooks: signed deliveries at {args.rate:g}/s for {args.seconds:g} s")
+            phases.append(run_phase("hooks", url, args.rate, args.seconds, args.data_share,
+                                    gen_env, receiver.pid, args.client))
+            loads.append(load_average())
+            store_lines = check_store(database_url, phases[-1].sent)
+            rx_log = (tmp / "receiver.log").read_text()
+        finally:
+            for proc in reversed(procs):
+                stop(proc)
+    hooks = phases[-1]
+    print(f"\nwebhook benchmark -- {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"load average {' -> '.join(loads)} (1/5/15 min, start -> end)")
+    store = "SQLite (temp)" if not args.database_url else "the given URL"
+    store += " + proposed policy indexes" if args.policy_indexes else " as tasks/store.py makes it"
+    print(f"receiver: 1 uvicorn process, store {store}, events to a real Prefect server; "
+          f"load: open loop {args.rate:g}/s from a second process ({args.client} client), "
+          f"models {MODELS}, "
+          f"data-arrived share {args.data_share:g}")
+    print(table(phases))
+    print("latency: send -> answer read, ok responses only; lag p99: generator behind schedule; "
+          "rx/gen cpu: receiver / load generator process CPU over the phase (100% = one core)")
+    print(f"answers (hooks): {dict(sorted(hooks.verdicts.items()))}")
+    print("\n".join(store_lines))
+    for e in hooks.error_samples:
+        print(f"error sample: {e}")
+    warnings = [ln for ln in rx_log.splitlines() if "ERROR" in ln or "Traceback" in ln][:5]
+    for w in warnings:
+        print(f"receiver log: {w}")
+    met = hooks.errors == 0 and hooks.p99 <= TARGET_P99_MS and \
+        hooks.rate >= 0.95 * args.rate and not any(ln.startswith("!!") for ln in store_lines)
+    print(f"target (p99 <= {TARGET_P99_MS:g} ms, no errors, rate held): "
+          f"{'MET' if met else 'NOT MET'} -- p99 {hooks.p99:.1f} ms, {hooks.errors} errors, "
+          f"{hooks.rate:.1f}/s of {args.rate:g}/s")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,266 @@
+"""Served deployments on a real `prefect server`: UI-style runs, event-triggered training,
+cron schedules, manual promotion (approve / reject / timeout)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+MODELS = {
+    "srv-auto": {"monitoring": {"schedule": "* * * * *"}, "retrain": {"cooldown": "1s"}},
+    "srv-manual": {"promotion": {"mode": "manual", "timeout": "10m"}, "retrain": {"cooldown": "1s"}},
+    "srv-timeout": {"promotion": {"mode": "manual", "timeout": "4s"}},
+}
+
+
+def _env(server: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
+    env.update(PREFECT_API_URL=server, REGROW_HOME=str(home), PYTHONPATH=str(ROOT),
+               PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
+    """`regrow serve` for three models, against the test session's Prefect server."""
+    base = tmp_path_factory.mktemp("served")
+    home = base / "home"
+    configs = {}
+    for name, patch in MODELS.items():
+        cfg = merge(merge(BINARY_CONFIG, {"registry": {"model_name": name}}), patch)
+        configs[name] = write_case(base / name, binary_frame(900, seed=3), cfg)
+    log = open(base / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "-v", "serve",
+                             *map(str, configs.values())],
+                            env=_env(prefect_server, home), stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT)
+    try:
+        with _api(prefect_server):
+            _wait_for(lambda: _deployment("srv-timeout", "train") is not None, 120,
+                      f"deployments never appeared; serve log:\n{(base / 'serve.log').read_text()}")
+        yield {"server": prefect_server, "home": home, "configs": configs, "log": base / "serve.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _api(url: str):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings({PREFECT_API_URL: url})
+
+
+def _wait_for(check, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(message)
+
+
+def _deployment(model: str, kind: str):
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    flow = {"train": "regrow-train-request", "drift-check": "regrow-drift-check",
+            "score": "regrow-score"}[kind]
+    with get_client(sync_client=True) as c:
+        try:
+            return c.read_deployment_by_name(f"{flow}/{kind}-{model}")
+        except ObjectNotFound:
+            return None
+
+
+def _run(model: str, parameters: dict):
+    from prefect.deployments import run_deployment
+
+    return run_deployment(name=f"regrow-train-request/train-{model}", parameters=parameters,
+                          timeout=0)
+
+
+def _state(run_id):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as c:
+        return c.read_flow_run(run_id).state
+
+
+def _paused(run_id, timeout: float = 240):
+    """Wait until the run's training subflow pauses for a decision; returns the paused run id."""
+    from flows.approval import paused_run
+
+    def check():
+        state = _state(run_id)
+        assert not state.is_final(), f"run ended before pausing: {state.name}: {state.message}"
+        try:
+            return paused_run(run_id)
+        except RuntimeError:
+            return None
+    return _wait_for(check, timeout, "the training never paused")
+
+
+def _final(run_id, timeout: float = 300):
+    return _wait_for(lambda: (s := _state(run_id)).is_final() and s, timeout,
+                     f"flow run {run_id} did not finish")
+
+
+def _registry(home: Path):
+    from tasks.registry import Registry
+    from tasks.settings import Settings
+
+    saved = os.environ.get("REGROW_HOME")
+    os.environ["REGROW_HOME"] = str(home)
+    try:
+        return Registry(Settings.from_env())
+    finally:
+        if saved is None:
+            os.environ.pop("REGROW_HOME")
+        else:
+            os.environ["REGROW_HOME"] = saved
+
+
+def test_ui_style_run_trains_with_its_parameters(served):
+    cfg = str(served["configs"]["srv-auto"])
+    with _api(served["server"]):
+        dep = _deployment("srv-auto", "train")
+        assert "request" in dep.parameter_openapi_schema["properties"]  # the typed UI form
+        assert dep.concurrency_limit == 1 or dep.global_concurrency_limit is not None
+        only = [{"name": "only-logreg", "estimator": "logistic_regression"}]
+        run = _run("srv-auto", {"request": {"config_path": cfg, "reason": "clicked in the UI",
+                                            "overrides": {"candidates.estimators": only}}})
+        state = _final(run.id)
+    assert state.is_completed(), state.message
+    reg = _registry(served["home"])
+    version = reg.alias_version("srv-auto", "champion")
+    info = reg.run_info(reg.version_info("srv-auto", version).run_id)
+    assert info["params"]["best_candidate"] == "only-logreg"
+    assert info["tags"]["regrow.trigger"] == "ui"
+    assert info["tags"]["regrow.trigger_reason"] == "clicked in the UI"
+    assert info["tags"]["regrow.trigger_ref"].startswith("retrain_request:")
+
+
+def test_admitted_event_starts_a_training_run(served):
+    from flows import dispatch
+    from tasks import policy
+    from tasks.store import Store
+    from tasks.settings import Settings
+    from configs.schema import load_config
+
+    cfg = served["configs"]["srv-auto"]
+    loaded = load_config(cfg)
+    os.environ["REGROW_HOME"], saved = str(served["home"]), os.environ.get("REGROW_HOME", "")
+    try:
+        store = Store(Settings.from_env().database_url)
+    finally:
+        os.environ["REGROW_HOME"] = saved
+    time.sleep(1.5)  # past the 1 s cooldown of the previous test's training
+    answer = policy.request_retrain(store, "srv-auto", loaded.config.retrain, kind="webhook",
+                                    reason="upstream table refreshed", ref="test-event")
+    assert answer.admitted, answer.detail
+    with _api(served["server"]):
+        dispatch.emit_admitted("srv-auto", str(loaded.path), answer.request_id, "webhook",
+                               "upstream table refreshed", "test-event")
+        dep = _deployment("srv-auto", "train")
+
+        def started():
+            from prefect import get_client
+            from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+            with get_client(sync_client=True) as c:
+                runs = c.read_flow_runs(deployment_filter=DeploymentFilter(
+                    id=DeploymentFilterId(any_=[dep.id])))
+            return [r for r in runs if r.parameters["request"].get("request_id") == answer.request_id]
+        (run,) = _wait_for(started, 60, "the admitted event created no flow run")
+        assert run.parameters["request"]["kind"] == "webhook"
+        state = _final(run.id)
+    assert state.is_completed(), state.message
+    rows = policy.recent_requests(store, "srv-auto")
+    mine = next(r for r in rows if r["id"] == answer.request_id)
+    assert mine["state"] == "done"
+    tags = _registry(served["home"]).run_info(mine["run_id"])["tags"]
+    assert tags["regrow.trigger_ref"] == f"retrain_request:{answer.request_id};test-event"
+
+
+def test_drift_check_cron_creates_scheduled_runs(served):
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with _api(served["server"]):
+        dep = _deployment("srv-auto", "drift-check")
+        assert dep.schedules and dep.schedules[0].schedule.cron == "* * * * *"
+
+        def scheduled():
+            with get_client(sync_client=True) as c:
+                runs = c.read_flow_runs(deployment_filter=DeploymentFilter(
+                    id=DeploymentFilterId(any_=[dep.id])))
+            return [r for r in runs if r.state and r.state.is_scheduled()]
+        assert len(_wait_for(scheduled, 90, "the scheduler created no runs")) >= 1
+
+
+def _cli(served, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+                          text=True, env=_env(served["server"], served["home"]), cwd=ROOT,
+                          timeout=120)
+
+
+def test_manual_promotion_approve_then_reject(served):
+    cfg = str(served["configs"]["srv-manual"])
+    reg = _registry(served["home"])
+    with _api(served["server"]):
+        run = _run("srv-manual", {"request": {"config_path": cfg, "reason": "first"}})
+        _paused(run.id)
+        assert reg.alias_version("srv-manual", "champion") is None  # waiting for a person
+        out = _cli(served, "approve", str(run.id), "--by", "alice", "--reason", "looks right")
+        assert out.returncode == 0, out.stderr
+        assert _final(run.id).is_completed()
+        v1 = reg.alias_version("srv-manual", "champion")
+        tags = reg.version_info("srv-manual", v1).tags
+        assert tags["regrow.approver"] == "alice" and tags["regrow.approval"] == "approved"
+
+        second = _run("srv-manual", {"request": {"config_path": cfg, "reason": "second"}})
+        _paused(second.id)
+        out = _cli(served, "reject", str(second.id), "--by", "bob", "--reason", "not now")
+        assert out.returncode == 0, out.stderr
+        assert _final(second.id).is_completed()
+    assert reg.alias_version("srv-manual", "champion") == v1
+    challenger = reg.alias_version("srv-manual", "challenger")
+    assert challenger != v1
+    assert reg.version_info("srv-manual", challenger).tags["regrow.approval"] == "rejected"
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    os.environ["REGROW_HOME"], saved = str(served["home"]), os.environ.get("REGROW_HOME", "")
+    try:
+        history = Store(Settings.from_env().database_url).alias_history("srv-manual", "champion")
+    finally:
+        os.environ["REGROW_HOME"] = saved
+    assert len(history) == 1 and history[0]["actor"] == "approval:alice"
+    assert "approved by alice: looks right" in history[0]["reason"]
+
+
+def test_manual_promotion_times_out_as_rejected(served):
+    cfg = str(served["configs"]["srv-timeout"])
+    with _api(served["server"]):
+        run = _run("srv-timeout", {"request": {"config_path": cfg, "reason": "nobody answers"}})
+        assert _final(run.id).is_completed()
+    reg = _registry(served["home"])
+    assert reg.alias_version("srv-timeout", "champion") is None
+    challenger = reg.alias_version("srv-timeout", "challenger")
+    tags = reg.version_info("srv-timeout", challenger).tags
+    assert tags["regrow.approval"] == "rejected" and tags["regrow.approval_via"] == "timeout"
