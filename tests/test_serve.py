@@ -264,3 +264,21 @@ def test_manual_promotion_times_out_as_rejected(served):
     challenger = reg.alias_version("srv-timeout", "challenger")
     tags = reg.version_info("srv-timeout", challenger).tags
     assert tags["regrow.approval"] == "rejected" and tags["regrow.approval_via"] == "timeout"
+
+
+def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
+    """`prefect deploy --all` with infra/prefect.yaml creates the three deployments."""
+    env = _env(prefect_server, tmp_path / "home")
+    env["REGROW_SOURCE_DIR"] = str(ROOT)
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+    pool = subprocess.run([*prefect, "work-pool", "create", "regrow-process", "--type", "process"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    out = subprocess.run([*prefect, "deploy", "--all", "--prefect-file", "infra/prefect.yaml"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with _api(prefect_server):
+        for kind in ("train", "drift-check", "score"):
+            dep = _deployment("rainfall-binary", kind)
+            assert dep is not None and dep.work_pool_name == "regrow-process"
+        assert _deployment("rainfall-binary", "drift-check").schedules[0].schedule.cron == "0 6 * * *"
