@@ -61,6 +61,10 @@ def render(o: TrainingOutcome) -> str:
               + (f"v{o.champion_before or '-'} -> v{o.champion_after}" if o.promoted
                  else f"stays v{o.champion_after or '-'}"),
               f"MLflow: {o.tracking_uri} experiment {o.experiment_id}, run {o.run_id}"]
+    if o.approval:
+        a = o.approval
+        lines.insert(-1, f"promotion {'approved' if a['approved'] else 'rejected'} by "
+                         f"{a['approver']} ({a['how']}): {a['reason']}")
     lines += [f"note: {n}" for n in o.notes]
     return "\n".join(lines)
 

@@ -42,6 +42,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -210,6 +211,38 @@ def _field_errors(err: ValidationError) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------ receiver
 
+class FairLock:
+    """A mutex handed to waiters in arrival order.
+
+    `threading.Lock` lets whichever thread the scheduler wakes first take it, so under a
+    burst some deliveries wait many turns while later ones go first; handing the lock over
+    first-come first-served keeps the slowest answers close to the queue's length.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._held = False
+
+    def __enter__(self) -> FairLock:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        turn.acquire()  # released by the holder when it is this waiter's turn
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()  # ownership passes on; _held stays True
+            else:
+                self._held = False
+
+
 @dataclass(frozen=True)
 class _Claim:
     """The outcome of claiming a delivery id: ours to process, or an answer already."""
@@ -248,8 +281,8 @@ class Receiver:
         self.wait_seconds = wait_seconds
         self.abandoned_after = abandoned_after
         # SQLite has one writer at a time and its busy handler backs off in sleeps of up to
-        # 100 ms; queueing this process's writers on a lock hands over without sleeping.
-        self._sqlite_lock = threading.Lock() if store.url.startswith("sqlite") else None
+        # 100 ms; queueing this process's writers on a (fair) lock hands over without sleeping.
+        self._sqlite_lock = FairLock() if store.url.startswith("sqlite") else None
 
     def _writing(self) -> AbstractContextManager[Any]:
         return self._sqlite_lock if self._sqlite_lock is not None else nullcontext()

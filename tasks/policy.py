@@ -5,9 +5,10 @@ A request is answered, in this order of precedence:
 
 - ``circuit_open``: the last N trainings were rejected by the gate (N from config), and no
   person has reset the breaker since;
-- ``coalesced``: a training of this model is already admitted or running;
-- ``cooling_down``: the last admitted training is younger than the cooldown;
-- ``over_budget``: the model already had its maximum of admitted trainings this period;
+- ``coalesced``: a training of this model is already admitted or running (whatever started
+  it, `regrow train` included);
+- ``cooling_down``: the last training (or admitted request) is younger than the cooldown;
+- ``over_budget``: the model already had its maximum of trainings this period;
 - ``admitted``: a training should start, carrying this request's id as provenance.
 
 Decisions for one model are serialised through a lock row in the monitoring store (an
@@ -89,24 +90,38 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
     if rejections >= policy.circuit_breaker_after:
         return CIRCUIT_OPEN, (f"{rejections} consecutive gate rejections (limit "
                               f"{policy.circuit_breaker_after}); reset with `regrow reset-circuit`")
+    tr = training_runs
     stale = at - dt.timedelta(seconds=parse_duration(policy.stale_after))
-    inflight = conn.execute(sa.select(rr.c.id, rr.c.created_at).where(
+    inflight = conn.execute(sa.select(rr.c.id).where(
         rr.c.model == model, rr.c.state.in_(IN_FLIGHT), rr.c.created_at >= stale)
         .order_by(rr.c.id.desc()).limit(1)).first()
     if inflight:
         return COALESCED, f"training for request #{inflight.id} is already in flight"
-    last = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(
+    running = conn.execute(sa.select(tr.c.id, tr.c.trigger).where(
+        tr.c.model == model, tr.c.status == "running", tr.c.started_at >= stale)
+        .order_by(tr.c.id.desc()).limit(1)).first()
+    if running:
+        return COALESCED, f"a {running.trigger} training of this model is running"
+    # Cooldown and budget count every training, whatever started it, and admitted requests.
+    last_request = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(
         rr.c.model == model, rr.c.verdict == ADMITTED)).scalar()
+    last_training = conn.execute(sa.select(sa.func.max(tr.c.started_at)).where(
+        tr.c.model == model)).scalar()
+    starts = [_utc(t) for t in (last_request, last_training) if t is not None]
+    last = max(starts) if starts else None
     cooldown = dt.timedelta(seconds=parse_duration(policy.cooldown))
-    if last is not None and at - _utc(last) < cooldown:
-        wait = cooldown - (at - _utc(last))
-        return COOLING, f"last training admitted {_utc(last):%Y-%m-%d %H:%M:%S}; cooldown " \
+    if last is not None and at - last < cooldown:
+        wait = cooldown - (at - last)
+        return COOLING, f"last training started {last:%Y-%m-%d %H:%M:%S}; cooldown " \
                         f"{policy.cooldown}, {int(wait.total_seconds())} s left"
     since = at - dt.timedelta(seconds=parse_duration(policy.budget_period))
-    used = conn.execute(sa.select(sa.func.count()).select_from(rr).where(
+    admitted = conn.execute(sa.select(sa.func.count()).select_from(rr).where(
         rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.created_at >= since)).scalar()
+    trained = conn.execute(sa.select(sa.func.count()).select_from(tr).where(
+        tr.c.model == model, tr.c.started_at >= since)).scalar()
+    used = max(admitted, trained)
     if used >= policy.max_trainings:
-        return OVER_BUDGET, f"{used} trainings admitted in the last {policy.budget_period} " \
+        return OVER_BUDGET, f"{used} trainings in the last {policy.budget_period} " \
                             f"(budget {policy.max_trainings})"
     return ADMITTED, "admitted"
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
@@ -77,3 +78,48 @@ def test_train_end_to_end_then_bad_data(tmp_path: Path):
         assert Registry(Settings.from_env()).alias_version("test-binary", CHAMPION) == "1"
     finally:
         os.environ["REGROW_HOME"] = saved
+
+
+@pytest.mark.slow
+def test_score_labels_watch_status_retrain_commands(tmp_path: Path, prefect_server: str):
+    """The monitoring commands end to end (against the session's Prefect server)."""
+    from tests.test_monitoring import MONITORED, shifted
+
+    home = tmp_path / "home"
+    cfg = write_case(tmp_path / "m", binary_frame(1500), MONITORED)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
+        env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT), PREFECT_API_URL=prefect_server)
+        return subprocess.run([*REGROW, *args], capture_output=True, text=True, env=env,
+                              timeout=600, cwd=ROOT)
+
+    assert cli("train", str(cfg)).returncode == 0
+    rows = shifted(binary_frame(800, seed=9), {"amount": 25.0, "age": 12.0})
+    rows["row_id"] += 5000
+    rows.drop(columns=["label"]).assign(unused=1).to_csv(tmp_path / "rows.csv", index=False)
+    scored = cli("score", str(cfg), "--input", str(tmp_path / "rows.csv"))
+    assert scored.returncode == 0, scored.stderr
+    assert "scored 800 rows" in scored.stdout and "unused" in scored.stdout
+    labels = rows[["row_id", "label"]]
+    labels = pd.concat([labels, pd.DataFrame({"row_id": [999999], "label": [1]})])
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    lab = cli("labels", str(cfg), "--input", str(tmp_path / "labels.csv"))
+    assert lab.returncode == 0 and "800 joined" in lab.stdout and "999999" in lab.stdout
+    watch = cli("watch", str(cfg), "--no-retrain", "--json")
+    assert watch.returncode == 0, watch.stderr
+    check = json.loads(watch.stdout)
+    assert check["assessment"]["verdict"] == "drift"
+    assert {"amount", "age"} <= set(check["assessment"]["drifted_columns"])
+    assert Path(check["report_path"]).is_file()
+    retrain = cli("retrain", str(cfg), "--reason", "analyst saw the drift", "--json")
+    assert retrain.returncode == 0, retrain.stderr
+    assert json.loads(retrain.stdout)["verdict"] == "cooling_down"  # trained minutes ago
+    status = json.loads(cli("status", str(cfg), "--json").stdout)
+    assert status["champion"] == "1" and status["drift_checks"][0]["verdict"] == "drift"
+    assert status["retrain_requests"][0]["reason"] == "analyst saw the drift"
+    text = cli("status", str(cfg)).stdout
+    assert "champion v1" in text and "cooling_down" in text
+    bad = cli("score", str(cfg), "--input", str(tmp_path / "labels.csv"))
+    assert bad.returncode == 2 and "missing column(s) the model needs" in bad.stderr

@@ -96,11 +96,12 @@ def test_circuit_opens_after_rejections_until_reset(store: Store):
     for _ in range(3):
         row = store.start_training(MODEL, "drift", "x")
         store.finish_training(row, status="finished", verdict="reject", version="9")
-    opened = ask(store, pol)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)  # past the cooldown
+    opened = ask(store, pol, later)
     assert opened.verdict == policy.CIRCUIT_OPEN and "3 consecutive gate rejections" in opened.detail
-    assert ask(store, pol, kind="manual").verdict == policy.CIRCUIT_OPEN  # every trigger kind
+    assert ask(store, pol, later, kind="manual").verdict == policy.CIRCUIT_OPEN  # every kind
     policy.reset_circuit(store, MODEL, "alice", "looked at the data, fixed upstream")
-    assert ask(store, pol).admitted
+    assert ask(store, pol, later + dt.timedelta(seconds=1)).admitted
 
 
 def test_a_promotion_closes_the_count(store: Store):
@@ -108,7 +109,20 @@ def test_a_promotion_closes_the_count(store: Store):
     for verdict in ("reject", "promote", "reject"):
         row = store.start_training(MODEL, "drift", "x")
         store.finish_training(row, status="finished", verdict=verdict)
-    assert ask(store, pol).admitted
+    assert ask(store, pol, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)).admitted
+
+
+def test_direct_trainings_count_for_coalescing_cooldown_and_budget(store: Store):
+    pol = RetrainPolicy(cooldown="10m", max_trainings=2, budget_period="1d")
+    row = store.start_training(MODEL, "manual", "regrow train by hand")
+    running = ask(store, pol)
+    assert running.verdict == policy.COALESCED and "manual training" in running.detail
+    store.finish_training(row, status="finished", verdict="promote")
+    assert ask(store, pol).verdict == policy.COOLING
+    store.finish_training(store.start_training(MODEL, "manual", "again"), status="finished",
+                          verdict="promote")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert ask(store, pol, later).verdict == policy.OVER_BUDGET
 
 
 def test_bad_requests_are_refused(store: Store):

@@ -110,47 +110,67 @@ def request_for(i: int, phase: str, run: str, secret: str,
 
 class RawPool:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams: a fraction of httpx's CPU per
-    request, so that on a small machine the generator is not what is measured."""
+    request, so that on a small machine the generator is not what is measured. Like any
+    keep-alive client it retries once, on a fresh connection, when a reused one turns out to
+    have been closed by the server (uvicorn closes connections idle for 5 s)."""
+
+    IDLE_SECONDS = 4.0  # below uvicorn's keep-alive timeout
 
     def __init__(self, url: str, size: int) -> None:
         u = urlparse(url)
         self.host, self.port, self.size = u.hostname or "127.0.0.1", u.port or 80, size
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened = 0
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        now = time.monotonic()
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if now - since < self.IDLE_SECONDS and not reader.at_eof():
+                return reader, writer, True
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened += 1
+        return reader, writer, False
 
     async def request(self, method: str, path: str, body: bytes,
                       headers: dict[str, str]) -> tuple[int, bytes, float]:
         """Send one request; returns (status, body, seconds from write to last byte read)."""
-        if self.idle:
-            reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.opened += 1
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         data = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}"
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-        try:
-            t = time.perf_counter()
-            writer.write(data)
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            payload = await reader.readexactly(length)
-            elapsed = time.perf_counter() - t
-        except BaseException:
-            writer.close()
-            raise
-        if len(self.idle) < self.size:
-            self.idle.append((reader, writer))
-        else:
-            writer.close()
-        return int(status_line.split()[1]), payload, elapsed
+        for attempt in (1, 2):
+            reader, writer, reused = await self._connection()
+            try:
+                t = time.perf_counter()
+                writer.write(data)
+                status_line = await reader.readline()
+                if not status_line:
+                    raise ConnectionResetError("connection closed before the response")
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                payload = await reader.readexactly(length)
+                elapsed = time.perf_counter() - t
+            except (ConnectionError, RuntimeError):
+                writer.close()
+                if reused and attempt == 1:  # a stale keep-alive connection: nothing was read
+                    continue
+                raise
+            except BaseException:
+                writer.close()
+                raise
+            if len(self.idle) < self.size:
+                self.idle.append((reader, writer, time.monotonic()))
+            else:
+                writer.close()
+            return int(status_line.split()[1]), payload, elapsed
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
 
 
