@@ -29,7 +29,13 @@ Events are emitted through Prefect's events client, which needs a Prefect API
 (``PREFECT_API_URL``); without one Prefect would start a throw-away server inside this
 process, so the receiver refuses to start. Emission is asynchronous: the event id in an
 answer means the event was queued for the server, which the client reconnects to and resends
-unconfirmed events on its own.
+unconfirmed events on its own. An admitted request whose event cannot even be queued is
+marked failed and answered 503 (stored like any answer: send a new delivery once Prefect is
+back).
+
+On SQLite the receiver switches the store to write-ahead logging (see `_tune_sqlite`) and
+queues its own writers on one first-come first-served lock; on PostgreSQL the database
+arbitrates alone.
 """
 
 from __future__ import annotations
@@ -530,7 +536,8 @@ class Receiver:
                     policy.mark_request(self.store, answer.request_id, "failed")
                 status = 503
                 detail = (f"admitted, but the {dispatch.ADMITTED_EVENT} event could not be "
-                          "emitted (is the Prefect API reachable?); the request was marked failed")
+                          "emitted (is the Prefect API reachable?); the request was marked "
+                          "failed: send a new delivery once Prefect is back")
         return Answer(status, {"delivery_id": delivery_id, "request_id": answer.request_id,
                                "verdict": answer.verdict, "detail": detail, "event_id": event_id})
 
@@ -653,7 +660,8 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
     """Build the receiver's FastAPI app.
 
     Args:
-        configs: the models served, known by ``config.registry.model_name``.
+        configs: the models served, known by ``config.registry.model_name`` (a dict's keys
+            are not used).
         settings: where the monitoring store is (default: from the environment).
         secrets: accepted HMAC secrets (default: ``REGROW_WEBHOOK_SECRET`` and
             ``REGROW_WEBHOOK_SECRET_PREVIOUS``). Never logged nor returned.

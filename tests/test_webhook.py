@@ -4,6 +4,7 @@ one-admission guarantee under a storm, secret rotation, and the events that reac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -385,6 +386,49 @@ def test_concurrent_retries_of_one_delivery_make_one_request(receiver: ReceiverP
     assert len(requests_of(receiver, "wh-race")) == 1
 
 
+def _abandoned_claim(rx: ReceiverProcess, delivery: str, body: bytes) -> None:
+    """What a receiver that died between claiming a delivery and answering it leaves."""
+    import datetime as dt
+
+    with rx.store.engine.begin() as conn:
+        conn.execute(webhook_deliveries.insert().values(
+            delivery_id=delivery, endpoint="retrain", body_sha256=hashlib.sha256(body).hexdigest(),
+            status="processing", received_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)))
+
+
+def test_a_claim_abandoned_mid_delivery_is_taken_over(receiver: ReceiverProcess):
+    # died before asking the policy: the retry is processed as new
+    body = body_of("wh-race", reason="after a crash")
+    fresh = f"crash-{uuid.uuid4().hex}"
+    _abandoned_claim(receiver, fresh, body)
+    res = post(receiver, body, delivery=fresh)
+    assert res.status_code == 202 and res.json()["verdict"] in {"admitted", "coalesced"}
+    assert delivery_row(receiver, fresh)["status"] == "done"
+    # died after asking the policy: the request it made is reused, not made twice
+    asked = f"crash-{uuid.uuid4().hex}"
+    _abandoned_claim(receiver, asked, body)
+    with receiver.store.engine.begin() as conn:
+        conn.execute(retrain_requests.insert().values(
+            model="wh-race", kind="webhook", reason="after a crash", ref=f"webhook:{asked}",
+            verdict="coalesced", detail="training for request #1 is already in flight",
+            state="none", created_at=sa.func.now()))
+    before = len(requests_of(receiver, "wh-race"))
+    res = post(receiver, body, delivery=asked)
+    assert res.status_code == 202, res.text
+    assert res.json()["verdict"] == "coalesced" and "already in flight" in res.json()["detail"]
+    assert len(requests_of(receiver, "wh-race")) == before
+    # a claim that is still young is not taken over: the sender is told to come back
+    young = f"busy-{uuid.uuid4().hex}"
+    with receiver.store.engine.begin() as conn:
+        conn.execute(webhook_deliveries.insert().values(
+            delivery_id=young, endpoint="retrain", body_sha256=hashlib.sha256(body).hexdigest(),
+            status="processing", received_at=sa.func.now()))
+    t = time.monotonic()
+    res = post(receiver, body, delivery=young)
+    assert res.status_code == 409 and "still being processed" in res.json()["detail"]
+    assert time.monotonic() - t >= 4.5  # it waited for the first attempt to finish
+
+
 def test_previous_secret_is_accepted_during_rotation(receiver: ReceiverProcess):
     res = post(receiver, body_of("wh-rot"), secret=PREVIOUS)
     assert res.status_code == 202 and res.json()["verdict"] == "admitted", res.text
@@ -433,6 +477,50 @@ def test_the_secret_is_never_logged_nor_returned(receiver: ReceiverProcess):
         stored = " ".join(r[0] or "" for r in
                           conn.execute(sa.select(webhook_deliveries.c.response)))
     assert stored and SECRET not in stored and PREVIOUS not in stored
+
+
+@pytest.mark.postgres
+def test_storm_on_postgresql_admits_exactly_one(prefect_server: str, tmp_path: Path):
+    from tests.test_postgres import ADMIN_URL
+
+    name = f"regrow_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as err:
+        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}: {err}")
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    cfg = write_case(tmp_path / "pg", None, model_config("wh-pg"))
+    proc, rx_url, log = start_receiver(tmp_path, prefect_server, [cfg],
+                                       env_extra={"REGROW_DATABASE_URL": url})
+    rx = ReceiverProcess(rx_url, prefect_server, Store(url), log, {"wh-pg": cfg})
+    try:
+        n = 50
+        start = threading.Barrier(n)
+        body = body_of("wh-pg", reason="storm on postgres")
+        repeated = "pg-repeated-delivery"
+
+        def one(i: int) -> httpx.Response:
+            start.wait()  # ten of them are the same delivery, sent concurrently
+            return post(rx, body, delivery=repeated if i < 10 else f"pg-{i}", client=client)
+
+        with httpx.Client(limits=httpx.Limits(max_connections=n)) as client, \
+                ThreadPoolExecutor(n) as pool:
+            responses = list(pool.map(one, range(n)))
+        assert [r.status_code for r in responses] == [202] * n
+        assert len({json.dumps(r.json(), sort_keys=True) for r in responses[:10]}) == 1
+        rows = requests_of(rx, "wh-pg")
+        assert len(rows) == n - 9 and sum(r["verdict"] == "admitted" for r in rows) == 1
+        with rx.store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(webhook_deliveries)
+                                ).scalar() == n - 9
+    finally:
+        stop(proc)
+        rx.store.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 # ------------------------------------------------------------------------------ refusing to start
