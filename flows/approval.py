@@ -32,10 +32,11 @@ def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> 
     from prefect.exceptions import FlowPauseTimeout
 
     promo = ctx.loaded.config.promotion
+    borderline = ("Borderline: the candidate scores below the champion, within tolerance. "
+                  if decision.borderline else "")
     form = PromotionDecision.with_initial_data(
         description=f"## Promote {ctx.model_name} v{reg.version} to champion?\n\n"
-        f"Current champion: v{reg.champion_before or '-'}. "
-        f"{'Borderline: the candidate scores below the champion, within tolerance. ' if decision.borderline else ''}"
+        f"Current champion: v{reg.champion_before or '-'}. {borderline}"
         f"MLflow run `{ctx.run_id}`.\n\n{decision.to_markdown()}\n\n"
         f"No decision within {promo.timeout} rejects the promotion.",
         approve=False, approver="", reason="")

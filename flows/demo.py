@@ -62,13 +62,12 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
     When drift persists the policy is asked for a retrain; an admitted retrain trains on the
     latest TRAIN_DAYS days and the gate decides.
     """
+    from configs.schema import load_config
     from flows.monitoring import drift_check_flow, score_flow
     from flows.report import render_drift
-    from tasks.ingest import read_rows
     from tasks.scoring import record_labels
     from tasks.settings import Settings
     from tasks.store import Store
-    from configs.schema import load_config
 
     loaded = load_config(CONFIG)
     store = Store(Settings.from_env().database_url)

@@ -178,6 +178,10 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         + "\n".join(f"- {r}" for r in assessment.reasons)
         + (f"\n\nreport: `{report}` (MLflow run {run_id}, `drift/`)\n\n{assessment.markdown}"
            if report else ""))
+    dispatch.emit(dispatch.DRIFT_EVENT, env.model, {
+        "check_id": check_id, "version": version, "verdict": assessment.verdict,
+        "persistent": assessment.persistent, "drift_share": assessment.drift_share,
+        "drifted_columns": assessment.drifted_columns, "reasons": assessment.reasons})
     answer = None
     if retrain and assessment.persistent:
         answer = run_request(env, config_path, kind="drift", reason="; ".join(assessment.reasons),

@@ -20,17 +20,11 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from configs.schema import LoadedConfig, load_config
 from flows import dispatch
-from flows.monitoring import (
-    Env,
-    RetrainOutcome,
-    drift_check_flow,
-    execute_request,
-    run_request,
-    score_flow,
-)
-from tasks import policy
+
+# The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: a deployment
+# run starts as a fresh process that imports this module first, and the time until the run
+# shows Running is that import.
 
 
 class TrainRequest(BaseModel):
@@ -51,15 +45,18 @@ class TrainingFailed(RuntimeError):
     """The admitted training failed; the champion did not move."""
 
 
-def _checked(outcome: RetrainOutcome) -> RetrainOutcome:
+def _checked(outcome: Any) -> Any:
     if outcome.error:  # the flow run must show Failed, not Completed
         raise TrainingFailed(f"training for request #{outcome.request_id} failed: {outcome.error}")
     return outcome
 
 
 @flow(name="regrow-train-request", log_prints=True)
-def train_request_flow(request: TrainRequest) -> RetrainOutcome:
+def train_request_flow(request: TrainRequest) -> Any:
     """Train for a request: admitted ones directly, new ones (UI) through the policy first."""
+    from flows.monitoring import Env, RetrainOutcome, execute_request
+    from tasks import policy
+
     env = Env.open(request.config_path, request.overrides or None)
     if request.request_id is not None:
         answer = policy.PolicyVerdict(request.request_id, policy.ADMITTED, "admitted earlier")
@@ -78,8 +75,10 @@ def train_request_flow(request: TrainRequest) -> RetrainOutcome:
 
 
 @flow(name="regrow-scheduled-retrain", log_prints=True)
-def scheduled_retrain_flow(config_path: str, reason: str = "scheduled retrain") -> RetrainOutcome:
+def scheduled_retrain_flow(config_path: str, reason: str = "scheduled retrain") -> Any:
     """A schedule's retrain request, through the policy like every trigger."""
+    from flows.monitoring import Env, run_request
+
     return run_request(Env.open(config_path), config_path, kind="schedule", reason=reason,
                        ref=None, overrides=None, actor="schedule")
 
@@ -92,9 +91,11 @@ def _event_trigger(model: str, event: str, parameters: dict[str, Any]):
         match={"prefect.resource.id": f"regrow.model.{model}"}, parameters=parameters)
 
 
-def deployments_for(loaded: LoadedConfig) -> list[Any]:
+def deployments_for(loaded: Any) -> list[Any]:
     """The RunnerDeployments of one config."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    from flows.monitoring import drift_check_flow, score_flow
 
     cfg, path = loaded.config, str(loaded.path)
     model = cfg.registry.model_name
@@ -135,6 +136,8 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     so every training runs in its deployment, under its concurrency limit.
     """
     from prefect import serve
+
+    from configs.schema import load_config
 
     os.environ["REGROW_DISPATCH"] = "events"
     deployments = [d for path in paths for d in deployments_for(load_config(path))]

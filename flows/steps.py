@@ -209,7 +209,7 @@ class Approval:
     approved: bool
     approver: str
     reason: str
-    how: str  # gate | prefect-ui/cli | timeout
+    how: str  # prefect-input (UI form or regrow approve/reject) | timeout
 
 
 @step("promote")

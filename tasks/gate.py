@@ -52,7 +52,8 @@ class GateDecision:
         for r in self.rules:
             m = "-" if r.measured is None or math.isnan(r.measured) else f"{r.measured:.4f}"
             t = "-" if r.threshold is None else f"{r.comparator} {r.threshold:.4f}"
-            rows.append(f"| {r.rule} | {r.metric} | {m} | {t} | {'pass' if r.passed else 'FAIL'} | {r.detail} |")
+            result = "pass" if r.passed else "FAIL"
+            rows.append(f"| {r.rule} | {r.metric} | {m} | {t} | {result} | {r.detail} |")
         return f"**verdict: {self.verdict}**\n\n" + "\n".join(rows)
 
 
@@ -109,8 +110,9 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
         for value, stats in sorted(per.items()):
             measured = stats.get(metric, math.nan)
             if stats["rows"] < sl.min_rows:
+                note = f"{int(stats['rows'])} rows < {sl.min_rows}: reported only"
                 rules.append(RuleResult(f"slice:{sl.column}={value}", metric, measured, sl.floor,
-                                        cmp, True, f"{int(stats['rows'])} rows < {sl.min_rows}: reported only"))
+                                        cmp, True, note))
                 continue
             rules.append(RuleResult(f"slice:{sl.column}={value}", metric, measured, sl.floor, cmp,
                                     _better_or_equal(measured, sl.floor, greater),

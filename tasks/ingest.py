@@ -144,7 +144,8 @@ def parse_time(frame: pd.DataFrame, column: str) -> pd.DataFrame:
         try:
             frame[column] = pd.to_datetime(frame[column], utc=False, format="mixed")
         except (ValueError, TypeError) as err:
-            raise IngestError(f"data.time_column: {column!r} holds values that are not times: {err}")
+            raise IngestError(
+                f"data.time_column: {column!r} holds values that are not times: {err}") from None
     return frame
 
 

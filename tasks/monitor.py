@@ -65,7 +65,8 @@ class Assessment:
         return asdict(self)
 
 
-def _labels(window: pd.DataFrame, ref: Reference, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _labels(window: pd.DataFrame, ref: Reference,
+            task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     lab = window[window["__label"].notna()]
     if task == "regression":
         y = pd.to_numeric(lab["__label"], errors="coerce").to_numpy(dtype=float)

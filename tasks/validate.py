@@ -62,7 +62,8 @@ class ValidationReport:
 
     def to_markdown(self) -> str:
         """A table of the failed expectations (or a one-line pass)."""
-        head = f"**{len(self.outcomes) - len(self.failed)}/{len(self.outcomes)} expectations met** on {self.rows} rows"
+        met = len(self.outcomes) - len(self.failed)
+        head = f"**{met}/{len(self.outcomes)} expectations met** on {self.rows} rows"
         if self.success:
             return head
         lines = [head, "", "| expectation | column | arguments | unexpected | examples |",
@@ -192,7 +193,8 @@ def validate(config: Config, frame: pd.DataFrame) -> ValidationReport:
                 examples=_plain(res.get("partial_unexpected_list") or [])[:10],
                 observed=_plain(res.get("observed_value")),
                 error=(error.splitlines()[0] if error else None)
-                or ("column is missing" if cfg.type == "expect_column_to_exist" and not r.success else None),
+                or ("column is missing" if cfg.type == "expect_column_to_exist" and not r.success
+                    else None),
             )
         )
     return ValidationReport(success=bool(result.success), rows=len(frame), outcomes=outcomes)

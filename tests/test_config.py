@@ -41,7 +41,8 @@ def test_test_configs_are_valid():
         ({"candidates": {"estimators": []}}, "candidates.estimators"),
         ({"candidates": {"cv_folds": 1}}, "candidates.cv_folds"),
         ({"split": {"holdout_fraction": 1.5}}, "split.holdout_fraction"),
-        ({"data": {"source": {"kind": "sql", "url": "sqlite://", "path": None}}}, "exactly one of 'table' or 'query'"),
+        ({"data": {"source": {"kind": "sql", "url": "sqlite://", "path": None}}},
+         "exactly one of 'table' or 'query'"),
         ({"data": {"source": {"kind": "ftp"}}}, "data.source"),
         ({"expectations": {"ranges": {"age": {"min": 5, "max": 1}}}}, "expectations.ranges.age"),
         ({"features": {"categorical": ["amount"]}}, "listed in both 'numeric' and 'categorical'"),
@@ -71,7 +72,9 @@ def test_unknown_estimator_short_name():
 
 def test_config_is_frozen():
     cfg = parse_config(BINARY_CONFIG)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.data.target = "other"  # type: ignore[misc]
 
 

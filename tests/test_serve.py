@@ -156,11 +156,11 @@ def test_ui_style_run_trains_with_its_parameters(served):
 
 
 def test_admitted_event_starts_a_training_run(served):
+    from configs.schema import load_config
     from flows import dispatch
     from tasks import policy
-    from tasks.store import Store
     from tasks.settings import Settings
-    from configs.schema import load_config
+    from tasks.store import Store
 
     cfg = served["configs"]["srv-auto"]
     loaded = load_config(cfg)

@@ -325,7 +325,7 @@ def step_seconds(flow_run_id: Any, wait: float = 10.0) -> dict[str, float]:
 def _step_name(task_run_name: str) -> str:
     """``start-run-0`` (Prefect's generated task-run name) -> ``start-run``."""
     known = [s for s in STEPS if task_run_name == s or task_run_name.startswith(s + "-")]
-    return max(known, key=len) if known else task_run_name
+    return max(known, key=len) if known else re.sub(r"-[0-9a-f]{1,3}$", "", task_run_name)
 
 
 # --- orchestration of the in-process comparison ---------------------------------------------
@@ -517,21 +517,21 @@ def comparison_table(results: list[SizeResult]) -> str:
 
 def steps_table(results: list[SizeResult]) -> str:
     """Median seconds per flow step (Prefect task runs), the remainder, and bare for scale."""
-    head = f"{'step':<30}" + "".join(f"{r.rows:>12,}" for r in results)
+    head = f"{'step':<34}" + "".join(f"{r.rows:>12,}" for r in results)
     lines = [head, "-" * len(head)]
     seen = {n for r in results for a in r.flow for n in a.steps}
     for name in STEPS + sorted(seen - set(STEPS)):
-        lines.append(f"{name:<30}" + "".join(f"{fmt_s(r.step_median(name)):>12}" for r in results))
+        lines.append(f"{name:<34}" + "".join(f"{fmt_s(r.step_median(name)):>12}" for r in results))
         for _, label, _, _ in (p for p in PROBES if p[0] == name):
-            lines.append(f"{'  of which ' + label:<30}"
+            lines.append(f"{'  of which ' + label:<34}"
                          + "".join(f"{fmt_s(r.probe_median(label)):>12}" for r in results))
     rest = []
     for r in results:
         sums = [sum(a.steps.values()) for a in r.flow if a.steps]
         rest.append(r.flow_s - statistics.median(sums) if sums else None)
-    lines.append(f"{'flow run outside tasks':<30}" + "".join(f"{fmt_s(v):>12}" for v in rest))
-    lines.append(f"{'flow total':<30}" + "".join(f"{r.flow_s:>12.2f}" for r in results))
-    lines.append(f"{'bare total (for scale)':<30}" + "".join(f"{r.bare_s:>12.2f}" for r in results))
+    lines.append(f"{'flow run outside tasks':<34}" + "".join(f"{fmt_s(v):>12}" for v in rest))
+    lines.append(f"{'flow total':<34}" + "".join(f"{r.flow_s:>12.2f}" for r in results))
+    lines.append(f"{'bare total (for scale)':<34}" + "".join(f"{r.bare_s:>12.2f}" for r in results))
     return "\n".join(lines)
 
 
