@@ -241,6 +241,9 @@ class Candidates(Strict):
     cv_folds: int = Field(default=3, ge=2, le=20)
     seed: int = 0
     n_jobs: int = Field(default=1, description="Parallel jobs for the grid search (-1 = all cores).")
+    threads: int | None = Field(
+        default=None, ge=1, description="Cap on native threads (OpenMP/BLAS) while fitting; "
+        "1 is often fastest for small tables or busy machines. None: the libraries' default.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Candidates:

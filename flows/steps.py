@@ -187,7 +187,7 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
              evals: Evaluations, decision: gt.GateDecision) -> Registration:
     """Log and register the model with its drift reference; alias it challenger."""
     reg, name = ctx.registry, ctx.model_name
-    example = parts.train[trained.roles.inputs].head(5)
+    example = parts.train.head(5)[trained.roles.inputs]
     uri = reg.log_model(ctx.run_id, trained.model, example)
     reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
     log_reference(reg, ctx.run_id, reference)

@@ -83,18 +83,85 @@ def _primary_only(task: str, metric: str, y, pred, proba, classes) -> float:
     return score_arrays(task, y, pred, proba, classes).get(metric, math.nan)
 
 
+def _weighted_metric(task: str, metric: str, y: np.ndarray, pred: np.ndarray,
+                     proba: np.ndarray | None):
+    """A function of bootstrap weights (counts per row) computing one metric in O(n), or None
+    when the metric has no weighted form here (then rows are resampled explicitly)."""
+    if task == "regression":
+        err = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
+        yf = np.asarray(y, dtype=float)
+
+        def regression(w: np.ndarray) -> float:
+            n = w.sum()
+            if metric == "rmse":
+                return float(np.sqrt((w * err**2).sum() / n))
+            if metric == "mae":
+                return float((w * np.abs(err)).sum() / n)
+            mean = (w * yf).sum() / n
+            sst = (w * (yf - mean) ** 2).sum()
+            return 1.0 - float((w * err**2).sum() / sst) if sst > 0 else math.nan
+        return regression
+    if task != "binary":
+        return None
+    yb, pb = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    if metric in {"accuracy", "f1", "precision", "recall"}:
+        def counts(w: np.ndarray) -> float:
+            tp, fp = (w * yb * pb).sum(), (w * (1 - yb) * pb).sum()
+            fn = (w * yb * (1 - pb)).sum()
+            if metric == "accuracy":
+                return float((w * (yb == pb)).sum() / w.sum())
+            if metric == "precision":
+                return float(tp / (tp + fp)) if tp + fp else 0.0
+            if metric == "recall":
+                return float(tp / (tp + fn)) if tp + fn else 0.0
+            return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+        return counts
+    if proba is None:
+        return None
+    p1 = proba[:, 1] if proba.ndim == 2 else proba
+    if metric == "log_loss":
+        pc = np.clip(p1, 1e-15, 1 - 1e-15)
+        loss = -(yb * np.log(pc) + (1 - yb) * np.log(1 - pc))
+        return lambda w: float((w * loss).sum() / w.sum())
+    if metric != "roc_auc":
+        return None
+    order = np.argsort(p1, kind="mergesort")
+    ys = yb[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(p1[order])) + 1]  # groups of tied scores
+
+    def auc(w: np.ndarray) -> float:
+        ws = w[order]
+        pos, neg = np.add.reduceat(ws * ys, starts), np.add.reduceat(ws * (1 - ys), starts)
+        total_pos, total_neg = pos.sum(), neg.sum()
+        if total_pos == 0 or total_neg == 0:
+            return math.nan
+        below = np.cumsum(neg) - neg  # negatives scored strictly lower than each group
+        return float((pos * (below + 0.5 * neg)).sum() / (total_pos * total_neg))
+    return auc
+
+
 def bootstrap_ci(task: str, metric: str, y: np.ndarray, pred: np.ndarray,
                  proba: np.ndarray | None, classes: list[Any] | None, samples: int,
                  seed: int) -> tuple[float, float] | None:
-    """Percentile 95% interval of the metric over `samples` resamples of the holdout."""
-    if samples <= 0 or len(y) < 2:
+    """Percentile 95% interval of the metric over `samples` resamples of the holdout.
+
+    A resample is a vector of counts per row (drawn with replacement); metrics with a weighted
+    form (all binary and regression metrics) are computed from the counts in one pass, the
+    rest on explicitly resampled rows.
+    """
+    n = len(y)
+    if samples <= 0 or n < 2:
         return None
     rng = np.random.default_rng(seed)
+    fn = _weighted_metric(task, metric, y, pred, proba)
     values = []
     for _ in range(samples):
-        idx = rng.integers(0, len(y), len(y))
-        v = _primary_only(task, metric, y[idx], pred[idx],
-                          None if proba is None else proba[idx], classes)
+        idx = rng.integers(0, n, n)
+        if fn is not None:
+            v = fn(np.bincount(idx, minlength=n).astype(float))
+        else:
+            v = _primary_only(task, metric, y[idx], pred[idx],
+                              None if proba is None else proba[idx], classes)
         if not math.isnan(v):
             values.append(v)
     if not values:

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.base import is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from configs.schema import ESTIMATORS, METRICS, Candidate, Config
 from tasks.features import FeatureRoles, build_preprocessor, resolve_roles
@@ -218,7 +219,8 @@ def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
                               error_score="raise")
         t0 = time.perf_counter()
         try:
-            search.fit(X, y)
+            with threadpool_limits(limits=config.candidates.threads):
+                search.fit(X, y)
         except ValueError as err:
             raise TrainingError(f"candidates.{cand.name}: fitting failed: {err}") from None
         i = search.best_index_

@@ -215,3 +215,32 @@ def test_gate_lower_is_better_and_slices():
     assert results["slice:segment=north"] and not results["slice:segment=south"]
     assert results["slice:segment=east"]  # too few rows: reported, not enforced
     assert not d.passed
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "f1", "accuracy", "precision", "recall",
+                                    "log_loss"])
+def test_weighted_bootstrap_metrics_match_sklearn_on_resamples(metric):
+    rng = np.random.default_rng(3)
+    n = 400
+    y = rng.integers(0, 2, n)
+    p1 = np.round(np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1), 2)  # rounded: many ties
+    proba = np.column_stack([1 - p1, p1])
+    pred = (p1 > 0.5).astype(int)
+    fn = ev._weighted_metric("binary", metric, y, pred, proba)
+    for _ in range(5):
+        idx = rng.integers(0, n, n)
+        expected = ev.score_arrays("binary", y[idx], pred[idx], proba[idx])[metric]
+        assert math.isclose(fn(np.bincount(idx, minlength=n).astype(float)), expected,
+                            rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_weighted_bootstrap_regression_matches(metric):
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=300)
+    pred = y + rng.normal(scale=0.5, size=300)
+    fn = ev._weighted_metric("regression", metric, y, pred, None)
+    idx = rng.integers(0, 300, 300)
+    expected = ev.score_arrays("regression", y[idx], pred[idx], None)[metric]
+    assert math.isclose(fn(np.bincount(idx, minlength=300).astype(float)), expected,
+                        rel_tol=1e-9)

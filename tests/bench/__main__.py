@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["training", "drift"]
+MODULES = ["training", "drift", "webhook", "dispatch"]
 
 
 def main(argv: list[str]) -> int:
-    names = [a for a in argv if not a.startswith("-")] or MODULES
+    names = [a for a in argv if a in MODULES] or MODULES
+    rest = [a for a in argv if a not in MODULES]  # flags and their values, passed through
     status = 0
     for name in names:
         try:
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> int:
             print(f"[bench] {name}: not present, skipped")
             continue
         print(f"\n##### benchmark: {name}")
-        status |= mod.main([a for a in argv if a.startswith("-")])
+        status |= mod.main(rest)
     return status
 
 
