@@ -703,9 +703,6 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
         from prefect.events.worker import EventsWorker
 
         await run_in_threadpool(EventsWorker.instance)  # connect to the events stream now
-        import anyio.to_thread
-        n = int(os.environ.get("RX_THREADS", "40"))
-        anyio.to_thread.current_default_thread_limiter().total_tokens = n
         log.info("webhook receiver for %s; monitoring store %s", sorted(models),
                  store.engine.url.render_as_string(hide_password=True))
         yield

@@ -177,12 +177,12 @@ class RawPool:
 async def drive(url: str, rate: float, seconds: float, phase: str, secret: str,
                 data_share: float, client: str = "raw") -> dict[str, Any]:
     """Start ``rate * seconds`` requests on a fixed schedule (open loop); return samples
-    ``(lag s, latency s, status, verdict)``."""
+    ``(lag s, latency s, status, verdict, request number)``."""
     request_for(0, phase, "warm-up", secret, 0)  # imports done before the clock starts
     n = int(rate * seconds)
     run = uuid.uuid4().hex[:8]
     every = round(1 / data_share) if data_share > 0 else 0
-    samples: list[tuple[float, float, int, str]] = []
+    samples: list[tuple[float, float, int, str, int]] = []
     errors: list[str] = []
     loop = asyncio.get_running_loop()
     if client == "httpx":
@@ -208,11 +208,11 @@ async def drive(url: str, rate: float, seconds: float, phase: str, secret: str,
             answer = json.loads(payload) if payload else {}
             verdict = ("ok" if phase == "healthz" else answer.get("verdict") or "data-arrived") \
                 if status in (200, 202) else f"http-{status}"
-            samples.append((lag, latency, status, verdict))
+            samples.append((lag, latency, status, verdict, i))
             if status not in (200, 202) and len(errors) < 10:
                 errors.append(f"{status} {payload[:200]!r}")
         except Exception as err:  # noqa: BLE001 - every failure is a sample, not a crash
-            samples.append((lag, float("nan"), 0, "transport-error"))
+            samples.append((lag, float("nan"), 0, "transport-error", i))
             if len(errors) < 10:
                 errors.append(f"{type(err).__name__}: {err}")
 
@@ -333,6 +333,7 @@ class Phase:
     generator_cpu: float
     verdicts: dict[str, int]
     error_samples: list[str]
+    windows: list[tuple[float, float]]  # (p50, p99) ms per 5 s of the schedule
 
     @property
     def rate(self) -> float:
@@ -370,10 +371,17 @@ def run_phase(name: str, url: str, rate: float, seconds: float, data_share: floa
     for s in samples:
         verdicts[s[3] or "?"] = verdicts.get(s[3] or "?", 0) + 1
     lags = sorted(1000 * s[0] for s in samples)
+    per_window = int(5 * rate) or 1
+    by_window: dict[int, list[float]] = {}
+    for s in samples:
+        if s[2] in (200, 202):
+            by_window.setdefault(s[4] // per_window, []).append(1000 * s[1])
+    windows = [(_quantile(sorted(v), 0.5), _quantile(sorted(v), 0.99))
+               for _, v in sorted(by_window.items())]
     return Phase(name, res["planned"], len(samples), res["elapsed"], len(good),
                  len(samples) - len(good), _quantile(good, 0.5), _quantile(good, 0.9),
                  _quantile(good, 0.99), good[-1] if good else float("nan"),
-                 _quantile(lags, 0.99), cpu, gen_cpu, verdicts, res["errors"])
+                 _quantile(lags, 0.99), cpu, gen_cpu, verdicts, res["errors"], windows)
 
 
 POLICY_INDEXES = [
@@ -516,6 +524,8 @@ def main(argv: list[str]) -> int:
     print(table(phases))
     print("latency: send -> answer read, ok responses only; lag p99: generator behind schedule; "
           "rx/gen cpu: receiver / load generator process CPU over the phase (100% = one core)")
+    print("hooks p50/p99 ms per 5 s: "
+          + "  ".join(f"{a:.1f}/{b:.1f}" for a, b in hooks.windows))
     print(f"answers (hooks): {dict(sorted(hooks.verdicts.items()))}")
     print("\n".join(store_lines))
     for e in hooks.error_samples:
