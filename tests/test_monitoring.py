@@ -3,6 +3,7 @@ Prefect test server, MLflow store and Evidently."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tasks import monitor, policy, scoring
 from tasks.reference import build_reference
 from tasks.registry import CHAMPION, Registry, load_reference
 from tasks.settings import Settings
-from tasks.store import Store, recent_drift_checks
+from tasks.store import Store, recent_drift_checks, training_runs
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 MONITORED = merge(BINARY_CONFIG, {
@@ -145,6 +146,10 @@ def test_score_label_watch_retrain_end_to_end(home: Path, tmp_path: Path):
     cfg = write_case(tmp_path / "m", binary_frame(2000, seed=1), MONITORED)
     first = train_flow(str(cfg))
     assert first.champion_after == "1"
+    store = Store(Settings.from_env().database_url)
+    with store.engine.begin() as conn:  # the first model was trained two hours ago
+        conn.execute(training_runs.update().values(
+            started_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)))
     reg = Registry(Settings.from_env())
     ref = load_reference(reg, first.run_id)
     assert len(ref.frame) == 1500 and ref.performance["roc_auc"] > 0.8  # 75% of 2000 rows
@@ -160,7 +165,6 @@ def test_score_label_watch_retrain_end_to_end(home: Path, tmp_path: Path):
     later.drop(columns=["label"]).to_parquet(rows)
     res = score_flow(str(cfg), str(rows))
     assert res.rows == 1000 and res.version == "1" and "label" not in res.ignored_columns
-    store = Store(Settings.from_env().database_url)
     lab = scoring.record_labels(load_config(cfg).config, later[["row_id", "label"]], store)
     assert lab.matched == 1000
 

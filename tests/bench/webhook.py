@@ -331,6 +331,7 @@ class Phase:
     lag_p99: float
     receiver_cpu: float
     generator_cpu: float
+    server_cpu: float
     verdicts: dict[str, int]
     error_samples: list[str]
     windows: list[tuple[float, float]]  # (p50, p99) ms per 5 s of the schedule
@@ -347,18 +348,18 @@ def _quantile(sorted_ms: list[float], q: float) -> float:
 
 
 def run_phase(name: str, url: str, rate: float, seconds: float, data_share: float,
-              env: dict[str, str], receiver_pid: int, client: str) -> Phase:
+              env: dict[str, str], receiver_pid: int, client: str, server_pid: int) -> Phase:
     """Run the load generator in its own process for one phase; summarise its samples."""
     import resource
 
-    cpu0 = cpu_seconds(receiver_pid)
+    cpu0, server0 = cpu_seconds(receiver_pid), cpu_seconds(server_pid)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, "-m", "tests.bench.webhook", f"--loadgen={url}", f"--phase={name}",
          f"--rate={rate}", f"--seconds={seconds}", f"--data-share={data_share}",
          f"--client={client}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds + 300)
-    cpu = cpu_seconds(receiver_pid) - cpu0
+    cpu, server_cpu = cpu_seconds(receiver_pid) - cpu0, cpu_seconds(server_pid) - server0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     gen_cpu = (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -381,7 +382,8 @@ def run_phase(name: str, url: str, rate: float, seconds: float, data_share: floa
     return Phase(name, res["planned"], len(samples), res["elapsed"], len(good),
                  len(samples) - len(good), _quantile(good, 0.5), _quantile(good, 0.9),
                  _quantile(good, 0.99), good[-1] if good else float("nan"),
-                 _quantile(lags, 0.99), cpu, gen_cpu, verdicts, res["errors"], windows)
+                 _quantile(lags, 0.99), cpu, gen_cpu, server_cpu, verdicts, res["errors"],
+                 windows)
 
 
 POLICY_INDEXES = [
@@ -435,13 +437,14 @@ def check_store(database_url: str, delivered: int) -> list[str]:
 def table(phases: list[Phase]) -> str:
     head = (f"{'phase':<9} {'sent':>6} {'rate/s':>7} {'ok':>6} {'errors':>6} {'p50 ms':>7} "
             f"{'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lag p99':>8} {'rx cpu':>7} "
-            f"{'gen cpu':>7}")
+            f"{'gen cpu':>7} {'pf cpu':>7}")
     lines = [head, "-" * len(head)]
     for p in phases:
         lines.append(f"{p.name:<9} {p.sent:>6} {p.rate:>7.1f} {p.ok:>6} {p.errors:>6} "
                      f"{p.p50:>7.2f} {p.p90:>7.2f} {p.p99:>7.2f} {p.max:>7.1f} "
                      f"{p.lag_p99:>8.2f} {100 * p.receiver_cpu / p.elapsed:>6.0f}% "
-                     f"{100 * p.generator_cpu / p.elapsed:>6.0f}%")
+                     f"{100 * p.generator_cpu / p.elapsed:>6.0f}% "
+                     f"{100 * p.server_cpu / p.elapsed:>6.0f}%")
     return "\n".join(lines)
 
 
@@ -502,10 +505,10 @@ def main(argv: list[str]) -> int:
             phases = []
             log(f"baseline: GET /healthz at {args.rate:g}/s for {baseline_s:g} s")
             phases.append(run_phase("healthz", url, args.rate, baseline_s, 0, gen_env,
-                                    receiver.pid, args.client))
+                                    receiver.pid, args.client, procs[0].pid))
             log(f"hooks: signed deliveries at {args.rate:g}/s for {args.seconds:g} s")
             phases.append(run_phase("hooks", url, args.rate, args.seconds, args.data_share,
-                                    gen_env, receiver.pid, args.client))
+                                    gen_env, receiver.pid, args.client, procs[0].pid))
             loads.append(load_average())
             store_lines = check_store(database_url, phases[-1].sent)
             rx_log = (tmp / "receiver.log").read_text()
@@ -523,7 +526,8 @@ def main(argv: list[str]) -> int:
           f"data-arrived share {args.data_share:g}")
     print(table(phases))
     print("latency: send -> answer read, ok responses only; lag p99: generator behind schedule; "
-          "rx/gen cpu: receiver / load generator process CPU over the phase (100% = one core)")
+          "rx/gen/pf cpu: receiver / load generator / Prefect server CPU over the phase "
+          "(100% = one core)")
     print("hooks p50/p99 ms per 5 s: "
           + "  ".join(f"{a:.1f}/{b:.1f}" for a, b in hooks.windows))
     print(f"answers (hooks): {dict(sorted(hooks.verdicts.items()))}")
