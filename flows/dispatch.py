@@ -37,9 +37,15 @@ def emit(event: str, model: str, payload: dict[str, Any]) -> str | None:
     return str(ev.id) if ev is not None else None
 
 
+def admitted_payload(config_path: str, request_id: int, kind: str, reason: str,
+                     ref: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The payload of ``regrow.retrain.admitted`` (the training trigger templates from it)."""
+    return {"config_path": config_path, "request_id": request_id, "kind": kind,
+            "reason": reason, "ref": ref or "", "overrides": overrides or {}}
+
+
 def emit_admitted(model: str, config_path: str, request_id: int, kind: str, reason: str,
                   ref: str | None, overrides: dict[str, Any] | None = None) -> str | None:
     """Announce an admitted retrain request; the training deployment's trigger picks it up."""
-    return emit(ADMITTED_EVENT, model, {
-        "config_path": config_path, "request_id": request_id, "kind": kind, "reason": reason,
-        "ref": ref or "", "overrides": overrides or {}})
+    return emit(ADMITTED_EVENT, model,
+                admitted_payload(config_path, request_id, kind, reason, ref, overrides))

@@ -678,8 +678,6 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
     """
     from contextlib import asynccontextmanager
 
-    import anyio
-    import anyio.to_thread
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -711,7 +709,6 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
         # every thread for ~100 ms. Freezing exempts it; new objects are collected as usual.
         gc.collect()
         gc.freeze()
-        app.state.limiter = anyio.CapacityLimiter(threads)
         log.info("webhook receiver for %s; monitoring store %s", sorted(models),
                  store.engine.url.render_as_string(hide_password=True))
         yield
@@ -719,10 +716,6 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
         await run_in_threadpool(lambda: EventsWorker.drain_all(timeout=10))
         store.dispose()
 
-    # On SQLite every delivery's writes queue on one lock anyway: a few threads keep it busy,
-    # and fewer threads fighting over the GIL cost less CPU per delivery (measured: about a
-    # quarter). On PostgreSQL the database arbitrates and more threads hide its latency.
-    threads = int(os.environ.get("RX_THREADS") or (4 if receiver._sqlite_lock is not None else 40))
     app = FastAPI(title="regrow webhook receiver", version="1", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.receiver = receiver
@@ -736,9 +729,8 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
         except _TooLarge:
             return respond(_err(413, f"body larger than {max_body} bytes"))
         client = request.client.host if request.client else "?"
-        return respond(await anyio.to_thread.run_sync(
-            receiver.handle, endpoint, request.headers, body, client,
-            limiter=request.app.state.limiter))
+        return respond(await run_in_threadpool(receiver.handle, endpoint, request.headers, body,
+                                               client))
 
     async def retrain(request: Request) -> JSONResponse:
         """Ask for a retrain through the policy (signed; see the module docstring)."""

@@ -173,9 +173,20 @@ def test_admitted_event_starts_a_training_run(served):
     answer = policy.request_retrain(store, "srv-auto", loaded.config.retrain, kind="webhook",
                                     reason="upstream table refreshed", ref="test-event")
     assert answer.admitted, answer.detail
+    # Post the event to the server's events API (this process's event client may already be
+    # bound to another test server), exactly as dispatch.emit_admitted shapes it.
+    import datetime as dt
+    import uuid
+
+    import httpx
+
+    event = {"id": str(uuid.uuid4()), "occurred": dt.datetime.now(dt.UTC).isoformat(),
+             "event": dispatch.ADMITTED_EVENT, "resource": dispatch.resource("srv-auto"),
+             "payload": dispatch.admitted_payload(str(loaded.path), answer.request_id, "webhook",
+                                                  "upstream table refreshed", "test-event"),
+             "related": []}
+    assert httpx.post(f"{served['server']}/events", json=[event], timeout=10).status_code < 300
     with _api(served["server"]):
-        dispatch.emit_admitted("srv-auto", str(loaded.path), answer.request_id, "webhook",
-                               "upstream table refreshed", "test-event")
         dep = _deployment("srv-auto", "train")
 
         def started():
