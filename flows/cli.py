@@ -242,7 +242,9 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     from flows.webhook import run
 
     try:
-        run(configs, host=args.host, port=args.port)
+        run(configs, host=args.host, port=args.port, max_body=args.max_body,
+            tolerance_seconds=args.tolerance, log_level=args.log_level,
+            access_log=not args.no_access_log)
     except ValueError as err:  # e.g. no secret configured
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -314,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("configs", nargs="+")
     wh.add_argument("--host", default="127.0.0.1")
     wh.add_argument("--port", type=int, default=8787)
+    wh.add_argument("--max-body", type=int, default=1024 * 1024, help="largest body in bytes")
+    wh.add_argument("--tolerance", type=int, default=300, help="accepted timestamp skew, seconds")
+    wh.add_argument("--log-level", default="info")
+    wh.add_argument("--no-access-log", action="store_true")
     wh.set_defaults(func=cmd_webhook)
 
     d = sub.add_parser("demo", help="train twice on a public weather table; show the gate decide")

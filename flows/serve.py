@@ -59,6 +59,11 @@ def train_request_flow(request: TrainRequest) -> Any:
 
     env = Env.open(request.config_path, request.overrides or None)
     if request.request_id is not None:
+        state = policy.request_state(env.store, request.request_id)
+        if state != "admitted":  # a repeated event: this request is running or done already
+            detail = f"request #{request.request_id} is {state or 'unknown'}; not training again"
+            print(detail)
+            return RetrainOutcome(request.request_id, policy.COALESCED, detail)
         answer = policy.PolicyVerdict(request.request_id, policy.ADMITTED, "admitted earlier")
         return _checked(execute_request(env, request.config_path, answer, kind=request.kind,
                                         reason=request.reason, ref=request.ref or None,
@@ -72,6 +77,19 @@ def train_request_flow(request: TrainRequest) -> Any:
     return _checked(execute_request(env, request.config_path, answer, kind=request.kind,
                                     reason=request.reason, ref=request.ref or None,
                                     overrides=request.overrides or None, actor=request.actor))
+
+
+@flow(name="regrow-data-arrived", log_prints=True)
+def data_arrived_flow(config_path: str, input_path: str | None = None, query: str | None = None,
+                      ref: str = "") -> Any:
+    """New data landed: score it with the champion (when a source is named), then check drift;
+    a persistent drift asks the policy for a retrain like any check."""
+    from flows.monitoring import drift_check_flow, score_flow
+
+    if input_path or query:
+        result = score_flow(config_path, input_path or None, query or None)
+        print(f"scored {result.rows} rows with v{result.version} ({ref})")
+    return drift_check_flow(config_path)
 
 
 @flow(name="regrow-scheduled-retrain", log_prints=True)
@@ -116,11 +134,19 @@ def deployments_for(loaded: Any) -> list[Any]:
         description=f"Drift check of {model}'s champion; asks for retrains by event.")
     score = score_flow.to_deployment(
         name=f"score-{model}", parameters={"config_path": path}, cron=cfg.serve.scoring_cron,
-        triggers=[_event_trigger(model, dispatch.DATA_EVENT, {
-            "config_path": p % "config_path", "input_path": p % "input_path",
-            "query": p % "query"})] if cfg.serve.data_arrived == "score_and_check" else None,
         tags=["regrow", model], description=f"Score new rows with {model}'s champion.")
     out = [train, drift, score]
+    if cfg.serve.data_arrived == "score_and_check":
+        out.append(data_arrived_flow.to_deployment(
+            name=f"data-arrived-{model}", parameters={"config_path": path},
+            triggers=[_event_trigger(model, dispatch.DATA_EVENT, {
+                "config_path": p % "config_path", "input_path": p % "input_path",
+                "query": p % "query", "ref": p % "ref"})],
+            tags=["regrow", model], description=f"New data for {model}: score, check drift."))
+    else:  # data_arrived: retrain -> a policy-gated training request
+        train.triggers.append(_event_trigger(model, dispatch.DATA_EVENT, {"request": {
+            "config_path": p % "config_path", "reason": "new data arrived", "kind": "webhook",
+            "ref": p % "ref", "actor": "event"}}))
     if cfg.serve.retrain_cron:
         out.append(scheduled_retrain_flow.to_deployment(
             name=f"scheduled-retrain-{model}", parameters={"config_path": path},

@@ -155,6 +155,13 @@ def mark_request(store: Store, request_id: int, state: str, run_id: str | None =
                      .values(state=state, run_id=run_id, updated_at=now()))
 
 
+def request_state(store: Store, request_id: int) -> str | None:
+    """The state of a retrain request (None if there is no such request)."""
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(retrain_requests.c.state)
+                            .where(retrain_requests.c.id == request_id)).scalar()
+
+
 def reset_circuit(store: Store, model: str, actor: str, reason: str) -> None:
     """A person closes the circuit breaker; rejections before now no longer count."""
     with store.engine.begin() as conn:

@@ -88,7 +88,7 @@ drift_checks = sa.Table(
 retrain_requests = sa.Table(
     "retrain_requests", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(255), nullable=False, index=True),
+    sa.Column("model", sa.String(255), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("ref", sa.String(255)),
@@ -98,6 +98,9 @@ retrain_requests = sa.Table(
     sa.Column("run_id", sa.String(64)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # the policy's lookups, per model
+    sa.Index("ix_retrain_requests_model_state", "model", "state", "id"),
+    sa.Index("ix_retrain_requests_model_verdict", "model", "verdict", "created_at"),
 )
 
 policy_locks = sa.Table(

@@ -79,7 +79,7 @@ def _deployment(model: str, kind: str):
     from prefect.exceptions import ObjectNotFound
 
     flow = {"train": "regrow-train-request", "drift-check": "regrow-drift-check",
-            "score": "regrow-score"}[kind]
+            "score": "regrow-score", "data-arrived": "regrow-data-arrived"}[kind]
     with get_client(sync_client=True) as c:
         try:
             return c.read_deployment_by_name(f"{flow}/{kind}-{model}")
@@ -278,7 +278,7 @@ def test_manual_promotion_times_out_as_rejected(served):
 
 
 def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
-    """`prefect deploy --all` with infra/prefect.yaml creates the three deployments."""
+    """`prefect deploy --all` with infra/prefect.yaml creates the deployments."""
     env = _env(prefect_server, tmp_path / "home")
     env["REGROW_SOURCE_DIR"] = str(ROOT)
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
@@ -289,7 +289,7 @@ def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with _api(prefect_server):
-        for kind in ("train", "drift-check", "score"):
+        for kind in ("train", "drift-check", "score", "data-arrived"):
             dep = _deployment("rainfall-binary", kind)
             assert dep is not None and dep.work_pool_name == "regrow-process"
         assert _deployment("rainfall-binary", "drift-check").schedules[0].schedule.cron == "0 6 * * *"
