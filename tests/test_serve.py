@@ -277,6 +277,129 @@ def test_manual_promotion_times_out_as_rejected(served):
     assert tags["regrow.approval"] == "rejected" and tags["regrow.approval_via"] == "timeout"
 
 
+SECRET = "test-webhook-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def receiver(served, tmp_path_factory: pytest.TempPathFactory):
+    """The webhook receiver (uvicorn) for the served models, on a free port."""
+    from tests.conftest import free_port, wait_http
+
+    port = free_port()
+    env = _env(served["server"], served["home"])
+    env["REGROW_WEBHOOK_SECRET"] = SECRET
+    log = open(tmp_path_factory.mktemp("receiver") / "webhook.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "webhook",
+                             *map(str, served["configs"].values()), "--port", str(port),
+                             "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _post(url: str, payload, *, secret: str = SECRET, ts: int | None = None,
+          delivery: str | None = None, raw: bytes | None = None, headers: dict | None = None):
+    import json
+    import uuid
+
+    import httpx
+
+    from flows.webhook import sign
+
+    body = raw if raw is not None else json.dumps(payload).encode()
+    h = sign(secret, body, ts or int(time.time()), delivery_id=delivery or uuid.uuid4().hex)
+    h.update(headers or {})
+    return httpx.post(f"{url}/v1/hooks/retrain", content=body, headers=h, timeout=30)
+
+
+def _train_runs(model: str) -> list:
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    dep = _deployment(model, "train")
+    with get_client(sync_client=True) as c:
+        return c.read_flow_runs(deployment_filter=DeploymentFilter(
+            id=DeploymentFilterId(any_=[dep.id])))
+
+
+def _quiet(model: str) -> None:
+    """Wait until no training run of the model is pending or running, and the cooldown passed."""
+    _wait_for(lambda: all(r.state.is_final() for r in _train_runs(model) if r.state), 300,
+              "a training run never finished")
+    time.sleep(1.5)
+
+
+def test_signed_webhook_trains_a_new_champion(served, receiver):
+    with _api(served["server"]):
+        _quiet("srv-auto")
+        answer = _post(receiver, {"model": "srv-auto", "reason": "warehouse table refreshed"},
+                       delivery="delivery-e2e-1")
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        assert body["verdict"] == "admitted"
+        runs = _wait_for(lambda: [r for r in _train_runs("srv-auto") if
+                                  r.parameters["request"].get("request_id") == body["request_id"]],
+                         60, "the webhook created no training run")
+        assert _final(runs[0].id).is_completed()
+    reg = _registry(served["home"])
+    champion = reg.alias_version("srv-auto", "champion")
+    run = reg.run_info(reg.version_info("srv-auto", champion).run_id)
+    assert run["tags"]["regrow.trigger"] == "webhook"
+    assert "webhook:delivery-e2e-1" in run["tags"]["regrow.trigger_ref"]
+    assert run["tags"]["regrow.trigger_ref"].startswith(f"retrain_request:{body['request_id']};")
+
+
+def test_rejected_webhooks_create_no_flow_run(served, receiver):
+    good = {"model": "srv-auto", "reason": "should never run"}
+    with _api(served["server"]):
+        _quiet("srv-auto")
+        before = {r.id for r in _train_runs("srv-auto")}
+        cases = {
+            "bad signature": _post(receiver, good, secret="not-the-secret-at-all-0000"),
+            "missing signature": _post(receiver, good, headers={"X-Regrow-Signature": ""}),
+            "stale timestamp": _post(receiver, good, ts=int(time.time()) - 3600),
+            "oversized body": _post(receiver, None, raw=b'{"model": "srv-auto", "reason": "'
+                                    + b"x" * (1024 * 1024 + 10) + b'"}'),
+            "malformed JSON": _post(receiver, None, raw=b'{"model": "srv-auto", '),
+            "schema error": _post(receiver, {"model": "srv-auto"}),
+            "unknown model": _post(receiver, {"model": "nope", "reason": "x"}),
+        }
+        expected = {"bad signature": 401, "missing signature": 401, "stale timestamp": 401,
+                    "oversized body": 413, "malformed JSON": 422, "schema error": 422,
+                    "unknown model": 404}
+        assert {k: v.status_code for k, v in cases.items()} == expected
+        time.sleep(6)  # longer than event -> automation -> flow run takes here
+        assert {r.id for r in _train_runs("srv-auto")} == before
+
+
+def test_same_delivery_twice_and_50_concurrent_make_one_training(served, receiver):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _api(served["server"]):
+        _quiet("srv-auto")
+        before = {r.id for r in _train_runs("srv-auto")}
+        first = _post(receiver, {"model": "srv-auto", "reason": "once"}, delivery="twice-1")
+        again = _post(receiver, {"model": "srv-auto", "reason": "once"}, delivery="twice-1")
+        assert again.status_code == first.status_code == 202
+        assert again.json() == first.json()
+        with ThreadPoolExecutor(max_workers=25) as pool:
+            answers = list(pool.map(lambda i: _post(receiver, {"model": "srv-auto",
+                                                               "reason": f"storm {i}"}),
+                                    range(50)))
+        assert all(a.status_code == 202 for a in answers)
+        verdicts = [a.json()["verdict"] for a in answers] + [first.json()["verdict"]]
+        assert verdicts.count("admitted") == 1
+        time.sleep(6)
+        new = [r for r in _train_runs("srv-auto") if r.id not in before]
+        assert len(new) == 1
+        assert _final(new[0].id).is_completed()
+
+
 def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
     """`prefect deploy --all` with infra/prefect.yaml creates the deployments."""
     env = _env(prefect_server, tmp_path / "home")
