@@ -39,30 +39,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return h
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 180.0) -> None:
-    """Poll a URL until it answers 200."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not come up within {timeout} s")
+from tests.procs import free_port, stop, wait_http  # noqa: E402 - after the env set-up
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +63,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        wait_http(f"{url}/health")
+        wait_http(f"{url}/health", proc=proc, log=home / "server.log")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from configs.schema import RetrainPolicy
 from tasks import policy
 from tasks.store import Store
-from tests.test_postgres import ADMIN_URL
+from tests.procs import pg_database
 
 MODEL = "storm-model"
 
@@ -26,16 +24,10 @@ def store(request, tmp_path):
         yield s
         s.dispose()
         return
-    name = f"regrow_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    s = Store(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    yield s
-    s.dispose()
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_database() as url:
+        s = Store(url)
+        yield s
+        s.dispose()
 
 
 def ask(store: Store, pol: RetrainPolicy, at: dt.datetime | None = None, kind: str = "drift"):

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+from tests.procs import pg_database
 
 pytestmark = pytest.mark.postgres
-
-ADMIN_URL = os.environ.get("REGROW_TEST_PG_ADMIN_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
 
 @pytest.fixture
 def pg_url():
     """A new, empty database for one test, dropped afterwards."""
-    name = f"regrow_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as err:
-        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}: {err}")
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        with pg_database() as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 def test_ingest_streams_a_postgres_table(pg_url: str, tmp_path: Path, monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+from tests.procs import free_port, stop, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -50,11 +51,7 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
                       f"deployments never appeared; serve log:\n{(base / 'serve.log').read_text()}")
         yield {"server": prefect_server, "home": home, "configs": configs, "log": base / "serve.log"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
@@ -283,8 +280,6 @@ SECRET = "test-webhook-secret-0123456789"
 @pytest.fixture(scope="module")
 def receiver(served, tmp_path_factory: pytest.TempPathFactory):
     """The webhook receiver (uvicorn) for the served models, on a free port."""
-    from tests.conftest import free_port, wait_http
-
     port = free_port()
     env = _env(served["server"], served["home"])
     env["REGROW_WEBHOOK_SECRET"] = SECRET
@@ -297,8 +292,7 @@ def receiver(served, tmp_path_factory: pytest.TempPathFactory):
         wait_http(f"http://127.0.0.1:{port}/healthz", 120)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
         log.close()
 
 

@@ -481,7 +481,7 @@ def test_the_secret_is_never_logged_nor_returned(receiver: ReceiverProcess):
 
 @pytest.mark.postgres
 def test_storm_on_postgresql_admits_exactly_one(prefect_server: str, tmp_path: Path):
-    from tests.test_postgres import ADMIN_URL
+    from tests.procs import PG_ADMIN_URL as ADMIN_URL
 
     name = f"regrow_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,26 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "bench-secret-not-for-production"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, timeout: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -83,10 +62,11 @@ def main(argv: list[str]) -> int:
     import httpx
 
     from flows.webhook import sign
+    from tests.procs import free_port, stop, wait_http
 
     tmp = Path(tempfile.mkdtemp(prefix="regrow-bench-dispatch-"))
     cfg = _config(tmp / "model")
-    api_port, hook_port = _port(), _port()
+    api_port, hook_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}/api"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
     base.update(PYTHONPATH=str(ROOT), PREFECT_SERVER_ANALYTICS_ENABLED="false")
@@ -96,7 +76,7 @@ def main(argv: list[str]) -> int:
         procs.append(_start([sys.executable, "-m", "prefect", "server", "start", "--host",
                              "127.0.0.1", "--port", str(api_port)],
                             {**base, "PREFECT_HOME": str(tmp / "prefect")}, tmp / "server.log"))
-        _wait(f"{api}/health")
+        wait_http(f"{api}/health")
         print(f"[dispatch] prefect server up in {time.monotonic() - t0:.1f} s")
         env = {**base, "PREFECT_API_URL": api, "REGROW_HOME": str(tmp / "home"),
                "PREFECT_RUNNER_POLL_FREQUENCY": str(args.poll), "REGROW_WEBHOOK_SECRET": SECRET}
@@ -104,7 +84,7 @@ def main(argv: list[str]) -> int:
                             tmp / "serve.log"))
         procs.append(_start([sys.executable, "-m", "flows.webhook", str(cfg), "--port",
                              str(hook_port)], env, tmp / "webhook.log"))
-        _wait(f"http://127.0.0.1:{hook_port}/healthz")
+        wait_http(f"http://127.0.0.1:{hook_port}/healthz")
         os.environ["PREFECT_API_URL"] = api
         from prefect import get_client
 
@@ -170,8 +150,4 @@ def main(argv: list[str]) -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, timeout=20)
