@@ -26,8 +26,8 @@ WINDOW = 1000
 WATCH_FROM, WATCH_TO = 10000, 18000  # the days after the later period: unseen by any model
 TRAIN_DAYS = 4000  # a retrain uses the latest this many days
 # The watch compresses 8,000 days into minutes, so a wall-clock cooldown of hours would block
-# every retrain: the demo runs the policy with a 1 s cooldown and a budget of 3 trainings a day.
-POLICY = {"retrain.cooldown": "1s", "retrain.max_trainings": 3}
+# every retrain: the demo runs the policy with a 1 s cooldown and a budget of 5 trainings a day.
+POLICY = {"retrain.cooldown": "1s", "retrain.max_trainings": 5}
 
 
 def load_rainfall() -> pd.DataFrame:
