@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,19 +27,13 @@ from flows.dispatch import ADMITTED_EVENT, DATA_EVENT
 from flows.webhook import WebhookConfigError, create_app, sign
 from tasks.store import Store, retrain_requests, webhook_deliveries
 from tests.helpers import BINARY_CONFIG, merge, write_case
+from tests.procs import free_port, pg_database, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "current-secret-" + "a1b2c3d4e5f6a7b8"
 PREVIOUS = "previous-secret-" + "0f9e8d7c6b5a4938"
 MAX_BODY = 1024 * 1024
 MODELS = ["wh-admit", "wh-neg", "wh-idem", "wh-storm", "wh-rot", "wh-data", "wh-race"]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
@@ -103,16 +96,6 @@ def start_receiver(tmp: Path, api: str, configs: list[Path], *, port: int | None
             return False
     wait_until(up, 90, "the receiver's /healthz", every=0.25)
     return proc, url, log
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (uvicorn shuts down gracefully and drains queued events), then SIGKILL."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -481,16 +464,16 @@ def test_the_secret_is_never_logged_nor_returned(receiver: ReceiverProcess):
 
 @pytest.mark.postgres
 def test_storm_on_postgresql_admits_exactly_one(prefect_server: str, tmp_path: Path):
-    from tests.procs import PG_ADMIN_URL as ADMIN_URL
-
-    name = f"regrow_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as err:
-        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}: {err}")
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        with pg_database() as url:
+            _storm_on(url, prefect_server, tmp_path)
+    except RuntimeError as err:
+        if "not reachable" in str(err):
+            pytest.fail(str(err))
+        raise
+
+
+def _storm_on(url: str, prefect_server: str, tmp_path: Path) -> None:
     cfg = write_case(tmp_path / "pg", None, model_config("wh-pg"))
     proc, rx_url, log = start_receiver(tmp_path, prefect_server, [cfg],
                                        env_extra={"REGROW_DATABASE_URL": url})
@@ -518,9 +501,6 @@ def test_storm_on_postgresql_admits_exactly_one(prefect_server: str, tmp_path: P
     finally:
         stop(proc)
         rx.store.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # ------------------------------------------------------------------------------ refusing to start

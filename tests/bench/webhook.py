@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tests.procs import free_port, stop, wait_http
+
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SECONDS, MAX_REQUESTS = 600, 100_000
 TARGET_RATE, TARGET_P99_MS = 200, 50.0
@@ -256,55 +258,17 @@ def loadgen_main(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ servers
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll `url` until it answers 200; fail early if `proc` exits."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited {proc.returncode}:\n"
-                               f"{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
 def start(cmd: list[str], env: dict[str, str], log: Path, health: str,
           timeout: float) -> subprocess.Popen:
     """Start a server process (output to `log`) and wait for its health URL."""
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_http(health, proc, log, timeout)
+        wait_http(health, timeout, proc=proc, log=log)
     except BaseException:
         stop(proc)
         raise
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 30 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
