@@ -74,6 +74,20 @@ ESTIMATORS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+_MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+# Override keys that come from outside a config file (the Prefect UI form, webhooks, events)
+# must match one of these patterns (``*`` = one key or list index), unless the config lists
+# its own in ``serve.allowed_overrides``. They choose *which data* a training sees, never the
+# rules it is judged by.
+SAFE_OVERRIDES: tuple[str, ...] = ("data.source.path", "data.source.query", "data.source.table",
+                                   "split.cutoff")
+
+# Keys that never come from outside, nor anything above or below them: the rules a candidate
+# is judged by, the policy, the registry, and every import path (code that would run).
+FORBIDDEN_OVERRIDES: tuple[str, ...] = (
+    "gate", "retrain", "promotion", "monitoring", "registry", "serve", "modules",
+    "candidates.estimators.*.estimator")
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -213,7 +227,9 @@ class Candidate(Strict):
     """One estimator to try, with fixed params and a grid searched by cross-validation."""
 
     name: str = Field(pattern=_IDENT.pattern)
-    estimator: str = Field(description="A short name (see ESTIMATORS) or an import path.")
+    estimator: str = Field(description="A short name (see ESTIMATORS) or the import path of a "
+                           "scikit-learn estimator class, from scikit-learn or a module listed in "
+                           "`modules`.")
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -420,6 +436,23 @@ class Serve(Strict):
                                      "requests (they pass the retrain policy).")
     data_arrived: Literal["score_and_check", "retrain"] = Field(
         default="score_and_check", description="What a data-arrived webhook starts.")
+    allowed_overrides: list[str] = Field(
+        default_factory=lambda: list(SAFE_OVERRIDES),
+        description="Config keys that the Prefect UI form, webhooks and events may override "
+        "(dotted, `*` matches one key or list index). Keys under gate, retrain, promotion, "
+        "monitoring, registry, serve, modules and estimator import paths are never allowed.")
+
+    @field_validator("allowed_overrides")
+    @classmethod
+    def _never_rules(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.match(r"^[A-Za-z0-9_*]+(\.[A-Za-z0-9_*]+)*$", pattern):
+                raise ValueError(f"{pattern!r} is not a dotted key pattern like split.cutoff")
+            blocked = forbidden_override(pattern)
+            if blocked:
+                raise ValueError(f"{pattern!r} may never be overridden from outside "
+                                 f"(it reaches {blocked!r})")
+        return value
 
 
 class Registry(Strict):
@@ -428,10 +461,37 @@ class Registry(Strict):
     model_name: str = Field(pattern=_IDENT.pattern)
 
 
+def _segments_meet(a: list[str], b: list[str]) -> bool:
+    """True when one dotted pattern is a prefix of the other (``*`` matches any one key)."""
+    return all(x == y or "*" in (x, y) for x, y in zip(a, b, strict=False))
+
+
+def forbidden_override(key: str) -> str | None:
+    """The forbidden key that `key` (a key or pattern) would reach, or None if it reaches none.
+
+    A key reaches a forbidden one when either is a prefix of the other: overriding
+    ``candidates`` would replace an estimator's import path as surely as overriding the path.
+    """
+    parts = key.split(".")
+    for blocked in FORBIDDEN_OVERRIDES:
+        if _segments_meet(parts, blocked.split(".")):
+            return blocked
+    return None
+
+
+def _matches(key: str, pattern: str) -> bool:
+    k, p = key.split("."), pattern.split(".")
+    return len(k) == len(p) and all(x == y or y == "*" for x, y in zip(k, p, strict=True))
+
+
 class Config(Strict):
     """One model: its data, checks, features, candidates, split, gate and registry name."""
 
     description: str = ""
+    modules: list[str] = Field(
+        default_factory=list,
+        description="Python modules (besides scikit-learn) whose estimator classes candidates "
+        "may name by import path; nothing else is ever imported from a config.")
     data: DataConfig
     expectations: Expectations = Expectations()
     features: Features = Features()
@@ -455,7 +515,15 @@ class Config(Strict):
                 raise ValueError(f"{where}: unknown metric {name!r}; known: {sorted(METRICS)}")
             if task not in METRICS[name][0]:
                 raise ValueError(f"{where}: metric {name!r} does not apply to task {task!r}")
+        for m in self.modules:
+            if not _MODULE.match(m):
+                raise ValueError(f"modules: {m!r} is not a module name like mypackage.models")
         for i, cand in enumerate(self.candidates.estimators):
+            if cand.estimator not in ESTIMATORS and not self.module_allowed(cand.estimator):
+                raise ValueError(
+                    f"candidates.estimators.{i}.estimator: {cand.estimator!r} is neither a short "
+                    "name nor a class from scikit-learn (sklearn.*) or from a module listed in "
+                    "'modules'")
             if cand.estimator in ESTIMATORS and task not in ESTIMATORS[cand.estimator][1]:
                 raise ValueError(
                     f"candidates.estimators.{i}.estimator: {cand.estimator!r} "
@@ -466,6 +534,11 @@ class Config(Strict):
         if self.data.positive_label is not None and task != "binary":
             raise ValueError("data.positive_label applies to binary tasks only")
         return self
+
+    def module_allowed(self, import_path: str) -> bool:
+        """True when an import path lies in scikit-learn or in a module the config lists."""
+        module = import_path.rpartition(".")[0]
+        return any(module == m or module.startswith(m + ".") for m in ("sklearn", *self.modules))
 
     def feature_columns_listed(self) -> list[str]:
         """Columns the config names as model inputs (not counting inferred ones)."""
@@ -489,7 +562,7 @@ def _format_errors(err: ValidationError) -> str:
         detail = f" (got {got!r})" if e["type"] not in {"extra_forbidden", "missing"} else ""
         if isinstance(got, dict | list):
             detail = ""
-        lines.append(f"  {path or '<root>'}: {msg}{detail}")
+        lines.append(f"  {path}: {msg}{detail}" if path else f"  {msg}{detail}")
     return "\n".join(lines)
 
 
@@ -533,6 +606,35 @@ def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
                     node[key] = {}
                 node = node[key]
     return data
+
+
+class OverrideRefused(ConfigError):
+    """Overrides from outside (UI form, webhook, event) that touch keys the config does not allow."""
+
+
+def refused_overrides(config: Config, overrides: dict[str, Any]) -> list[str]:
+    """The override keys that may not come from outside for this config, each with why."""
+    allowed = config.serve.allowed_overrides
+    problems = []
+    for key in overrides:
+        blocked = forbidden_override(key)
+        if blocked:
+            problems.append(f"{key}: never overridable from outside (reaches {blocked!r})")
+        elif not any(_matches(key, p) for p in allowed):
+            problems.append(f"{key}: not in serve.allowed_overrides {allowed}")
+    return problems
+
+
+def check_external_overrides(config: Config, overrides: dict[str, Any] | None) -> None:
+    """Refuse overrides from the Prefect UI form, webhooks or events that the config does not
+    allow (a person at the CLI may use ``--set`` freely; that is recorded with the run).
+
+    Raises:
+        OverrideRefused: naming every refused key and the rule it broke.
+    """
+    problems = refused_overrides(config, overrides or {})
+    if problems:
+        raise OverrideRefused("overrides refused:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def parse_override(text: str) -> tuple[str, Any]:

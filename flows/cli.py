@@ -49,7 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         overrides = _overrides(args.set)
-        load_config(args.config, overrides)  # fail fast, before any orchestration starts
+        loaded = load_config(args.config, overrides)  # fail fast, before orchestration starts
+        from tasks.train import check_estimators
+
+        check_estimators(loaded.config)  # imports and checks classes; calls nothing
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -32,8 +32,10 @@ class TrainRequest(BaseModel):
 
     config_path: str = Field(description="The model's YAML config on the worker.")
     reason: str = Field(default="started from the Prefect UI", description="Why (recorded).")
-    overrides: dict[str, Any] = Field(default_factory=dict,
-                                      description="Config keys to override, e.g. split.cutoff.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Config keys to override, e.g. split.cutoff; only keys "
+        "in the config's serve.allowed_overrides (never gate, retrain, promotion, monitoring, "
+        "registry or estimator import paths).")
     kind: str = Field(default="ui", description="Trigger kind: ui, webhook, drift, schedule, manual.")
     request_id: int | None = Field(default=None,
                                    description="Set when the policy already admitted the request.")
@@ -54,9 +56,18 @@ def _checked(outcome: Any) -> Any:
 @flow(name="regrow-train-request", log_prints=True)
 def train_request_flow(request: TrainRequest) -> Any:
     """Train for a request: admitted ones directly, new ones (UI) through the policy first."""
+    from configs.schema import check_external_overrides, load_config
     from flows.monitoring import Env, RetrainOutcome, execute_request
     from tasks import policy
 
+    # Overrides from the form or an event come from outside: only the keys the config allows.
+    # Refused ones fail the run (and its admitted request) before anything else happens.
+    try:
+        check_external_overrides(load_config(request.config_path).config, request.overrides)
+    except ValueError:
+        if request.request_id is not None:
+            policy.mark_request(Env.open(request.config_path).store, request.request_id, "failed")
+        raise
     env = Env.open(request.config_path, request.overrides or None)
     if request.request_id is not None:
         state = policy.request_state(env.store, request.request_id)

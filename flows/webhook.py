@@ -487,10 +487,12 @@ class Receiver:
 
     @staticmethod
     def _check_overrides(loaded: LoadedConfig, overrides: dict[str, Any]) -> Answer | None:
-        """Apply the overrides to the config in memory: a 422 now, not a failed training later."""
-        from configs.schema import ConfigError, apply_overrides, parse_config
+        """Only keys the config allows from outside, and a config that still validates with
+        them: a 422 now, not a failed training later."""
+        from configs.schema import ConfigError, apply_overrides, check_external_overrides, parse_config
 
         try:
+            check_external_overrides(loaded.config, overrides)
             data = apply_overrides(loaded.config.model_dump(mode="json"), dict(overrides))
             parse_config(data, "overrides")
         except ConfigError as err:

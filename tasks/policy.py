@@ -3,12 +3,27 @@ webhook, UI).
 
 A request is answered, in this order of precedence:
 
-- ``circuit_open``: the last N trainings were rejected by the gate (N from config), and no
-  person has reset the breaker since;
+- ``circuit_open``: the last N trainings promoted nothing -- the gate rejected them, or they
+  failed (bad data, an error, a crash) -- (N from config), and no person has reset the
+  breaker since;
 - ``coalesced``: a training of this model is already admitted or running (whatever started
   it, `regrow train` included);
-- ``cooling_down``: the last training (or admitted request) is younger than the cooldown;
-- ``over_budget``: the model already had its maximum of trainings this period;
+- ``cooling_down``: the last training that trained (or admitted request not known to have
+  failed) is younger than the cooldown;
+- ``over_budget``: the model already had its maximum of trainings this period (again counting
+  trainings that trained, and admitted requests not known to have failed);
+
+What a run counts for:
+
+| outcome | cooldown | budget | circuit breaker |
+|---|---|---|---|
+| promoted (or passed, waiting for approval) | yes | yes | resets the count |
+| rejected by the gate | yes | yes | counts |
+| failed before a verdict: validation, bad config, error, crash | no | no | counts |
+
+A failed run trained nothing, so it neither cools the model down nor spends its budget: the
+next request (with fixed data) is admitted at once. Repeated failures still open the breaker,
+so a broken upstream cannot keep starting trainings.
 - ``admitted``: a training should start, carrying this request's id as provenance.
 
 Decisions for one model are serialised through a lock row in the monitoring store (an
@@ -67,18 +82,24 @@ def _lock(conn: sa.Connection, model: str) -> None:
     conn.execute(policy_locks.update().where(policy_locks.c.model == model).values(touched_at=now()))
 
 
+# Training record statuses that end a run without a model that trained to a verdict.
+FAILED_STATUSES = ("failed", "crashed")
+
+
 def consecutive_rejections(conn: sa.Connection, model: str) -> int:
-    """Gate rejections since the last promotion or circuit reset, whichever is later."""
+    """Trainings that promoted nothing (gate rejections, failures, crashes) since the last
+    passing training or circuit reset, whichever is later."""
     last_reset = conn.execute(sa.select(sa.func.max(circuit_resets.c.at))
                               .where(circuit_resets.c.model == model)).scalar()
-    q = (sa.select(training_runs.c.verdict, training_runs.c.ended_at)
-         .where(training_runs.c.model == model, training_runs.c.status == "finished")
+    q = (sa.select(training_runs.c.status, training_runs.c.verdict, training_runs.c.ended_at)
+         .where(training_runs.c.model == model,
+                training_runs.c.status.in_(("finished", *FAILED_STATUSES)))
          .order_by(training_runs.c.id.desc()).limit(200))
     count = 0
-    for verdict, ended in conn.execute(q):
+    for status, verdict, ended in conn.execute(q):
         if last_reset is not None and _utc(ended) and _utc(ended) <= _utc(last_reset):
             break
-        if verdict != "reject":
+        if status == "finished" and verdict != "reject":
             break
         count += 1
     return count
@@ -88,8 +109,9 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
     rr = retrain_requests
     rejections = consecutive_rejections(conn, model)
     if rejections >= policy.circuit_breaker_after:
-        return CIRCUIT_OPEN, (f"{rejections} consecutive gate rejections (limit "
-                              f"{policy.circuit_breaker_after}); reset with `regrow reset-circuit`")
+        return CIRCUIT_OPEN, (f"{rejections} consecutive trainings promoted nothing (gate "
+                              f"rejections or failures; limit {policy.circuit_breaker_after}); "
+                              "reset with `regrow reset-circuit`")
     tr = training_runs
     stale = at - dt.timedelta(seconds=parse_duration(policy.stale_after))
     inflight = conn.execute(sa.select(rr.c.id).where(
@@ -102,11 +124,12 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
         .order_by(tr.c.id.desc()).limit(1)).first()
     if running:
         return COALESCED, f"a {running.trigger} training of this model is running"
-    # Cooldown and budget count every training, whatever started it, and admitted requests.
-    last_request = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(
-        rr.c.model == model, rr.c.verdict == ADMITTED)).scalar()
-    last_training = conn.execute(sa.select(sa.func.max(tr.c.started_at)).where(
-        tr.c.model == model)).scalar()
+    # Cooldown and budget count trainings that trained, whatever started them, and admitted
+    # requests not known to have failed; a failed run trained nothing (see the module doc).
+    req_counts = sa.and_(rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.state != "failed")
+    run_counts = sa.and_(tr.c.model == model, tr.c.status.not_in(FAILED_STATUSES))
+    last_request = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(req_counts)).scalar()
+    last_training = conn.execute(sa.select(sa.func.max(tr.c.started_at)).where(run_counts)).scalar()
     starts = [_utc(t) for t in (last_request, last_training) if t is not None]
     last = max(starts) if starts else None
     cooldown = dt.timedelta(seconds=parse_duration(policy.cooldown))
@@ -116,9 +139,9 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
                         f"{policy.cooldown}, {int(wait.total_seconds())} s left"
     since = at - dt.timedelta(seconds=parse_duration(policy.budget_period))
     admitted = conn.execute(sa.select(sa.func.count()).select_from(rr).where(
-        rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.created_at >= since)).scalar()
+        req_counts, rr.c.created_at >= since)).scalar()
     trained = conn.execute(sa.select(sa.func.count()).select_from(tr).where(
-        tr.c.model == model, tr.c.started_at >= since)).scalar()
+        run_counts, tr.c.started_at >= since)).scalar()
     used = max(admitted, trained)
     if used >= policy.max_trainings:
         return OVER_BUDGET, f"{used} trainings in the last {policy.budget_period} " \

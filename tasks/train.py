@@ -139,18 +139,57 @@ def scorer_name(metric: str, task: str) -> str:
     }[metric]
 
 
-def make_estimator(cand: Candidate, task: str, seed: int) -> Any:
-    """Instantiate a candidate's estimator with its fixed params (seeded when it takes one).
+def estimator_class(cand: Candidate, config: Config) -> type:
+    """Resolve a candidate's estimator to a scikit-learn estimator class, calling nothing.
+
+    Only scikit-learn and the modules the config lists are ever imported, and the result must
+    be a class deriving from ``sklearn.base.BaseEstimator``: a function or any other callable
+    named in a config is refused before it could run.
 
     Raises:
-        TrainingError: the import path or params are wrong, or it does not fit the task.
+        ConfigError: not an allowed module, not importable, or not an estimator class.
     """
+    import inspect
+
+    from sklearn.base import BaseEstimator
+
+    from configs.schema import ConfigError
+
+    where = f"candidates.estimators.{config.candidates.estimators.index(cand)}.estimator"
     path = ESTIMATORS[cand.estimator][0] if cand.estimator in ESTIMATORS else cand.estimator
+    if not config.module_allowed(path):
+        raise ConfigError(f"{where}: {path!r} is not from scikit-learn or a module listed in "
+                          "'modules'")
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:
-        raise TrainingError(f"candidates: cannot import estimator {path!r}: {err}") from None
+        raise ConfigError(f"{where}: cannot import estimator {path!r}: {err}") from None
+    if not (inspect.isclass(cls) and issubclass(cls, BaseEstimator)):
+        raise ConfigError(f"{where}: {path!r} is not a scikit-learn estimator class "
+                          "(a class deriving from sklearn.base.BaseEstimator)")
+    return cls
+
+
+def check_estimators(config: Config) -> None:
+    """Resolve every candidate's estimator class now (fail fast, before any run starts).
+
+    Raises:
+        ConfigError: see `estimator_class`.
+    """
+    for cand in config.candidates.estimators:
+        estimator_class(cand, config)
+
+
+def make_estimator(cand: Candidate, config: Config) -> Any:
+    """Instantiate a candidate's estimator with its fixed params (seeded when it takes one).
+
+    Raises:
+        ConfigError: the import path is not an allowed estimator class (see `estimator_class`).
+        TrainingError: the params are wrong, or the estimator does not fit the task.
+    """
+    cls = estimator_class(cand, config)
+    task, seed = config.data.task, config.candidates.seed
     params = dict(cand.params)
     try:
         est = cls(**params)
@@ -158,9 +197,11 @@ def make_estimator(cand: Candidate, task: str, seed: int) -> Any:
         raise TrainingError(f"candidates.{cand.name}.params: {err}") from None
     if "random_state" in est.get_params() and "random_state" not in params:
         est.set_params(random_state=seed)
-    wrong = is_regressor(est) if task != "regression" else is_classifier(est)
-    if wrong:
-        raise TrainingError(f"candidates.{cand.name}.estimator: {path} does not fit task {task!r}")
+    fits = is_regressor(est) if task == "regression" else is_classifier(est)
+    if not fits:
+        kind = "regressor" if task == "regression" else "classifier"
+        raise TrainingError(f"candidates.{cand.name}.estimator: {cls.__module__}.{cls.__name__} "
+                            f"is not a {kind}, so it does not fit task {task!r}")
     return est
 
 
@@ -211,7 +252,7 @@ def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
     scores: list[CandidateScore] = []
     fitted: dict[str, Pipeline] = {}
     for cand in config.candidates.estimators:
-        est = make_estimator(cand, task, config.candidates.seed)
+        est = make_estimator(cand, config)
         pipe = Pipeline([("prep", build_preprocessor(config, roles)), ("model", est)])
         grid = {f"model__{k}": v for k, v in cand.grid.items()}
         search = GridSearchCV(pipe, [grid] if grid else [{}], scoring=scorer_name(metric, task),

@@ -90,10 +90,48 @@ def test_circuit_opens_after_rejections_until_reset(store: Store):
         store.finish_training(row, status="finished", verdict="reject", version="9")
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)  # past the cooldown
     opened = ask(store, pol, later)
-    assert opened.verdict == policy.CIRCUIT_OPEN and "3 consecutive gate rejections" in opened.detail
+    assert opened.verdict == policy.CIRCUIT_OPEN
+    assert "3 consecutive trainings promoted nothing" in opened.detail
     assert ask(store, pol, later, kind="manual").verdict == policy.CIRCUIT_OPEN  # every kind
     policy.reset_circuit(store, MODEL, "alice", "looked at the data, fixed upstream")
     assert ask(store, pol, later + dt.timedelta(seconds=1)).admitted
+
+
+@pytest.mark.parametrize("status,verdict,cools,spends", [
+    ("failed", None, False, False),     # validation failure, bad config, an error in a step
+    ("crashed", None, False, False),    # the process died; detected by its lease
+    ("finished", "reject", True, True),  # trained, judged, rejected by the gate
+    ("finished", "promote", True, True),
+])
+def test_what_a_finished_run_counts_for(store: Store, status, verdict, cools, spends):
+    """The table in tasks/policy.py: only runs that trained cool down and spend budget."""
+    row = store.start_training(MODEL, "manual", "x")
+    store.finish_training(row, status=status, verdict=verdict)
+    cooling = RetrainPolicy(cooldown="6h", max_trainings=100)
+    answer = ask(store, cooling)
+    assert (answer.verdict == policy.COOLING) is cools, answer
+    budget = RetrainPolicy(cooldown="1s", max_trainings=1, budget_period="1d")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    answer = ask(store, budget, later)
+    assert (answer.verdict == policy.OVER_BUDGET) is spends, answer
+
+
+def test_failed_admitted_request_does_not_cool_down(store: Store):
+    """A request admitted and then failed (e.g. validation) leaves the door open."""
+    pol = RetrainPolicy(cooldown="6h")
+    first = ask(store, pol)
+    assert first.admitted
+    policy.mark_request(store, first.request_id, "failed")
+    assert ask(store, pol).admitted
+
+
+def test_failures_open_the_circuit_like_rejections(store: Store):
+    pol = RetrainPolicy(cooldown="1s", circuit_breaker_after=3, max_trainings=100)
+    for status, verdict in (("failed", None), ("finished", "reject"), ("crashed", None)):
+        store.finish_training(store.start_training(MODEL, "drift", "x"), status=status,
+                              verdict=verdict)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    assert ask(store, pol, later).verdict == policy.CIRCUIT_OPEN
 
 
 def test_a_promotion_closes_the_count(store: Store):
