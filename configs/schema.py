@@ -408,6 +408,18 @@ class RetrainPolicy(Strict):
         return value
 
 
+class Bake(Strict):
+    """After a promotion the previous champion keeps scoring, as a shadow, for `windows` drift
+    checks with matured labels; if the new champion is worse on them by more than `tolerance`
+    (in the primary metric's units), regrow rolls back by itself."""
+
+    windows: int = Field(ge=1, description="Drift-check windows with enough labels to judge.")
+    tolerance: float = Field(default=0.0, ge=0, description="Allowed shortfall of the new "
+                             "champion against the previous one, in the primary metric's units.")
+    min_labels: int = Field(default=100, ge=1,
+                            description="Labelled rows a window needs to count for the bake.")
+
+
 class Promotion(Strict):
     """Who moves the champion alias after a passing gate.
 
@@ -418,6 +430,7 @@ class Promotion(Strict):
 
     mode: Literal["auto", "manual", "manual_if_borderline"] = "auto"
     timeout: str = Field(default="24h", description="No decision by then = rejected.")
+    bake: Bake | None = Field(default=None, description="Bake period with automatic rollback.")
 
     @field_validator("timeout")
     @classmethod

@@ -6,7 +6,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from configs.schema import parse_duration
-from flows.steps import Approval, Registration, RunContext
+from flows.steps import Approval, Registration, RunContext, needs_person
 from tasks.gate import GateDecision
 
 
@@ -16,13 +16,6 @@ class PromotionDecision(RunInput):
     approve: bool = False
     approver: str = ""
     reason: str = ""
-
-
-def needs_person(ctx: RunContext, decision: GateDecision) -> bool:
-    """True when the config asks a person to decide this promotion."""
-    mode = ctx.loaded.config.promotion.mode
-    return decision.passed and (mode == "manual" or (mode == "manual_if_borderline"
-                                                     and decision.borderline))
 
 
 def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> Approval | None:

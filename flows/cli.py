@@ -99,6 +99,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if isinstance(res, int):
         return res
     text = f"scored {res.rows} rows with {res.model} v{res.version} (batch {res.batch_id})"
+    if res.shadow_version:
+        text += (f"\nbaking: v{res.shadow_version} (previous champion) scored {res.shadow_rows} "
+                 "of them as a shadow")
     if res.ignored_columns:
         text += f"\nignored columns not used by the model: {res.ignored_columns}"
     for col, vals in res.unseen_categories.items():
@@ -179,6 +182,87 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     info = status(loaded)
     _emit(info, args.json, render_status(info))
+    return 0
+
+
+def _governance(args: argparse.Namespace):
+    """(loaded config, registry, store) for the governance commands."""
+    loaded = _load_or_exit(args)
+    from tasks.registry import Registry
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    settings = Settings.from_env()
+    return loaded, Registry(settings), Store(settings.database_url)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Every alias move of a model: who, why, the gate record and the trigger."""
+    loaded, reg, store = _governance(args)
+    from tasks import governance as gov
+
+    model = loaded.config.registry.model_name
+    found = gov.sync_aliases(reg, store, model, "regrow history")
+    entries = gov.history(reg, store, model)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    for f in found:
+        print(f"note: {f.describe()} was moved outside regrow; recorded now as actor 'external'")
+    if not entries:
+        print(f"model {model}: no alias moves recorded yet")
+    for e in entries:
+        move = gov.AliasMove(model, e.alias, e.old_version, e.new_version, e.reason, e.actor)
+        print(f"{e.at}  {move.describe():<28} by {e.actor}")
+        print(f"    why: {e.reason}")
+        if e.new_version:
+            print(f"    v{e.new_version}: gate {e.gate_verdict or '?'}"
+                  + (f" ({e.gate_reasons})" if e.gate_reasons else "")
+                  + f"; trained on trigger {e.trigger or '?'}: {e.trigger_reason or '-'}"
+                  + (f" [{e.trigger_ref}]" if e.trigger_ref else ""))
+        if e.approval:
+            print(f"    approval: {e.approval}")
+    return 0
+
+
+def _print_moves(moves, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        print(json.dumps([asdict(m) for m in moves], indent=2))
+        return
+    for m in moves:
+        print(f"{m.model} {m.describe()} ({m.reason})")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """A person promotes a version (a failed gate needs --override-gate with a reason)."""
+    loaded, reg, store = _governance(args)
+    from tasks.governance import GovernanceError, promote
+
+    try:
+        moves = promote(reg, store, loaded.config.registry.model_name, str(args.version),
+                        by=args.by, reason=args.reason, override_gate=args.override_gate,
+                        bake=loaded.config.promotion.bake)
+    except GovernanceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_moves(moves, args.json)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Put the previous champion (or --to N) back, recorded."""
+    loaded, reg, store = _governance(args)
+    from tasks.governance import GovernanceError, rollback
+
+    try:
+        moves = rollback(reg, store, loaded.config.registry.model_name, by=args.by,
+                         reason=args.reason, to=None if args.to is None else str(args.to))
+    except GovernanceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_moves(moves, args.json)
     return 0
 
 
@@ -303,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
                    cmd_reset_circuit, json_flag=False)
     rc.add_argument("--reason", required=True)
     rc.add_argument("--actor", required=True, help="the person resetting it (recorded)")
+
+    model_cmd("history", "every alias move: who, why, gate record, trigger", cmd_history)
+    pr = model_cmd("promote", "make a version champion by hand (recorded)", cmd_promote)
+    pr.add_argument("--version", required=True, help="the version to promote")
+    pr.add_argument("--by", required=True, help="who decides (recorded)")
+    pr.add_argument("--reason", required=True)
+    pr.add_argument("--override-gate", metavar="REASON", default=None,
+                    help="promote a version that failed its gate; the reason is recorded")
+    rb = model_cmd("rollback", "put the previous champion back (recorded)", cmd_rollback)
+    rb.add_argument("--to", default=None, help="a version to go back to (default: the previous "
+                    "champion)")
+    rb.add_argument("--by", required=True, help="who decides (recorded)")
+    rb.add_argument("--reason", required=True)
 
     sv = sub.add_parser("serve", help="serve training, drift-check and scoring deployments")
     sv.add_argument("configs", nargs="+")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ from configs.schema import LoadedConfig, load_config
 from flows import dispatch
 from flows.steps import step
 from flows.training import TrainingOutcome, train_flow
+from tasks import bake as baking
+from tasks import governance as gov
 from tasks import ingest as ing
 from tasks import monitor, policy, scoring
 from tasks import store as st
@@ -50,6 +53,8 @@ class Env:
         Raises:
             NoChampion: nothing has been promoted yet.
         """
+        for found in gov.sync_aliases(self.registry, self.store, self.model, "a drift check or scoring"):
+            print(f"alias moved outside regrow, now recorded: {found.describe()}")
         version = self.registry.alias_version(self.model, CHAMPION)
         if version is None:
             raise NoChampion(f"model {self.model!r} has no champion yet; run `regrow train` first")
@@ -61,7 +66,14 @@ def _score(env: Env, frame) -> scoring.ScoringResult:
     version, run_id = env.champion()
     ref = load_reference(env.registry, run_id)
     model = env.registry.load(env.model, version=version)
-    return scoring.score_rows(env.loaded.config, model, version, ref.spec, frame, env.store)
+    result = scoring.score_rows(env.loaded.config, model, version, ref.spec, frame, env.store)
+    bake = baking.active(env.store, env.model, version)
+    if bake is None:
+        return result
+    shadow = env.registry.load(env.model, version=bake.previous_version)
+    rows = scoring.score_shadow(env.loaded.config, shadow, bake.previous_version, ref.spec, frame,
+                                env.store, result.batch_id)
+    return dataclasses.replace(result, shadow_version=bake.previous_version, shadow_rows=rows)
 
 
 @flow(name="regrow-score", log_prints=True)
@@ -136,10 +148,41 @@ class DriftOutcome:
     assessment: dict[str, Any]
     report_path: str | None
     retrain: RetrainOutcome | None
+    bake: dict[str, Any] | None = None
+
+
+@step("bake-window")
+def _bake_window(env: Env, version: str, run_id: str, window) -> dict[str, Any] | None:
+    """Judge the champion against its shadow on this window; roll back when it is worse."""
+    bake = baking.active(env.store, env.model, version)
+    if bake is None or window is None or window.empty:
+        return None
+    ref = load_reference(env.registry, run_id)
+    shadow_rows = baking.shadow_window(env.store, env.model, bake.previous_version, window,
+                                       "__prediction", "__score")
+    shadow_rows = shadow_rows[shadow_rows["__label"].notna()]
+    champ_rows = window[window["__row_id"].isin(shadow_rows["__row_id"])]
+    labelled, champ = monitor.window_metric(env.loaded.config, ref, champ_rows)
+    _, shadow = monitor.window_metric(env.loaded.config, ref, shadow_rows)
+    judged = baking.judge(env.loaded.config, bake, champ, shadow, labelled, ref.metric)
+    state = baking.record_window(env.store, bake, judged)
+    print(f"bake of v{version} against v{bake.previous_version}: {judged.describe()} "
+          f"-> {state.state}")
+    payload = {"version": version, "previous_version": bake.previous_version,
+               "window": judged.describe(), "state": state.state, "detail": state.detail}
+    if state.state == baking.ROLLED_BACK:
+        gov.rollback(env.registry, env.store, env.model, by="bake", actor="bake",
+                     to=bake.previous_version, reason=f"bake failed: {state.detail}")
+        dispatch.emit("regrow.bake.rolled_back", env.model, payload)
+    elif state.state == baking.PASSED:
+        gov.clear_challenger(env.registry, env.store, env.model, version,
+                             f"bake passed: {state.detail}", "bake")
+        dispatch.emit("regrow.bake.passed", env.model, payload)
+    return {**state.to_dict(), "window": judged.describe()}
 
 
 @step("assess-drift")
-def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, str | None]:
+def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, str | None, Any]:
     cfg = env.loaded.config
     w = cfg.monitoring.window
     from configs.schema import parse_duration
@@ -152,9 +195,9 @@ def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, st
     report.parent.mkdir(parents=True, exist_ok=True)
     assessment = monitor.assess(cfg, ref, window, previous, report_html=report)
     if not report.exists():
-        return assessment, None
+        return assessment, None, window
     env.registry.client.log_artifact(run_id, str(report), "drift")
-    return assessment, str(report)
+    return assessment, str(report), window
 
 
 @flow(name="regrow-drift-check", log_prints=True)
@@ -170,8 +213,12 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         return DriftOutcome(None, env.model, None, {"verdict": "no_champion", "reasons": [str(err)],
                                                     "window_rows": 0, "persistent": False},
                             None, None)
-    assessment, report = _assess(env, version, run_id)
+    assessment, report, window = _assess(env, version, run_id)
     check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
+    bake = _bake_window(env, version, run_id, window)
+    if bake is not None and bake["state"] == baking.ROLLED_BACK:
+        # The champion that was just judged is gone; its drift asks for no retrain.
+        return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, None, bake)
     create_markdown_artifact(
         key="drift-check", description=f"{env.model} v{version}: {assessment.verdict}",
         markdown=f"# Drift check #{check_id}: {assessment.verdict}\n\n"
@@ -187,7 +234,7 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         answer = run_request(env, config_path, kind="drift", reason="; ".join(assessment.reasons),
                              ref=f"drift_check:{check_id}", overrides=overrides, actor="drift-check")
         st.link_drift_request(env.store, check_id, answer.request_id)
-    return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer)
+    return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake)
 
 
 def as_json(obj: Any) -> Any:

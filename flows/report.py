@@ -33,6 +33,10 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
 def render(o: TrainingOutcome) -> str:
     """The human summary of a training run."""
     lines = [f"model {o.model_name}: run {o.run_id}",
@@ -57,9 +61,9 @@ def render(o: TrainingOutcome) -> str:
                      f"{'pass' if r['passed'] else 'FAIL':<6}  {r['detail']}")
     verdict = o.decision["verdict"].upper()
     lines += ["", f"verdict: {verdict} -- {'; '.join(o.decision['reasons'])}",
-              f"registered {o.model_name} v{o.version} (alias challenger); champion: "
-              + (f"v{o.champion_before or '-'} -> v{o.champion_after}" if o.promoted
-                 else f"stays v{o.champion_after or '-'}"),
+              f"registered {o.model_name} v{o.version}; champion: "
+              + (f"{_v(o.champion_before)} -> {_v(o.champion_after)}" if o.promoted
+                 else f"stays {_v(o.champion_after)}"),
               f"MLflow: {o.tracking_uri} experiment {o.experiment_id}, run {o.run_id}"]
     if o.approval:
         a = o.approval
@@ -121,6 +125,12 @@ def render_drift(o: DriftOutcome) -> str:
         lines.append(f"report: {o.report_path}")
     if a["verdict"] == "drift" and not a["persistent"]:
         lines.append("no retrain asked yet (waiting for persistence)")
+    if o.bake:
+        b = o.bake
+        lines.append(f"bake of v{b['version']} against v{b['previous_version']}: {b['window']} "
+                     f"-> {b['state'].upper()} ({b['windows_done']}/{b['windows']} windows)")
+        if b["state"] == "rolled_back":
+            lines.append(f"ROLLED BACK: champion is v{b['previous_version']} again ({b['detail']})")
     if o.retrain:
         lines.append(render_retrain(o.retrain))
     return "\n".join(lines)
@@ -128,6 +138,8 @@ def render_drift(o: DriftOutcome) -> str:
 
 def status(loaded) -> dict[str, Any]:
     """Champion, latest drift checks, retrain requests and trainings of one model."""
+    from tasks import bake as baking
+    from tasks import governance as gov
     from tasks import policy
     from tasks import store as st
     from tasks.registry import CHALLENGER, CHAMPION, Registry
@@ -136,6 +148,7 @@ def status(loaded) -> dict[str, Any]:
     settings = Settings.from_env()
     name = loaded.config.registry.model_name
     reg, store = Registry(settings), st.Store(settings.database_url)
+    found = gov.sync_aliases(reg, store, name, "regrow status")
     champion = reg.alias_version(name, CHAMPION)
     info: dict[str, Any] = {"model": name, "champion": champion,
                             "challenger": reg.alias_version(name, CHALLENGER)}
@@ -149,6 +162,8 @@ def status(loaded) -> dict[str, Any]:
     info["retrain_requests"] = policy.recent_requests(store, name, 10)
     info["trainings"] = store.training_runs(name, 5)
     info["alias_history"] = store.alias_history(name)[-6:]
+    info["external_moves"] = [m.describe() for m in found]
+    info["bakes"] = [b.to_dict() for b in baking.latest(store, name, 3)]
     return json.loads(json.dumps(info, default=str))
 
 
@@ -160,6 +175,12 @@ def render_status(info: dict[str, Any]) -> str:
         t = info["champion_trigger"]
         lines.append(f"  champion trained by {t['trigger']}: {t['trigger_reason']}"
                      + (f" [{t['trigger_ref']}]" if t.get("trigger_ref") else ""))
+    for move in info.get("external_moves", []):
+        lines.append(f"  MISMATCH: {move} was moved outside regrow (now recorded, actor "
+                     "'external'; see `regrow history`)")
+    for b in info.get("bakes", [])[:1]:
+        lines.append(f"  bake of v{b['version']} against v{b['previous_version']}: {b['state']}, "
+                     f"{b['windows_done']}/{b['windows']} windows ({b['detail'] or 'no window yet'})")
     lines.append("drift checks (newest first):")
     for c in info["drift_checks"]:
         lines.append(f"  #{c['id']} {c['checked_at'][:19]} v{c['version']} {c['verdict']:<18} "

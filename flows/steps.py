@@ -15,11 +15,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import LoadedConfig
+from tasks import bake as baking
 from tasks import evaluate as ev
 from tasks import gate as gt
 from tasks import ingest as ing
 from tasks import train as tr
 from tasks import validate as va
+from tasks.governance import clear_challenger, move_alias, sync_aliases
 from tasks.provenance import Trigger, git_commit, package_version
 from tasks.reference import build_reference
 from tasks.registry import CHALLENGER, CHAMPION, Registry, log_reference
@@ -70,6 +72,8 @@ def start_run(ctx: RunContext) -> RunContext:
             "regrow.config_path": str(ctx.loaded.path), "regrow.version": package_version(),
             "regrow.git_commit": git_commit() or "unknown", "regrow.seed": cfg.candidates.seed}
     ctx.run_id = ctx.registry.start_run(ctx.model_name, f"train-{ctx.trigger.kind}", tags)
+    for found in sync_aliases(ctx.registry, ctx.store, ctx.model_name, "regrow train"):
+        ctx.notes.append(f"alias moved outside regrow, now recorded: {found.describe()}")
     ctx.row_id = ctx.store.start_training(ctx.model_name, ctx.trigger.kind, ctx.trigger.reason)
     ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
     return ctx
@@ -185,21 +189,49 @@ class Registration:
 @step("register")
 def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
              evals: Evaluations, decision: gt.GateDecision) -> Registration:
-    """Log and register the model with its drift reference; alias it challenger."""
+    """Log and register the model with its drift reference and its gate record.
+
+    Every candidate gets a version (the record of what was tried); only a version that passed
+    the gate and now waits -- for a person, or for its bake period -- becomes ``challenger``.
+    """
     reg, name = ctx.registry, ctx.model_name
     example = parts.train.head(5)[trained.roles.inputs]
     uri = reg.log_model(ctx.run_id, trained.model, example)
     reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
     log_reference(reg, ctx.run_id, reference)
     tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
+            "regrow.trigger_reason": ctx.trigger.reason or "-",
             "regrow.metric": trained.metric, **reference.spec.to_tags(),
             "regrow.reference_rows": len(reference.frame)}
+    if ctx.trigger.ref:
+        tags["regrow.trigger_ref"] = ctx.trigger.ref
     if trained.target.positive_label is not None:
         tags["regrow.positive_label"] = trained.target.positive_label
     version = reg.register(uri, name, ctx.run_id, tags, description="; ".join(decision.reasons))
     before = reg.alias_version(name, CHAMPION)
-    _move(ctx, CHALLENGER, version, "newest candidate")
+    if decision.passed and _waits(ctx, decision, before):
+        _move(ctx, CHALLENGER, version, "passed the gate; waits for "
+              + ("approval" if needs_person(ctx, decision) else "its bake period"))
     return Registration(version, before, before, False)
+
+
+def _waits(ctx: RunContext, decision: gt.GateDecision, champion: str | None) -> bool:
+    """True when a passing version does not settle as champion at once: a person must approve
+    it, or it will bake against the champion it replaces."""
+    return needs_person(ctx, decision) or (bake_windows(ctx) > 0 and champion is not None)
+
+
+def needs_person(ctx: RunContext, decision: gt.GateDecision) -> bool:
+    """True when the config asks a person to decide this promotion."""
+    mode = ctx.loaded.config.promotion.mode
+    return decision.passed and (mode == "manual" or (mode == "manual_if_borderline"
+                                                     and decision.borderline))
+
+
+def bake_windows(ctx: RunContext) -> int:
+    """Windows a new champion bakes (scored beside the previous one) before it is settled."""
+    bake = ctx.loaded.config.promotion.bake
+    return bake.windows if bake is not None else 0
 
 
 @dataclass(frozen=True)
@@ -225,6 +257,10 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         ctx.registry.set_tags(ctx.run_id, {"regrow.approval": "approved" if approval.approved
                                            else "rejected", "regrow.approver": approval.approver})
     if not (decision.passed and (approval is None or approval.approved)):
+        if approval is not None:  # a person (or the timeout) said no: it no longer waits
+            clear_challenger(ctx.registry, ctx.store, name, version,
+                             f"promotion rejected by {approval.approver}: {approval.reason}",
+                             f"approval:{approval.approver}", ctx.run_id)
         return registration
     reason = "gate passed: " + "; ".join(decision.reasons)
     actor = None
@@ -232,16 +268,25 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         reason += f"; approved by {approval.approver}: {approval.reason}"
         actor = f"approval:{approval.approver}"
     _move(ctx, CHAMPION, version, reason, actor)
+    bake = ctx.loaded.config.promotion.bake
+    if bake is not None and registration.champion_before is not None:
+        # A baking champion stays challenger too, until its bake passes or rolls it back.
+        if ctx.registry.alias_version(name, CHALLENGER) != version:
+            _move(ctx, CHALLENGER, version, f"baking against v{registration.champion_before}")
+        baking.start(ctx.store, name, version, registration.champion_before, bake)
+        ctx.notes.append(f"v{version} bakes for {bake.windows} window(s) against "
+                         f"v{registration.champion_before}, scored as a shadow")
+    else:
+        clear_challenger(ctx.registry, ctx.store, name, version, "promoted; nothing to wait for",
+                         actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
     after = ctx.registry.alias_version(name, CHAMPION)
     return Registration(version, registration.champion_before, after, after == version,
                         None if approval is None else approval.__dict__)
 
 
 def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | None = None) -> None:
-    old = ctx.registry.alias_version(ctx.model_name, alias)
-    ctx.registry.set_alias(ctx.model_name, alias, version)
-    ctx.store.record_alias_move(ctx.model_name, alias, old, version, reason,
-                                actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
+    move_alias(ctx.registry, ctx.store, ctx.model_name, alias, version, reason,
+               actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
 
 
 def close_run(ctx: RunContext, *, error: BaseException | None = None,

@@ -80,6 +80,17 @@ def _labels(window: pd.DataFrame, ref: Reference,
     return lab["__label"].astype(str).to_numpy(), lab[PRED].astype(str).to_numpy(), None
 
 
+def window_metric(config: Config, ref: Reference, window: pd.DataFrame) -> tuple[int, float | None]:
+    """(labelled rows, the primary metric on them) for a window's predictions; None without
+    labels or when the metric is undefined on them (e.g. one class only)."""
+    n = int(window["__label"].notna().sum()) if "__label" in window else 0
+    if n == 0:
+        return 0, None
+    y, pred, proba = _labels(window, ref, config.data.task)
+    value = score_arrays(config.data.task, y, pred, proba).get(ref.metric, math.nan)
+    return n, None if math.isnan(value) else float(value)
+
+
 def performance(config: Config, ref: Reference, window: pd.DataFrame) -> Performance:
     """The primary metric on labelled rows and its drop against the reference performance."""
     rule, metric, task = config.monitoring.performance, ref.metric, config.data.task

@@ -182,6 +182,33 @@ class Registry:
         """Point an alias at a version."""
         self.client.set_registered_model_alias(name, alias, version)
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias (no error when it is not set)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_alias(name, alias)
+        except MlflowException:
+            pass
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Every alias of a registered model -> its version ({} when the model does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
+        except MlflowException:
+            return {}
+
+    def find_version(self, name: str, version: str) -> ModelVersionInfo | None:
+        """One version's run, tags and aliases, or None when there is no such version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.version_info(name, version)
+        except MlflowException:
+            return None
+
     def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         """Tag a model version."""
         for k, v in tags.items():

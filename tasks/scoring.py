@@ -29,6 +29,8 @@ class ScoringResult:
     rows: int
     ignored_columns: list[str] = field(default_factory=list)
     unseen_categories: dict[str, list[str]] = field(default_factory=dict)
+    shadow_version: str | None = None  # the previous champion, scored too during a bake
+    shadow_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,36 @@ def _json_rows(frame: pd.DataFrame) -> list[str]:
     return frame.to_json(orient="records", date_format="iso", lines=True).splitlines()
 
 
+def predict(config: Config, model, spec: InputSpec,
+            frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """(model inputs, predictions, positive-class probability or predicted value)."""
+    X = frame[spec.inputs].copy()
+    for col in spec.numeric:
+        X[col] = pd.to_numeric(X[col], errors="coerce")
+    pred = np.asarray(model.predict(X))
+    score = None
+    if config.data.task == "binary" and hasattr(model, "predict_proba"):
+        score = np.asarray(model.predict_proba(X))[:, 1]
+    elif config.data.task == "regression":
+        score = pred.astype(float)
+    return X, pred, score
+
+
+def score_shadow(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,
+                 store: Store, batch_id: str) -> int:
+    """Score a champion's batch with the previous champion too (bake period); the shadow's
+    predictions are stored apart and never returned. Needs ``data.id_column`` to join labels;
+    returns the rows scored (0 without an id column)."""
+    from tasks.bake import record_shadow
+
+    d = config.data
+    if not d.id_column or d.id_column not in frame.columns:
+        return 0
+    _, pred, score = predict(config, model, spec, frame)
+    return record_shadow(store, config.registry.model_name, version, batch_id,
+                         frame[d.id_column].astype(str).reset_index(drop=True), pred, score)
+
+
 def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,
                store: Store, chunk: int = 20_000) -> ScoringResult:
     """Predict with a loaded model and append the predictions to the store.
@@ -115,15 +147,7 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
                                f"{ids[ids.duplicated()].head(3).tolist()}")
     else:
         ids = pd.Series([uuid.uuid4().hex for _ in range(len(frame))], index=frame.index)
-    X = frame[spec.inputs].copy()
-    for col in spec.numeric:
-        X[col] = pd.to_numeric(X[col], errors="coerce")
-    pred = np.asarray(model.predict(X))
-    score = None
-    if d.task == "binary" and hasattr(model, "predict_proba"):
-        score = np.asarray(model.predict_proba(X))[:, 1]
-    elif d.task == "regression":
-        score = pred.astype(float)
+    X, pred, score = predict(config, model, spec, frame)
     times = None
     if d.time_column and d.time_column in frame.columns:
         times = pd.to_datetime(frame[d.time_column], errors="coerce", format="mixed")

@@ -133,6 +133,36 @@ circuit_resets = sa.Table(
 )
 
 
+bakes = sa.Table(
+    "bakes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False, index=True),
+    sa.Column("version", sa.String(32), nullable=False, doc="the new champion"),
+    sa.Column("previous_version", sa.String(32), nullable=False, doc="scored as a shadow"),
+    sa.Column("windows", sa.Integer, nullable=False),
+    sa.Column("windows_done", sa.Integer, nullable=False),
+    sa.Column("tolerance", sa.Float, nullable=False),
+    sa.Column("min_labels", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, doc="baking, passed, rolled_back, ended"),
+    sa.Column("detail", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+
+shadow_predictions = sa.Table(
+    "shadow_predictions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False, doc="the shadow (previous champion)"),
+    sa.Column("batch_id", sa.String(64), nullable=False, doc="the champion's scoring batch"),
+    sa.Column("row_id", sa.String(255), nullable=False),
+    sa.Column("prediction", sa.Text, nullable=False),
+    sa.Column("score", sa.Float),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_shadow_model_version_row", "model", "version", "row_id"),
+)
+
+
 def now() -> dt.datetime:
     """Current UTC time."""
     return dt.datetime.now(dt.UTC)
@@ -189,6 +219,15 @@ class Store:
             q = q.where(alias_history.c.alias == alias)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q.order_by(alias_history.c.id))]
+
+    def last_alias_versions(self, model: str) -> dict[str, str | None]:
+        """Alias -> the version its last recorded move pointed to (None: removed)."""
+        h = alias_history.c
+        newest = (sa.select(sa.func.max(h.id)).where(h.model == model).group_by(h.alias)
+                  .scalar_subquery())
+        q = sa.select(h.alias, h.new_version).where(h.id.in_(newest))
+        with self.engine.connect() as conn:
+            return {alias: version for alias, version in conn.execute(q)}
 
     def start_training(self, model: str, trigger: str, reason: str | None) -> int:
         """Record a training run that is starting; returns its row id."""

@@ -123,3 +123,23 @@ def test_score_labels_watch_status_retrain_commands(tmp_path: Path, prefect_serv
     assert "champion v1" in text and "cooling_down" in text
     bad = cli("score", str(cfg), "--input", str(tmp_path / "labels.csv"))
     assert bad.returncode == 2 and "missing column(s) the model needs" in bad.stderr
+
+
+def test_an_estimator_override_runs_no_command(tmp_path: Path):
+    """The reproduction from the governance issue: `--set` of an estimator import path to
+    subprocess.Popen must be a config error (exit 2, no traceback) and run nothing."""
+    cfg = write_case(tmp_path / "m", binary_frame(300), BINARY_CONFIG)
+    marker = tmp_path / "pwned"
+    out = run(["train", str(cfg), "--set", "candidates.estimators.0.estimator=subprocess.Popen",
+               "--set", f'candidates.estimators.0.params={{"args": ["touch", "{marker}"]}}',
+               "--set", "candidates.estimators.0.grid={}"], tmp_path / "h")
+    assert out.returncode == 2, out.stderr
+    assert "'subprocess.Popen' is neither a short name nor a class from scikit-learn" in out.stderr
+    assert "Traceback" not in out.stderr and not marker.exists()
+    listed = write_case(tmp_path / "l", binary_frame(300), merge(BINARY_CONFIG,
+                                                                  {"modules": ["subprocess"]}))
+    out = run(["train", str(listed), "--set", "candidates.estimators.0.estimator=subprocess.Popen",
+               "--set", f'candidates.estimators.0.params={{"args": ["touch", "{marker}"]}}',
+               "--set", "candidates.estimators.0.grid={}"], tmp_path / "h")
+    assert out.returncode == 2 and "is not a scikit-learn estimator class" in out.stderr
+    assert "Traceback" not in out.stderr and not marker.exists()

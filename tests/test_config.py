@@ -119,3 +119,68 @@ def test_json_schema_is_complete():
     json.dumps(schema)
     assert set(schema["required"]) >= {"data", "candidates", "gate", "registry"}
     assert "Expectations" in schema["$defs"]
+
+
+# ------------------------------------------------------------ overrides and import paths
+
+def test_outside_overrides_only_touch_allowed_keys():
+    from configs.schema import OverrideRefused, check_external_overrides, refused_overrides
+
+    cfg = parse_config(BINARY_CONFIG)
+    check_external_overrides(cfg, {"split.cutoff": "2024-02-01", "data.source.path": "x.csv"})
+    problems = refused_overrides(cfg, {
+        "gate.max_regression": 0.5, "retrain.cooldown": "1s",
+        "candidates.estimators.0.estimator": "subprocess.Popen", "candidates": {},
+        "promotion.mode": "auto", "features.scaling": "none"})
+    assert len(problems) == 6
+    text = "\n".join(problems)
+    assert "gate.max_regression: never overridable" in text
+    assert "candidates.estimators.0.estimator: never overridable" in text
+    assert "candidates: never overridable" in text  # replacing the parent replaces the path
+    assert "features.scaling: not in serve.allowed_overrides" in text
+    with pytest.raises(OverrideRefused, match="retrain.cooldown"):
+        check_external_overrides(cfg, {"retrain.cooldown": "1s"})
+    wider = parse_config(merge(BINARY_CONFIG, {"serve": {"allowed_overrides": [
+        "split.cutoff", "candidates.estimators.*.params.C"]}}))
+    assert refused_overrides(wider, {"candidates.estimators.0.params.C": 0.5}) == []
+    assert refused_overrides(wider, {"data.source.path": "x.csv"})  # the list replaces the default
+
+
+@pytest.mark.parametrize("pattern", ["gate", "gate.floors.roc_auc", "*", "candidates",
+                                     "candidates.estimators", "candidates.estimators.*",
+                                     "candidates.*.*.estimator", "serve.allowed_overrides",
+                                     "modules", "retrain.*"])
+def test_a_config_cannot_allow_the_rules_to_come_from_outside(pattern: str):
+    bad = merge(BINARY_CONFIG, {"serve": {"allowed_overrides": [pattern]}})
+    with pytest.raises(ConfigError, match="may never be overridden from outside"):
+        parse_config(bad)
+
+
+def test_estimators_come_only_from_sklearn_or_listed_modules():
+    bad = merge(BINARY_CONFIG, {})
+    bad["candidates"]["estimators"][0]["estimator"] = "subprocess.Popen"
+    with pytest.raises(ConfigError, match="'subprocess.Popen' is neither a short name nor a class "
+                       "from scikit-learn"):
+        parse_config(bad)
+    bad["modules"] = ["subprocess"]  # listed: the schema lets the path through ...
+    cfg = parse_config(bad)
+    from tasks.train import check_estimators, make_estimator
+
+    with pytest.raises(ConfigError, match="is not a scikit-learn estimator class"):
+        check_estimators(cfg)  # ... but it is no estimator class, and nothing was called
+    fn = merge(BINARY_CONFIG, {})
+    fn["candidates"]["estimators"][0]["estimator"] = "sklearn.utils.all_estimators"
+    with pytest.raises(ConfigError, match="is not a scikit-learn estimator class"):
+        check_estimators(parse_config(fn))
+    wrong = merge(BINARY_CONFIG, {})
+    wrong["candidates"]["estimators"][0].update(estimator="sklearn.preprocessing.StandardScaler",
+                                                params={}, grid={})
+    cfg = parse_config(wrong)
+    from tasks.train import TrainingError
+
+    with pytest.raises(TrainingError, match="is not a classifier"):
+        make_estimator(cfg.candidates.estimators[0], cfg)
+    ok = merge(BINARY_CONFIG, {})
+    ok["candidates"]["estimators"][0].update(estimator="sklearn.svm.SVC", params={}, grid={})
+    cfg = parse_config(ok)
+    assert type(make_estimator(cfg.candidates.estimators[0], cfg)).__name__ == "SVC"

@@ -59,6 +59,6 @@ def test_training_from_postgres_with_postgres_store(pg_url: str, tmp_path: Path,
     out = train_flow(str(write_case(tmp_path, None, cfg)))
     assert out.promoted and out.data["rows"] == 1000
     store = Store(pg_url)
-    assert [h["alias"] for h in store.alias_history("test-binary")] == ["challenger", "champion"]
+    assert [h["alias"] for h in store.alias_history("test-binary")] == ["champion"]
     assert store.training_runs("test-binary")[0]["status"] == "finished"
     store.dispose()

@@ -247,9 +247,9 @@ def test_manual_promotion_approve_then_reject(served):
         assert out.returncode == 0, out.stderr
         assert _final(second.id).is_completed()
     assert reg.alias_version("srv-manual", "champion") == v1
-    challenger = reg.alias_version("srv-manual", "challenger")
-    assert challenger != v1
-    assert reg.version_info("srv-manual", challenger).tags["regrow.approval"] == "rejected"
+    assert reg.alias_version("srv-manual", "challenger") is None  # rejected: it waits no more
+    second_version = str(int(v1) + 1)
+    assert reg.version_info("srv-manual", second_version).tags["regrow.approval"] == "rejected"
     from tasks.settings import Settings
     from tasks.store import Store
 
@@ -269,8 +269,8 @@ def test_manual_promotion_times_out_as_rejected(served):
         assert _final(run.id).is_completed()
     reg = _registry(served["home"])
     assert reg.alias_version("srv-timeout", "champion") is None
-    challenger = reg.alias_version("srv-timeout", "challenger")
-    tags = reg.version_info("srv-timeout", challenger).tags
+    assert reg.alias_version("srv-timeout", "challenger") is None
+    tags = reg.version_info("srv-timeout", "1").tags
     assert tags["regrow.approval"] == "rejected" and tags["regrow.approval_via"] == "timeout"
 
 

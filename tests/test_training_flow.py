@@ -31,7 +31,7 @@ def test_binary_trains_registers_and_records(home: Path, tmp_path: Path):
     assert out.promoted and out.version == "1" and out.champion_after == "1"
     reg = _registry()
     assert reg.alias_version("test-binary", CHAMPION) == "1"
-    assert reg.alias_version("test-binary", CHALLENGER) == "1"
+    assert reg.alias_version("test-binary", CHALLENGER) is None  # promoted: nothing waits
     run = reg.run_info(out.run_id)
     assert run["status"] == "FINISHED"
     tags = run["tags"]
@@ -47,7 +47,7 @@ def test_binary_trains_registers_and_records(home: Path, tmp_path: Path):
     assert set(model.predict(binary_frame(30, seed=5))) <= {0, 1}
     history = Store(Settings.from_env().database_url).alias_history("test-binary")
     assert [(h["alias"], h["old_version"], h["new_version"]) for h in history] == [
-        (CHALLENGER, None, "1"), (CHAMPION, None, "1")]
+        (CHAMPION, None, "1")]
     assert history[-1]["run_id"] == out.run_id and "gate passed" in history[-1]["reason"]
 
 
@@ -74,7 +74,7 @@ def test_gate_rejects_worse_and_promotes_better(home: Path, tmp_path: Path):
     assert "floor" in failed or "max_regression" in failed
     reg = _registry()
     assert reg.alias_version("test-binary", CHAMPION) == "1"
-    assert reg.alias_version("test-binary", CHALLENGER) == "2"
+    assert reg.alias_version("test-binary", CHALLENGER) is None  # rejected: never challenger
     # Noisier history, cleaner new data: the champion is scored on the same holdout and loses.
     noisy = write_case(tmp_path / "n1", binary_frame(1500, seed=2, noise=3.0), BINARY_CONFIG)
     home2_first = train_flow(str(noisy), overrides={"registry.model_name": "cmp"})
