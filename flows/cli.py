@@ -266,6 +266,38 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    """Print or write the model card of a version (default: the champion), from current records."""
+    from pathlib import Path
+
+    loaded = _load_or_exit(args)
+    from tasks.card import CardError, build_card
+    from tasks.registry import Registry
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    settings = Settings.from_env()
+    version = None if args.version is None else str(args.version)
+    try:
+        card = build_card(Registry(settings), Store(settings.database_url),
+                          loaded.config.registry.model_name, version)
+    except CardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    as_html = args.html or (args.out or "").lower().endswith((".html", ".htm"))
+    text = card.to_html() if as_html else card.to_markdown()
+    if not args.out:
+        print(text, end="")
+        return 0
+    try:
+        Path(args.out).write_text(text, encoding="utf-8")
+    except OSError as err:
+        print(f"error: --out {args.out}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote the model card of {card.model} v{card.version} to {args.out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the deployments of the given configs (needs PREFECT_API_URL for a real server)."""
     import os
@@ -400,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "champion)")
     rb.add_argument("--by", required=True, help="who decides (recorded)")
     rb.add_argument("--reason", required=True)
+    cd = model_cmd("card", "print or write a version's model card", cmd_card, json_flag=False)
+    cd.add_argument("--version", type=int, help="the version (default: the champion)")
+    cd.add_argument("--out", help="write to this file (.html: the HTML page) instead of printing")
+    cd.add_argument("--html", action="store_true", help="HTML instead of Markdown")
 
     sv = sub.add_parser("serve", help="serve training, drift-check and scoring deployments")
     sv.add_argument("configs", nargs="+")

@@ -21,6 +21,7 @@ from tasks import gate as gt
 from tasks import ingest as ing
 from tasks import train as tr
 from tasks import validate as va
+from tasks.card import publish_card
 from tasks.governance import clear_challenger, move_alias, sync_aliases
 from tasks.provenance import Trigger, git_commit, package_version
 from tasks.reference import build_reference
@@ -122,6 +123,8 @@ def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
         "features.datetime": result.roles.datetime})
     ctx.registry.log_metrics(ctx.run_id, {f"cv_{s.name}": s.cv_score for s in result.candidates})
     ctx.registry.log_dict(ctx.run_id, [s.__dict__ for s in result.candidates], "candidates.json")
+    ctx.registry.log_dict(ctx.run_id, {**result.roles.__dict__, "columns": list(parts.train.columns)},
+                          "features.json")
     ctx.notes.extend(result.roles.notes)
     return result
 
@@ -212,6 +215,7 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     if decision.passed and _waits(ctx, decision, before):
         _move(ctx, CHALLENGER, version, "passed the gate; waits for "
               + ("approval" if needs_person(ctx, decision) else "its bake period"))
+    ctx.notes.extend(publish_card(reg, ctx.store, name, version, ctx.run_id).notes)
     return Registration(version, before, before, False)
 
 

@@ -32,6 +32,9 @@ class ModelVersionInfo:
     run_id: str | None
     tags: dict[str, str]
     aliases: list[str]
+    description: str = ""
+    source: str = ""
+    created_ms: int | None = None
 
 
 def pip_requirements() -> list[str]:
@@ -217,7 +220,24 @@ class Registry:
     def version_info(self, name: str, version: str) -> ModelVersionInfo:
         """One version's run, tags and aliases."""
         mv = self.client.get_model_version(name, version)
-        return ModelVersionInfo(name, str(mv.version), mv.run_id, dict(mv.tags), list(mv.aliases))
+        return ModelVersionInfo(name, str(mv.version), mv.run_id, dict(mv.tags), list(mv.aliases),
+                                mv.description or "", mv.source or "", mv.creation_timestamp)
+
+    def version_numbers(self, name: str) -> list[str]:
+        """The registered versions of a model, oldest first (empty when it is not registered)."""
+        from mlflow.exceptions import MlflowException
+
+        if "'" in name:  # cannot be quoted in a search filter; regrow names never hold one
+            return []
+        try:
+            found = self.client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            return []
+        return sorted((str(v.version) for v in found), key=int)
+
+    def set_version_description(self, name: str, version: str, description: str) -> None:
+        """Replace a version's description."""
+        self.client.update_model_version(name, version, description=description)
 
     def load(self, name: str, alias: str | None = None, version: str | None = None) -> Any:
         """Load a registered sklearn model by alias or version.
@@ -241,6 +261,28 @@ class Registry:
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Artifact paths directly under `path`."""
         return [a.path for a in self.client.list_artifacts(run_id, path)]
+
+    def read_text_artifact(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run, or None when the run has no such file."""
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError):
+                return None
+            target = Path(local)
+            return target.read_text(encoding="utf-8") if target.is_file() else None
+
+    def read_json_artifact(self, run_id: str, path: str) -> Any:
+        """A JSON artifact of a run, or None when it is missing or not JSON."""
+        text = self.read_text_artifact(run_id, path)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
 
 
 def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:

@@ -301,3 +301,14 @@ def recent_drift_checks(store: Store, model: str, limit: int = 10) -> list[dict[
          .where(c.model == model).order_by(c.id.desc()).limit(limit))
     with store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def version_drift_checks(store: Store, model: str, version: str) -> list[dict[str, Any]]:
+    """Every drift check of one model version, oldest first (without the full summary)."""
+    c = drift_checks.c
+    q = (sa.select(c.id, c.checked_at, c.window_rows, c.verdict, c.drifted, c.drift_share,
+                   c.drifted_columns, c.prediction_drift, c.performance, c.report_path,
+                   c.retrain_request_id)
+         .where(c.model == model, c.version == version).order_by(c.id))
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
