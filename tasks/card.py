@@ -95,19 +95,20 @@ class ModelCard:
     def to_html(self) -> str:
         """The card as one self-contained HTML page (inline style, no scripts, no fetches)."""
         e = html.escape
-        body = [f"<h1>{e(self.title)}</h1>", f"<p>{e(self.intro)}</p>"]
+        body = [f"<h1>{e(self.title)}</h1>", f"<p>{_html_text(self.intro)}</p>"]
         for sec in self.sections:
             body.append(f"<h2>{e(sec.title)}</h2>")
             for block in sec.blocks:
                 if isinstance(block, Table):
                     head = "".join(f"<th>{e(h)}</th>" for h in block.headers)
+                    head = f"<thead><tr>{head}</tr></thead>" if any(block.headers) else ""
                     rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>"
                                    for row in block.rows)
-                    body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                    body.append(f"<table>{head}<tbody>{rows}</tbody></table>")
                 elif isinstance(block, list):
-                    body.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in block) + "</ul>")
+                    body.append("<ul>" + "".join(f"<li>{_html_text(i)}</li>" for i in block) + "</ul>")
                 else:
-                    body.append(f"<p>{e(block)}</p>")
+                    body.append(f"<p>{_html_text(block)}</p>")
         return _PAGE.format(title=e(self.title), body="\n".join(body))
 
 
@@ -129,6 +130,11 @@ th {{ background: #f3f3f3; }} td.pass {{ color: #17622a; }} td.fail {{ color: #a
 
 def _md_cell(value: str) -> str:
     return str(value).replace("\n", " ").replace("|", "\\|")
+
+
+def _html_text(value: str) -> str:
+    """Escaped text; `code spans` become <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(value)))
 
 
 def _html_cell(value: str) -> str:
@@ -387,7 +393,7 @@ def _features(rec: _Records) -> Section:
 def _params_text(params: Any) -> str:
     if not isinstance(params, dict) or not params:
         return "-"
-    return ", ".join(f"{k}={fmt(v)}" for k, v in sorted(params.items()))
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))  # as configured, unrounded
 
 
 def _candidates(rec: _Records) -> Section:
@@ -430,9 +436,10 @@ def _holdout(rec: _Records) -> Section:
     if slices:
         srows = []
         for r in slices:
-            rows_m = re.match(r"(\d+) rows", r.get("detail") or "")
+            detail = r.get("detail") or ""
+            rows_m = re.match(r"(\d+) rows:? ?", detail)
             srows.append([str(r["rule"]).removeprefix("slice:"), rows_m.group(1) if rows_m else "-",
-                          fmt(r.get("measured")), r.get("detail") or ""])
+                          fmt(r.get("measured")), detail[rows_m.end():] if rows_m else detail])
         blocks += ["Per slice:", Table(["slice", "rows", metric, "note"], srows)]
     return Section("Holdout evaluation", blocks)
 
