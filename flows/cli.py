@@ -270,17 +270,16 @@ def cmd_card(args: argparse.Namespace) -> int:
     """Print or write the model card of a version (default: the champion), from current records."""
     from pathlib import Path
 
-    loaded = _load_or_exit(args)
+    loaded, reg, store = _governance(args)
     from tasks.card import CardError, build_card
-    from tasks.registry import Registry
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from tasks.governance import sync_aliases
 
-    settings = Settings.from_env()
-    version = None if args.version is None else str(args.version)
+    model = loaded.config.registry.model_name
+    for found in sync_aliases(reg, store, model, "regrow card"):  # the card shows alias history
+        print(f"note: {found.describe()} was moved outside regrow; recorded now as actor 'external'",
+              file=sys.stderr)
     try:
-        card = build_card(Registry(settings), Store(settings.database_url),
-                          loaded.config.registry.model_name, version)
+        card = build_card(reg, store, model, None if args.version is None else str(args.version))
     except CardError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

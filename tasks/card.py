@@ -474,16 +474,22 @@ def _trigger(rec: _Records) -> Section:
 
 def _approval(rec: _Records) -> Section:
     vt = rec.info.tags
+    blocks: list[Block] = []
     if "regrow.approval" in vt:
         rows = [[label, vt.get(f"regrow.{key}", "-")] for label, key in (
             ("decision", "approval"), ("approver", "approver"), ("reason", "approval_reason"),
             ("via", "approval_via"))]
-        return Section("Approval", [Table(["", ""], rows)])
-    mode = rec.config.promotion.mode if rec.config else None
-    text = "No approval by a person is recorded on this version"
-    text += f" (promotion mode {mode}" + ("; the gate decides alone)." if mode == "auto" else ").") \
-        if mode else "."
-    return Section("Approval", [text])
+        blocks.append(Table(["", ""], rows))
+    if "regrow.gate_override" in vt:
+        blocks.append("The gate was overridden to promote this version by hand: "
+                      f"{vt['regrow.gate_override']}.")
+    if not blocks:
+        mode = rec.config.promotion.mode if rec.config else None
+        text = "No approval by a person is recorded on this version"
+        text += f" (promotion mode {mode}" + ("; the gate decides alone)." if mode == "auto" else ").") \
+            if mode else "."
+        blocks.append(text)
+    return Section("Approval", blocks)
 
 
 def _aliases(rec: _Records) -> Section:
@@ -491,7 +497,7 @@ def _aliases(rec: _Records) -> Section:
     rows = []
     for h in rec.history:
         old, new = h["old_version"], h["new_version"]
-        change = f"v{old or '-'} -> v{new or '-'}"
+        change = f"{f'v{old}' if old else '(none)'} -> {f'v{new}' if new else '(removed)'}"
         what = "to this version" if new == v else "away from this version"
         rows.append([_when(h["at"]), h["alias"], f"{change} ({what})", h["actor"], h["reason"],
                      h.get("run_id") or "-"])

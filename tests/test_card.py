@@ -95,6 +95,12 @@ def row(markdown: str, first_cell: str) -> list[str]:
     raise AssertionError(f"no table row starting with {first_cell!r} in the card")
 
 
+def table_rows(markdown: str) -> list[list[str]]:
+    """The body rows of the (first) table in `markdown`, as cells."""
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines[2:]]
+
+
 def section(markdown: str, title: str) -> str:
     """The text of one `## title` section."""
     m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
@@ -126,8 +132,8 @@ def test_card_logged_on_the_run_and_linked_from_the_version(trained: Trained, st
     assert lines[-1] == f"{LINK_PREFIX}{base}/{CARD_MD} (HTML: {base}/{CARD_HTML})"
     logged = reg.read_text_artifact(trained.run_id, CARD_MD)
     assert logged.startswith(f"# Model card: {MODEL} v1\n")
-    # Written at registration: challenger was set, the promotion came after.
-    assert "to this version" in section(logged, "Alias history")
+    # Written at registration, before the promotion: no alias pointed at v1 yet.
+    assert "No alias has pointed at this version." in section(logged, "Alias history")
     assert "Not promoted to champion" in section(logged, "Drift checks")
     page = reg.read_text_artifact(trained.run_id, CARD_HTML)
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "<link" not in page
@@ -200,8 +206,10 @@ def test_card_holds_the_recorded_numbers(trained: Trained, state):
     assert row(why, "kind")[1] == "manual" and row(why, "reason")[1] == "card test"
 
     moves = section(md, "Alias history")
-    assert "| challenger | v- -> v1 (to this version) |" in moves
-    assert "| champion | v- -> v1 (to this version) |" in moves and "gate passed" in moves
+    (cells,) = table_rows(moves)  # the only move
+    assert cells[1:4] == ["champion", "(none) -> v1 (to this version)", "manual:cli"]
+    assert cells[4].startswith("gate passed") and cells[5] == trained.run_id
+    assert "challenger" not in moves  # auto promotion: nothing waited
 
 
 def test_card_shows_drift_checks_and_approvals_recorded_later(trained: Trained, state):
@@ -211,11 +219,13 @@ def test_card_shows_drift_checks_and_approvals_recorded_later(trained: Trained, 
     # What the promote step records when a person decides (version tags):
     reg.set_version_tags(MODEL, "1", {"regrow.approval": "approved", "regrow.approver": "alice",
                                       "regrow.approval_reason": "slices | checked",
-                                      "regrow.approval_via": "prefect-input"})
+                                      "regrow.approval_via": "prefect-input",
+                                      "regrow.gate_override": "by bob: floor too strict"})
     md = build_card(reg, store, MODEL, "1").to_markdown()
     approval = section(md, "Approval")
     assert row(approval, "approver")[1] == "alice" and row(approval, "via")[1] == "prefect-input"
     assert row(approval, "reason")[1] == "slices \\| checked"  # a pipe cannot break the table
+    assert "The gate was overridden to promote this version by hand: by bob: floor too strict." in approval
     drift = section(md, "Drift checks")
     cells = row(drift, str(trained.check_id))
     (check,) = version_drift_checks(store, MODEL, "1")
