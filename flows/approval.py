@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from configs.schema import parse_duration
-from flows.steps import Approval, Registration, RunContext, needs_person
-from tasks.gate import GateDecision
+
+if TYPE_CHECKING:  # `regrow approve/reject` import this module: keep the ML stack out of it
+    from flows.steps import Approval, Registration, RunContext
+    from tasks.gate import GateDecision
 
 
 class PromotionDecision(RunInput):
@@ -20,6 +24,8 @@ class PromotionDecision(RunInput):
 
 def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> Approval | None:
     """None when the gate alone decides; otherwise pause until approved, rejected or timed out."""
+    from flows.steps import Approval, needs_person
+
     if not needs_person(ctx, decision):
         return None
     from prefect.exceptions import FlowPauseTimeout

@@ -330,7 +330,10 @@ def _resume(args: argparse.Namespace, approve: bool) -> int:
         run_id = paused_run(run_id)
         resume_flow_run(run_id, run_input={"approve": approve, "approver": args.by,
                                            "reason": args.reason})
-    except (ObjectNotFound, RuntimeError) as err:
+    except ObjectNotFound:
+        print(f"error: there is no flow run {run_id} on this Prefect API", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
         print(f"error: cannot resume flow run {run_id}: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{'approved' if approve else 'rejected'} the promotion waiting in flow run {run_id} "

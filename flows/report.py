@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flows.monitoring import DriftOutcome, NoChampion, RetrainOutcome
-from flows.training import TrainingOutcome
+if TYPE_CHECKING:  # `status` is a light command: no Prefect or ML library at import
+    from flows.monitoring import DriftOutcome, RetrainOutcome
+    from flows.training import TrainingOutcome
 
 # Errors caused by the input (config, data, expectations), not by regrow: exit code 2.
 BAD_INPUT = 2
@@ -17,6 +18,7 @@ BAD_INPUT = 2
 def known_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, reported without a traceback."""
     from configs.schema import ConfigError
+    from flows.monitoring import NoChampion
     from flows.steps import ValidationFailed
     from tasks.drift import DriftError
     from tasks.features import FeatureError

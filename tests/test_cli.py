@@ -143,3 +143,36 @@ def test_an_estimator_override_runs_no_command(tmp_path: Path):
                "--set", "candidates.estimators.0.grid={}"], tmp_path / "h")
     assert out.returncode == 2 and "is not a scikit-learn estimator class" in out.stderr
     assert "Traceback" not in out.stderr and not marker.exists()
+
+
+LIGHT_PROBE = """
+import sys, atexit
+heavy = ("sklearn", "evidently", "great_expectations", "prefect", "mlflow")
+atexit.register(lambda: print("HEAVY=" + ",".join(sorted(m for m in heavy if m in sys.modules))))
+import flows.cli
+try:
+    flows.cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+"""
+
+
+@pytest.mark.parametrize(("args", "allowed"), [
+    (["--help"], set()),
+    (["config", "check", "{cfg}"], set()),
+    (["config", "schema"], set()),
+    (["status", "{cfg}"], {"mlflow"}),
+    (["history", "{cfg}"], {"mlflow"}),
+    (["card", "{cfg}"], {"mlflow"}),
+    (["approve", "00000000-0000-0000-0000-000000000000", "--by", "x"], {"prefect"}),
+], ids=lambda v: v[0] if isinstance(v, list) else None)
+def test_light_commands_import_only_what_they_use(tmp_path: Path, args, allowed):
+    cfg = write_case(tmp_path / "m", binary_frame(50), BINARY_CONFIG)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
+    env.update(REGROW_HOME=str(tmp_path / "h"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", LIGHT_PROBE, *[a.format(cfg=cfg) for a in args]],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY=")][-1]
+    imported = set(filter(None, line.removeprefix("HEAVY=").split(",")))
+    assert imported <= allowed, f"{args[0]} imported {imported - allowed}"
