@@ -371,11 +371,25 @@ class DriftRules(Strict):
 
 
 class PerformanceRule(Strict):
-    """Performance on matured labels against the reference (holdout) performance."""
+    """Performance against the reference (holdout) performance: realized on matured labels,
+    estimated without labels (binary classifiers) when fewer than `min_labels` have matured."""
 
-    min_labels: int = Field(default=200, ge=1)
+    min_labels: int = Field(default=200, ge=1,
+                            description="Matured labels a window needs for realized performance.")
     tolerance: float = Field(default=0.05, ge=0,
-                             description="Allowed drop of the primary metric before it counts.")
+                             description="Allowed drop of the primary metric before it counts: "
+                             "in the metric's own units when tolerance_kind is absolute (0.05 = "
+                             "five AUC points), a fraction of the reference value when relative "
+                             "(0.05 = 5%).")
+    tolerance_kind: Literal["absolute", "relative"] = Field(
+        default="absolute", description="absolute: drop in the metric's units; relative: drop "
+        "divided by the absolute reference value.")
+    immediate: float | None = Field(
+        default=None, gt=0, description="A drop at least this large (same units as tolerance) "
+        "asks for a retrain on one check, without waiting for persistence; null = never.")
+    estimate: bool = Field(
+        default=True, description="Without enough matured labels, estimate the primary metric "
+        "of a binary classifier from its calibrated probabilities (CBPE).")
 
 
 class Monitoring(Strict):
@@ -400,6 +414,10 @@ class RetrainPolicy(Strict):
                                        description="Consecutive gate rejections that open it.")
     stale_after: str = Field(default="2h", description="An in-flight training older than this "
                              "is considered dead and no longer coalesces requests.")
+    on: Literal["performance", "drift", "any"] = Field(
+        default="performance", description="What asks a drift check for a retrain: performance "
+        "degradation (realized, or estimated without labels; drift alone is a warning), drift "
+        "(feature drift, prediction drift or realized performance drop), or any of them.")
 
     @field_validator("cooldown", "budget_period", "stale_after")
     @classmethod

@@ -191,20 +191,34 @@ def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, st
                                  period_seconds=parse_duration(w.period) if w.period else None)
     ref = load_reference(env.registry, run_id)
     previous = st.recent_drift_flags(env.store, env.model, version, cfg.monitoring.persistence.n)
+    # Performance persists per model: a new version does not wipe out a degradation.
+    previous_perf = st.recent_performance_flags(env.store, env.model, cfg.monitoring.persistence.n)
     report = env.settings.reports_dir / env.model / f"drift-{st.now():%Y%m%dT%H%M%S%f}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
-    assessment = monitor.assess(cfg, ref, window, previous, report_html=report)
+    assessment = monitor.assess(cfg, ref, window, previous, report_html=report,
+                                previous_performance=previous_perf)
     if not report.exists():
         return assessment, None, window
     env.registry.client.log_artifact(run_id, str(report), "drift")
     return assessment, str(report), window
 
 
+def drift_payload(check_id: int | None, version: str,
+                  assessment: monitor.Assessment) -> dict[str, Any]:
+    """The payload of ``regrow.drift.checked``: the verdict, whether a retrain is due
+    (`persistent`), and `warning` when drift was seen that asks for no retrain."""
+    return {"check_id": check_id, "version": version, "verdict": assessment.verdict,
+            "persistent": assessment.persistent, "drift_share": assessment.drift_share,
+            "drifted_columns": assessment.drifted_columns, "reasons": assessment.reasons,
+            "warning": assessment.warning, "retrain_on": assessment.retrain_on,
+            "performance": monitor.performance_payload(assessment.performance)}
+
+
 @flow(name="regrow-drift-check", log_prints=True)
 def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
                      retrain: bool = True) -> DriftOutcome:
-    """Compare the champion's recent window with its reference; ask for a retrain when drift
-    persists."""
+    """Compare the champion's recent window with its reference; ask for a retrain when the
+    signals `retrain.on` names persist (drift alone is only a warning under `performance`)."""
     env = Env.open(config_path, overrides)
     try:
         version, run_id = env.champion()
@@ -225,10 +239,7 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         + "\n".join(f"- {r}" for r in assessment.reasons)
         + (f"\n\nreport: `{report}` (MLflow run {run_id}, `drift/`)\n\n{assessment.markdown}"
            if report else ""))
-    dispatch.emit(dispatch.DRIFT_EVENT, env.model, {
-        "check_id": check_id, "version": version, "verdict": assessment.verdict,
-        "persistent": assessment.persistent, "drift_share": assessment.drift_share,
-        "drifted_columns": assessment.drifted_columns, "reasons": assessment.reasons})
+    dispatch.emit(dispatch.DRIFT_EVENT, env.model, drift_payload(check_id, version, assessment))
     answer = None
     if retrain and assessment.persistent:
         answer = run_request(env, config_path, kind="drift", reason="; ".join(assessment.reasons),

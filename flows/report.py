@@ -125,7 +125,10 @@ def render_drift(o: DriftOutcome) -> str:
                          f"{'DRIFT' if c['drifted'] else 'ok'}")
     if o.report_path:
         lines.append(f"report: {o.report_path}")
-    if a["verdict"] == "drift" and not a["persistent"]:
+    if a.get("warning"):
+        lines.append("WARNING: drift without a persistent performance degradation; no retrain "
+                     "asked (retrain.on: performance)")
+    elif a["verdict"] == "drift" and not a["persistent"]:
         lines.append("no retrain asked yet (waiting for persistence)")
     if o.bake:
         b = o.bake

@@ -6,6 +6,7 @@ step itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from tasks import ingest as ing
 from tasks import train as tr
 from tasks import validate as va
 from tasks.card import publish_card
+from tasks.estimate import reference_calibration
 from tasks.governance import clear_challenger, move_alias, sync_aliases
 from tasks.provenance import Trigger, git_commit, package_version
 from tasks.reference import build_reference
@@ -201,6 +203,9 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     example = parts.train.head(5)[trained.roles.inputs]
     uri = reg.log_model(ctx.run_id, trained.model, example)
     reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
+    reference = dataclasses.replace(reference, calibration=reference_calibration(
+        ctx.loaded.config.data.task, trained.model, trained.roles.inputs, parts.holdout,
+        trained.target))
     log_reference(reg, ctx.run_id, reference)
     tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
             "regrow.trigger_reason": ctx.trigger.reason or "-",

@@ -1,5 +1,6 @@
-"""A drift check's decision: feature drift, prediction drift and performance on matured
-labels, calibrated against false alarms (minimum window, persistence, weights, tolerance)."""
+"""A drift check's decision: feature drift, prediction drift and performance (realized on
+matured labels, or estimated without them), calibrated against false alarms (minimum window,
+persistence, weights, tolerance); `retrain.on` says which of them may ask for a retrain."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.schema import METRICS, Config
+from configs.schema import METRICS, Config, PerformanceRule
+from tasks import estimate as est
 from tasks.evaluate import score_arrays
 from tasks.reference import PRED, SCORE, Reference
 
@@ -20,7 +22,10 @@ INSUFFICIENT, OK, DRIFT = "insufficient_data", "ok", "drift"
 
 @dataclass(frozen=True)
 class Performance:
-    """The primary metric on labelled window rows against the reference (holdout) value."""
+    """The primary metric of a window against the reference (holdout) value: realized on its
+    labelled rows, or, with `estimated`, expected from calibrated probabilities (CBPE).
+    `drop` and `tolerance` are in `tolerance_kind` units: the metric's own (absolute) or a
+    fraction of the reference value (relative)."""
 
     metric: str
     labelled_rows: int
@@ -30,6 +35,8 @@ class Performance:
     tolerance: float
     degraded: bool
     note: str = ""
+    estimated: bool = False
+    tolerance_kind: str = "absolute"
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,12 @@ class Assessment:
         verdict: ``insufficient_data``, ``ok`` or ``drift``.
         reasons: why, one line per signal.
         drift_share: the (weighted, if configured) share of drifted features.
-        persistent: drift in at least k of the last n checks (this one included): a retrain
-            should be requested.
+        persistent: a retrain should be requested: under ``retrain.on`` the signals that may
+            ask for one showed in at least k of the last n checks (this one included), or the
+            performance drop reached ``monitoring.performance.immediate``.
+        warning: drift was seen, and under ``retrain.on: performance`` this check asks for no
+            retrain.
+        retrain_on: the ``retrain.on`` mode this check was decided under.
     """
 
     verdict: str
@@ -54,6 +65,8 @@ class Assessment:
     persistent: bool = False
     summary: dict[str, Any] | None = None
     markdown: str = ""
+    warning: bool = False
+    retrain_on: str = "drift"
 
     @property
     def drifted(self) -> bool:
@@ -63,6 +76,14 @@ class Assessment:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+def performance_payload(perf: Performance | None) -> dict[str, Any] | None:
+    """The short, JSON-able form of a check's performance for events."""
+    if perf is None:
+        return None
+    return {k: getattr(perf, k) for k in ("metric", "current", "reference", "drop", "degraded",
+                                          "estimated", "labelled_rows", "tolerance_kind")}
 
 
 def _labels(window: pd.DataFrame, ref: Reference,
@@ -91,21 +112,67 @@ def window_metric(config: Config, ref: Reference, window: pd.DataFrame) -> tuple
     return n, None if math.isnan(value) else float(value)
 
 
-def performance(config: Config, ref: Reference, window: pd.DataFrame) -> Performance:
-    """The primary metric on labelled rows and its drop against the reference performance."""
+def metric_drop(metric: str, reference: float, value: float, kind: str) -> float:
+    """How much worse `value` is than `reference` (positive = worse): in the metric's units
+    (``absolute``) or as a fraction of the reference's magnitude (``relative``)."""
+    drop = (reference - value) if METRICS[metric][1] else (value - reference)
+    if kind == "relative":
+        return drop / abs(reference) if reference else (math.inf if drop > 0 else 0.0)
+    return drop
+
+
+def performance(config: Config, ref: Reference, window: pd.DataFrame,
+                estimate: bool = False) -> Performance:
+    """The primary metric and its drop against the reference performance: realized on labelled
+    rows when at least `performance.min_labels` have matured; otherwise, with `estimate` (and
+    `performance.estimate`), estimated without labels for a binary classifier."""
     rule, metric, task = config.monitoring.performance, ref.metric, config.data.task
     n = int(window["__label"].notna().sum()) if "__label" in window else 0
     reference = ref.performance.get(metric)
     if n < rule.min_labels:
+        if estimate and rule.estimate:
+            return estimated_performance(config, ref, window, n)
         return Performance(metric, n, None, reference, None, rule.tolerance, False,
-                           f"{n} labelled rows < {rule.min_labels}: not judged")
+                           f"{n} labelled rows < {rule.min_labels}: not judged",
+                           tolerance_kind=rule.tolerance_kind)
     y, pred, proba = _labels(window, ref, task)
     value = score_arrays(task, y, pred, proba).get(metric, math.nan)
+    return _judged(rule, metric, n, value, reference, estimated=False)
+
+
+def _judged(rule: PerformanceRule, metric: str, n: int, value: float, reference: float | None,
+            estimated: bool) -> Performance:
     if reference is None or math.isnan(value):
         return Performance(metric, n, None if math.isnan(value) else value, reference, None,
-                           rule.tolerance, False, f"{metric} not available on this window")
-    drop = (reference - value) if METRICS[metric][1] else (value - reference)
-    return Performance(metric, n, value, reference, drop, rule.tolerance, drop > rule.tolerance)
+                           rule.tolerance, False, f"{metric} not available on this window",
+                           estimated, rule.tolerance_kind)
+    drop = metric_drop(metric, reference, value, rule.tolerance_kind)
+    return Performance(metric, n, value, reference, drop, rule.tolerance, drop > rule.tolerance,
+                       "", estimated, rule.tolerance_kind)
+
+
+def estimated_performance(config: Config, ref: Reference, window: pd.DataFrame,
+                          labelled: int) -> Performance:
+    """The primary metric estimated without labels (`tasks.estimate`, CBPE) on every window
+    row; not judged (with a note saying why) where no estimate exists."""
+    rule, metric, task = config.monitoring.performance, ref.metric, config.data.task
+    reference = ref.performance.get(metric)
+    short = f"{labelled} labelled rows < {rule.min_labels}"
+
+    def unjudged(why: str) -> Performance:
+        return Performance(metric, labelled, None, reference, None, rule.tolerance, False,
+                           f"{short}; {why}: not judged", tolerance_kind=rule.tolerance_kind)
+
+    if task != "binary":
+        return unjudged(f"no estimate without labels for {task}")
+    calibration = est.Calibration.from_dict(ref.calibration)
+    if calibration is None:
+        return unjudged("no calibration stored with this version")
+    if metric not in est.ESTIMABLE or SCORE not in window:
+        return unjudged(f"{metric} cannot be estimated")
+    yhat = pd.to_numeric(window[PRED], errors="coerce").fillna(0).to_numpy(dtype=int)
+    value = est.estimate_metrics(calibration, window[SCORE].to_numpy(dtype=float), yhat)[metric]
+    return _judged(rule, metric, labelled, value, reference, estimated=True)
 
 
 def _weighted_share(summary, importance: dict[str, float]) -> float:
@@ -116,11 +183,13 @@ def _weighted_share(summary, importance: dict[str, float]) -> float:
 
 
 def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[bool],
-           report_html: Path | None = None) -> Assessment:
+           report_html: Path | None = None,
+           previous_performance: list[bool] | None = None) -> Assessment:
     """Decide one drift check.
 
-    `previous` are the drifted flags of earlier checks of this model, newest first; the check
-    is persistent when drift shows in at least k of the last n checks including this one.
+    `previous` are the drifted flags of earlier checks of this version, newest first;
+    `previous_performance` the performance-degraded flags of earlier checks of this model,
+    whatever version served, newest first. See `decide` for when the check is persistent.
     """
     from tasks.drift import check_drift
 
@@ -156,18 +225,65 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
     if pdrift:
         p = summary.prediction_drift
         reasons.append(f"prediction drift: {p.method} {p.score:.4f} ({p.rule})")
-    perf = performance(config, ref, window)
+    mode = config.retrain.on
+    # Under `drift` the check behaves as it always did: realized performance only.
+    perf = performance(config, ref, window, estimate=mode != "drift")
     if perf.degraded:
-        reasons.append(f"performance: {perf.metric} {perf.current:.4f} vs reference "
-                       f"{perf.reference:.4f}, drop {perf.drop:.4f} > {perf.tolerance}")
-    drifted = feature_drift or bool(pdrift) or perf.degraded
+        reasons.append(f"performance{' (estimated without labels)' if perf.estimated else ''}: "
+                       f"{perf.metric} {perf.current:.4f} vs reference {perf.reference:.4f}, "
+                       f"drop {perf.drop:.4f} > {perf.tolerance} ({perf.tolerance_kind})")
+    elif perf.current is not None:
+        reasons.append(f"performance{' (estimated without labels)' if perf.estimated else ''}: "
+                       f"{perf.metric} {perf.current:.4f} vs reference {perf.reference:.4f}, "
+                       f"within tolerance")
+    drift_seen = feature_drift or bool(pdrift)
+    drifted = drift_seen or perf.degraded
     if not drifted:
         reasons.append(f"no drift: share {share:.2f} < {d.drift_share:.2f}"
                        + (f"; {perf.note}" if perf.note else ""))
-    recent = [drifted, *previous][: m.persistence.n]
-    persistent = drifted and sum(recent) >= m.persistence.k
-    if drifted and not persistent:
-        reasons.append(f"not yet persistent: drift in {sum(recent)} of the last {len(recent)} "
-                       f"checks, {m.persistence.k} of {m.persistence.n} needed")
+    persistent, warning, why = decide(config, drifted, drift_seen, perf, previous,
+                                      previous_performance or [])
+    reasons += why
     return Assessment(DRIFT if drifted else OK, rows, reasons, share, summary.drifted_columns,
-                      pdrift, perf, persistent, summary.to_dict(), summary.to_markdown())
+                      pdrift, perf, persistent, summary.to_dict(), summary.to_markdown(),
+                      warning, mode)
+
+
+def decide(config: Config, drifted: bool, drift_seen: bool, perf: Performance,
+           previous: list[bool], previous_performance: list[bool]) -> tuple[bool, bool, list[str]]:
+    """Whether a check asks for a retrain under `retrain.on`, and whether it is a warning.
+
+    - drift signals (feature or prediction drift, and under ``drift`` a realized performance
+      drop) persist per version: k of the last n checks of this version (`previous`);
+    - performance degradation persists per model (`previous_performance`, any version), so a
+      degradation is not forgotten because a retrain or rollback changed the version; a drop
+      of at least `performance.immediate` asks at once.
+
+    Returns:
+        (persistent, warning, extra reasons).
+    """
+    m, mode = config.monitoring, config.retrain.on
+    k, n = m.persistence.k, m.persistence.n
+    immediate = (perf.degraded and m.performance.immediate is not None
+                 and perf.drop is not None and perf.drop >= m.performance.immediate)
+    drift_recent = [drifted, *previous][:n]
+    drift_persistent = drifted and (sum(drift_recent) >= k or immediate)
+    perf_recent = [perf.degraded, *previous_performance][:n]
+    perf_persistent = perf.degraded and (sum(perf_recent) >= k or immediate)
+    persistent = {"drift": drift_persistent, "performance": perf_persistent,
+                  "any": drift_persistent or perf_persistent}[mode]
+    warning = mode == "performance" and drift_seen and not persistent
+    why = []
+    if immediate and persistent:
+        why.append(f"drop {perf.drop:.4f} >= performance.immediate {m.performance.immediate}: "
+                   "retrain asked without waiting for persistence")
+    elif mode != "drift" and perf.degraded and not perf_persistent:
+        why.append(f"performance not yet persistent: degraded in {sum(perf_recent)} of the last "
+                   f"{len(perf_recent)} checks of the model, {k} of {n} needed")
+    if mode != "performance" and drifted and not drift_persistent and not persistent:
+        why.append(f"not yet persistent: drift in {sum(drift_recent)} of the last "
+                   f"{len(drift_recent)} checks, {k} of {n} needed")
+    if warning:
+        why.append("warning: drift asks for no retrain under retrain.on: performance "
+                   "(only a persistent performance degradation does)")
+    return persistent, warning, why

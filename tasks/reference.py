@@ -27,6 +27,9 @@ class Reference:
     performance: dict[str, float]
     importance: dict[str, float] = field(default_factory=dict)
     positive_label: Any = None
+    # Holdout calibration of a binary classifier's probabilities (tasks.estimate), for
+    # estimating performance without labels; empty when none was fitted.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description (everything but the frame)."""
@@ -34,7 +37,7 @@ class Reference:
                 "datetime": self.spec.datetime, "categories": self.spec.categories,
                 "metric": self.metric, "performance": self.performance,
                 "importance": self.importance, "positive_label": self.positive_label,
-                "rows": len(self.frame)}
+                "calibration": self.calibration, "rows": len(self.frame)}
 
     @classmethod
     def from_parts(cls, frame: pd.DataFrame, meta: dict[str, Any]) -> Reference:
@@ -42,7 +45,7 @@ class Reference:
         spec = InputSpec(meta["numeric"], meta["categorical"], meta["datetime"],
                          meta.get("categories", {}))
         return cls(frame, spec, meta["metric"], meta["performance"], meta.get("importance", {}),
-                   meta.get("positive_label"))
+                   meta.get("positive_label"), meta.get("calibration") or {})
 
 
 def known_categories(model: Any, categorical: list[str]) -> dict[str, list[str]]:

@@ -293,6 +293,18 @@ def recent_drift_flags(store: Store, model: str, version: str, limit: int) -> li
         return [bool(r[0]) for r in conn.execute(q)]
 
 
+def recent_performance_flags(store: Store, model: str, limit: int) -> list[bool]:
+    """Performance-degraded flags (realized or estimated) of a model's newest checks that had
+    enough data, whatever version they judged, newest first."""
+    import json
+
+    c = drift_checks.c
+    q = (sa.select(c.performance).where(c.model == model, c.verdict != "insufficient_data")
+         .order_by(c.id.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        return [bool((json.loads(r[0] or "null") or {}).get("degraded")) for r in conn.execute(q)]
+
+
 def recent_drift_checks(store: Store, model: str, limit: int = 10) -> list[dict[str, Any]]:
     """The newest drift checks of a model (without the full summary)."""
     c = drift_checks.c

@@ -25,7 +25,8 @@ MONITORED = merge(BINARY_CONFIG, {
     "monitoring": {"reference_rows": 3000, "window": {"rows": 1000, "min_rows": 300},
                    "persistence": {"k": 2, "n": 3},
                    "performance": {"min_labels": 200, "tolerance": 0.05}},
-    "retrain": {"cooldown": "1h", "circuit_breaker_after": 3},
+    # These tests cover drift-triggered retraining; tests/test_estimate.py covers the modes.
+    "retrain": {"cooldown": "1h", "circuit_breaker_after": 3, "on": "drift"},
 })
 MODEL = MONITORED["registry"]["model_name"]
 
