@@ -229,9 +229,9 @@ def test_no_drift_control_no_retrain(trained):
 
 
 def test_regression_has_no_estimate():
-    from tests.helpers import REGRESSION_CONFIG
     from tasks.reference import Reference
     from tasks.scoring import InputSpec
+    from tests.helpers import REGRESSION_CONFIG
 
     cfg = parse_config(merge(REGRESSION_CONFIG, {"monitoring": {"window": {"min_rows": 10}}}))
     ref = Reference(pd.DataFrame(), InputSpec(["f1"], [], [], {}), "rmse", {"rmse": 1.0})
@@ -277,8 +277,11 @@ def test_drift_check_flow_warns_under_performance_and_retrains_under_drift(home:
     a = monitor.Assessment(**{**checks[0].assessment, "performance": None})
     assert drift_payload(1, "1", a)["warning"] is True
 
-    # The same window under `drift`: drift persists (3 of 3) and a retrain is asked.
+    # The same window under `drift`: drift persists (3 of 3) and a retrain is asked; the
+    # policy answers (cooling down: the champion was trained a minute ago).
     asked = drift_check_flow(str(cfg), overrides={"retrain.on": "drift"}, retrain=True)
     assert asked.assessment["persistent"] and not asked.assessment["warning"]
-    assert asked.retrain is not None and asked.retrain.verdict == policy.ADMITTED
+    assert asked.retrain is not None and asked.retrain.verdict == policy.COOLING
+    requests = policy.recent_requests(store, cfg_dict["registry"]["model_name"])
+    assert [r["kind"] for r in requests] == ["drift"]
     assert len(recent_drift_checks(store, cfg_dict["registry"]["model_name"])) == 3
