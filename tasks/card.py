@@ -515,8 +515,10 @@ def _performance(raw: Any) -> str:
         return "-"
     if perf.get("current") is None:
         return perf.get("note") or f"{perf.get('labelled_rows', 0)} labelled rows"
+    basis = ("estimated without labels" if perf.get("estimated")
+             else f"on {perf.get('labelled_rows')} labelled rows")
     return (f"{perf.get('metric')} {fmt(perf.get('current'))} vs {fmt(perf.get('reference'))} "
-            f"on {perf.get('labelled_rows')} labelled rows" + (" (degraded)" if perf.get("degraded") else ""))
+            f"{basis}" + (" (degraded)" if perf.get("degraded") else ""))
 
 
 def _drift(rec: _Records) -> Section:
