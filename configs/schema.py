@@ -680,6 +680,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else None
 
 
+OVERRIDES_MARKER = "\n# overrides\n"
+
+
+def overrides_block(overrides: dict[str, Any]) -> str:
+    """The text appended to a config's recorded text (and hashed with it) for its overrides."""
+    return OVERRIDES_MARKER + yaml.safe_dump({"overrides": dict(overrides)}, sort_keys=False)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedConfig:
     """Read and validate a YAML config file, with optional dotted-key overrides.
 
@@ -689,15 +697,30 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Lo
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
-    raw = p.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    return config_from_text(text, p, overrides)
+
+
+def config_from_text(text: str, path: str | Path,
+                     overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    """Validate a config's YAML text as if it were read from `path` (which need not exist
+    any more): relative paths in it resolve against that file's folder. `regrow reproduce`
+    uses it for the text a run recorded.
+
+    Raises:
+        ConfigError: the text is not YAML or does not match the schema.
+    """
+    p = Path(path)
+    try:
         data = yaml.safe_load(text)
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
     if overrides:
         data = apply_overrides(data if isinstance(data, dict) else {}, dict(overrides))
-        text += "\n# overrides\n" + yaml.safe_dump({"overrides": dict(overrides)}, sort_keys=False)
+        text += overrides_block(overrides)
     return LoadedConfig(
         config=parse_config(data, str(p)),
         path=p.resolve(),

@@ -372,6 +372,14 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Train a recorded run again and compare its holdout metric (exit 0 same, 1 different)."""
+    from flows.reproduce import run_reproduce
+
+    return run_reproduce(args.target, args.version, allow_data_change=args.allow_data_change,
+                         tolerance=args.tolerance, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: no heavy imports)."""
     p = argparse.ArgumentParser(prog="regrow", description="Keep tabular models fresh: "
@@ -459,6 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("--log-level", default="info")
     wh.add_argument("--no-access-log", action="store_true")
     wh.set_defaults(func=cmd_webhook)
+
+    rp = sub.add_parser("reproduce", help="train a recorded run again and compare its holdout "
+                        "metric; registers nothing")
+    rp.add_argument("target", metavar="RUN_ID | CONFIG", help="an MLflow run id, or a config "
+                    "file with --version")
+    rp.add_argument("--version", help="reproduce this registered version of CONFIG's model")
+    rp.add_argument("--allow-data-change", action="store_true",
+                    help="train even if the data's fingerprint changed, and report the difference")
+    rp.add_argument("--tolerance", type=float, default=1e-9,
+                    help="largest absolute difference of the primary metric that counts as "
+                    "reproduced (default 1e-9)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_reproduce)
 
     d = sub.add_parser("demo", help="train twice on a public weather table; show the gate decide")
     d.add_argument("--json", action="store_true")

@@ -55,6 +55,9 @@ class RunContext:
     run_id: str = ""
     row_id: int = 0
     notes: list[str] = field(default_factory=list)
+    # False for reproductions: no training_runs row (the retrain policy must not count them)
+    # and no alias bookkeeping
+    record_training: bool = True
 
     @property
     def model_name(self) -> str:
@@ -75,10 +78,13 @@ def start_run(ctx: RunContext) -> RunContext:
             "regrow.config_path": str(ctx.loaded.path), "regrow.version": package_version(),
             "regrow.git_commit": git_commit() or "unknown", "regrow.seed": cfg.candidates.seed}
     ctx.run_id = ctx.registry.start_run(ctx.model_name, f"train-{ctx.trigger.kind}", tags)
-    for found in sync_aliases(ctx.registry, ctx.store, ctx.model_name, "regrow train"):
-        ctx.notes.append(f"alias moved outside regrow, now recorded: {found.describe()}")
-    ctx.row_id = ctx.store.start_training(ctx.model_name, ctx.trigger.kind, ctx.trigger.reason)
+    if ctx.record_training:  # a reproduction leaves the training and alias records alone
+        for found in sync_aliases(ctx.registry, ctx.store, ctx.model_name, "regrow train"):
+            ctx.notes.append(f"alias moved outside regrow, now recorded: {found.describe()}")
+        ctx.row_id = ctx.store.start_training(ctx.model_name, ctx.trigger.kind, ctx.trigger.reason)
     ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
+    # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.
+    ctx.registry.log_dict(ctx.run_id, ctx.loaded.overrides, "config/overrides.json")
     return ctx
 
 
@@ -142,8 +148,10 @@ class Evaluations:
 
 
 @step("evaluate")
-def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult) -> Evaluations:
-    """Score the candidate, and the current champion on the same holdout."""
+def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
+             with_champion: bool = True) -> Evaluations:
+    """Score the candidate, and (unless `with_champion` is False) the current champion on the
+    same holdout."""
     g = ctx.loaded.config.gate
     kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
     cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
@@ -152,7 +160,7 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult) ->
     if cand.ci:
         ctx.registry.log_metrics(ctx.run_id, {f"holdout_{trained.metric}_ci_low": cand.ci[0],
                                               f"holdout_{trained.metric}_ci_high": cand.ci[1]})
-    version = ctx.registry.alias_version(ctx.model_name, CHAMPION)
+    version = ctx.registry.alias_version(ctx.model_name, CHAMPION) if with_champion else None
     champ, error = None, None
     if version is not None:
         try:
@@ -307,13 +315,15 @@ def close_run(ctx: RunContext, *, error: BaseException | None = None,
         ctx.registry.set_tags(ctx.run_id, {"regrow.status": "failed",
                                            "regrow.error": f"{type(error).__name__}: {error}"})
         ctx.registry.end_run(ctx.run_id, "FAILED")
-        ctx.store.finish_training(ctx.row_id, status="failed", run_id=ctx.run_id,
-                                  detail=f"{type(error).__name__}: {error}"[:4000])
+        if ctx.row_id:
+            ctx.store.finish_training(ctx.row_id, status="failed", run_id=ctx.run_id,
+                                      detail=f"{type(error).__name__}: {error}"[:4000])
         return
     ctx.registry.set_tags(ctx.run_id, {"regrow.status": "finished"})
     ctx.registry.end_run(ctx.run_id, "FINISHED")
-    ctx.store.finish_training(ctx.row_id, status="finished", run_id=ctx.run_id, verdict=verdict,
-                              version=version)
+    if ctx.row_id:
+        ctx.store.finish_training(ctx.row_id, status="finished", run_id=ctx.run_id,
+                                  verdict=verdict, version=version)
 
 
 def as_dict(obj: Any) -> Any:

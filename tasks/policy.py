@@ -20,6 +20,7 @@ What a run counts for:
 | promoted (or passed, waiting for approval) | yes | yes | resets the count |
 | rejected by the gate | yes | yes | counts |
 | failed before a verdict: validation, bad config, error, crash | no | no | counts |
+| a reproduction (`regrow reproduce`; no `training_runs` row) | no | no | no |
 
 A failed run trained nothing, so it neither cools the model down nor spends its budget: the
 next request (with fixed data) is admitted at once. Repeated failures still open the breaker,
@@ -44,7 +45,11 @@ from tasks.store import Store, circuit_resets, now, policy_locks, retrain_reques
 ADMITTED, COALESCED, COOLING, OVER_BUDGET, CIRCUIT_OPEN = (
     "admitted", "coalesced", "cooling_down", "over_budget", "circuit_open")
 IN_FLIGHT = ("admitted", "running")
-TRIGGER_KINDS = ("drift", "schedule", "manual", "webhook", "ui", "demo")
+# What may ask the policy for a training.
+REQUEST_KINDS = ("drift", "schedule", "manual", "webhook", "ui", "demo")
+# What a training run may record as its trigger: a request kind, or `reproduce` -- a run of
+# `regrow reproduce`, which writes no `training_runs` row and so never counts here.
+TRIGGER_KINDS = (*REQUEST_KINDS, "reproduce")
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,8 @@ def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: st
     Raises:
         ValueError: an unknown trigger kind or an empty reason.
     """
-    if kind not in TRIGGER_KINDS:
-        raise ValueError(f"unknown trigger kind {kind!r}; one of {TRIGGER_KINDS}")
+    if kind not in REQUEST_KINDS:
+        raise ValueError(f"unknown trigger kind {kind!r}; one of {REQUEST_KINDS}")
     if not reason.strip():
         raise ValueError("a retrain request needs a reason")
     at = at or now()

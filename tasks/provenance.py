@@ -29,8 +29,9 @@ def git_commit(where: Path | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why a training run started: kind (manual, schedule, drift, webhook, ui, demo), reason,
-    and a reference to what asked (request id, drift check id, delivery id)."""
+    """Why a training run started: kind (manual, schedule, drift, webhook, ui, demo, or
+    reproduce), reason, and a reference to what asked (request id, drift check id, delivery
+    id, or for a reproduction the run it reproduces)."""
 
     kind: str = "manual"
     reason: str = ""
@@ -43,4 +44,6 @@ class Trigger:
              "regrow.actor": self.actor}
         if self.ref:
             t["regrow.trigger_ref"] = self.ref
+            if self.kind == "reproduce":  # the ref is the reproduced run's id
+                t["regrow.reproduces"] = self.ref
         return t

@@ -258,6 +258,38 @@ class Registry:
                 "metrics": dict(r.data.metrics), "artifact_uri": r.info.artifact_uri,
                 "experiment_id": r.info.experiment_id}
 
+    def find_run(self, run_id: str) -> dict[str, Any] | None:
+        """Like `run_info`, or None when the store has no run with this id."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.run_info(run_id)
+        except MlflowException:
+            return None
+
+    def version_run_id(self, name: str, version: str) -> str | None:
+        """The run that produced a registered version, or None when there is no such version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(name, str(version)).run_id
+        except MlflowException:
+            return None
+
+    def read_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run, or None when the run has no artifact at `path`."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        self.client  # noqa: B018 - make sure the URIs are set
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                            dst_path=tmp)
+            except (MlflowException, OSError):
+                return None
+            return Path(local).read_text(encoding="utf-8")
+
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Artifact paths directly under `path`."""
         return [a.path for a in self.client.list_artifacts(run_id, path)]
