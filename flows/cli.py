@@ -374,7 +374,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Train a recorded run again and compare its holdout metric (exit 0 same, 1 different)."""
-    from flows.reproduce import run_reproduce
+    from flows.reproduce_cli import run_reproduce
 
     return run_reproduce(args.target, args.version, allow_data_change=args.allow_data_change,
                          tolerance=args.tolerance, as_json=args.json)

@@ -20,7 +20,8 @@ import yaml
 
 from configs.schema import overrides_block
 from flows.demo import CONFIG, write_demo_data
-from flows.reproduce import reproduce_flow, run_reproduce
+from flows.reproduce import reproduce_flow
+from flows.reproduce_cli import run_reproduce
 from flows.training import train_flow
 from tasks import reproduce as rp
 from tasks.registry import CHALLENGER, CHAMPION, Registry
