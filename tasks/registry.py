@@ -267,15 +267,6 @@ class Registry:
         except MlflowException:
             return None
 
-    def version_run_id(self, name: str, version: str) -> str | None:
-        """The run that produced a registered version, or None when there is no such version."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.get_model_version(name, str(version)).run_id
-        except MlflowException:
-            return None
-
     def read_text(self, run_id: str, path: str) -> str | None:
         """A text artifact of a run, or None when the run has no artifact at `path`."""
         import mlflow

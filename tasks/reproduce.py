@@ -125,7 +125,8 @@ def run_for_version(registry: Registry, model_name: str, version: str) -> str:
     Raises:
         ReproduceError: the model has no such version, or the version has no run.
     """
-    run_id = registry.version_run_id(model_name, version)
+    found = registry.find_version(model_name, str(version))
+    run_id = found.run_id if found is not None else None
     if not run_id:
         raise ReproduceError(f"model {model_name!r} has no version {version!r} in the registry "
                              f"at {registry.settings.tracking_uri}")

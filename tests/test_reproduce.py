@@ -21,7 +21,7 @@ import yaml
 from configs.schema import overrides_block
 from flows.demo import CONFIG, write_demo_data
 from flows.reproduce import reproduce_flow
-from flows.reproduce_cli import run_reproduce
+from flows.reproduce_cli import resolve_run, run_reproduce
 from flows.training import train_flow
 from tasks import reproduce as rp
 from tasks.registry import CHALLENGER, CHAMPION, Registry
@@ -52,7 +52,7 @@ def _state() -> dict:
     settings = Settings.from_env()
     reg, store = Registry(settings), Store(settings.database_url)
     return {"aliases": {a: reg.alias_version(MODEL, a) for a in (CHAMPION, CHALLENGER)},
-            "version2": reg.version_run_id(MODEL, "2"),
+            "version2": reg.find_version(MODEL, "2"),
             "alias_history": [h["id"] for h in store.alias_history(MODEL)],
             "trainings": [t["id"] for t in store.training_runs(MODEL)]}
 
@@ -144,3 +144,8 @@ def test_comparison_and_tolerance():
     assert not rp.compare("rmse", 1.0, None).ok
     with pytest.raises(rp.ReproduceError, match="tolerance"):
         rp.check_tolerance(-1.0)
+
+
+def test_a_config_needs_a_version():
+    with pytest.raises(rp.ReproduceError, match="add --version N"):
+        resolve_run(str(CONFIG), None)
