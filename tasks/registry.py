@@ -267,20 +267,6 @@ class Registry:
         except MlflowException:
             return None
 
-    def read_text(self, run_id: str, path: str) -> str | None:
-        """A text artifact of a run, or None when the run has no artifact at `path`."""
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        self.client  # noqa: B018 - make sure the URIs are set
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                            dst_path=tmp)
-            except (MlflowException, OSError):
-                return None
-            return Path(local).read_text(encoding="utf-8")
-
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Artifact paths directly under `path`."""
         return [a.path for a in self.client.list_artifacts(run_id, path)]

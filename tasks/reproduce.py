@@ -6,7 +6,6 @@ Plain logic for `regrow reproduce`; MLflow is reached only through `tasks.regist
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,15 +146,11 @@ def recover(registry: Registry, run_id: str) -> RecordedRun:
     if tags.get("regrow.reproduces"):
         raise ReproduceError(f"run {run_id} is itself a reproduction (of run "
                              f"{tags['regrow.reproduces']}); reproduce that one")
-    text = registry.read_text(run_id, "config/config.yaml")
+    text = registry.read_text_artifact(run_id, "config/config.yaml")
     if text is None or "regrow.config_path" not in tags:
         raise ReproduceError(f"run {run_id} recorded no config (config/config.yaml and tag "
                              "regrow.config_path); it is not a regrow training run")
-    raw = registry.read_text(run_id, "config/overrides.json")
-    try:
-        listed = None if raw is None else json.loads(raw)
-    except json.JSONDecodeError:
-        listed = None  # unreadable: fall back to the appended block
+    listed = registry.read_json_artifact(run_id, "config/overrides.json")  # None: older run
     base, overrides = split_recorded_text(text, listed if isinstance(listed, dict) else None)
     return RecordedRun(run_id=run_id, experiment_id=info["experiment_id"], status=info["status"],
                        config_path=tags["regrow.config_path"], config_text=base,
