@@ -33,25 +33,18 @@ unconfirmed events on its own. An admitted request whose event cannot even be qu
 marked failed and answered 503 (stored like any answer: send a new delivery once Prefect is
 back).
 
-On SQLite the receiver switches the store to write-ahead logging (see `_tune_sqlite`) and
-queues its own writers on one first-come first-served lock; on PostgreSQL the database
-arbitrates alone.
+The store work (claims, stored answers, take-overs, SQLite tuning and the writer lock) lives in
+`tasks.deliveries`; signing and verification in `tasks.signing`. This module holds the HTTP
+side: routes, bodies, status codes and messages.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
-import hmac
-import json
 import logging
-import os
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,22 +52,31 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from configs.schema import LoadedConfig
+from tasks.signing import (  # noqa: F401 - re-exported: senders import them from here
+    DELIVERY_HEADER,
+    MIN_SECRET_LENGTH,
+    PREVIOUS_SECRET_ENV,
+    SECRET_ENV,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookConfigError,
+    secrets_from_env,
+    sign,
+    signature,
+    usable_secrets,
+    verify,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from tasks.deliveries import Claim
     from tasks.settings import Settings
     from tasks.store import Store
 
 log = logging.getLogger("regrow.webhook")
 
-SIGNATURE_HEADER = "X-Regrow-Signature"
-TIMESTAMP_HEADER = "X-Regrow-Timestamp"
-DELIVERY_HEADER = "X-Regrow-Delivery"
 REPLAY_HEADER = "X-Regrow-Replay"
-SECRET_ENV = "REGROW_WEBHOOK_SECRET"
-PREVIOUS_SECRET_ENV = "REGROW_WEBHOOK_SECRET_PREVIOUS"
-MIN_SECRET_LENGTH = 16
 DEFAULT_PORT = 8787
 
 RETRAIN_ENDPOINT = "retrain"
@@ -82,12 +84,6 @@ DATA_ENDPOINT = "data-arrived"
 
 # Short enough that "webhook:<id>" fits the 255-character ref column of retrain_requests.
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-
-
-class WebhookConfigError(ValueError):
-    """The receiver cannot start: no secret, no Prefect API, no or clashing configs."""
-
 
 # ------------------------------------------------------------------------------ bodies
 
@@ -133,64 +129,6 @@ class DataArrivedBody(_Body):
     note: str | None = Field(default=None, max_length=2000)
 
 
-# ------------------------------------------------------------------------------ signing
-
-def signature(secret: str, body: bytes, timestamp: int | str) -> str:
-    """The value of ``X-Regrow-Signature`` for a body sent at `timestamp`.
-
-    Args:
-        secret: the shared secret.
-        body: the exact bytes sent as the request body.
-        timestamp: unix seconds, as sent in ``X-Regrow-Timestamp``.
-
-    Returns:
-        ``"sha256=<hex digest>"``.
-    """
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
-
-
-def sign(secret: str, body: bytes, timestamp: int,
-         delivery_id: str | None = None) -> dict[str, str]:
-    """The headers of a signed delivery (for senders, tests and the benchmark).
-
-    Args:
-        secret: the shared secret.
-        body: the exact bytes that will be sent.
-        timestamp: unix seconds (``int(time.time())`` for a live request).
-        delivery_id: when given, also the ``X-Regrow-Delivery`` header.
-
-    Returns:
-        ``Content-Type``, ``X-Regrow-Timestamp``, ``X-Regrow-Signature`` (and
-        ``X-Regrow-Delivery``).
-    """
-    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(int(timestamp)),
-               SIGNATURE_HEADER: signature(secret, body, int(timestamp))}
-    if delivery_id is not None:
-        headers[DELIVERY_HEADER] = delivery_id
-    return headers
-
-
-def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The accepted secrets: ``REGROW_WEBHOOK_SECRET`` and ``REGROW_WEBHOOK_SECRET_PREVIOUS``
-    (blank values ignored)."""
-    env = os.environ if environ is None else environ
-    return [v for v in (env.get(SECRET_ENV, ""), env.get(PREVIOUS_SECRET_ENV, "")) if v.strip()]
-
-
-def _check_secrets(secrets: Iterable[str] | None) -> tuple[bytes, ...]:
-    found = [s for s in (secrets_from_env() if secrets is None else secrets) if s and s.strip()]
-    if not found:
-        raise WebhookConfigError(
-            f"no webhook secret: set {SECRET_ENV} (and, while rotating, {PREVIOUS_SECRET_ENV}), "
-            "e.g. to the output of `openssl rand -hex 32`")
-    short = [i for i, s in enumerate(found) if len(s) < MIN_SECRET_LENGTH]
-    if short:
-        raise WebhookConfigError(f"webhook secret(s) shorter than {MIN_SECRET_LENGTH} characters "
-                                 "are refused; use e.g. `openssl rand -hex 32`")
-    return tuple(dict.fromkeys(s.encode() for s in found))
-
-
 # ------------------------------------------------------------------------------ answers
 
 @dataclass(frozen=True)
@@ -218,52 +156,11 @@ def _field_errors(err: ValidationError) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------ receiver
 
-class FairLock:
-    """A mutex handed to waiters in arrival order.
-
-    `threading.Lock` lets whichever thread the scheduler wakes first take it, so under a
-    burst some deliveries wait many turns while later ones go first; handing the lock over
-    first-come first-served keeps the slowest answers close to the queue's length.
-    """
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._waiters: deque[threading.Lock] = deque()
-        self._held = False
-
-    def __enter__(self) -> FairLock:
-        with self._guard:
-            if not self._held:
-                self._held = True
-                return self
-            turn = threading.Lock()
-            turn.acquire()
-            self._waiters.append(turn)
-        turn.acquire()  # released by the holder when it is this waiter's turn
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._guard:
-            if self._waiters:
-                self._waiters.popleft().release()  # ownership passes on; _held stays True
-            else:
-                self._held = False
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """The outcome of claiming a delivery id: ours to process, or an answer already."""
-
-    owned: bool
-    recovered: bool = False
-    answer: Answer | None = None
-
-
 class Receiver:
     """Verification, idempotency and dispatch, independent of the web framework.
 
     Every method is safe to call from many threads: the database does the arbitration
-    (unique delivery id, the policy's per-model lock row).
+    (unique delivery id in `tasks.deliveries`, the policy's per-model lock row).
     """
 
     def __init__(self, configs: dict[str, LoadedConfig], store: Store, secrets: tuple[bytes, ...],
@@ -280,19 +177,15 @@ class Receiver:
             abandoned_after: a delivery still "processing" after this many seconds is
                 taken over (its process died between claiming and answering).
         """
+        from tasks.deliveries import Deliveries
+
         self.configs = configs
         self.store = store
         self._secrets = secrets
         self.max_body = max_body
         self.tolerance = tolerance_seconds
-        self.wait_seconds = wait_seconds
-        self.abandoned_after = abandoned_after
-        # SQLite has one writer at a time and its busy handler backs off in sleeps of up to
-        # 100 ms; queueing this process's writers on a (fair) lock hands over without sleeping.
-        self._sqlite_lock = FairLock() if store.url.startswith("sqlite") else None
-
-    def _writing(self) -> AbstractContextManager[Any]:
-        return self._sqlite_lock if self._sqlite_lock is not None else nullcontext()
+        self.deliveries = Deliveries(store, wait_seconds=wait_seconds,
+                                     abandoned_after=abandoned_after)
 
     # -- authentication ---------------------------------------------------------------
 
@@ -303,128 +196,23 @@ class Receiver:
         Returns:
             None when the delivery is authentic, else the 401 answer.
         """
-        ts = (headers.get(TIMESTAMP_HEADER) or "").strip()
-        sig = (headers.get(SIGNATURE_HEADER) or "").strip()
-        if not sig:
-            return _err(401, f"missing {SIGNATURE_HEADER} header")
-        if not ts:
-            return _err(401, f"missing {TIMESTAMP_HEADER} header")
-        if not _TIMESTAMP.match(ts):
-            return _err(401, f"{TIMESTAMP_HEADER} must be unix seconds (an integer)")
-        skew = abs((time.time() if now is None else now) - int(ts))
-        if skew > self.tolerance:
-            return _err(401, f"{TIMESTAMP_HEADER} is {int(skew)} s away from the receiver's clock "
-                             f"(tolerance {self.tolerance} s); sign each attempt afresh")
-        given = sig.encode("latin-1", "replace")
-        signed = f"{ts}.".encode() + body
-        ok = False
-        for secret in self._secrets:  # no early exit: every secret is compared
-            expected = b"sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest().encode()
-            ok |= hmac.compare_digest(expected, given)
-        if not ok:
-            return _err(401, "signature does not match (expected sha256=HMAC-SHA256(secret, "
-                             "'<timestamp>.' + body) in hex)")
-        return None
+        problem = verify(self._secrets, headers.get(TIMESTAMP_HEADER) or "",
+                         headers.get(SIGNATURE_HEADER) or "", body,
+                         tolerance_seconds=self.tolerance, now=now)
+        return None if problem is None else _err(401, problem)
 
-    # -- idempotency -----------------------------------------------------------------
-
-    def _row(self, delivery_id: str) -> Any:
-        import sqlalchemy as sa
-
-        from tasks.store import webhook_deliveries as wd
-
-        with self.store.engine.connect() as conn:
-            return conn.execute(sa.select(wd).where(wd.c.delivery_id == delivery_id)).first()
-
-    def _claim(self, delivery_id: str, endpoint: str, digest: str) -> _Claim:
-        """Insert the "processing" row, or answer from the row another attempt wrote."""
-        import sqlalchemy as sa
-
-        from tasks.store import now
-        from tasks.store import webhook_deliveries as wd
-
-        deadline = time.monotonic() + self.wait_seconds
-        pause = 0.02
-        row: Any = None
-        while True:
-            if row is None:
-                try:
-                    with self._writing(), self.store.engine.begin() as conn:
-                        conn.execute(wd.insert().values(
-                            delivery_id=delivery_id, endpoint=endpoint, body_sha256=digest,
-                            status="processing", received_at=now()))
-                    return _Claim(owned=True)
-                except sa.exc.IntegrityError:
-                    pass
-            row = self._row(delivery_id)
-            if row is not None:
-                if row.endpoint != endpoint or row.body_sha256 != digest:
-                    what = "endpoint" if row.endpoint != endpoint else "body"
-                    return _Claim(False, answer=_err(
-                        409, f"delivery id {delivery_id!r} was already used with a different "
-                             f"{what}; use a new delivery id for a new delivery",
-                        delivery_id=delivery_id))
-                if row.status == "done":
-                    return _Claim(False, answer=Answer(row.status_code, json.loads(row.response),
-                                                       {REPLAY_HEADER: "true"}))
-                if self._take_over(delivery_id, row.received_at):
-                    return _Claim(owned=True, recovered=True)
-            if time.monotonic() >= deadline:
-                return _Claim(False, answer=_err(
-                    409, "this delivery is still being processed; retry later",
-                    delivery_id=delivery_id))
-            if row is not None:
-                time.sleep(pause)
-                pause = min(pause * 2, 0.25)
-
-    def _take_over(self, delivery_id: str, received_at: Any) -> bool:
-        """Claim a delivery whose first attempt died while processing (atomic; one winner)."""
-        import datetime as dt
-
-        from tasks.store import now
-        from tasks.store import webhook_deliveries as wd
-
-        at = received_at if received_at.tzinfo else received_at.replace(tzinfo=dt.UTC)
-        cutoff = now() - dt.timedelta(seconds=self.abandoned_after)
-        if at >= cutoff:
-            return False
-        with self._writing(), self.store.engine.begin() as conn:
-            res = conn.execute(wd.update().where(
-                wd.c.delivery_id == delivery_id, wd.c.status == "processing",
-                wd.c.received_at == received_at).values(received_at=now()))
-        if res.rowcount == 1:
-            log.warning("delivery %s: taking over an attempt abandoned while processing",
-                        delivery_id)
-            return True
-        return False
-
-    def _finish(self, delivery_id: str, answer: Answer, model: str | None,
-                request_id: int | None) -> None:
-        from tasks.store import webhook_deliveries as wd
-
-        with self._writing(), self.store.engine.begin() as conn:
-            conn.execute(wd.update().where(wd.c.delivery_id == delivery_id).values(
-                status="done", status_code=answer.status_code, model=model,
-                response=json.dumps(answer.body, default=str), request_id=request_id))
-
-    def _release(self, delivery_id: str, request_made: bool) -> None:
-        """Give up a claim whose processing failed, so that a retry redoes it: the row is
-        deleted when nothing happened yet, else marked abandoned (a retry takes it over at
-        once and reuses the retrain request already made)."""
-        import datetime as dt
-
-        from tasks.store import webhook_deliveries as wd
-
-        mine = (wd.c.delivery_id == delivery_id) & (wd.c.status == "processing")
-        try:
-            with self._writing(), self.store.engine.begin() as conn:
-                if request_made:
-                    conn.execute(wd.update().where(mine).values(
-                        received_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC)))
-                else:
-                    conn.execute(wd.delete().where(mine))
-        except Exception:  # noqa: BLE001 - the claim is taken over once abandoned_after passes
-            log.exception("delivery %s: could not release the claim", delivery_id)
+    @staticmethod
+    def _claimed_already(delivery_id: str, claim: Claim) -> Answer:
+        """The answer to an attempt that could not claim its delivery."""
+        if claim.outcome == "done":
+            assert claim.status_code is not None and claim.body is not None
+            return Answer(claim.status_code, claim.body, {REPLAY_HEADER: "true"})
+        if claim.outcome == "conflict":
+            return _err(409, f"delivery id {delivery_id!r} was already used with a different "
+                             f"{claim.conflict}; use a new delivery id for a new delivery",
+                        delivery_id=delivery_id)
+        return _err(409, "this delivery is still being processed; retry later",
+                    delivery_id=delivery_id)
 
     # -- the endpoints ---------------------------------------------------------------
 
@@ -450,23 +238,24 @@ class Receiver:
         if not _DELIVERY_ID.match(delivery_id):
             return _err(400, f"{DELIVERY_HEADER} is required: 1-128 characters of letters, digits "
                              "and . _ : - (a UUID is fine), unique per delivery")
-        claim = self._claim(delivery_id, endpoint, hashlib.sha256(body).hexdigest())
+        claim = self.deliveries.claim(delivery_id, endpoint, hashlib.sha256(body).hexdigest())
         if not claim.owned:
-            assert claim.answer is not None
+            answer = self._claimed_already(delivery_id, claim)
             log.info("%s %s: repeated delivery, answered %s", endpoint, delivery_id,
-                     claim.answer.status_code)
-            return claim.answer
+                     answer.status_code)
+            return answer
         progress: dict[str, Any] = {}  # filled as side effects happen
         try:
             process = self._retrain if endpoint == RETRAIN_ENDPOINT else self._data_arrived
-            answer = process(delivery_id, body, claim.recovered, progress)
+            answer = process(delivery_id, body, claim.outcome == "recovered", progress)
         except Exception:
             log.exception("%s %s: failed", endpoint, delivery_id)
-            self._release(delivery_id, request_made="request_id" in progress)
+            self.deliveries.release(delivery_id, request_made="request_id" in progress)
             return _err(500, "internal error; retry with the same delivery id",
                         delivery_id=delivery_id)
         try:
-            self._finish(delivery_id, answer, progress.get("model"), progress.get("request_id"))
+            self.deliveries.finish(delivery_id, answer.status_code, answer.body,
+                                   progress.get("model"), progress.get("request_id"))
         except Exception:  # noqa: BLE001 - the answer stands; the claim is taken over later
             log.exception("%s %s: could not record the answer", endpoint, delivery_id)
         log.info("%s %s: %s %s", endpoint, delivery_id, answer.status_code,
@@ -514,11 +303,11 @@ class Receiver:
         loaded = self.configs[req.model]
         reason = req.reason.strip() + (f" [ref: {req.ref}]" if req.ref else "")
         ref = f"webhook:{delivery_id}"
-        earlier = self._earlier_request(req.model, ref) if recovered else None
+        earlier = self.deliveries.earlier_request(req.model, ref) if recovered else None
         if earlier is not None:
-            answer, state = earlier
+            answer, state = earlier.verdict, earlier.state
         else:
-            with self._writing():
+            with self.deliveries.writing():
                 answer = policy.request_retrain(self.store, req.model, loaded.config.retrain,
                                                 kind="webhook", reason=reason, ref=ref)
             state = "admitted" if answer.admitted else "none"
@@ -535,7 +324,7 @@ class Receiver:
                 log.exception("delivery %s: emitting %s failed", delivery_id,
                               dispatch.ADMITTED_EVENT)
             if event_id is None:
-                with self._writing():
+                with self.deliveries.writing():
                     policy.mark_request(self.store, answer.request_id, "failed")
                 status = 503
                 detail = (f"admitted, but the {dispatch.ADMITTED_EVENT} event could not be "
@@ -543,21 +332,6 @@ class Receiver:
                           "failed: send a new delivery once Prefect is back")
         return Answer(status, {"delivery_id": delivery_id, "request_id": answer.request_id,
                                "verdict": answer.verdict, "detail": detail, "event_id": event_id})
-
-    def _earlier_request(self, model: str, ref: str) -> tuple[Any, str] | None:
-        """(verdict, state) of the retrain request an abandoned attempt of this delivery
-        already made, if it made one."""
-        import sqlalchemy as sa
-
-        from tasks.policy import PolicyVerdict
-        from tasks.store import retrain_requests as rr
-
-        with self.store.engine.connect() as conn:
-            row = conn.execute(sa.select(rr).where(rr.c.model == model, rr.c.ref == ref)
-                               .order_by(rr.c.id).limit(1)).first()
-        if row is None:
-            return None
-        return PolicyVerdict(row.id, row.verdict, row.detail or ""), row.state
 
     def _data_arrived(self, delivery_id: str, body: bytes, recovered: bool,
                       progress: dict[str, Any]) -> Answer:
@@ -609,37 +383,6 @@ def _require_prefect_api() -> None:
             "(e.g. PREFECT_API_URL=http://127.0.0.1:4200/api)")
 
 
-def _tune_sqlite(store: Store) -> None:
-    """On SQLite, write-ahead logging with ``synchronous=NORMAL`` for the receiver's connections.
-
-    In SQLite's default rollback-journal mode every commit costs several fsyncs (about 9 ms
-    on the reference machine), and a delivery commits three times (claim, policy decision,
-    answer): the receiver would top out near 30 deliveries a second. In WAL mode a commit
-    costs no fsync (durable across a crash of the process, not of the machine) and readers no
-    longer block the writer. The journal mode is a property of the database file, so other
-    processes using the same store switch to WAL as well, which SQLite supports on a local
-    file system. PostgreSQL is left alone.
-    """
-    import sqlalchemy as sa
-
-    engine = store.engine
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
-        return
-
-    def pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-        except Exception as err:  # noqa: BLE001 - e.g. locked by another process: still usable
-            log.warning("could not switch the SQLite store to WAL mode: %s", err)
-        finally:
-            cur.close()
-
-    sa.event.listen(engine, "connect", pragmas)
-    engine.dispose()  # the connection opened to create the tables predates the listener
-
-
 async def _read_bounded(request: Any, limit: int) -> bytes:
     """The request body, refusing (without reading on) anything over `limit` bytes.
 
@@ -685,18 +428,19 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
+    from tasks.deliveries import use_wal
     from tasks.settings import Settings
     from tasks.store import Store
 
     models = _index(configs)
-    keys = _check_secrets(secrets)
+    keys = usable_secrets(secrets)
     if max_body < 1 or tolerance_seconds < 1:
         raise WebhookConfigError("max_body and tolerance_seconds must be positive")
     _require_prefect_api()
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
     store.engine  # noqa: B018 - connect and create the tables now, not on the first delivery
-    _tune_sqlite(store)
+    use_wal(store)
     receiver = Receiver(models, store, keys, max_body=max_body,
                         tolerance_seconds=tolerance_seconds)
     import prefect.events  # noqa: F401 - pay the import before the first request, not during it

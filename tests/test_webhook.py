@@ -23,6 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from configs.schema import SAFE_OVERRIDES
 from flows.dispatch import ADMITTED_EVENT, DATA_EVENT
 from flows.webhook import WebhookConfigError, create_app, sign
 from tasks.store import Store, retrain_requests, webhook_deliveries
@@ -49,9 +50,12 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 
 def model_config(name: str) -> dict[str, Any]:
-    """A valid config for `name` (its data file need not exist: nothing trains here)."""
+    """A valid config for `name` (its data file need not exist: nothing trains here); it lets
+    senders override split.holdout_fraction besides the default keys."""
     return merge(BINARY_CONFIG, {"registry": {"model_name": name},
-                                 "retrain": {"cooldown": "1h", "circuit_breaker_after": 3}})
+                                 "retrain": {"cooldown": "1h", "circuit_breaker_after": 3},
+                                 "serve": {"allowed_overrides": [*SAFE_OVERRIDES,
+                                                                 "split.holdout_fraction"]}})
 
 
 @dataclass
