@@ -640,7 +640,17 @@ def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
 
 
 class OverrideRefused(ConfigError):
-    """Overrides from outside (UI form, webhook, event) that touch keys the config does not allow."""
+    """Overrides from outside (UI form, webhook, event) that touch keys the config does not allow.
+
+    Attributes:
+        refused: the refused keys, in the order given.
+        allowed: the config's ``serve.allowed_overrides``.
+    """
+
+    def __init__(self, message: str, refused: list[str], allowed: list[str]) -> None:
+        super().__init__(message)
+        self.refused = refused
+        self.allowed = allowed
 
 
 def refused_overrides(config: Config, overrides: dict[str, Any]) -> list[str]:
@@ -656,16 +666,38 @@ def refused_overrides(config: Config, overrides: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def check_external_overrides(config: Config, overrides: dict[str, Any] | None) -> None:
     """Refuse overrides from the Prefect UI form, webhooks or events that the config does not
     allow (a person at the CLI may use ``--set`` freely; that is recorded with the run).
 
     Raises:
-        OverrideRefused: naming every refused key and the rule it broke.
+        OverrideRefused: one sentence naming every refused key, why, and the allowed keys.
     """
-    problems = refused_overrides(config, overrides or {})
-    if problems:
-        raise OverrideRefused("overrides refused:\n" + "\n".join(f"  {p}" for p in problems))
+    allowed = list(config.serve.allowed_overrides)
+    never = [k for k in overrides or {} if forbidden_override(k)]
+    unlisted = [k for k in overrides or {} if k not in never
+                and not any(_matches(k, p) for p in allowed)]
+    if not never and not unlisted:
+        return
+    why = []
+    if never:
+        reached = dict.fromkeys("an estimator import path" if "*" in (b := forbidden_override(k) or "")
+                                else f"under {b}" for k in never)
+        why.append(f"{_listed(never)} {'is' if len(never) == 1 else 'are'} never allowed from "
+                   f"outside ({_listed(list(reached))})")
+    if unlisted:
+        why.append(f"{_listed(unlisted)} {'is' if len(unlisted) == 1 else 'are'} not in "
+                   "serve.allowed_overrides")
+    never_keys = ", ".join(k for k in FORBIDDEN_OVERRIDES if "*" not in k)
+    raise OverrideRefused(
+        f"overrides refused: {'; '.join(why)}. This config allows only "
+        f"{_listed(allowed) if allowed else 'none'} (serve.allowed_overrides); keys under "
+        f"{never_keys} and estimator import paths are never allowed.",
+        [*never, *unlisted], allowed)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

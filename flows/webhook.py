@@ -277,11 +277,25 @@ class Receiver:
     @staticmethod
     def _check_overrides(loaded: LoadedConfig, overrides: dict[str, Any]) -> Answer | None:
         """Only keys the config allows from outside, and a config that still validates with
-        them: a 422 now, not a failed training later."""
-        from configs.schema import ConfigError, apply_overrides, check_external_overrides, parse_config
+        them: a 422 now, not a failed training later.
+
+        Returns:
+            None when the overrides may be used; else the 422 answer: for refused keys, a
+            sentence naming them and the allowed ones (also as ``refused`` and ``allowed``).
+        """
+        from configs.schema import (
+            ConfigError,
+            OverrideRefused,
+            apply_overrides,
+            check_external_overrides,
+            parse_config,
+        )
 
         try:
             check_external_overrides(loaded.config, overrides)
+        except OverrideRefused as err:
+            return _err(422, str(err), refused=err.refused, allowed=err.allowed)
+        try:
             data = apply_overrides(loaded.config.model_dump(mode="json"), dict(overrides))
             parse_config(data, "overrides")
         except ConfigError as err:

@@ -184,3 +184,26 @@ def test_estimators_come_only_from_sklearn_or_listed_modules():
     ok["candidates"]["estimators"][0].update(estimator="sklearn.svm.SVC", params={}, grid={})
     cfg = parse_config(ok)
     assert type(make_estimator(cfg.candidates.estimators[0], cfg)).__name__ == "SVC"
+
+
+def test_refused_overrides_read_as_one_sentence():
+    from configs.schema import SAFE_OVERRIDES, OverrideRefused, check_external_overrides
+
+    cfg = parse_config(BINARY_CONFIG)
+    with pytest.raises(OverrideRefused) as info:
+        check_external_overrides(cfg, {"candidates.estimators.0.estimator": "subprocess.Popen",
+                                       "candidates.estimators.0.params": {"args": ["touch", "x"]},
+                                       "gate.max_regression": 0.5, "split.cutoff": "2024-02-01"})
+    err = info.value
+    assert err.refused == ["candidates.estimators.0.estimator", "gate.max_regression",
+                           "candidates.estimators.0.params"]
+    assert err.allowed == list(SAFE_OVERRIDES)
+    assert str(err) == (
+        "overrides refused: candidates.estimators.0.estimator and gate.max_regression are never "
+        "allowed from outside (an estimator import path and under gate); "
+        "candidates.estimators.0.params is not in serve.allowed_overrides. This config allows "
+        "only data.source.path, data.source.query, data.source.table and split.cutoff "
+        "(serve.allowed_overrides); keys under gate, retrain, promotion, monitoring, registry, "
+        "serve, modules and estimator import paths are never allowed.")
+    check_external_overrides(cfg, {"split.cutoff": "2024-02-01", "data.source.path": "b.csv"})
+    check_external_overrides(cfg, None)

@@ -276,6 +276,26 @@ def test_rejected_delivery_raises_no_request(receiver: ReceiverProcess, case: tu
         assert again.headers["X-Regrow-Replay"] == "true"
 
 
+def test_refused_overrides_get_a_sentence_and_raise_no_request(receiver: ReceiverProcess,
+                                                                tmp_path: Path):
+    pwned = tmp_path / "pwned"
+    popen = {"candidates.estimators.0.estimator": "subprocess.Popen",
+             "candidates.estimators.0.params": {"args": ["touch", str(pwned)]},
+             "candidates.estimators.0.grid": {}}
+    for overrides in (popen, {"gate.max_regression": 0.5}, {"retrain.cooldown": "1s"}):
+        delivery = f"ovr-{uuid.uuid4().hex}"
+        res = post(receiver, body_of("wh-neg", overrides=overrides), delivery=delivery)
+        assert res.status_code == 422, res.text
+        body = res.json()
+        assert body["refused"] == list(overrides)
+        assert body["allowed"] == [*SAFE_OVERRIDES, "split.holdout_fraction"]
+        assert body["detail"].startswith("overrides refused: ")
+        assert all(k in body["detail"] for k in [*overrides, *body["allowed"]])
+        assert delivery_row(receiver, delivery)["status_code"] == 422
+    assert requests_of(receiver, "wh-neg") == []
+    assert not pwned.exists()
+
+
 def test_schema_errors_name_the_fields(receiver: ReceiverProcess):
     res = post(receiver, json.dumps({"model": 7, "reason": "x", "ref": None, "extra": 1}).encode())
     assert res.status_code == 422
