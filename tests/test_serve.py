@@ -40,6 +40,9 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
     for name, patch in MODELS.items():
         cfg = merge(merge(BINARY_CONFIG, {"registry": {"model_name": name}}), patch)
         configs[name] = write_case(base / name, binary_frame(900, seed=3), cfg)
+    # The MLflow store is created (and migrated) here, once: the first training and the first
+    # cron drift check would otherwise both migrate the fresh SQLite file at the same time.
+    _registry(home).alias_version(next(iter(MODELS)), "champion")
     log = open(base / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "-v", "serve",
                              *map(str, configs.values())],
@@ -138,15 +141,17 @@ def test_ui_style_run_trains_with_its_parameters(served):
         dep = _deployment("srv-auto", "train")
         assert "request" in dep.parameter_openapi_schema["properties"]  # the typed UI form
         assert dep.concurrency_limit == 1 or dep.global_concurrency_limit is not None
-        only = [{"name": "only-logreg", "estimator": "logistic_regression"}]
+        other = Path(cfg).parent / "other.csv"  # the form may choose the data, not the rules
+        binary_frame(700, seed=4).to_csv(other, index=False)
         run = _run("srv-auto", {"request": {"config_path": cfg, "reason": "clicked in the UI",
-                                            "overrides": {"candidates.estimators": only}}})
+                                            "overrides": {"data.source.path": str(other)}}})
         state = _final(run.id)
     assert state.is_completed(), state.message
     reg = _registry(served["home"])
     version = reg.alias_version("srv-auto", "champion")
     info = reg.run_info(reg.version_info("srv-auto", version).run_id)
-    assert info["params"]["best_candidate"] == "only-logreg"
+    assert str(other) in info["tags"]["regrow.data.source"]
+    assert info["tags"]["regrow.data.rows"] == "700"
     assert info["tags"]["regrow.trigger"] == "ui"
     assert info["tags"]["regrow.trigger_reason"] == "clicked in the UI"
     assert info["tags"]["regrow.trigger_ref"].startswith("retrain_request:")
@@ -392,6 +397,106 @@ def test_same_delivery_twice_and_50_concurrent_make_one_training(served, receive
         new = [r for r in _train_runs("srv-auto") if r.id not in before]
         assert len(new) == 1
         assert _final(new[0].id).is_completed()
+
+
+# Overrides from outside may choose the data, never the code that runs nor the rules a
+# candidate is judged by. The Popen reproduction would make the training import
+# subprocess.Popen and call it with the given args, creating the file.
+def _popen(target: Path) -> dict:
+    return {"candidates.estimators.0.estimator": "subprocess.Popen",
+            "candidates.estimators.0.params": {"args": ["touch", str(target)]},
+            "candidates.estimators.0.grid": {}}
+
+
+def _store(home: Path):
+    from tasks.settings import Settings
+    from tasks.store import Store
+
+    saved = os.environ.get("REGROW_HOME")
+    os.environ["REGROW_HOME"] = str(home)
+    try:
+        return Store(Settings.from_env().database_url)
+    finally:
+        if saved is None:
+            os.environ.pop("REGROW_HOME")
+        else:
+            os.environ["REGROW_HOME"] = saved
+
+
+def _requests(store, model: str) -> list[int]:
+    from tasks import policy
+
+    return [r["id"] for r in policy.recent_requests(store, model, limit=1000)]
+
+
+REFUSED = {
+    "Popen": (_popen, ["candidates.estimators.0.estimator", "candidates.estimators.0.params",
+                       "candidates.estimators.0.grid"]),
+    "gate": (lambda _: {"gate.max_regression": 0.5}, ["gate.max_regression"]),
+    "cooldown": (lambda _: {"retrain.cooldown": "1s"}, ["retrain.cooldown"]),
+}
+
+
+@pytest.mark.parametrize("name", ["Popen", "gate"])
+def test_ui_form_run_with_refused_overrides_fails_before_anything_runs(served, tmp_path, name):
+    make, keys = REFUSED[name]
+    pwned = tmp_path / "pwned"
+    cfg = str(served["configs"]["srv-auto"])
+    reg = _registry(served["home"])
+    store = _store(served["home"])
+    with _api(served["server"]):
+        _quiet("srv-auto")
+        champion = reg.alias_version("srv-auto", "champion")
+        requests_before = _requests(store, "srv-auto")
+        run = _run("srv-auto", {"request": {"config_path": cfg, "reason": f"form: {name}",
+                                            "overrides": make(pwned)}})
+        state = _final(run.id)
+    assert state.is_failed(), (state.name, state.message)
+    assert "overrides refused" in state.message and all(k in state.message for k in keys)
+    assert not pwned.exists()
+    assert reg.alias_version("srv-auto", "champion") == champion
+    assert _requests(store, "srv-auto") == requests_before  # refused before the policy
+    store.dispose()
+
+
+def test_webhook_refuses_overrides_outside_the_allowed_keys(served, receiver, tmp_path):
+    from configs.schema import SAFE_OVERRIDES
+
+    pwned = tmp_path / "pwned"
+    store = _store(served["home"])
+    with _api(served["server"]):
+        _quiet("srv-auto")
+        runs_before = {r.id for r in _train_runs("srv-auto")}
+        requests_before = _requests(store, "srv-auto")
+        for name, (make, keys) in REFUSED.items():
+            res = _post(receiver, {"model": "srv-auto", "reason": f"refused: {name}",
+                                   "overrides": make(pwned)})
+            assert res.status_code == 422, (name, res.text)
+            body = res.json()
+            assert body["refused"] == keys and body["allowed"] == list(SAFE_OVERRIDES)
+            detail = body["detail"]  # one sentence: each refused key, then the allowed ones
+            assert isinstance(detail, str) and detail.startswith("overrides refused: ")
+            assert all(k in detail for k in [*keys, *SAFE_OVERRIDES]), detail
+            assert "\n" not in detail
+        time.sleep(6)  # longer than event -> automation -> flow run takes here
+        assert {r.id for r in _train_runs("srv-auto")} == runs_before
+        assert _requests(store, "srv-auto") == requests_before  # not even a refused request
+        assert not pwned.exists()
+
+        # keys the config allows are still accepted, and reach the training
+        data = str(Path(served["configs"]["srv-auto"]).parent / "data.csv")
+        res = _post(receiver, {"model": "srv-auto", "reason": "allowed override",
+                               "overrides": {"data.source.path": data}})
+        assert res.status_code == 202, res.text
+        assert res.json()["verdict"] == "admitted"
+        runs = _wait_for(lambda: [r for r in _train_runs("srv-auto") if r.parameters["request"]
+                                  .get("request_id") == res.json()["request_id"]],
+                         120, "the admitted webhook created no training run")
+        assert runs[0].parameters["request"]["overrides"] == {"data.source.path": data}
+        state = _final(runs[0].id, timeout=600)
+    assert state.is_completed(), state.message
+    assert not pwned.exists()
+    store.dispose()
 
 
 def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
