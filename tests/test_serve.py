@@ -450,7 +450,7 @@ def test_ui_form_run_with_refused_overrides_fails_before_anything_runs(served, t
         requests_before = _requests(store, "srv-auto")
         run = _run("srv-auto", {"request": {"config_path": cfg, "reason": f"form: {name}",
                                             "overrides": make(pwned)}})
-        state = _final(run.id)
+        state = _final(run.id, timeout=600)  # the run fails at once; starting it can be slow
     assert state.is_failed(), (state.name, state.message)
     assert "overrides refused" in state.message and all(k in state.message for k in keys)
     assert not pwned.exists()
