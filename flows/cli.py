@@ -493,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.settings import configure_process_env
 
     configure_process_env(verbose=args.verbose)
+    from flows.lifeline import hold
+
+    hold()  # helpers (the temporary Prefect server) end with this command, even on kill -9
     return args.func(args)
 
 

@@ -18,6 +18,7 @@ from tasks import governance as gov
 from tasks import ingest as ing
 from tasks import monitor, policy, scoring
 from tasks import store as st
+from tasks.lease import Heartbeat
 from tasks.registry import CHAMPION, Registry, load_reference
 from tasks.settings import Settings
 
@@ -116,17 +117,22 @@ def run_request(env: Env, config_path: str, *, kind: str, reason: str, ref: str 
 def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *, kind: str,
                     reason: str, ref: str | None, overrides: dict[str, Any] | None,
                     actor: str) -> RetrainOutcome:
-    """Run the training for an admitted request, recording its state and provenance."""
-    policy.mark_request(env.store, answer.request_id, "running")
-    try:
-        outcome = train_flow(config_path, overrides=overrides, trigger=kind, reason=reason,
-                             trigger_ref=f"retrain_request:{answer.request_id}"
-                             + (f";{ref}" if ref else ""), actor=actor)
-    except Exception as err:  # noqa: BLE001 - recorded on the request; the champion is untouched
-        policy.mark_request(env.store, answer.request_id, "failed")
-        return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
-                              error=f"{type(err).__name__}: {err}")
-    policy.mark_request(env.store, answer.request_id, "done", outcome.run_id)
+    """Run the training for an admitted request, recording its state and provenance.
+
+    The request holds a lease while it executes, so a process that dies before (or while)
+    its training runs does not keep it in flight (tasks/lease.py).
+    """
+    with Heartbeat(env.store, f"request:{answer.request_id}", env.model):
+        policy.mark_request(env.store, answer.request_id, "running")
+        try:
+            outcome = train_flow(config_path, overrides=overrides, trigger=kind, reason=reason,
+                                 trigger_ref=f"retrain_request:{answer.request_id}"
+                                 + (f";{ref}" if ref else ""), actor=actor)
+        except Exception as err:  # noqa: BLE001 - recorded on the request; the champion is untouched
+            policy.mark_request(env.store, answer.request_id, "failed")
+            return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
+                                  error=f"{type(err).__name__}: {err}")
+        policy.mark_request(env.store, answer.request_id, "done", outcome.run_id)
     return RetrainOutcome(answer.request_id, answer.verdict, answer.detail, outcome)
 
 

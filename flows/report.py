@@ -88,8 +88,26 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
             print(json.dumps({"status": "failed", "error": str(err),
                               "kind": type(err).__name__}))
         return BAD_INPUT
+    except Exception as err:  # noqa: BLE001 - a store or server that cannot be reached: say which
+        message = unreachable(err)
+        if message is None:
+            raise
+        print(f"error: training failed, champion unchanged: {message}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"status": "failed", "error": message, "kind": "unreachable"}))
+        return 1
     print(json.dumps(asdict(outcome), indent=2, default=str) if as_json else render(outcome))
     return 0
+
+
+def unreachable(err: BaseException) -> str | None:
+    """Which store or server could not be reached, if that is what `err` says."""
+    from tasks import registry, store
+    from tasks.settings import Settings
+
+    s = Settings.from_env()
+    return (store.describe_unreachable(err, s.database_url)
+            or registry.describe_unreachable(err, s.tracking_uri))
 
 
 def guarded(fn, as_json: bool) -> Any:

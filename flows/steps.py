@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from tasks import validate as va
 from tasks.card import publish_card
 from tasks.estimate import reference_calibration
 from tasks.governance import clear_challenger, move_alias, sync_aliases
+from tasks.lease import Heartbeat, exclusive, lease_seconds, reap
 from tasks.provenance import Trigger, git_commit, package_version
 from tasks.reference import build_reference
 from tasks.registry import CHALLENGER, CHAMPION, Registry, log_reference
@@ -58,11 +61,28 @@ class RunContext:
     # False for reproductions: no training_runs row (the retrain policy must not count them)
     # and no alias bookkeeping
     record_training: bool = True
+    lease: Heartbeat | None = None
 
     @property
     def model_name(self) -> str:
         """The registered model's name."""
         return self.loaded.config.registry.model_name
+
+
+PAUSE_ENV = "REGROW_TEST_PAUSE_AT"
+
+
+def pause_point(name: str) -> None:
+    """Test-only: hold the run at a named point so a fault test can kill it there.
+
+    With ``REGROW_TEST_PAUSE_AT=<name>`` the run writes ``$REGROW_HOME/paused-at-<name>`` and
+    sleeps (up to ``REGROW_TEST_PAUSE_SECONDS``, 600 by default). Unset in production.
+    Points: ingest, train, log_model, alias (after the version exists, before champion moves).
+    """
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    Settings.from_env().home.joinpath(f"paused-at-{name}").write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get("REGROW_TEST_PAUSE_SECONDS", "600")))
 
 
 def step(name: str):
@@ -78,19 +98,43 @@ def start_run(ctx: RunContext) -> RunContext:
             "regrow.config_path": str(ctx.loaded.path), "regrow.version": package_version(),
             "regrow.git_commit": git_commit() or "unknown", "regrow.seed": cfg.candidates.seed}
     ctx.run_id = ctx.registry.start_run(ctx.model_name, f"train-{ctx.trigger.kind}", tags)
-    if ctx.record_training:  # a reproduction leaves the training and alias records alone
-        for found in sync_aliases(ctx.registry, ctx.store, ctx.model_name, "regrow train"):
-            ctx.notes.append(f"alias moved outside regrow, now recorded: {found.describe()}")
-        ctx.row_id = ctx.store.start_training(ctx.model_name, ctx.trigger.kind, ctx.trigger.reason)
-    ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
-    # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.
-    ctx.registry.log_dict(ctx.run_id, ctx.loaded.overrides, "config/overrides.json")
+    try:
+        ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
+        # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.
+        ctx.registry.log_dict(ctx.run_id, ctx.loaded.overrides, "config/overrides.json")
+        if ctx.record_training:  # a reproduction leaves the training and alias records alone
+            with exclusive(ctx.store, f"aliases:{ctx.model_name}", ctx.model_name):  # see _move
+                for found in sync_aliases(ctx.registry, ctx.store, ctx.model_name, "regrow train"):
+                    ctx.notes.append(f"alias moved outside regrow, now recorded: {found.describe()}")
+            _close_crashed(ctx)
+            seconds = lease_seconds()
+            # the record and its lease in one transaction: a crash cannot leave one without the other
+            ctx.row_id = ctx.store.start_training(ctx.model_name, ctx.trigger.kind,
+                                                  ctx.trigger.reason, ctx.run_id, seconds)
+    except BaseException as err:
+        close_run(ctx, error=err)
+        raise
+    if ctx.record_training:
+        ctx.lease = Heartbeat(ctx.store, f"training:{ctx.row_id}", ctx.model_name, seconds)
+        ctx.lease.start(written=True)
     return ctx
+
+
+def _close_crashed(ctx: RunContext) -> None:
+    """Record trainings whose process died, and end their MLflow runs FAILED with the reason."""
+    reap(ctx.store, ctx.model_name)
+    for row in ctx.store.training_runs(ctx.model_name, 20):
+        if row["status"] == "crashed" and row["run_id"] and row["run_id"] != ctx.run_id \
+                and ctx.registry.run_info(row["run_id"])["status"] == "RUNNING":
+            ctx.registry.set_tags(row["run_id"], {"regrow.status": "crashed",
+                                                  "regrow.error": row["detail"]})
+            ctx.registry.end_run(row["run_id"], "FAILED")
 
 
 @step("ingest")
 def ingest(ctx: RunContext) -> ing.IngestResult:
     """Read the source and record its fingerprint on the run."""
+    pause_point("ingest")
     result = ing.ingest(ctx.loaded)
     ctx.registry.set_tags(ctx.run_id, {f"regrow.data.{k}": v for k, v in result.summary().items()})
     ctx.registry.log_metrics(ctx.run_id, {"data_rows": result.rows})
@@ -123,6 +167,7 @@ def split(ctx: RunContext, data: ing.IngestResult) -> tr.SplitResult:
 @step("train")
 def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
     """Fit every candidate and keep the best by cross-validation."""
+    pause_point("train")
     result = tr.train(ctx.loaded.config, parts.train)
     ctx.registry.log_params(ctx.run_id, {
         "best_candidate": result.best.name, "estimator": result.best.estimator,
@@ -209,6 +254,7 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     """
     reg, name = ctx.registry, ctx.model_name
     example = parts.train.head(5)[trained.roles.inputs]
+    pause_point("log_model")
     uri = reg.log_model(ctx.run_id, trained.model, example)
     reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
     reference = dataclasses.replace(reference, calibration=reference_calibration(
@@ -279,14 +325,17 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
                              f"promotion rejected by {approval.approver}: {approval.reason}",
                              f"approval:{approval.approver}", ctx.run_id)
         return registration
+    pause_point("alias")
     reason = "gate passed: " + "; ".join(decision.reasons)
     actor = None
     if approval is not None and approval.how != "gate":
         reason += f"; approved by {approval.approver}: {approval.reason}"
         actor = f"approval:{approval.approver}"
-    _move(ctx, CHAMPION, version, reason, actor)
     bake = ctx.loaded.config.promotion.bake
-    if bake is not None and registration.champion_before is not None:
+    if not _move(ctx, CHAMPION, version, reason, actor, expect=decision.champion_version):
+        ctx.notes.append(f"not promoted: another training moved champion while this one was "
+                         f"gated against v{decision.champion_version or '-'}; train again to compare")
+    elif bake is not None and registration.champion_before is not None:
         # A baking champion stays challenger too, until its bake passes or rolls it back.
         if ctx.registry.alias_version(name, CHALLENGER) != version:
             _move(ctx, CHALLENGER, version, f"baking against v{registration.champion_before}")
@@ -301,29 +350,45 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
                         None if approval is None else approval.__dict__)
 
 
-def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | None = None) -> None:
-    move_alias(ctx.registry, ctx.store, ctx.model_name, alias, version, reason,
-               actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
+_ANY = object()
+
+
+def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | None = None,
+          expect: object = _ANY) -> bool:
+    # One model's aliases move one at a time, so racing trainings neither interleave history
+    # rows nor promote over a champion their gate never saw: with `expect`, move only from it.
+    with exclusive(ctx.store, f"aliases:{ctx.model_name}", ctx.model_name):
+        if expect is not _ANY and ctx.registry.alias_version(ctx.model_name, alias) != expect:
+            return False
+        move_alias(ctx.registry, ctx.store, ctx.model_name, alias, version, reason,
+                   actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
+    return True
 
 
 def close_run(ctx: RunContext, *, error: BaseException | None = None,
               verdict: str | None = None, version: str | None = None) -> None:
-    """Close the MLflow run and the training record, as finished or failed."""
+    """Close the MLflow run and the training record, as finished or failed; stop the lease.
+
+    The record is closed even when MLflow cannot be reached, and the lease stops renewing
+    whatever happens (released only once the record is closed).
+    """
     if not ctx.run_id:
         return
-    if error is not None:
-        ctx.registry.set_tags(ctx.run_id, {"regrow.status": "failed",
-                                           "regrow.error": f"{type(error).__name__}: {error}"})
-        ctx.registry.end_run(ctx.run_id, "FAILED")
-        if ctx.row_id:
-            ctx.store.finish_training(ctx.row_id, status="failed", run_id=ctx.run_id,
-                                      detail=f"{type(error).__name__}: {error}"[:4000])
-        return
-    ctx.registry.set_tags(ctx.run_id, {"regrow.status": "finished"})
-    ctx.registry.end_run(ctx.run_id, "FINISHED")
-    if ctx.row_id:
-        ctx.store.finish_training(ctx.row_id, status="finished", run_id=ctx.run_id,
-                                  verdict=verdict, version=version)
+    status = "failed" if error is not None else "finished"
+    detail = None if error is None else f"{type(error).__name__}: {error}"[:4000]
+    recorded = False
+    try:
+        try:
+            ctx.registry.set_tags(ctx.run_id, {"regrow.status": status, "regrow.error": detail})
+            ctx.registry.end_run(ctx.run_id, "FAILED" if error is not None else "FINISHED")
+        finally:
+            if ctx.row_id:
+                ctx.store.finish_training(ctx.row_id, status=status, run_id=ctx.run_id,
+                                          verdict=verdict, version=version, detail=detail)
+                recorded = True
+    finally:
+        if ctx.lease is not None:
+            ctx.lease.stop(release=recorded)
 
 
 def as_dict(obj: Any) -> Any:

@@ -7,7 +7,9 @@ A request is answered, in this order of precedence:
   failed (bad data, an error, a crash) -- (N from config), and no person has reset the
   breaker since;
 - ``coalesced``: a training of this model is already admitted or running (whatever started
-  it, `regrow train` included);
+  it, `regrow train` included) and alive: a training or request whose lease ran out is
+  recorded as crashed/failed first (tasks/lease.py), one older than ``stale_after`` is
+  ignored;
 - ``cooling_down``: the last training that trained (or admitted request not known to have
   failed) is younger than the cooldown;
 - ``over_budget``: the model already had its maximum of trainings this period (again counting
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from configs.schema import RetrainPolicy, parse_duration
+from tasks.lease import reap_expired
 from tasks.store import Store, circuit_resets, now, policy_locks, retrain_requests, training_runs
 
 ADMITTED, COALESCED, COOLING, OVER_BUDGET, CIRCUIT_OPEN = (
@@ -112,6 +115,7 @@ def consecutive_rejections(conn: sa.Connection, model: str) -> int:
 
 def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datetime) -> tuple[str, str]:
     rr = retrain_requests
+    reap_expired(conn, model, at)  # work whose process died stops coalescing (tasks/lease.py)
     rejections = consecutive_rejections(conn, model)
     if rejections >= policy.circuit_breaker_after:
         return CIRCUIT_OPEN, (f"{rejections} consecutive trainings promoted nothing (gate "

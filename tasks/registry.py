@@ -334,3 +334,23 @@ def load_reference(registry: Registry, run_id: str) -> Any:
         frame = pd.read_parquet(Path(local) / "reference.parquet")
         meta = json.loads((Path(local) / "meta.json").read_text())
     return Reference.from_parts(frame, meta)
+
+
+def describe_unreachable(err: BaseException, tracking_uri: str) -> str | None:
+    """A one-line message when `err` (or what caused it) says the MLflow server cannot be reached.
+
+    MLflow gives up after ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (regrow sets 3, backoff 1 s).
+
+    Returns:
+        The message, or None when the error is something else.
+    """
+    from mlflow.exceptions import MlflowException
+
+    markers = ("Max retries exceeded", "Connection refused", "Failed to establish",
+               "Read timed out", "NameResolutionError")
+    while err is not None:
+        if isinstance(err, MlflowException) and any(m in str(err) for m in markers):
+            return (f"the MLflow tracking server {tracking_uri} cannot be reached (gave up after "
+                    f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries)")
+        err = err.__cause__ or err.__context__
+    return None

@@ -39,6 +39,16 @@ training_runs = sa.Table(
     sa.Column("ended_at", sa.DateTime(timezone=True)),
 )
 
+training_leases = sa.Table(
+    "training_leases", metadata,
+    sa.Column("key", sa.String(300), primary_key=True,
+              doc="training:<row id>, request:<id> or aliases:<model> (a lock)"),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("holder", sa.String(255), nullable=False, doc="host:pid of the renewing process"),
+    sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_training_leases_model", "model"),
+)
 
 predictions = sa.Table(
     "predictions", metadata,
@@ -171,6 +181,18 @@ def now() -> dt.datetime:
 _ENGINE_LOCK = threading.Lock()
 
 
+def _write_lease(conn: sa.Connection, key: str, model: str, seconds: float) -> None:
+    import os
+    import socket
+
+    at = now()
+    values = {"model": model, "holder": f"{socket.gethostname()}:{os.getpid()}"[:255],
+              "renewed_at": at, "expires_at": at + dt.timedelta(seconds=seconds)}
+    lease = training_leases
+    if not conn.execute(lease.update().where(lease.c.key == key).values(**values)).rowcount:
+        conn.execute(lease.insert().values(key=key, **values))
+
+
 def _create_schema(engine: sa.Engine, attempts: int = 3) -> None:
     """Create missing tables; another process creating them at the same time is not an error."""
     for attempt in range(attempts):
@@ -229,12 +251,49 @@ class Store:
         with self.engine.connect() as conn:
             return {alias: version for alias, version in conn.execute(q)}
 
-    def start_training(self, model: str, trigger: str, reason: str | None) -> int:
-        """Record a training run that is starting; returns its row id."""
+    def start_training(self, model: str, trigger: str, reason: str | None,
+                       run_id: str | None = None, lease_seconds: float | None = None) -> int:
+        """Record a training run that is starting; returns its row id.
+
+        With `lease_seconds`, its lease (key ``training:<row id>``) is written in the same
+        transaction, so no crash can leave a running record without one.
+        """
         with self.engine.begin() as conn:
             res = conn.execute(training_runs.insert().values(
-                model=model, trigger=trigger, reason=reason, status="running", started_at=now()))
-            return int(res.inserted_primary_key[0])
+                model=model, trigger=trigger, reason=reason, status="running", run_id=run_id,
+                started_at=now()))
+            row_id = int(res.inserted_primary_key[0])
+            if lease_seconds:
+                _write_lease(conn, f"training:{row_id}", model, lease_seconds)
+            return row_id
+
+    def renew_lease(self, key: str, model: str, seconds: float) -> None:
+        """Write or extend a lease: it expires `seconds` from now unless renewed again."""
+        with self.engine.begin() as conn:
+            _write_lease(conn, key, model, seconds)
+
+    def release_lease(self, key: str, holder: str | None = None) -> None:
+        """Drop a lease whose work ended and was recorded (only `holder`'s, when given)."""
+        q = training_leases.delete().where(training_leases.c.key == key)
+        if holder is not None:
+            q = q.where(training_leases.c.holder == holder)
+        with self.engine.begin() as conn:
+            conn.execute(q)
+
+    def try_lease(self, key: str, model: str, holder: str, seconds: float) -> bool:
+        """Take a lease that is free or expired; False while someone else holds it."""
+        lease, at = training_leases, now()
+        values = {"model": model, "holder": holder[:255], "renewed_at": at,
+                  "expires_at": at + dt.timedelta(seconds=seconds)}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(lease.insert().values(key=key, **values))
+            return True
+        except sa.exc.IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            return bool(conn.execute(lease.update().where(lease.c.key == key, lease.c.expires_at < at)
+                                     .values(**values)).rowcount)
 
     def finish_training(self, row_id: int, *, status: str, run_id: str | None = None,
                         verdict: str | None = None, version: str | None = None,
@@ -324,3 +383,22 @@ def version_drift_checks(store: Store, model: str, version: str) -> list[dict[st
          .where(c.model == model, c.version == version).order_by(c.id))
     with store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def describe_unreachable(err: BaseException, url: str) -> str | None:
+    """A one-line message when `err` (or what caused it) says the store cannot be reached.
+
+    Args:
+        err: an exception raised by a command.
+        url: the monitoring store's URL (its password is not shown).
+
+    Returns:
+        The message, or None when the error is something else.
+    """
+    while err is not None:
+        if isinstance(err, sa.exc.OperationalError | sa.exc.InterfaceError):
+            where = sa.engine.make_url(url).render_as_string(hide_password=True)
+            detail = str(getattr(err, "orig", err)).strip().splitlines()
+            return f"the monitoring store {where} cannot be reached: {detail[0] if detail else err}"
+        err = err.__cause__ or err.__context__
+    return None
