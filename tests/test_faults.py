@@ -332,7 +332,9 @@ def test_monitoring_database_dropped_mid_run(case, prefect_server):
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
         admin.dispose()
+        t0 = time.monotonic()
         _, err = proc.communicate(timeout=900)
+        figure("monitoring database dropped: command failed", time.monotonic() - t0)
     assert proc.returncode == 1 and "Traceback" not in err and "monitoring store" in err, err
     assert champion(home) == before
     wait_gone(home)
@@ -366,9 +368,11 @@ def test_two_trainings_racing_to_promote(case, prefect_server):
     cfg, home = case
     reg, store = open_stores(home)
     moves = len(store.alias_history("faults", "champion"))
+    t0 = time.monotonic()
     procs = [regrow(["train", str(cfg), "--reason", f"racer {i}"], env_for(home, prefect_server))
              for i in range(2)]
     outs = [p.communicate(timeout=1800) for p in procs]
+    figure("two racing trainings: both done", time.monotonic() - t0)
     assert [p.returncode for p in procs] == [0, 0], outs
     assert_aliases_agree(home)
     history = store.alias_history("faults", "champion")
