@@ -25,7 +25,7 @@ def prefect_harness():
     """A real Prefect API (temporary SQLite database) for every flow run in the session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=600):
         yield
 
 
