@@ -353,6 +353,11 @@ class Persistence(Strict):
         return self
 
 
+# Drift methods whose thresholds `thresholds_mode: calibrated` computes, with the default
+# effect-size floor of each (see tasks/calibration.py).
+CALIBRATED_MIN_EFFECT = {"wasserstein": 0.05, "jensenshannon": 0.05}
+
+
 class DriftRules(Strict):
     """How feature and prediction drift are measured and when they count."""
 
@@ -362,12 +367,34 @@ class DriftRules(Strict):
     categorical_threshold: float = Field(default=0.1, gt=0)
     thresholds: dict[str, float] = Field(default_factory=dict,
                                          description="Per-column threshold overrides.")
+    thresholds_mode: Literal["calibrated", "fixed"] = Field(
+        default="calibrated",
+        description="calibrated: per-column thresholds from a bootstrap null of the reference "
+                    "at the window size; fixed: numeric_threshold / categorical_threshold.")
+    alpha: float = Field(default=0.01, gt=0, lt=1,
+                         description="Calibrated mode: chance that an undrifted window flags "
+                                     "any column (Bonferroni over features + prediction).")
+    min_effect: dict[str, float] = Field(
+        default_factory=lambda: dict(CALIBRATED_MIN_EFFECT),
+        description="Calibrated mode: per-method floor of the threshold.")
     drift_share: float = Field(default=0.5, gt=0, le=1,
                                description="Share of (weighted) columns drifted = dataset drift.")
     weight_by_importance: bool = False
     prediction_drift: bool = True
     max_rows: int = Field(default=100_000, ge=1000,
                           description="Rows compared per side (seeded sample above this).")
+
+    @field_validator("min_effect")
+    @classmethod
+    def _floors(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(CALIBRATED_MIN_EFFECT))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; calibrated methods: "
+                             f"{sorted(CALIBRATED_MIN_EFFECT)}")
+        bad = {k: v for k, v in value.items() if not 0 <= v < 1}
+        if bad:
+            raise ValueError(f"floors must be in [0, 1), got {bad}")
+        return {**CALIBRATED_MIN_EFFECT, **value}  # unnamed methods keep their default
 
 
 class PerformanceRule(Strict):

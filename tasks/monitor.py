@@ -5,7 +5,7 @@ persistence, weights, tolerance); `retrain.on` says which of them may ask for a 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pandas as pd
 
 from configs.schema import METRICS, Config, PerformanceRule
 from tasks import estimate as est
+from tasks.calibration import resolve_thresholds
 from tasks.evaluate import score_arrays
 from tasks.reference import PRED, SCORE, Reference
 
@@ -207,6 +208,13 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
                   if k in {*spec.numeric, *spec.categorical} or k == "prediction"}
     if not d.prediction_drift:
         thresholds.pop(pred_col, None)
+    checked = {c: "numeric" for c in spec.numeric} | {c: "categorical" for c in spec.categorical}
+    if d.prediction_drift:
+        checked[pred_col] = pred_kind
+    thresholds, threshold_notes = resolve_thresholds(
+        d.thresholds_mode, ref.drift_thresholds, thresholds, checked,
+        {"numeric": d.numeric_method, "categorical": d.categorical_method},
+        min(rows, d.max_rows), d.min_effect, d.alpha)
     summary = check_drift(
         refx, window, spec.numeric, spec.categorical,
         prediction=pred_col if d.prediction_drift else None, prediction_kind=pred_kind,
@@ -214,6 +222,7 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
         numeric_threshold=d.numeric_threshold, categorical_method=d.categorical_method,
         categorical_threshold=d.categorical_threshold, drift_share=d.drift_share,
         max_rows=d.max_rows, seed=config.candidates.seed, report_html=report_html)
+    summary = replace(summary, notes=[*threshold_notes, *summary.notes])
     share = _weighted_share(summary, ref.importance) if d.weight_by_importance and ref.importance \
         else summary.drift_share
     reasons = []

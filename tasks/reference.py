@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
+from tasks.calibration import calibrate
 from tasks.scoring import InputSpec
 from tasks.train import TrainResult
 
@@ -30,6 +31,9 @@ class Reference:
     # Holdout calibration of a binary classifier's probabilities (tasks.estimate), for
     # estimating performance without labels; empty when none was fitted.
     calibration: dict[str, Any] = field(default_factory=dict)
+    # `tasks.calibration.Calibration.to_dict()`: drift thresholds calibrated on this reference
+    # (None: fixed thresholds mode, or a reference stored before calibration existed).
+    drift_thresholds: dict[str, Any] | None = None
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description (everything but the frame)."""
@@ -37,7 +41,8 @@ class Reference:
                 "datetime": self.spec.datetime, "categories": self.spec.categories,
                 "metric": self.metric, "performance": self.performance,
                 "importance": self.importance, "positive_label": self.positive_label,
-                "calibration": self.calibration, "rows": len(self.frame)}
+                "calibration": self.calibration, "rows": len(self.frame),
+                "drift_calibration": self.drift_thresholds}
 
     @classmethod
     def from_parts(cls, frame: pd.DataFrame, meta: dict[str, Any]) -> Reference:
@@ -45,7 +50,8 @@ class Reference:
         spec = InputSpec(meta["numeric"], meta["categorical"], meta["datetime"],
                          meta.get("categories", {}))
         return cls(frame, spec, meta["metric"], meta["performance"], meta.get("importance", {}),
-                   meta.get("positive_label"), meta.get("calibration") or {})
+                   meta.get("positive_label"), meta.get("calibration") or {},
+                   meta.get("drift_calibration"))
 
 
 def known_categories(model: Any, categorical: list[str]) -> dict[str, list[str]]:
@@ -97,7 +103,39 @@ def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFra
         imp = importance(trained.model, X, trained.target.encode(sample[config.data.target]),
                          config.candidates.seed)
     perf = {k: float(v) for k, v in holdout_metrics.items() if v == v}  # drop NaN
-    return Reference(frame, spec, trained.metric, perf, imp, trained.target.positive_label)
+    cal = calibrate_reference(config, frame, spec) if m.drift.thresholds_mode == "calibrated" \
+        else None
+    return Reference(frame, spec, trained.metric, perf, imp, trained.target.positive_label,
+                     drift_thresholds=cal)
+
+
+def prediction_column(columns: Any, task: str) -> tuple[str, str]:
+    """(column, kind) of the prediction a drift check compares: the score (probability of the
+    positive class, or the regression value) when there is one, else the predicted label."""
+    if SCORE in columns and task != "multiclass":
+        return SCORE, "numeric"
+    return PRED, "categorical"
+
+
+def calibrate_reference(config: Config, frame: pd.DataFrame, spec: InputSpec) -> dict[str, Any]:
+    """Drift thresholds calibrated on the reference frame for every column the drift check
+    compares (see `tasks.calibration`), as a JSON-able dict for the reference's meta.
+
+    The window size is `monitoring.window.rows`; for a `period` window, `window.min_rows`
+    (the smallest window judged; longer windows rescale at check time).
+    """
+    m, d = config.monitoring, config.monitoring.drift
+    kinds = {c: "numeric" for c in spec.numeric} | {c: "categorical" for c in spec.categorical}
+    if d.prediction_drift:
+        col, kind = prediction_column(frame.columns, config.data.task)
+        kinds[col] = kind
+    rows, basis = (m.window.rows, "monitoring.window.rows") if m.window.rows is not None \
+        else (m.window.min_rows, "monitoring.window.min_rows (period window)")
+    cal = calibrate(frame, kinds, {"numeric": d.numeric_method,
+                                   "categorical": d.categorical_method},
+                    window_rows=rows, alpha=d.alpha, min_effect=d.min_effect,
+                    max_rows=d.max_rows, seed=config.candidates.seed, window_basis=basis)
+    return cal.to_dict()
 
 
 def dumps_meta(ref: Reference) -> str:
