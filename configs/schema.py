@@ -144,6 +144,11 @@ class DataConfig(Strict):
     positive_label: str | int | float | bool | None = Field(
         default=None, description="Binary only: the class scored as positive (default: the larger)."
     )
+    time_unit: Literal["auto", "year", "s", "ms", "ns", "date"] = Field(
+        default="auto", description="How a numeric time column is read: calendar years, epoch "
+        "seconds / milliseconds / nanoseconds, or dates (text, or integers like 20150301). "
+        "auto: text is parsed as dates; integers are read as years (1000-2999), YYYYMMDD dates, "
+        "or epoch s / ms / ns when their range says so unambiguously, else a config error.")
 
 
 class RangeRule(Strict):
@@ -280,6 +285,12 @@ class Split(Strict):
     seed: int = 0
     stratify: bool = True
 
+    @field_validator("cutoff", mode="before")
+    @classmethod
+    def _cutoff_text(cls, value: Any) -> Any:
+        # YAML reads `cutoff: 2015` as a number; a year (or epoch) cutoff is still a time.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
 
 class SliceFloor(Strict):
     """A floor on the primary metric within each value of a column."""
@@ -305,6 +316,22 @@ class Gate(Strict):
     )
     slices: list[SliceFloor] = Field(default_factory=list)
     bootstrap_samples: int = Field(default=200, ge=0, le=10_000)
+    baseline: bool = Field(
+        default=True, description="The candidate must beat a trivial model (class prior / mean "
+        "of the training target) on the same holdout: by its bootstrap interval (low end above "
+        "the baseline, or high end below it for lower-is-better metrics), or without bootstrap "
+        "by `baseline_margin`.")
+    baseline_margin: float = Field(
+        default=0.01, ge=0, description="Without bootstrap: how far (in the primary metric's "
+        "units) the candidate's point value must beat the trivial model.")
+    trusted_rows: int = Field(
+        default=5000, ge=0, description="Labelled holdout rows kept (seeded sample) with every "
+        "version as its trusted evaluation set; 0 keeps none.")
+    collapse_share: float = Field(
+        default=0.75, gt=0, le=1, description="The champion has collapsed on the new holdout when "
+        "it loses at least this share of its skill above the trivial model (measured on its own "
+        "trusted set). With a candidate that has no skill either, the new labels look broken "
+        "and the gate refuses.")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")

@@ -127,12 +127,15 @@ def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *,
         try:
             outcome = train_flow(config_path, overrides=overrides, trigger=kind, reason=reason,
                                  trigger_ref=f"retrain_request:{answer.request_id}"
-                                 + (f";{ref}" if ref else ""), actor=actor)
+                                 + (f";{ref}" if ref else ""), actor=actor,
+                                 skip_unchanged=True)
         except Exception as err:  # noqa: BLE001 - recorded on the request; the champion is untouched
             policy.mark_request(env.store, answer.request_id, "failed")
             return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
                                   error=f"{type(err).__name__}: {err}")
-        policy.mark_request(env.store, answer.request_id, "done", outcome.run_id)
+        policy.mark_request(env.store, answer.request_id, "done", outcome.run_id,
+                            detail=f"{answer.detail}; training skipped: {outcome.skipped}"
+                            if outcome.skipped else None)
     return RetrainOutcome(answer.request_id, answer.verdict, answer.detail, outcome)
 
 

@@ -41,6 +41,12 @@ def _v(version: str | None) -> str:
 
 def render(o: TrainingOutcome) -> str:
     """The human summary of a training run."""
+    if o.skipped:
+        return "\n".join([f"model {o.model_name}: run {o.run_id}",
+                          f"data: {o.data['rows']} rows from {o.data['source']}",
+                          f"training skipped -- {o.skipped}",
+                          f"champion stays {_v(o.champion_after)}",
+                          *(f"note: {n}" for n in o.notes)])
     lines = [f"model {o.model_name}: run {o.run_id}",
              f"data: {o.data['rows']} rows from {o.data['source']}"
              + (f", {o.data['time_min']} .. {o.data['time_max']}" if o.data.get("time_min") else ""),

@@ -23,6 +23,7 @@ from tasks import evaluate as ev
 from tasks import gate as gt
 from tasks import ingest as ing
 from tasks import train as tr
+from tasks import trusted as ts
 from tasks import validate as va
 from tasks.card import publish_card
 from tasks.estimate import reference_calibration
@@ -30,7 +31,14 @@ from tasks.governance import clear_challenger, move_alias, sync_aliases
 from tasks.lease import Heartbeat, exclusive, lease_seconds, reap
 from tasks.provenance import Trigger, git_commit, package_version
 from tasks.reference import build_reference
-from tasks.registry import CHALLENGER, CHAMPION, Registry, log_reference
+from tasks.registry import (
+    CHALLENGER,
+    CHAMPION,
+    Registry,
+    load_trusted_set,
+    log_reference,
+    log_trusted_set,
+)
 from tasks.settings import Settings
 from tasks.store import Store
 
@@ -141,6 +149,24 @@ def ingest(ctx: RunContext) -> ing.IngestResult:
     return result
 
 
+@step("check-unchanged")
+def unchanged(ctx: RunContext, data: ing.IngestResult) -> str | None:
+    """Why this run need not train: the ingested data and the config are exactly those the
+    champion was trained on (its run's fingerprint and config sha256). None when they differ
+    or nothing serves yet."""
+    version = ctx.registry.alias_version(ctx.model_name, CHAMPION)
+    if version is None:
+        return None
+    run_id = ctx.registry.version_info(ctx.model_name, version).run_id
+    tags = ctx.registry.run_info(run_id)["tags"] if run_id else {}
+    if (tags.get("regrow.data.fingerprint") != data.fingerprint
+            or tags.get("regrow.config_sha256") != ctx.loaded.sha256):
+        return None
+    return (f"unchanged: data fingerprint {data.fingerprint[:12]} and config sha256 "
+            f"{ctx.loaded.sha256[:12]} are those champion v{version} was trained on (run "
+            f"{run_id}); nothing to retrain")
+
+
 @step("validate")
 def validate(ctx: RunContext, data: ing.IngestResult) -> va.ValidationReport:
     """Run the expectations; stop the run before training when any fails."""
@@ -184,29 +210,35 @@ def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
 
 @dataclass(frozen=True)
 class Evaluations:
-    """Candidate and champion on the same holdout."""
+    """Candidate, champion and the trivial model on the same holdout, and candidate and
+    champion on the champion's trusted set."""
 
     candidate: ev.Evaluation
     champion: ev.Evaluation | None
     champion_version: str | None
     champion_error: str | None = None
+    baseline: ev.Evaluation | None = None
+    trusted: gt.TrustedCheck | None = None
 
 
 @step("evaluate")
 def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
              with_champion: bool = True) -> Evaluations:
-    """Score the candidate, and (unless `with_champion` is False) the current champion on the
-    same holdout."""
+    """Score the candidate and the trivial baseline on the holdout and (unless `with_champion`
+    is False) the current champion on the same holdout, and candidate and champion on the
+    champion's trusted set."""
     g = ctx.loaded.config.gate
     kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
     cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
                        bootstrap_samples=g.bootstrap_samples, **kw)
+    base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
     ctx.registry.log_metrics(ctx.run_id, {f"holdout_{k}": v for k, v in cand.metrics.items()})
+    ctx.registry.log_metrics(ctx.run_id, {f"baseline_holdout_{trained.metric}": base.value})
     if cand.ci:
         ctx.registry.log_metrics(ctx.run_id, {f"holdout_{trained.metric}_ci_low": cand.ci[0],
                                               f"holdout_{trained.metric}_ci_high": cand.ci[1]})
     version = ctx.registry.alias_version(ctx.model_name, CHAMPION) if with_champion else None
-    champ, error = None, None
+    champ, error, trusted = None, None, None
     if version is not None:
         try:
             model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
@@ -214,15 +246,35 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
             ctx.registry.log_metrics(ctx.run_id, {f"champion_holdout_{k}": v
                                                   for k, v in champ.metrics.items()})
         except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote
-            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    return Evaluations(cand, champ, version, error)
+            error = _first_line(err)
+        if champ is not None:
+            trusted = _trusted_check(ctx, version, model, trained)
+    return Evaluations(cand, champ, version, error, base, trusted)
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _trusted_check(ctx: RunContext, version: str, champion: Any,
+                   trained: tr.TrainResult) -> gt.TrustedCheck:
+    """Champion and candidate on the champion's trusted set; a set that cannot be read is
+    reported, never fatal (the other rules still judge)."""
+    try:
+        run_id = ctx.registry.version_info(ctx.model_name, version).run_id
+        kept = load_trusted_set(ctx.registry, run_id) if run_id else None
+    except Exception as err:  # noqa: BLE001 - reported in the decision record
+        return gt.TrustedCheck(False, note=f"trusted set of v{version} unreadable: "
+                               f"{_first_line(err)}")
+    return ts.check(kept, champion, trained.model, trained.target, trained.metric, version)
 
 
 @step("gate")
 def gate(ctx: RunContext, evals: Evaluations) -> gt.GateDecision:
     """Apply the gate; record the decision on the run and as a Prefect table."""
     decision = gt.decide(ctx.loaded.config.gate, evals.candidate, evals.champion,
-                         evals.champion_version, evals.champion_error)
+                         evals.champion_version, evals.champion_error, evals.baseline,
+                         evals.trusted)
     ctx.registry.log_dict(ctx.run_id, decision.to_dict(), "gate/decision.json")
     ctx.registry.set_tags(ctx.run_id, {"regrow.gate.verdict": decision.verdict,
                                        "regrow.gate.reasons": "; ".join(decision.reasons)})
@@ -261,10 +313,15 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
         ctx.loaded.config.data.task, trained.model, trained.roles.inputs, parts.holdout,
         trained.target))
     log_reference(reg, ctx.run_id, reference)
+    trusted = ts.build(ctx.loaded.config, trained.model, parts.train, parts.holdout,
+                       trained.target, trained.metric)
+    if trusted is not None:
+        log_trusted_set(reg, ctx.run_id, trusted)
     tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
             "regrow.trigger_reason": ctx.trigger.reason or "-",
             "regrow.metric": trained.metric, **reference.spec.to_tags(),
-            "regrow.reference_rows": len(reference.frame)}
+            "regrow.reference_rows": len(reference.frame),
+            "regrow.trusted_rows": 0 if trusted is None else len(trusted.frame)}
     if ctx.trigger.ref:
         tags["regrow.trigger_ref"] = ctx.trigger.ref
     if trained.target.positive_label is not None:
@@ -366,20 +423,24 @@ def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | N
 
 
 def close_run(ctx: RunContext, *, error: BaseException | None = None,
-              verdict: str | None = None, version: str | None = None) -> None:
-    """Close the MLflow run and the training record, as finished or failed; stop the lease.
+              verdict: str | None = None, version: str | None = None,
+              skipped: str | None = None) -> None:
+    """Close the MLflow run and the training record, as finished, failed or skipped (`skipped`:
+    why; see `unchanged`); stop the lease.
 
     The record is closed even when MLflow cannot be reached, and the lease stops renewing
     whatever happens (released only once the record is closed).
     """
     if not ctx.run_id:
         return
-    status = "failed" if error is not None else "finished"
-    detail = None if error is None else f"{type(error).__name__}: {error}"[:4000]
+    status = "failed" if error is not None else "skipped" if skipped else "finished"
+    detail = skipped if error is None else f"{type(error).__name__}: {error}"[:4000]
     recorded = False
     try:
         try:
-            ctx.registry.set_tags(ctx.run_id, {"regrow.status": status, "regrow.error": detail})
+            ctx.registry.set_tags(ctx.run_id, {"regrow.status": status, "regrow.error": detail
+                                               if error is not None else None,
+                                               "regrow.skip_reason": skipped})
             ctx.registry.end_run(ctx.run_id, "FAILED" if error is not None else "FINISHED")
         finally:
             if ctx.row_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,19 +39,29 @@ class TrainingOutcome:
     promoted: bool
     approval: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    skipped: str | None = None
 
 
 @flow(name="regrow-train", log_prints=True)
 def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigger: str = "manual",
-               reason: str = "", trigger_ref: str | None = None,
-               actor: str = "cli") -> TrainingOutcome:
-    """Train candidates for one config and promote the winner if it passes the gate."""
+               reason: str = "", trigger_ref: str | None = None, actor: str = "cli",
+               skip_unchanged: bool = False) -> TrainingOutcome:
+    """Train candidates for one config and promote the winner if it passes the gate.
+
+    With `skip_unchanged` (requests the retrain policy admitted) a run whose data and config
+    are those the champion was trained on stops right after ingest, recorded as skipped.
+    """
+    started = time.perf_counter()
     settings = Settings.from_env()
     ctx = steps.RunContext(load_config(config_path, overrides), settings, Registry(settings),
                            Store(settings.database_url), Trigger(trigger, reason, trigger_ref, actor))
     ctx = steps.start_run(ctx)
     try:
         data = steps.ingest(ctx)
+        skipped = steps.unchanged(ctx, data) if skip_unchanged else None
+        if skipped:
+            steps.close_run(ctx, skipped=skipped)
+            return _skipped(ctx, data, skipped, time.perf_counter() - started)
         steps.validate(ctx, data)
         parts = steps.split(ctx, data)
         trained = steps.train(ctx, parts)
@@ -63,6 +74,18 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         raise
     steps.close_run(ctx, verdict=decision.verdict, version=reg.version)
     return _outcome(ctx, data, parts, trained, evals, decision, reg)
+
+
+def _skipped(ctx, data, reason: str, seconds: float) -> TrainingOutcome:
+    champion = ctx.registry.alias_version(ctx.model_name, steps.CHAMPION)
+    return TrainingOutcome(
+        model_name=ctx.model_name, run_id=ctx.run_id,
+        experiment_id=ctx.registry.experiment_id(ctx.model_name),
+        tracking_uri=ctx.settings.tracking_uri, data=data.summary(), split={}, candidates=[],
+        best="", metric=ctx.loaded.config.gate.primary_metric, holdout={}, champion_holdout=None,
+        decision={"verdict": "skipped", "rules": [], "reasons": [reason]}, version="",
+        champion_before=champion, champion_after=champion, promoted=False,
+        notes=[*ctx.notes, f"stopped after ingest, {seconds:.2f} s into the flow"], skipped=reason)
 
 
 def _outcome(ctx, data, parts, trained, evals, decision, reg) -> TrainingOutcome:

@@ -199,3 +199,24 @@ def evaluate(model: Any, holdout: pd.DataFrame, target: Target, metric: str, *,
             }
         slices[col] = per
     return Evaluation(scores, metric, ci, slices)
+
+
+def trivial_model(train: pd.DataFrame, target: Target) -> Any:
+    """A model that ignores every input: the class prior (classification) or the mean of the
+    training target (regression), fitted on the training part.
+
+    Any model worth promoting must beat it; a model trained on labels that carry no signal
+    does not.
+    """
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    y = target.encode(train[target.column])
+    model = DummyRegressor(strategy="mean") if target.task == "regression" \
+        else DummyClassifier(strategy="prior")
+    return model.fit(np.zeros((len(y), 1)), y)
+
+
+def evaluate_baseline(train: pd.DataFrame, holdout: pd.DataFrame, target: Target,
+                      metric: str) -> Evaluation:
+    """The trivial model's scores on the holdout (see `trivial_model`)."""
+    return evaluate(trivial_model(train, target), holdout, target, metric)

@@ -57,24 +57,129 @@ class GateDecision:
         return f"**verdict: {self.verdict}**\n\n" + "\n".join(rows)
 
 
+@dataclass(frozen=True)
+class TrustedCheck:
+    """The champion's trusted evaluation set (a labelled sample of its own holdout, kept with
+    the version) and what champion and candidate score on it now.
+
+    Attributes:
+        available: False for versions registered before trusted sets were kept.
+        rows: rows in the set; at_registration: the champion's score on it when registered;
+        baseline: the trivial model's score on it (fitted on the champion's training part);
+        champion / candidate: their scores on it now (None when they could not be scored).
+        note: why something is missing.
+    """
+
+    available: bool
+    rows: int = 0
+    at_registration: float | None = None
+    baseline: float | None = None
+    champion: float | None = None
+    candidate: float | None = None
+    note: str = ""
+
+
 def _better_or_equal(value: float, threshold: float, greater: bool) -> bool:
     if value is None or math.isnan(value):
         return False
     return value >= threshold if greater else value <= threshold
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _skill(value: float | None, baseline: float | None, greater: bool) -> float:
+    """How far a score is better than the trivial model's (negative: worse)."""
+    if value is None or baseline is None or math.isnan(value) or math.isnan(baseline):
+        return math.nan
+    return value - baseline if greater else baseline - value
+
+
+def beats_baseline(gate: Gate, candidate: Evaluation, baseline: Evaluation) -> RuleResult:
+    """The baseline rule: the candidate beats the trivial model on the same holdout, judged by
+    the conservative end of its bootstrap interval (or, without one, by `baseline_margin`)."""
+    metric, greater = gate.primary_metric, METRICS[gate.primary_metric][1]
+    b, cand = baseline.value, candidate.value
+    if candidate.ci:
+        measured, threshold = (candidate.ci[0] if greater else candidate.ci[1]), b
+        how = f"95% CI {_num(candidate.ci[0])}..{_num(candidate.ci[1])}, {'low' if greater else 'high'} end"
+    else:
+        measured = cand
+        threshold = b + gate.baseline_margin if greater else b - gate.baseline_margin
+        how = f"no bootstrap: point value, margin {gate.baseline_margin}"
+    ok = not (math.isnan(measured) or math.isnan(threshold)) and (
+        measured > threshold if greater else measured < threshold)
+    kind = "mean of the training target" if "rmse" in baseline.metrics else "class prior"
+    return RuleResult("baseline", metric, measured, threshold, ">" if greater else "<", ok,
+                      f"candidate {_num(cand)} ({how}) vs trivial model ({kind}) {_num(b)}")
+
+
+def _broken_labels(gate: Gate, candidate: Evaluation, champion: Evaluation, baseline: Evaluation,
+                   trusted: TrustedCheck, version: str | None) -> RuleResult:
+    """Refuse when the champion collapses on the new holdout and the candidate has no skill
+    either: the new labels, not the world, most likely changed. A collapse with a skilled
+    candidate is a concept change, which retraining exists for: passed, with a note."""
+    metric, greater = gate.primary_metric, METRICS[gate.primary_metric][1]
+    if not trusted.available:
+        return RuleResult("broken_labels", metric, None, None, ">", True,
+                          f"not checked: {trusted.note or f'champion v{version} has no trusted set'}")
+    own = trusted.champion if trusted.champion is not None else trusted.at_registration
+    ref_skill = _skill(own, trusted.baseline, greater)
+    new_skill = _skill(champion.value, baseline.value, greater)
+    keep = 1.0 - gate.collapse_share
+    if math.isnan(ref_skill) or ref_skill <= 0 or math.isnan(new_skill):
+        return RuleResult("broken_labels", metric, None, keep, ">", True,
+                          f"not checked: champion v{version} shows no measurable skill over the "
+                          f"trivial model on its own trusted set ({_num(own)} vs "
+                          f"{_num(trusted.baseline)})")
+    retained = new_skill / ref_skill
+    evidence = (f"champion v{version} scores {_num(own)} on its own trusted set (trivial "
+                f"{_num(trusted.baseline)}) but {_num(champion.value)} on the new holdout (trivial "
+                f"{_num(baseline.value)}), keeping {retained:.0%} of its skill")
+    if retained > keep:
+        return RuleResult("broken_labels", metric, retained, keep, ">", True,
+                          f"{evidence}: no collapse")
+    skilled = beats_baseline(gate, candidate, baseline)
+    if skilled.passed:
+        return RuleResult("broken_labels", metric, retained, keep, ">", True,
+                          f"concept change: {evidence}; the candidate has skill ({skilled.detail}),"
+                          " so the other rules decide")
+    return RuleResult("broken_labels", metric, retained, keep, ">", False,
+                      f"the new labels look broken: {evidence}; the candidate shows no skill "
+                      f"either ({skilled.detail})")
+
+
+def _trusted_row(metric: str, trusted: TrustedCheck, version: str | None) -> RuleResult:
+    """The scores on the champion's trusted set, reported (never decisive by itself)."""
+    if not trusted.available:
+        return RuleResult("trusted_set", metric, None, None, "", True,
+                          trusted.note or f"champion v{version} has no trusted set")
+    note = f"; {trusted.note}" if trusted.note else ""
+    return RuleResult("trusted_set", metric, trusted.candidate, None, "", True,
+                      f"{trusted.rows} rows of champion v{version}'s own holdout: champion "
+                      f"{_num(trusted.champion)} (at registration {_num(trusted.at_registration)}),"
+                      f" candidate {_num(trusted.candidate)}, trivial {_num(trusted.baseline)}"
+                      f"{note}: reported only")
+
+
 def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
-           champion_version: str | None = None, champion_error: str | None = None) -> GateDecision:
+           champion_version: str | None = None, champion_error: str | None = None,
+           baseline: Evaluation | None = None, trusted: TrustedCheck | None = None) -> GateDecision:
     """Apply the gate's rules to a candidate's holdout evaluation.
 
     Comparison rules use the champion's score on the same holdout. With no champion they pass
     with "no champion"; with a champion that could not be scored they fail, so an unscorable
-    comparison never promotes silently.
+    comparison never promotes silently. With `baseline` (the trivial model on the same holdout)
+    the baseline rule applies when `gate.baseline` is on; with a champion and `trusted`, the
+    broken-labels rule applies and the trusted-set scores are reported.
     """
     metric = gate.primary_metric
     greater = METRICS[metric][1]
     cmp = ">=" if greater else "<="
     rules: list[RuleResult] = []
+    if baseline is not None and gate.baseline:
+        rules.append(beats_baseline(gate, candidate, baseline))
     for name, bound in gate.floors.items():
         value = candidate.metrics.get(name, math.nan)
         rules.append(RuleResult("floor", name, value, bound, ">=" if METRICS[name][1] else "<=",
@@ -101,6 +206,11 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
                 not math.isnan(delta) and delta >= gate.min_improvement,
                 f"required gain {gate.min_improvement:+.4f}, got {delta:+.4f}",
             ))
+        if trusted is not None and baseline is not None:
+            rules.append(_broken_labels(gate, candidate, champion, baseline, trusted,
+                                        champion_version))
+    if trusted is not None and champion_version is not None:
+        rules.append(_trusted_row(metric, trusted, champion_version))
     for sl in gate.slices:
         per = candidate.slices.get(sl.column)
         if per is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from configs.schema import DataConfig, FileSource, LoadedConfig, SqlSource
+from tasks.timecol import TimeUnitError, to_times
 
 
 class IngestError(RuntimeError):
@@ -132,20 +133,20 @@ def read_sql(url: str, table: str | None, query: str | None, chunksize: int) -> 
     return pd.concat(chunks, ignore_index=True)
 
 
-def parse_time(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Parse the time column to datetime in place of the raw values.
+def parse_time(frame: pd.DataFrame, column: str, unit: str = "auto") -> pd.DataFrame:
+    """Parse the time column to datetime in place of the raw values, by `data.time_unit`
+    (see `tasks.timecol`: years, epoch s / ms / ns, dates).
 
     Raises:
-        IngestError: values that are not times.
+        IngestError: values that are not times, or numbers too ambiguous to read without
+            `data.time_unit`.
     """
     if column not in frame.columns:
         return frame  # reported by validation as a missing column
-    if not pd.api.types.is_datetime64_any_dtype(frame[column]):
-        try:
-            frame[column] = pd.to_datetime(frame[column], utc=False, format="mixed")
-        except (ValueError, TypeError) as err:
-            raise IngestError(
-                f"data.time_column: {column!r} holds values that are not times: {err}") from None
+    try:
+        frame[column] = to_times(frame[column], unit, f"data.time_column: {column!r}")
+    except TimeUnitError as err:
+        raise IngestError(str(err)) from None
     return frame
 
 
@@ -168,7 +169,7 @@ def ingest(loaded: LoadedConfig) -> IngestResult:
     if frame.shape[1] == 0:
         raise IngestError(f"data.source: {where} has no columns")
     if data.time_column:
-        frame = parse_time(frame, data.time_column)
+        frame = parse_time(frame, data.time_column, data.time_unit)
     tmin = tmax = None
     if data.time_column and data.time_column in frame.columns and len(frame):
         tmin, tmax = str(frame[data.time_column].min()), str(frame[data.time_column].max())
@@ -199,5 +200,5 @@ def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None =
     p = Path(path).expanduser().resolve()
     fmt = "parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv"
     frame = _read_file(FileSource(path=str(p), format=fmt), p)
-    tcol = loaded.config.data.time_column
-    return parse_time(frame, tcol) if tcol else frame
+    d = loaded.config.data
+    return parse_time(frame, d.time_column, d.time_unit) if d.time_column else frame

@@ -23,6 +23,7 @@ What a run counts for:
 | rejected by the gate | yes | yes | counts |
 | failed before a verdict: validation, bad config, error, crash | no | no | counts |
 | a reproduction (`regrow reproduce`; no `training_runs` row) | no | no | no |
+| skipped: data and config unchanged since the champion's training | no | no | no |
 
 A failed run trained nothing, so it neither cools the model down nor spends its budget: the
 next request (with fixed data) is admitted at once. Repeated failures still open the breaker,
@@ -92,6 +93,10 @@ def _lock(conn: sa.Connection, model: str) -> None:
 
 # Training record statuses that end a run without a model that trained to a verdict.
 FAILED_STATUSES = ("failed", "crashed")
+# A run that stopped after ingest because data and config were the champion's: it trained
+# nothing (no cooldown, no budget) and it is no failure (the circuit breaker ignores it).
+SKIPPED = "skipped"
+NOT_TRAINED = (*FAILED_STATUSES, SKIPPED)
 
 
 def consecutive_rejections(conn: sa.Connection, model: str) -> int:
@@ -135,8 +140,11 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
         return COALESCED, f"a {running.trigger} training of this model is running"
     # Cooldown and budget count trainings that trained, whatever started them, and admitted
     # requests not known to have failed; a failed run trained nothing (see the module doc).
-    req_counts = sa.and_(rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.state != "failed")
-    run_counts = sa.and_(tr.c.model == model, tr.c.status.not_in(FAILED_STATUSES))
+    skipped_runs = sa.select(tr.c.run_id).where(tr.c.model == model, tr.c.status == SKIPPED,
+                                                 tr.c.run_id.is_not(None))
+    req_counts = sa.and_(rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.state != "failed",
+                         sa.or_(rr.c.run_id.is_(None), rr.c.run_id.not_in(skipped_runs)))
+    run_counts = sa.and_(tr.c.model == model, tr.c.status.not_in(NOT_TRAINED))
     last_request = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(req_counts)).scalar()
     last_training = conn.execute(sa.select(sa.func.max(tr.c.started_at)).where(run_counts)).scalar()
     starts = [_utc(t) for t in (last_request, last_training) if t is not None]
@@ -180,11 +188,15 @@ def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: st
         return PolicyVerdict(int(res.inserted_primary_key[0]), verdict, detail)
 
 
-def mark_request(store: Store, request_id: int, state: str, run_id: str | None = None) -> None:
-    """Move an admitted request to running, done or failed."""
+def mark_request(store: Store, request_id: int, state: str, run_id: str | None = None,
+                 detail: str | None = None) -> None:
+    """Move an admitted request to running, done or failed (`detail`: what came of it)."""
+    values = {"state": state, "run_id": run_id, "updated_at": now()}
+    if detail is not None:
+        values["detail"] = detail
     with store.engine.begin() as conn:
         conn.execute(retrain_requests.update().where(retrain_requests.c.id == request_id)
-                     .values(state=state, run_id=run_id, updated_at=now()))
+                     .values(**values))
 
 
 def request_state(store: Store, request_id: int) -> str | None:

@@ -354,3 +354,37 @@ def describe_unreachable(err: BaseException, tracking_uri: str) -> str | None:
                     f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries)")
         err = err.__cause__ or err.__context__
     return None
+
+
+TRUSTED_DIR = "trusted"
+
+
+def log_trusted_set(registry: Registry, run_id: str, trusted: Any) -> None:
+    """Store a version's trusted evaluation set (`tasks.trusted.TrustedSet`) as run artifacts,
+    beside its drift reference."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "holdout.parquet"
+        _parquet_safe(trusted.frame).to_parquet(path, index=False)
+        registry.client.log_artifact(run_id, str(path), TRUSTED_DIR)
+    registry.log_dict(run_id, trusted.meta, f"{TRUSTED_DIR}/meta.json")
+
+
+def load_trusted_set(registry: Registry, run_id: str) -> Any:
+    """The trusted evaluation set stored with a run, or None for runs that kept none (versions
+    registered before trusted sets were kept)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks.trusted import TrustedSet
+
+    if TRUSTED_DIR not in {Path(p).name for p in registry.list_artifacts(run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRUSTED_DIR,
+                                                        dst_path=tmp)
+        except (MlflowException, OSError):
+            return None
+        frame = pd.read_parquet(Path(local) / "holdout.parquet")
+        meta = json.loads((Path(local) / "meta.json").read_text())
+    return TrustedSet(frame, meta)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from configs.schema import Config
 from tasks.store import Store, labels, now, predictions
+from tasks.timecol import TimeUnitError, to_times
 
 
 class ScoringError(ValueError):
@@ -150,7 +151,12 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
     X, pred, score = predict(config, model, spec, frame)
     times = None
     if d.time_column and d.time_column in frame.columns:
-        times = pd.to_datetime(frame[d.time_column], errors="coerce", format="mixed")
+        try:  # read like the training data (years, epoch units: data.time_unit)
+            times = to_times(frame[d.time_column], d.time_unit)
+        except TimeUnitError:  # event times are informative only: unreadable ones stay empty
+            col = frame[d.time_column]
+            times = None if pd.api.types.is_numeric_dtype(col) else \
+                pd.to_datetime(col, errors="coerce", format="mixed")
     batch, at = uuid.uuid4().hex, now()
     inputs_json = _json_rows(X)
     rows = [{"model": config.registry.model_name, "version": version, "batch_id": batch,

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from configs.schema import ESTIMATORS, METRICS, Candidate, Config
 from tasks.features import FeatureRoles, build_preprocessor, resolve_roles
+from tasks.timecol import TimeUnitError, to_time
 
 
 class TrainingError(ValueError):
@@ -47,7 +48,10 @@ def split(config: Config, frame: pd.DataFrame) -> SplitResult:
     if d.time_column:
         ordered = frame.sort_values(d.time_column, kind="stable").reset_index(drop=True)
         if s.cutoff:
-            cut = pd.Timestamp(s.cutoff)
+            try:
+                cut = to_time(s.cutoff, d.time_unit, "split.cutoff")
+            except TimeUnitError as err:
+                raise TrainingError(str(err)) from None
             mask = ordered[d.time_column] >= cut
             train, hold = ordered[~mask], ordered[mask]
         else:

@@ -102,6 +102,7 @@ def test_circuit_opens_after_rejections_until_reset(store: Store):
     ("crashed", None, False, False),    # the process died; detected by its lease
     ("finished", "reject", True, True),  # trained, judged, rejected by the gate
     ("finished", "promote", True, True),
+    ("skipped", None, False, False),    # data and config were the champion's: trained nothing
 ])
 def test_what_a_finished_run_counts_for(store: Store, status, verdict, cools, spends):
     """The table in tasks/policy.py: only runs that trained cool down and spend budget."""
@@ -123,6 +124,28 @@ def test_failed_admitted_request_does_not_cool_down(store: Store):
     assert first.admitted
     policy.mark_request(store, first.request_id, "failed")
     assert ask(store, pol).admitted
+
+
+def test_skipped_runs_train_nothing_and_are_no_failures(store: Store):
+    """Admitted requests whose training stopped after ingest (unchanged data and config):
+    no cooldown, no budget, and the circuit breaker does not count them."""
+    pol = RetrainPolicy(cooldown="6h", max_trainings=2, circuit_breaker_after=2)
+    for _ in range(4):
+        answer = ask(store, pol)
+        assert answer.admitted, answer
+        run_id = f"run-{answer.request_id}"
+        row = store.start_training(MODEL, "drift", "x")
+        store.finish_training(row, status=policy.SKIPPED, run_id=run_id, detail="unchanged")
+        policy.mark_request(store, answer.request_id, "done", run_id,
+                            detail="admitted; training skipped: unchanged")
+    with store.engine.connect() as conn:
+        assert policy.consecutive_rejections(conn, MODEL) == 0
+    done = policy.recent_requests(store, MODEL)[0]
+    assert done["state"] == "done" and "training skipped" in done["detail"]
+    # A run that trained still cools the model down afterwards.
+    store.finish_training(store.start_training(MODEL, "drift", "x"), status="finished",
+                          verdict="reject")
+    assert ask(store, pol).verdict == policy.COOLING
 
 
 def test_failures_open_the_circuit_like_rejections(store: Store):
