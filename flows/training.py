@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class TrainingOutcome:
     approval: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
+    seconds: float = 0.0  # from the flow body's start to its outcome
 
 
 @flow(name="regrow-train", log_prints=True)
@@ -73,7 +75,8 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         steps.close_run(ctx, error=err)
         raise
     steps.close_run(ctx, verdict=decision.verdict, version=reg.version)
-    return _outcome(ctx, data, parts, trained, evals, decision, reg)
+    return dataclasses.replace(_outcome(ctx, data, parts, trained, evals, decision, reg),
+                               seconds=round(time.perf_counter() - started, 3))
 
 
 def _skipped(ctx, data, reason: str, seconds: float) -> TrainingOutcome:
@@ -85,7 +88,8 @@ def _skipped(ctx, data, reason: str, seconds: float) -> TrainingOutcome:
         best="", metric=ctx.loaded.config.gate.primary_metric, holdout={}, champion_holdout=None,
         decision={"verdict": "skipped", "rules": [], "reasons": [reason]}, version="",
         champion_before=champion, champion_after=champion, promoted=False,
-        notes=[*ctx.notes, f"stopped after ingest, {seconds:.2f} s into the flow"], skipped=reason)
+        notes=[*ctx.notes, f"stopped after ingest, {seconds:.2f} s into the flow"], skipped=reason,
+        seconds=round(seconds, 3))
 
 
 def _outcome(ctx, data, parts, trained, evals, decision, reg) -> TrainingOutcome:
