@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 MODELS = {
-    "srv-auto": {"monitoring": {"schedule": "* * * * *"}, "retrain": {"cooldown": "1s"}},
+    "srv-auto": {"monitoring": {"schedule": "* * * * *"}, "retrain": {"cooldown": "1s", "max_trainings": 50}},
     "srv-manual": {"promotion": {"mode": "manual", "timeout": "10m"}, "retrain": {"cooldown": "1s"}},
     "srv-timeout": {"promotion": {"mode": "manual", "timeout": "4s"}},
 }
