@@ -278,8 +278,12 @@ def test_kill_between_version_and_alias_move_then_retrain(case, prefect_server):
     # the version exists, the champion did not move to it
     versions = [int(v.version) for v in reg.client.search_model_versions("name='faults'")]
     assert max(versions) > int(champion(home))
-    # the next request is admitted and trains, through the policy, in one command
-    out = subprocess.run([*REGROW, "retrain", str(cfg), "--reason", "after a crash"], cwd=ROOT,
+    # the next request is admitted and trains, through the policy, in one command (on new
+    # rows: a retrain of unchanged data and config would rightly be skipped)
+    fresh = cfg.parent / "fresh.csv"
+    binary_frame(seed=7).to_csv(fresh, index=False)
+    out = subprocess.run([*REGROW, "retrain", str(cfg), "--reason", "after a crash",
+                          "--set", f"data.source.path={fresh}"], cwd=ROOT,
                          env=env_for(home, prefect_server), capture_output=True, text=True,
                          timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
