@@ -65,8 +65,17 @@ class Registry:
             from mlflow import MlflowClient
 
             logging.getLogger("mlflow").setLevel(logging.WARNING)  # quiet "creating tables"
+            # MLflow also writes the URIs into os.environ "for subprocesses"; Settings.from_env
+            # reads MLFLOW_TRACKING_URI as the user's choice, so put the environment back as the
+            # user left it (MLflow's own global keeps the URI for this process).
+            saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
             mlflow.set_tracking_uri(self.settings.tracking_uri)
             mlflow.set_registry_uri(self.settings.tracking_uri)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             self._client = MlflowClient(self.settings.tracking_uri, self.settings.tracking_uri)
         return self._client
 

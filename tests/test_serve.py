@@ -58,6 +58,14 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
+def _fresh_rows(served, model: str, seed: int) -> str:
+    """A new data file for `model`: a retrain of unchanged data and config is skipped by design,
+    so a test that wants a training gives it new rows."""
+    path = Path(served["configs"][model]).parent / f"rows-{seed}.csv"
+    binary_frame(900, seed=seed).to_csv(path, index=False)
+    return str(path)
+
+
 def _api(url: str):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -246,7 +254,9 @@ def test_manual_promotion_approve_then_reject(served):
         tags = reg.version_info("srv-manual", v1).tags
         assert tags["regrow.approver"] == "alice" and tags["regrow.approval"] == "approved"
 
-        second = _run("srv-manual", {"request": {"config_path": cfg, "reason": "second"}})
+        fresh = {"data.source.path": _fresh_rows(served, "srv-manual", 42)}
+        second = _run("srv-manual", {"request": {"config_path": cfg, "reason": "second",
+                                                 "overrides": fresh}})
         _paused(second.id)
         out = _cli(served, "reject", str(second.id), "--by", "bob", "--reason", "not now")
         assert out.returncode == 0, out.stderr
@@ -336,8 +346,9 @@ def _quiet(model: str) -> None:
 def test_signed_webhook_trains_a_new_champion(served, receiver):
     with _api(served["server"]):
         _quiet("srv-auto")
-        answer = _post(receiver, {"model": "srv-auto", "reason": "warehouse table refreshed"},
-                       delivery="delivery-e2e-1")
+        fresh = {"data.source.path": _fresh_rows(served, "srv-auto", 41)}
+        answer = _post(receiver, {"model": "srv-auto", "reason": "warehouse table refreshed",
+                                  "overrides": fresh}, delivery="delivery-e2e-1")
         assert answer.status_code == 202, answer.text
         body = answer.json()
         assert body["verdict"] == "admitted"
