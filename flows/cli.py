@@ -225,45 +225,42 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_moves(moves, as_json: bool) -> None:
+def _alias_command(args: argparse.Namespace, act) -> int:
+    """Run a promotion or rollback (`act(registry, store, model, config)` -> moves); a request
+    that cannot be done is one sentence and exit 2."""
     from dataclasses import asdict
 
-    if as_json:
+    from tasks.governance import GovernanceError
+
+    loaded, reg, store = _governance(args)
+    try:
+        moves = act(reg, store, loaded.config.registry.model_name, loaded.config)
+    except GovernanceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
         print(json.dumps([asdict(m) for m in moves], indent=2))
-        return
-    for m in moves:
+    for m in [] if args.json else moves:
         print(f"{m.model} {m.describe()} ({m.reason})")
+    return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """A person promotes a version (a failed gate needs --override-gate with a reason)."""
-    loaded, reg, store = _governance(args)
-    from tasks.governance import GovernanceError, promote
+    from tasks.governance import promote
 
-    try:
-        moves = promote(reg, store, loaded.config.registry.model_name, str(args.version),
-                        by=args.by, reason=args.reason, override_gate=args.override_gate,
-                        bake=loaded.config.promotion.bake)
-    except GovernanceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    _print_moves(moves, args.json)
-    return 0
+    return _alias_command(args, lambda reg, store, model, cfg: promote(
+        reg, store, model, str(args.version), by=args.by, reason=args.reason,
+        override_gate=args.override_gate, bake=cfg.promotion.bake))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Put the previous champion (or --to N) back, recorded."""
-    loaded, reg, store = _governance(args)
-    from tasks.governance import GovernanceError, rollback
+    from tasks.governance import rollback
 
-    try:
-        moves = rollback(reg, store, loaded.config.registry.model_name, by=args.by,
-                         reason=args.reason, to=None if args.to is None else str(args.to))
-    except GovernanceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    _print_moves(moves, args.json)
-    return 0
+    return _alias_command(args, lambda reg, store, model, cfg: rollback(
+        reg, store, model, by=args.by, reason=args.reason,
+        to=None if args.to is None else str(args.to)))
 
 
 def cmd_card(args: argparse.Namespace) -> int:
