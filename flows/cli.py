@@ -369,6 +369,21 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """Replay history under the config: what the policy would have done, window by window."""
+    loaded = _load_or_exit(args)
+    from flows.backtest import run_backtest
+    from tasks.backtest import Options
+    from tasks.settings import Settings
+
+    opts = Options(window=args.window or str(loaded.config.monitoring.window.rows
+                                            or loaded.config.monitoring.window.period),
+                   label_delay=args.label_delay, start=args.start,
+                   train_window=args.train_window, tick=args.tick)
+    return run_backtest(loaded, opts, path=args.history, query=args.query, out=args.out,
+                        as_json=args.json, reports_dir=Settings.from_env().reports_dir)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Train a recorded run again and compare its holdout metric (exit 0 same, 1 different)."""
     from flows.reproduce_cli import run_reproduce
@@ -464,6 +479,26 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("--log-level", default="info")
     wh.add_argument("--no-access-log", action="store_true")
     wh.set_defaults(func=cmd_webhook)
+
+    bk = model_cmd("backtest", "replay history: what the drift checks, the policy and the gate "
+                   "would have done, window by window (touches no live state)", cmd_backtest)
+    hist = bk.add_mutually_exclusive_group()
+    hist.add_argument("--history", metavar="FILE", help="CSV or Parquet with the inputs, the "
+                      "target and the time column (default: the config's data.source)")
+    hist.add_argument("--query", help="SQL query on the config's SQL source")
+    bk.add_argument("--window", metavar="ROWS|PERIOD", help="rows per window (1000) or a period "
+                    "of event time (30d); default monitoring.window")
+    bk.add_argument("--label-delay", default="0", metavar="0|DURATION|WINDOWS|never",
+                    help="when labels arrive: with the window (0, default), a duration after "
+                    "each row's time (7d), a number of windows later (2), or never")
+    bk.add_argument("--start", metavar="TIME|ROW", help="where the replay starts; the first "
+                    "champion trains on what came before (default: the middle of the history)")
+    bk.add_argument("--train-window", metavar="ROWS|PERIOD", help="what a training sees: the "
+                    "latest rows or period with arrived labels (default: all of them)")
+    bk.add_argument("--tick", default="1d", help="simulated time between windows when the "
+                    "config has no time column (default 1d)")
+    bk.add_argument("--out", metavar="DIR", help="where the HTML and JSON reports go (default "
+                    "$REGROW_HOME/reports/<model>/)")
 
     rp = sub.add_parser("reproduce", help="train a recorded run again and compare its holdout "
                         "metric; registers nothing")

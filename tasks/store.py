@@ -252,16 +252,18 @@ class Store:
             return {alias: version for alias, version in conn.execute(q)}
 
     def start_training(self, model: str, trigger: str, reason: str | None,
-                       run_id: str | None = None, lease_seconds: float | None = None) -> int:
+                       run_id: str | None = None, lease_seconds: float | None = None,
+                       at: dt.datetime | None = None) -> int:
         """Record a training run that is starting; returns its row id.
 
         With `lease_seconds`, its lease (key ``training:<row id>``) is written in the same
-        transaction, so no crash can leave a running record without one.
+        transaction, so no crash can leave a running record without one. `at`: the start time
+        (default now; a backtest passes its simulated event time).
         """
         with self.engine.begin() as conn:
             res = conn.execute(training_runs.insert().values(
                 model=model, trigger=trigger, reason=reason, status="running", run_id=run_id,
-                started_at=now()))
+                started_at=at or now()))
             row_id = int(res.inserted_primary_key[0])
             if lease_seconds:
                 _write_lease(conn, f"training:{row_id}", model, lease_seconds)
@@ -297,12 +299,12 @@ class Store:
 
     def finish_training(self, row_id: int, *, status: str, run_id: str | None = None,
                         verdict: str | None = None, version: str | None = None,
-                        detail: str | None = None) -> None:
-        """Close a training run record."""
+                        detail: str | None = None, at: dt.datetime | None = None) -> None:
+        """Close a training run record (`at`: the end time, default now)."""
         with self.engine.begin() as conn:
             conn.execute(training_runs.update().where(training_runs.c.id == row_id).values(
                 status=status, run_id=run_id, verdict=verdict, version=version, detail=detail,
-                ended_at=now()))
+                ended_at=at or now()))
 
     def training_runs(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent training runs of a model, newest first."""
