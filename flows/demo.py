@@ -92,6 +92,26 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
     return log
 
 
+def replay_history(path: Path, reports_dir: Path, as_json: bool) -> dict | None:
+    """Before the live watch: what the policy would do over the watch period, replayed from
+    the history (`regrow backtest`; touches no live state). Returns the JSON report."""
+    from configs.schema import load_config
+    from flows.backtest import run_backtest
+    from tasks import backtest as bt
+
+    loaded = load_config(CONFIG)
+    start = str((pd.Timestamp(ORIGIN) + pd.Timedelta(days=WATCH_FROM)).date())
+    opts = bt.Options(window=str(WINDOW), start=start, train_window=str(TRAIN_DAYS))
+    if as_json:
+        return bt.write(bt.run(loaded, load_rainfall(), opts, source=str(path)),
+                        reports_dir / loaded.config.registry.model_name).to_dict()
+    print(f"\n=== backtest: what would the policy have done over days {WATCH_FROM}.. ? ===\n"
+          f"(regrow backtest {CONFIG.name} --start {start} --window {WINDOW} --train-window "
+          f"{TRAIN_DAYS}: replayed in memory, under the shipped policy on event time)")
+    run_backtest(loaded, opts, path=str(path), reports_dir=reports_dir)
+    return None
+
+
 def run_demo(as_json: bool = False) -> int:
     """Train on the early period (first champion), then on the later one (the gate decides);
     then watch later windows for drift, retraining through the policy."""
@@ -112,6 +132,7 @@ def run_demo(as_json: bool = False) -> int:
             print(f"\n=== {name} period: days {PERIODS[name][0]}..{PERIODS[name][1] - 1} "
                   f"({elapsed:.1f} s) ===")
             print(render(outcome))
+    backtest = replay_history(files["all"], settings.reports_dir, as_json)
     if not as_json:
         print(f"\n=== drift watch: days {WATCH_FROM}..{WATCH_TO - 1} in windows of {WINDOW} ===\n"
               f"(policy for the demo: {POLICY}; a retrain trains on the latest {TRAIN_DAYS} "
@@ -124,7 +145,7 @@ def run_demo(as_json: bool = False) -> int:
     drifted = [c.check_id for c in checks if c.assessment["verdict"] == "drift"]
     asked = [c.retrain for c in checks if c.retrain is not None]
     if as_json:
-        print(json.dumps({"trainings": results, "watch": [
+        print(json.dumps({"trainings": results, "backtest": backtest, "watch": [
             {**{k: v for k, v in w.items() if k != "check"}, "check": asdict(w["check"])}
             for w in watch], "champion": champ}, indent=2, default=str))
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance"]
+MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance", "backtest"]
 
 
 def main(argv: list[str]) -> int:
