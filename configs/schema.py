@@ -232,9 +232,9 @@ class Candidate(Strict):
     """One estimator to try, with fixed params and a grid searched by cross-validation."""
 
     name: str = Field(pattern=_IDENT.pattern)
-    estimator: str = Field(description="A short name (see ESTIMATORS) or the import path of a "
-                           "scikit-learn estimator class, from scikit-learn or a module listed in "
-                           "`modules`.")
+    estimator: str = Field(description="A short name (`regrow config estimators` lists them) "
+                           "or the import path of a scikit-learn estimator class, from "
+                           "scikit-learn or a module listed in `modules`.")
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -790,6 +790,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Lo
     return config_from_text(text, p, overrides)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one line that points at the line and column (not `<unicode string>`)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem + (f" ({context})" if context else "")
+
+
 def config_from_text(text: str, path: str | Path,
                      overrides: dict[str, Any] | None = None) -> LoadedConfig:
     """Validate a config's YAML text as if it were read from `path` (which need not exist
@@ -803,7 +812,7 @@ def config_from_text(text: str, path: str | Path,
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(err)}") from None
     if overrides:
         data = apply_overrides(data if isinstance(data, dict) else {}, dict(overrides))
         text += overrides_block(overrides)

@@ -26,7 +26,7 @@ def history(loaded: LoadedConfig, path: str | None, query: str | None) -> tuple[
     if path is None and query is None:
         result = ing.ingest(loaded)
         return result.frame, result.source
-    frame = ing.read_rows(loaded, path, query)
+    frame = ing.read_rows(loaded, path, query, option="--history")
     return frame, path or "query on data.source"
 
 

@@ -25,6 +25,24 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_estimators(args: argparse.Namespace) -> int:
+    """List the estimator short names a config may use, with their class and tasks."""
+    from configs.schema import ESTIMATORS
+
+    rows = [{"name": k, "class": path, "tasks": list(tasks)}
+            for k, (path, tasks) in sorted(ESTIMATORS.items())]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}}  {'tasks':<26}  class")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {', '.join(r['tasks']):<26}  {r['class']}")
+    print("\nor a dotted path to any scikit-learn estimator class (from sklearn.* or a module "
+          "listed under `modules`), e.g. estimator: sklearn.svm.SVC")
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate config files; print the problems of each."""
     from configs.schema import ConfigError, load_config
@@ -415,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(func=cmd_config_check)
     sc = csub.add_parser("schema", help="print the config JSON schema")
     sc.set_defaults(func=cmd_config_schema)
+    ce = csub.add_parser("estimators", help="list the estimator short names for candidates")
+    ce.add_argument("--json", action="store_true")
+    ce.set_defaults(func=cmd_config_estimators)
 
     def model_cmd(name: str, help_: str, func, json_flag: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)

@@ -78,6 +78,9 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
         frame.iloc[lo:hi].drop(columns=["rain"]).to_csv(rows, index=False)
         recent = files_dir / f"recent_{hi}.csv"
         frame.iloc[max(0, hi - TRAIN_DAYS):hi].to_csv(recent, index=False)
+        if not as_json:
+            print(f"\n--- days {lo}..{hi - 1}: scoring with the champion, joining labels, "
+                  "checking drift ...", flush=True)
         scored = score_flow(str(CONFIG), str(rows))
         labelled = record_labels(loaded.config, frame.iloc[lo:hi][["day", "rain"]], store)
         check = drift_check_flow(str(CONFIG), overrides={"data.source.path": str(recent),
@@ -86,9 +89,9 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
                  "check": check}
         log.append(entry)
         if not as_json:
-            print(f"\n--- days {lo}..{hi - 1}: scored {scored.rows} rows with "
-                  f"v{scored.version}, {labelled.matched} labels joined")
-            print(render_drift(check))
+            print(f"scored {scored.rows} rows with v{scored.version}, {labelled.matched} labels "
+                  "joined")
+            print(render_drift(check), flush=True)
     return log
 
 
@@ -120,18 +123,24 @@ def run_demo(as_json: bool = False) -> int:
     from tasks.settings import Settings
 
     settings = Settings.from_env()
+    if not as_json:
+        print(f"regrow demo: state in {settings.home}; writing the weather table and starting "
+              "the first training (Prefect starts a temporary server unless one is configured) "
+              "...", flush=True)
     files = write_demo_data(settings.home)
     results = []
     for name in ("early", "later"):
+        if not as_json:
+            print(f"\n=== training on the {name} period: days {PERIODS[name][0]}.."
+                  f"{PERIODS[name][1] - 1} ===", flush=True)
         t0 = time.perf_counter()
         outcome = train_flow(str(CONFIG), overrides={"data.source.path": str(files[name])},
                              trigger="demo", reason=f"demo: {name} period", actor="demo")
         elapsed = time.perf_counter() - t0
         results.append({"period": name, "seconds": round(elapsed, 2), **asdict(outcome)})
         if not as_json:
-            print(f"\n=== {name} period: days {PERIODS[name][0]}..{PERIODS[name][1] - 1} "
-                  f"({elapsed:.1f} s) ===")
             print(render(outcome))
+            print(f"({name} period trained and gated in {elapsed:.1f} s)", flush=True)
     backtest = replay_history(files["all"], settings.reports_dir, as_json)
     if not as_json:
         print(f"\n=== drift watch: days {WATCH_FROM}..{WATCH_TO - 1} in windows of {WINDOW} ===\n"

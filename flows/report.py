@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from dataclasses import asdict
@@ -13,6 +14,8 @@ if TYPE_CHECKING:  # `status` is a light command: no Prefect or ML library at im
 
 # Errors caused by the input (config, data, expectations), not by regrow: exit code 2.
 BAD_INPUT = 2
+# A training that finished but left the model without any champion (first gate refused).
+NO_CHAMPION = 3
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
@@ -103,6 +106,14 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
             print(json.dumps({"status": "failed", "error": message, "kind": "unreachable"}))
         return 1
     print(json.dumps(asdict(outcome), indent=2, default=str) if as_json else render(outcome))
+    if outcome.champion_after is None and not outcome.skipped:
+        # Nothing can score: a decision, but not a success for whoever runs this.
+        if not as_json:
+            print(f"\nNO CHAMPION: {outcome.model_name} has no champion yet, so nothing can "
+                  "score; the gate refused v" + outcome.version + " (see the failed rules "
+                  "above). Fix the data or the config and train again, or promote it by hand "
+                  "with `regrow promote --override-gate`.", file=sys.stderr)
+        return NO_CHAMPION
     return 0
 
 
@@ -193,13 +204,17 @@ def status(loaded) -> dict[str, Any]:
     info["alias_history"] = store.alias_history(name)[-6:]
     info["external_moves"] = [m.describe() for m in found]
     info["bakes"] = [b.to_dict() for b in baking.latest(store, name, 3)]
-    return json.loads(json.dumps(info, default=str))
+    return json.loads(json.dumps(info, default=lambda v: st.iso(v) if isinstance(v, dt.datetime)
+                                 else str(v)))
 
 
 def render_status(info: dict[str, Any]) -> str:
     """`status` as text."""
-    lines = [f"model {info['model']}: champion v{info['champion'] or '-'}, "
-             f"challenger v{info['challenger'] or '-'}"]
+    def ver(v: str | None) -> str:
+        return f"v{v}" if v else "none"
+
+    lines = [f"model {info['model']}: champion {ver(info['champion'])}, "
+             f"challenger {ver(info['challenger'])}"]
     if info.get("champion_trigger"):
         t = info["champion_trigger"]
         lines.append(f"  champion trained by {t['trigger']}: {t['trigger_reason']}"
@@ -214,7 +229,7 @@ def render_status(info: dict[str, Any]) -> str:
     for c in info["drift_checks"]:
         lines.append(f"  #{c['id']} {c['checked_at'][:19]} v{c['version']} {c['verdict']:<18} "
                      f"rows {c['window_rows']:<6} share {_fmt(c['drift_share'])} "
-                     f"{c['drifted_columns'] or ''}")
+                     f"{', '.join(c['drifted_columns'])}")
     lines.append("retrain requests (newest first):")
     for r in info["retrain_requests"]:
         lines.append(f"  #{r['id']} {r['created_at'][:19]} {r['kind']:<8} {r['verdict']:<13} "

@@ -80,11 +80,12 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def _read_file(src: FileSource, path: Path) -> pd.DataFrame:
+def _read_file(src: FileSource, path: Path, where: str = "data.source.path") -> pd.DataFrame:
+    """Read a CSV or Parquet file; errors name `where` (the config key or option it came from)."""
     if not path.exists():
-        raise IngestError(f"data.source.path: file not found: {path}")
+        raise IngestError(f"{where}: file not found: {path}")
     if path.stat().st_size == 0:
-        raise IngestError(f"data.source.path: file is empty: {path}")
+        raise IngestError(f"{where}: file is empty: {path}")
     try:
         if src.resolved_format == "parquet":
             return pd.read_parquet(path)
@@ -92,13 +93,13 @@ def _read_file(src: FileSource, path: Path) -> pd.DataFrame:
         return pd.concat(list(chunks), ignore_index=True)
     except UnicodeDecodeError as err:
         raise IngestError(
-            f"data.source.path: {path} is not valid {src.encoding} (byte {err.start}: "
+            f"{where}: {path} is not valid {src.encoding} (byte {err.start}: "
             f"{err.reason}); set data.source.encoding to the file's encoding"
         ) from None
     except pd.errors.EmptyDataError:
-        raise IngestError(f"data.source.path: {path} has no columns (empty CSV)") from None
+        raise IngestError(f"{where}: {path} has no columns (empty CSV)") from None
     except (pd.errors.ParserError, OSError, ValueError) as err:
-        raise IngestError(f"data.source.path: cannot read {path}: {err}") from None
+        raise IngestError(f"{where}: cannot read {path}: {err}") from None
 
 
 def read_sql(url: str, table: str | None, query: str | None, chunksize: int) -> pd.DataFrame:
@@ -183,7 +184,8 @@ def ingest(loaded: LoadedConfig) -> IngestResult:
     )
 
 
-def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None = None) -> pd.DataFrame:
+def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None = None,
+              option: str = "--input") -> pd.DataFrame:
     """Rows to score or labels: a CSV/Parquet file, or a query on the config's SQL source.
 
     Raises:
@@ -199,6 +201,6 @@ def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None =
         return read_sql(expand_url(src.url), None, query, src.chunksize)
     p = Path(path).expanduser().resolve()
     fmt = "parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv"
-    frame = _read_file(FileSource(path=str(p), format=fmt), p)
+    frame = _read_file(FileSource(path=str(p), format=fmt), p, option)
     d = loaded.config.data
     return parse_time(frame, d.time_column, d.time_unit) if d.time_column else frame

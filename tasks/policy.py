@@ -163,7 +163,10 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
     if used >= policy.max_trainings:
         return OVER_BUDGET, f"{used} trainings in the last {policy.budget_period} " \
                             f"(budget {policy.max_trainings})"
-    return ADMITTED, "admitted"
+    since_last = "no training before" if last is None else \
+        f"last training started {last:%Y-%m-%d %H:%M:%S}, cooldown {policy.cooldown} passed"
+    return ADMITTED, (f"{since_last}; {used + 1} of {policy.max_trainings} trainings in the last "
+                      f"{policy.budget_period}")
 
 
 def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: str, reason: str,

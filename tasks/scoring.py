@@ -139,6 +139,7 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
     """
     d = config.data
     extra, unseen = check_rows(spec, frame)
+    extra = [c for c in extra if c not in (d.id_column, d.time_column)]  # used, not ignored
     if d.id_column:
         if d.id_column not in frame.columns:
             raise ScoringError(f"input is missing the id column {d.id_column!r} (data.id_column)")

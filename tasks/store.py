@@ -178,6 +178,14 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time as ISO 8601 with its zone (SQLite hands back naive UTC values)."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+            ).astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -373,7 +381,12 @@ def recent_drift_checks(store: Store, model: str, limit: int = 10) -> list[dict[
                    c.drifted_columns, c.prediction_drift, c.report_path, c.retrain_request_id)
          .where(c.model == model).order_by(c.id.desc()).limit(limit))
     with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    import json
+
+    for row in rows:  # stored as JSON text: handed out as the list it is
+        row["drifted_columns"] = json.loads(row["drifted_columns"] or "[]")
+    return rows
 
 
 def version_drift_checks(store: Store, model: str, version: str) -> list[dict[str, Any]]:

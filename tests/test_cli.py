@@ -70,6 +70,12 @@ def test_train_end_to_end_then_bad_data(tmp_path: Path):
     again = run(["train", str(cfg), "--json"], home)  # JSON mode reports the failure as JSON too
     assert again.returncode == 2 and json.loads(again.stdout)["kind"] == "ValidationFailed"
 
+    # A first training the gate refuses leaves no champion: exit 3 and one loud sentence.
+    write_case(tmp_path / "m", binary_frame(1000), BINARY_CONFIG)
+    refused = run(["train", str(cfg), "--set", "gate.floors.roc_auc=0.999"], tmp_path / "home2")
+    assert refused.returncode == 3, refused.stderr[-3000:]
+    assert "NO CHAMPION: test-binary has no champion yet" in refused.stderr
+
     from tasks.registry import CHAMPION, Registry
     from tasks.settings import Settings
 
@@ -102,6 +108,8 @@ def test_score_labels_watch_status_retrain_commands(tmp_path: Path, prefect_serv
     scored = cli("score", str(cfg), "--input", str(tmp_path / "rows.csv"))
     assert scored.returncode == 0, scored.stderr
     assert "scored 800 rows" in scored.stdout and "unused" in scored.stdout
+    # the id and time columns are used (joins, event times), not ignored
+    assert "row_id" not in scored.stdout and "'ts'" not in scored.stdout
     labels = rows[["row_id", "label"]]
     labels = pd.concat([labels, pd.DataFrame({"row_id": [999999], "label": [1]})])
     labels.to_csv(tmp_path / "labels.csv", index=False)
@@ -119,10 +127,15 @@ def test_score_labels_watch_status_retrain_commands(tmp_path: Path, prefect_serv
     status = json.loads(cli("status", str(cfg), "--json").stdout)
     assert status["champion"] == "1" and status["drift_checks"][0]["verdict"] == "drift"
     assert status["retrain_requests"][0]["reason"] == "analyst saw the drift"
+    first = status["drift_checks"][0]
+    assert {"amount", "age"} <= set(first["drifted_columns"])  # a list, not JSON text
+    assert first["checked_at"].endswith("+00:00")  # times carry their zone
     text = cli("status", str(cfg)).stdout
     assert "champion v1" in text and "cooling_down" in text
     bad = cli("score", str(cfg), "--input", str(tmp_path / "labels.csv"))
     assert bad.returncode == 2 and "missing column(s) the model needs" in bad.stderr
+    missing = cli("score", str(cfg), "--input", str(tmp_path / "nowhere.csv"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: --input: file not found")
 
 
 def test_an_estimator_override_runs_no_command(tmp_path: Path):
@@ -161,6 +174,7 @@ except SystemExit:
     (["--help"], set()),
     (["config", "check", "{cfg}"], set()),
     (["config", "schema"], set()),
+    (["config", "estimators"], set()),
     (["status", "{cfg}"], {"mlflow"}),
     (["history", "{cfg}"], {"mlflow"}),
     (["card", "{cfg}"], {"mlflow"}),

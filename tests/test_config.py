@@ -83,8 +83,9 @@ def test_missing_file_and_bad_yaml(tmp_path: Path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML: line 2, column 1") as err:
         load_config(bad)
+    assert str(err.value).startswith(str(bad)) and "<unicode string>" not in str(err.value)
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("just a string\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
