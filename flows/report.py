@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from flows.term import style, table, verdict
+
 if TYPE_CHECKING:  # `status` is a light command: no Prefect or ML library at import
     from flows.monitoring import DriftOutcome, RetrainOutcome
     from flows.training import TrainingOutcome
@@ -68,10 +70,11 @@ def render(o: TrainingOutcome) -> str:
               "gate:", f"  {'rule':<26} {'metric':<10} {'measured':>9} {'threshold':>12}  result  detail"]
     for r in o.decision["rules"]:
         thr = "-" if r["threshold"] is None else f"{r['comparator']} {r['threshold']:.4f}"
+        result = verdict("pass") + "  " if r["passed"] else verdict("FAIL") + "  "
         lines.append(f"  {r['rule']:<26} {r['metric']:<10} {_fmt(r['measured']):>9} {thr:>12}  "
-                     f"{'pass' if r['passed'] else 'FAIL':<6}  {r['detail']}")
-    verdict = o.decision["verdict"].upper()
-    lines += ["", f"verdict: {verdict} -- {'; '.join(o.decision['reasons'])}",
+                     f"{result}  {r['detail']}")
+    word = verdict(o.decision["verdict"].upper())
+    lines += ["", f"verdict: {word} -- {'; '.join(o.decision['reasons'])}",
               f"registered {o.model_name} v{o.version}; champion: "
               + (f"{_v(o.champion_before)} -> {_v(o.champion_after)}" if o.promoted
                  else f"stays {_v(o.champion_after)}"),
@@ -109,10 +112,10 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
     if outcome.champion_after is None and not outcome.skipped:
         # Nothing can score: a decision, but not a success for whoever runs this.
         if not as_json:
-            print(f"\nNO CHAMPION: {outcome.model_name} has no champion yet, so nothing can "
-                  "score; the gate refused v" + outcome.version + " (see the failed rules "
-                  "above). Fix the data or the config and train again, or promote it by hand "
-                  "with `regrow promote --override-gate`.", file=sys.stderr)
+            print(f"\n{style('NO CHAMPION', 'bad', sys.stderr)}: {outcome.model_name} has no "
+                  f"champion yet, so nothing can score; the gate refused v{outcome.version} (see "
+                  "the failed rules above). Fix the data or the config and train again, or "
+                  "promote it by hand with `regrow promote --override-gate`.", file=sys.stderr)
         return NO_CHAMPION
     return 0
 
@@ -140,7 +143,7 @@ def guarded(fn, as_json: bool) -> Any:
 
 def render_retrain(r: RetrainOutcome) -> str:
     """One retrain request's answer and its training."""
-    text = f"retrain request #{r.request_id}: {r.verdict.upper()} -- {r.detail}"
+    text = f"retrain request #{r.request_id}: {verdict(r.verdict.upper())} -- {r.detail}"
     if r.training:
         text += "\n\n" + render(r.training)
     if r.error:
@@ -151,18 +154,19 @@ def render_retrain(r: RetrainOutcome) -> str:
 def render_drift(o: DriftOutcome) -> str:
     """A drift check's verdict, reasons and follow-up."""
     a = o.assessment
-    lines = [f"drift check #{o.check_id} for {o.model} v{o.version}: {a['verdict'].upper()} "
-             f"({a['window_rows']} rows in the window)"]
+    lines = [f"drift check #{o.check_id} for {o.model} v{o.version}: "
+             f"{verdict(a['verdict'].upper())} ({a['window_rows']} rows in the window)"]
     lines += [f"  - {r}" for r in a["reasons"]]
     if a.get("summary"):
-        for c in a["summary"]["columns"]:
-            lines.append(f"    {c['column']:<28} {c['method']:<14} {_fmt(c['score']):>8}  "
-                         f"{'DRIFT' if c['drifted'] else 'ok'}")
+        lines += table(["column", "method", "distance", "threshold", "verdict"],
+                       [[c["column"], c["method"], _fmt(c["score"]), _fmt(c.get("threshold")),
+                         "drift" if c["drifted"] else "ok"] for c in a["summary"]["columns"]],
+                       indent="    ", verdicts=[4])
     if o.report_path:
         lines.append(f"report: {o.report_path}")
     if a.get("warning"):
-        lines.append("WARNING: drift without a persistent performance degradation; no retrain "
-                     "asked (retrain.on: performance)")
+        lines.append(style("WARNING", "warn") + ": drift without a persistent performance "
+                     "degradation; no retrain asked (retrain.on: performance)")
     elif a["verdict"] == "drift" and not a["persistent"]:
         lines.append("no retrain asked yet (waiting for persistence)")
     if o.bake:
@@ -170,7 +174,8 @@ def render_drift(o: DriftOutcome) -> str:
         lines.append(f"bake of v{b['version']} against v{b['previous_version']}: {b['window']} "
                      f"-> {b['state'].upper()} ({b['windows_done']}/{b['windows']} windows)")
         if b["state"] == "rolled_back":
-            lines.append(f"ROLLED BACK: champion is v{b['previous_version']} again ({b['detail']})")
+            lines.append(style("ROLLED BACK", "bad")
+                         + f": champion is v{b['previous_version']} again ({b['detail']})")
     if o.retrain:
         lines.append(render_retrain(o.retrain))
     return "\n".join(lines)
@@ -226,16 +231,19 @@ def render_status(info: dict[str, Any]) -> str:
         lines.append(f"  bake of v{b['version']} against v{b['previous_version']}: {b['state']}, "
                      f"{b['windows_done']}/{b['windows']} windows ({b['detail'] or 'no window yet'})")
     lines.append("drift checks (newest first):")
-    for c in info["drift_checks"]:
-        lines.append(f"  #{c['id']} {c['checked_at'][:19]} v{c['version']} {c['verdict']:<18} "
-                     f"rows {c['window_rows']:<6} share {_fmt(c['drift_share'])} "
-                     f"{', '.join(c['drifted_columns'])}")
+    lines += table(["#", "checked at (UTC)", "version", "verdict", "rows", "share", "drifted"],
+                   [[c["id"], c["checked_at"][:19], f"v{c['version']}", c["verdict"],
+                     c["window_rows"], _fmt(c["drift_share"]), ", ".join(c["drifted_columns"])]
+                    for c in info["drift_checks"]], verdicts=[3]) \
+        if info["drift_checks"] else ["  none yet"]
     lines.append("retrain requests (newest first):")
-    for r in info["retrain_requests"]:
-        lines.append(f"  #{r['id']} {r['created_at'][:19]} {r['kind']:<8} {r['verdict']:<13} "
-                     f"{r['state']:<8} {r['reason'][:70]}")
+    lines += table(["#", "asked at (UTC)", "kind", "verdict", "state", "reason"],
+                   [[r["id"], r["created_at"][:19], r["kind"], r["verdict"], r["state"],
+                     r["reason"][:70]] for r in info["retrain_requests"]], verdicts=[3]) \
+        if info["retrain_requests"] else ["  none yet"]
     lines.append("trainings (newest first):")
-    for t in info["trainings"]:
-        lines.append(f"  {t['started_at'][:19]} {t['trigger']:<8} {t['status']:<9} "
-                     f"verdict {t['verdict'] or '-':<8} v{t['version'] or '-'}")
+    lines += table(["started at (UTC)", "trigger", "status", "verdict", "version"],
+                   [[t["started_at"][:19], t["trigger"], t["status"], t["verdict"] or "-",
+                     f"v{t['version']}" if t["version"] else "-"] for t in info["trainings"]],
+                   verdicts=[2, 3]) if info["trainings"] else ["  none yet"]
     return "\n".join(lines)
