@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
 from configs.schema import METRICS, Bake, Config
 from tasks.store import Store, bakes, now, shadow_predictions
+
+if TYPE_CHECKING:  # `regrow status` reads bakes: no numpy or pandas at import
+    import numpy as np
+    import pandas as pd
 
 BAKING, PASSED, ROLLED_BACK, ENDED = "baking", "passed", "rolled_back", "ended"
 
