@@ -540,12 +540,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``regrow`` console script."""
+def main(argv: list[str] | None = None, warm: bool = True) -> int:
+    """Entry point of the ``regrow`` console script.
+
+    With `warm` (the default), a command runs in the control plane's warm process when one is
+    up and would behave the same (see `flows.warm`); otherwise here.
+    """
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     from tasks.settings import configure_process_env
 
-    configure_process_env(verbose=args.verbose)
+    settings = configure_process_env(verbose=args.verbose)
+    if warm and not args.verbose:
+        from flows.warm import LOCAL_ONLY, forward
+
+        if args.command not in LOCAL_ONLY:
+            code = forward(argv, settings.home)
+            if code is not None:
+                return code
     from flows.lifeline import hold
 
     hold()  # helpers (the temporary Prefect server) end with this command, even on kill -9

@@ -397,3 +397,16 @@ def load_trusted_set(registry: Registry, run_id: str) -> Any:
         frame = pd.read_parquet(Path(local) / "holdout.parquet")
         meta = json.loads((Path(local) / "meta.json").read_text())
     return TrustedSet(frame, meta)
+
+
+def warm_up(settings: Settings) -> None:
+    """Open the tracking and registry stores once (MLflow caches a store per URI and verifies
+    a database's schema when it opens it: ~1 s), then close their connections, so processes
+    forked from this one (`flows.warm`) reuse the verified stores on fresh connections."""
+    registry = Registry(settings)
+    registry.aliases("regrow-warm-up")
+    client = registry.client
+    for store in (client._tracking_client.store, client._get_registry_client().store):
+        engine = getattr(store, "engine", None)
+        if engine is not None:
+            engine.dispose()
