@@ -136,34 +136,45 @@ def _signal(pids: set[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _wait_gone(pids: set[int], seconds: float) -> set[int]:
+    """Wait up to `seconds` for the processes to end; returns those still alive."""
+    deadline = time.monotonic() + seconds
+    left = {p for p in pids if plane.start_time(p) is not None}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = {p for p in left if plane.start_time(p) is not None}
+    return left
+
+
 def _terminate(parts: list[dict[str, Any]], plane_id: str | None, grace: float = GRACE) -> int:
-    """End the live parts, their process groups and every process carrying the plane's token:
-    SIGTERM, SIGKILL to what is left after `grace` seconds. Returns how many processes ended."""
-    targets: set[int] = set()
-    for part in parts:
-        if plane.part_alive(part):
-            targets |= {part["pid"]} | _group(part["pid"])
-    if plane_id:
-        targets |= carriers(plane_id)
-    everyone = set(targets)
-    _signal({p for p in targets if not _is_watchdog(p)}, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if plane_id:  # children started while the parts shut down
-            new = carriers(plane_id) - everyone
-            _signal({p for p in new if not _is_watchdog(p)}, signal.SIGTERM)
-            everyone |= new
-        if not any(plane.start_time(p) is not None for p in everyone):
-            return len(everyone)
-    left = {p for p in everyone if plane.start_time(p) is not None}
+    """End the live parts, their process groups and every process carrying the plane's token;
+    returns how many processes ended.
+
+    Clients first: ``regrow serve`` pauses its deployments through the Prefect API when it stops
+    (and would retry against a server already gone), so `serve` and `webhook` get SIGTERM and up
+    to `grace` seconds before the servers get theirs. What is left `grace` seconds after that
+    (and any watchdog of a part's command, which ignores SIGTERM) gets SIGKILL.
+    """
+    everyone: set[int] = set()
+    for stage in (("serve", "webhook"), ("prefect", "mlflow")):
+        targets: set[int] = set()
+        for part in parts:
+            if part.get("name") in stage and plane.part_alive(part):
+                targets |= {part["pid"]} | _group(part["pid"])
+        if stage[0] == "prefect" and plane_id:
+            targets |= carriers(plane_id)
+        targets -= everyone
+        everyone |= targets
+        _signal({p for p in targets if not _is_watchdog(p)}, signal.SIGTERM)
+        _wait_gone({p for p in targets if not _is_watchdog(p)}, grace)
+    # watchdogs end on their own once their command is gone; give them a moment
+    left = _wait_gone(everyone, 2.0)
     if plane_id:
         left |= carriers(plane_id)
+    everyone |= left
     _signal(left, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(plane.start_time(p) is not None for p in left) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return len(everyone | left)
+    _wait_gone(left, 5.0)
+    return len(everyone)
 
 
 # --- health ---------------------------------------------------------------------------------
@@ -335,6 +346,9 @@ def up(opts: Options, models: list[str], out=print) -> int:
         env.update({PLANE_ENV: plane_id, "PREFECT_API_URL": parts[0]["api_url"],
                     "REGROW_HOME": str(settings.home), "PYTHONUNBUFFERED": "1",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        # MLflow's job runner (GenAI jobs: trace roll-ups, prompt optimisation) starts seven
+        # worker processes; regrow uses none of it.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         for part in parts:
             Path(part["log"]).unlink(missing_ok=True)  # each plane writes fresh logs
         try:
