@@ -338,6 +338,9 @@ def up(opts: Options, models: list[str], out=print) -> int:
             _cleanup(run_dir, state)
         parts = _plan(opts, settings, models)
         _check_ports(parts, opts.host)
+        if os.environ.get("PREFECT_API_URL"):  # set by the user: it wins over the plane's
+            out(f"note: PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}); commands run "
+                "with it use that server, not the plane's")
         plane_id = uuid.uuid4().hex
         state = {"id": plane_id, "home": str(settings.home), "host": opts.host, "ready": False,
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parts": []}
