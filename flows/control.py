@@ -329,9 +329,12 @@ def up(opts: Options, models: list[str], out=print) -> int:
     with _locked(run_dir):
         state = plane.read_state(run_dir)
         if _live(state):
+            info = status(state)
             out(f"the control plane of {settings.home} is already up:")
-            out(render(status(state)))
-            out("(`regrow down` stops it)")
+            out(render(info))
+            stopped = [p["name"] for p in info["parts"] if p["health"] == "stopped"]
+            out(f"{', '.join(stopped)} stopped: `regrow down`, then `regrow up`, starts it again"
+                if stopped else "(`regrow down` stops it)")
             return 0
         if state:  # nothing of it runs any more
             _terminate(state.get("parts", []), state.get("id"), grace=2)
