@@ -333,6 +333,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     `regrow serve` and the webhook receiver for the given configs)."""
     if args.status:
         return cmd_ps(args)
+    if not sys.platform.startswith("linux"):
+        print("error: the local control plane needs Linux (it tracks its processes in /proc)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     from configs.schema import ConfigError, load_config
 
     try:
