@@ -328,6 +328,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the local control plane in the background (Prefect server and UI, MLflow UI,
+    `regrow serve` and the webhook receiver for the given configs)."""
+    if args.status:
+        return cmd_ps(args)
+    if not sys.platform.startswith("linux"):
+        print("error: the local control plane needs Linux (it tracks its processes in /proc)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from configs.schema import ConfigError, load_config
+
+    try:
+        models = [load_config(p).config.registry.model_name for p in args.configs]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from flows import control
+
+    opts = control.Options(configs=tuple(args.configs), host=args.host,
+                           prefect_port=args.prefect_port, mlflow_port=args.mlflow_port,
+                           webhook_port=args.webhook_port, timeout=args.timeout)
+    try:
+        return control.up(opts, models, out=lambda line: print(line, flush=True))
+    except control.PlaneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop every part of the local control plane (idempotent)."""
+    from flows import control
+
+    return control.down(out=lambda line: print(line, flush=True))
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    """Each part of the local control plane: pid, URL and health."""
+    from flows import control
+
+    info = control.status()
+    print(json.dumps(info, indent=2) if args.json else control.render(info))
+    return 0
+
+
 def _resume(args: argparse.Namespace, approve: bool) -> int:
     from uuid import UUID
 
@@ -484,6 +528,25 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("configs", nargs="+")
     sv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
     sv.set_defaults(func=cmd_serve, set=None)
+    up = sub.add_parser("up", help="start the local control plane in the background: Prefect "
+                        "server and UI, MLflow UI, `serve` (and the webhook receiver) for CONFIGs")
+    up.add_argument("configs", nargs="*", metavar="CONFIG")
+    up.add_argument("--host", default="127.0.0.1", help="address every part binds (default "
+                    "127.0.0.1)")
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--webhook-port", type=int, default=8787,
+                    help="used when REGROW_WEBHOOK_SECRET is set")
+    up.add_argument("--timeout", type=float, default=180.0,
+                    help="seconds each part may take to answer (default 180)")
+    up.add_argument("--status", action="store_true", help="show the parts (as `regrow ps`)")
+    up.add_argument("--json", action="store_true", help="with --status: print JSON")
+    up.set_defaults(func=cmd_up)
+    dn = sub.add_parser("down", help="stop the local control plane")
+    dn.set_defaults(func=cmd_down)
+    ps = sub.add_parser("ps", help="the parts of the local control plane: pid, URL, health")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=cmd_ps)
     for name, func, verb in (("approve", cmd_approve, "approve"), ("reject", cmd_reject, "reject")):
         ap = sub.add_parser(name, help=f"{verb} a promotion waiting in a paused training run")
         ap.add_argument("flow_run_id")

@@ -18,6 +18,7 @@ class Settings:
         database_url: the monitoring store (``REGROW_DATABASE_URL``).
         reports_dir: HTML/JSON reports.
         prefect_home: Prefect's home for local (ephemeral) runs.
+        run_dir: pid files, logs and state of the local control plane (`regrow up`).
     """
 
     home: Path
@@ -26,6 +27,10 @@ class Settings:
     database_url: str
     reports_dir: Path
     prefect_home: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,11 +54,19 @@ def configure_process_env(verbose: bool = False) -> Settings:
     """Point Prefect and MLflow at the state directory before either is imported.
 
     Values already set in the environment win, so a Prefect server (``PREFECT_API_URL``) or
-    an MLflow server (``MLFLOW_TRACKING_URI``) is used as soon as it is configured. Unless
+    an MLflow server (``MLFLOW_TRACKING_URI``) is used as soon as it is configured. While the
+    local control plane (`regrow up`) runs, its Prefect server is the default
+    ``PREFECT_API_URL`` (no temporary server is started). Unless
     `verbose`, library log lines stay off the console (they still reach the Prefect API): the
     command prints its own summary and its own error message.
     """
     s = Settings.from_env()
+    if not os.environ.get("PREFECT_API_URL"):
+        from tasks.plane import prefect_api_url
+
+        api = prefect_api_url(s.run_dir)  # a JSON read and a /proc read: no HTTP call
+        if api:
+            os.environ["PREFECT_API_URL"] = api
     os.environ.setdefault("PREFECT_HOME", str(s.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A fresh Prefect home runs its migrations on first start: give a busy machine time.

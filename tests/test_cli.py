@@ -180,6 +180,8 @@ except SystemExit:
     (["card", "{cfg}"], {"mlflow"}),
     (["reproduce", "0" * 32], {"mlflow"}),  # an unknown run: refused before Prefect starts
     (["approve", "00000000-0000-0000-0000-000000000000", "--by", "x"], {"prefect"}),
+    (["ps"], set()),
+    (["down"], set()),
 ], ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_light_commands_import_only_what_they_use(tmp_path: Path, args, allowed):
     cfg = write_case(tmp_path / "m", binary_frame(50), BINARY_CONFIG)

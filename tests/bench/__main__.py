@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance", "backtest"]
+MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance",
+           "backtest", "control"]
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,92 @@
+"""The local control plane: how long `regrow up` takes, and what it saves each command.
+
+On a fresh state dir with one small model: `regrow up CONFIG` cold (Prefect and MLflow create
+and migrate their databases) until every part answers, then `down` and `up` again (warm), each
+on free ports. Commands that need Prefect -- `regrow retrain` answered `cooling_down` (the policy
+alone) and `regrow train` of 2,000 rows -- as fresh processes, median of `--repeats`, without the
+plane (each starts a temporary Prefect server: the baseline) and with it.
+
+Usage::
+
+    .venv/bin/python -m tests.bench control [--repeats=3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
+    env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
+    return env
+
+
+def _run(args: list[str], home: Path) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+                         text=True, env=_env(home), cwd=ROOT, timeout=900)
+    took = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"`regrow {' '.join(args)}` failed:\n{out.stdout[-1500:]}"
+                         f"{out.stderr[-2000:]}")
+    return took
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bench control")
+    p.add_argument("--repeats", type=int, default=3)
+    args, _ = p.parse_known_args(argv)
+    from tests.helpers import BINARY_CONFIG, binary_frame, write_case
+    from tests.procs import free_port
+
+    with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
+        home = Path(tmp) / "home"
+        cfg = str(write_case(Path(tmp) / "m", binary_frame(2000, seed=1), BINARY_CONFIG))
+
+        def up() -> float:
+            return _run(["up", cfg, "--prefect-port", str(free_port()), "--mlflow-port",
+                         str(free_port()), "--webhook-port", str(free_port())], home)
+
+        ups = {"cold": up()}
+        print(f"`regrow up` cold: {ups['cold']:.1f} s", flush=True)
+        _run(["down"], home)
+        ups["warm"] = up()
+        _run(["down"], home)
+        print("setting up: one training ...", flush=True)
+        _run(["train", cfg], home)  # a champion; later retrain requests are cooling down
+        commands = {"retrain (cooling_down)": ["retrain", cfg, "--reason", "bench"],
+                    "train (2,000 rows)": ["train", cfg, "--reason", "bench"]}
+        times: dict[tuple[str, str], list[float]] = {}
+        for mode in ("no plane", "plane up"):
+            if mode == "plane up":
+                up()
+            try:
+                for _ in range(args.repeats):
+                    for name, cmd in commands.items():
+                        times.setdefault((name, mode), []).append(_run(cmd, home))
+            finally:
+                if mode == "plane up":
+                    _run(["down"], home)
+    print("\n| `regrow up` (1 config: prefect, mlflow, serve) | s |")
+    print("|---|---|")
+    for kind, took in ups.items():
+        print(f"| {kind}, until every part answers | {took:.1f} |")
+    print("\n| command | runs | no plane: median s | plane up: median s | plane / no plane |")
+    print("|---|---|---|---|---|")
+    for name in commands:
+        base = statistics.median(times[(name, "no plane")])
+        med = statistics.median(times[(name, "plane up")])
+        print(f"| `regrow {name}` | {len(times[(name, 'plane up')])} | {base:.2f} | {med:.2f} | "
+              f"{med / base:.2f}x |")
+    return 0
