@@ -9,7 +9,9 @@
   ``MLFLOW_TRACKING_URI`` already names an MLflow server);
 - ``serve``: ``regrow serve CONFIG ...`` against that Prefect server, when configs are given;
 - ``webhook``: ``regrow webhook CONFIG ...``, when configs are given and
-  ``REGROW_WEBHOOK_SECRET`` is set.
+  ``REGROW_WEBHOOK_SECRET`` is set;
+- ``warm``: a process that has imported the whole stack and runs every later command in a fork
+  of itself (`flows.warm`): commands skip 8-10 s of imports.
 
 Each part runs in its own session with its output in ``$REGROW_HOME/run/<part>.log``, its pid in
 ``run/<part>.pid``; ``run/plane.json`` (`tasks.plane`) lists them. The parts do not carry the
@@ -46,7 +48,7 @@ from tasks.settings import Settings
 PLANE_ENV = "REGROW_PLANE"
 LIFELINE_ENV = "REGROW_LIFELINE"  # flows.lifeline.ENV; not imported, to keep this module light
 GRACE = 10.0  # seconds between SIGTERM and SIGKILL in `down`
-ORDER = ("prefect", "mlflow", "serve", "webhook")
+ORDER = ("prefect", "mlflow", "serve", "webhook", "warm")
 OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port", "webhook": "--webhook-port"}
 
 
@@ -156,7 +158,7 @@ def _terminate(parts: list[dict[str, Any]], plane_id: str | None, grace: float =
     (and any watchdog of a part's command, which ignores SIGTERM) gets SIGKILL.
     """
     everyone: set[int] = set()
-    for stage in (("serve", "webhook"), ("prefect", "mlflow")):
+    for stage in (("serve", "webhook", "warm"), ("prefect", "mlflow")):
         targets: set[int] = set()
         for part in parts:
             if part.get("name") in stage and plane.part_alive(part):
@@ -201,8 +203,20 @@ def _deployments_served(api_url: str, names: list[str], timeout: float = 2.0) ->
     return set(names) <= found
 
 
+def _warm_ready(part: dict[str, Any]) -> bool:
+    """Whether the warm process listens: its state file names its pid and its socket exists."""
+    try:
+        state = json.loads((Path(part["socket"]).parent / "warm.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return state.get("pid") == part.get("pid") and Path(part["socket"]).exists()
+
+
 def answers(part: dict[str, Any], timeout: float = 2.0) -> bool:
-    """Whether a part answers: its health URL, or (``serve``) its deployments on the API."""
+    """Whether a part answers: its health URL, (``serve``) its deployments on the API, or
+    (``warm``) its socket."""
+    if part.get("socket"):
+        return _warm_ready(part)
     if part.get("deployments"):
         return _deployments_served(part["api_url"], part["deployments"], timeout)
     return _get(part["health_url"], timeout)
@@ -284,6 +298,9 @@ def _plan(opts: Options, settings: Settings, models: list[str]) -> list[dict[str
         parts.append(part("webhook", [py, "-m", "flows.cli", "webhook", *configs, "--host", host,
                                       "--port", str(opts.webhook_port)],
                           wh, f"{wh}/healthz", opts.webhook_port, configs=configs))
+    sock = run / "warm.sock"
+    parts.append(part("warm", [py, "-m", "flows.warm", str(sock)], f"unix:{sock}", None, None,
+                      socket=str(sock)))
     return parts
 
 

@@ -2,7 +2,7 @@
 process that has already imported Prefect, MLflow, scikit-learn, Great Expectations and
 Evidently (8-10 s of imports on 2 cores), instead of importing them all again.
 
-The warm process (``python -m flows.warm SOCKET``, started by ``regrow up``) imports the stack,
+The warm process (``python -m flows.warm SOCKET``, a part of ``regrow up``) imports the stack,
 then listens on a Unix socket under ``REGROW_HOME``. A command that finds the socket
 (`forward`) sends its arguments, environment and working directory, and hands over its stdin,
 stdout and stderr as file descriptors (``SCM_RIGHTS``). The warm process forks a session
@@ -36,6 +36,10 @@ SOCKET_NAME = "warm.sock"
 STATE_NAME = "warm.json"
 ENV_PREFIXES = ("REGROW_", "PREFECT_", "MLFLOW_")
 LOCAL_ONLY = {"serve", "webhook", "up", "down", "ps"}
+# Variables that mark a process (lifeline and plane tokens) or configure only the plane's
+# servers: they do not change what a command does.
+PROCESS_ONLY = {"REGROW_LIFELINE", "REGROW_WARM", "REGROW_PLANE",
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
 # What the warm process imports before it answers: every library a command may need.
 WARM_IMPORTS = ("flows.cli", "flows.report", "flows.training", "flows.monitoring",
                 "flows.backtest", "flows.reproduce_cli", "flows.demo", "tasks.drift",
@@ -54,7 +58,7 @@ def env_key(environ: dict[str, str] | None = None) -> str:
     and the warm process's own marker excluded)."""
     environ = os.environ if environ is None else environ
     items = sorted((k, v) for k, v in environ.items()
-                   if k.startswith(ENV_PREFIXES) and k not in ("REGROW_LIFELINE", "REGROW_WARM"))
+                   if k.startswith(ENV_PREFIXES) and k not in PROCESS_ONLY)
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 

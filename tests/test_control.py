@@ -86,7 +86,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory):
 
 def test_up_starts_every_part_and_they_answer(plane):
     out = plane["up"]
-    for name in ("prefect", "mlflow", "serve", "webhook"):
+    for name in ("prefect", "mlflow", "serve", "webhook", "warm"):
         assert any(line.startswith(name) and "up after" in line for line in out.stdout.splitlines())
     assert "Traceback" not in out.stderr
     p = plane["ports"]
@@ -109,7 +109,7 @@ def test_ps_reports_the_parts(plane):
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["PART", "PID", "URL", "HEALTH"]
     rows = {ln.split()[0]: ln for ln in lines[1:]}
-    assert set(rows) == {"prefect", "mlflow", "serve", "webhook"}
+    assert set(rows) == {"prefect", "mlflow", "serve", "webhook", "warm"}
     assert all(row.rstrip().endswith(" up") for row in rows.values()), out.stdout
     info = json.loads(run(["ps", "--json"], plane["home"]).stdout)
     assert info["up"] and {p["health"] for p in info["parts"]} == {"up"}
@@ -139,7 +139,8 @@ def test_commands_use_the_plane(plane):
                           cwd=ROOT)
     assert mine.stdout.strip() == "http://10.9.9.9:1/api"  # a value the user set wins
 
-    out = run(["train", str(plane["config"]), "--json", "--reason", "plane test"], plane["home"])
+    out = run(["train", str(plane["config"]), "--json", "--reason", "plane test"], plane["home"],
+              REGROW_WEBHOOK_SECRET=SECRET)  # the environment `up` had: the command runs warm
     assert out.returncode == 0, out.stderr[-3000:]
     run_id = json.loads(out.stdout)["run_id"]
     flows = httpx.post(f"{api}/flows/filter", json={"flows": {"name": {"any_": ["regrow-train"]}}},
@@ -148,6 +149,8 @@ def test_commands_use_the_plane(plane):
     runs = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
         "flows": {"id": {"any_": [flows[0]["id"]]}}}).json()
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    # the command ran in a fork of the plane's warm process (the stack already imported)
+    assert "ran `regrow train" in (plane["home"] / "run" / "warm.log").read_text()
     # ... and its MLflow run and model version are in the MLflow UI's store
     ml = f"http://127.0.0.1:{plane['ports']['mlflow']}"
     got = httpx.get(f"{ml}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=10)
@@ -167,7 +170,7 @@ def test_down_stops_everything(plane):
     assert pids <= before
     out = run(["down"], home)
     assert out.returncode == 0, out.stderr
-    for name in ("prefect", "mlflow", "serve", "webhook"):
+    for name in ("prefect", "mlflow", "serve", "webhook", "warm"):
         assert f"stopped {name}" in out.stdout
     assert not any(os.path.exists(f"/proc/{pid}") and _running(pid) for pid in before)
     assert related(home) == set(), "processes of the plane are left behind"
