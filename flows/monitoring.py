@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from configs.schema import LoadedConfig, load_config
-from flows import dispatch
+from flows import dispatch, pages
 from flows.steps import step
 from flows.training import TrainingOutcome, train_flow
 from tasks import bake as baking
@@ -77,7 +77,7 @@ def _score(env: Env, frame) -> scoring.ScoringResult:
     return dataclasses.replace(result, shadow_version=bake.previous_version, shadow_rows=rows)
 
 
-@flow(name="regrow-score", log_prints=True)
+@flow(name="regrow-score", log_prints=True, flow_run_name=pages.score_run_name)
 def score_flow(config_path: str, input_path: str | None = None, query: str | None = None,
                overrides: dict[str, Any] | None = None) -> scoring.ScoringResult:
     """Score new rows with the champion and log the predictions."""
@@ -139,12 +139,14 @@ def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *,
     return RetrainOutcome(answer.request_id, answer.verdict, answer.detail, outcome)
 
 
-@flow(name="regrow-retrain", log_prints=True)
+@flow(name="regrow-retrain", log_prints=True, flow_run_name=pages.retrain_run_name)
 def retrain_flow(config_path: str, reason: str, kind: str = "manual", ref: str | None = None,
                  overrides: dict[str, Any] | None = None, actor: str = "cli") -> RetrainOutcome:
-    """A retrain request through the policy (manual, schedule, webhook, UI)."""
-    return run_request(Env.open(config_path, overrides), config_path, kind=kind, reason=reason,
-                       ref=ref, overrides=overrides, actor=actor)
+    """A retrain request through the policy (manual, schedule, webhook, UI); a refused request
+    ends ``Completed`` named ``Refused`` (the call still returns the `RetrainOutcome`)."""
+    return pages.retrain_state(run_request(Env.open(config_path, overrides), config_path,
+                                           kind=kind, reason=reason, ref=ref,
+                                           overrides=overrides, actor=actor))
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def drift_payload(check_id: int | None, version: str,
             "performance": monitor.performance_payload(assessment.performance)}
 
 
-@flow(name="regrow-drift-check", log_prints=True)
+@flow(name="regrow-drift-check", log_prints=True, flow_run_name=pages.drift_run_name)
 def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
                      retrain: bool = True) -> DriftOutcome:
     """Compare the champion's recent window with its reference; ask for a retrain when the
@@ -243,7 +245,8 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         # The champion that was just judged is gone; its drift asks for no retrain.
         return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, None, bake)
     create_markdown_artifact(
-        key="drift-check", description=f"{env.model} v{version}: {assessment.verdict}",
+        key=pages.artifact_key("drift-check", env.model),
+        description=f"{env.model} v{version}: {assessment.verdict}",
         markdown=f"# Drift check #{check_id}: {assessment.verdict}\n\n"
         + "\n".join(f"- {r}" for r in assessment.reasons)
         + (f"\n\nreport: `{report}` (MLflow run {run_id}, `drift/`)\n\n{assessment.markdown}"

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows import steps
+from flows import pages, steps
 from tasks import ingest as ing
 from tasks import reproduce as rp
 from tasks.provenance import Trigger
@@ -73,13 +73,15 @@ def compare(ctx: steps.RunContext, plan: rp.Plan, evals: steps.Evaluations,
     return result
 
 
-@flow(name="regrow-reproduce", log_prints=True)
+@flow(name="regrow-reproduce", log_prints=True, flow_run_name=pages.reproduce_run_name)
 def reproduce_flow(run_id: str, allow_data_change: bool = False,
                    tolerance: float = rp.DEFAULT_TOLERANCE, actor: str = "cli") -> ReproduceOutcome:
     """Train run `run_id` again and compare; never registers a version or moves an alias."""
     settings = Settings.from_env()
     registry = Registry(settings)
     plan = rp.plan(registry, run_id)
+    model = plan.loaded.config.registry.model_name
+    pages.rename(f"reproduce-{model}", model, "reproduce")
     ctx = steps.RunContext(plan.loaded, settings, registry, Store(settings.database_url),
                            Trigger("reproduce", f"reproduce run {run_id}", run_id, actor),
                            notes=list(plan.notes), record_training=False)

@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows import dispatch
+from flows import dispatch, pages
 
 # The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: a deployment
 # run starts as a fresh process that imports this module first, and the time until the run
@@ -53,9 +53,14 @@ def _checked(outcome: Any) -> Any:
     return outcome
 
 
-@flow(name="regrow-train-request", log_prints=True)
+@flow(name="regrow-train-request", log_prints=True, flow_run_name=pages.request_run_name)
 def train_request_flow(request: TrainRequest) -> Any:
-    """Train for a request: admitted ones directly, new ones (UI) through the policy first."""
+    """Train for a request: admitted ones directly, new ones (UI) through the policy first.
+    Ends ``Refused``, ``Skipped`` or ``Rejected`` when nothing was promoted (`flows.pages`)."""
+    return pages.retrain_state(_train_request(request))
+
+
+def _train_request(request: TrainRequest) -> Any:
     from configs.schema import check_external_overrides, load_config
     from flows.monitoring import Env, RetrainOutcome, execute_request
     from tasks import policy
@@ -90,7 +95,8 @@ def train_request_flow(request: TrainRequest) -> Any:
                                     overrides=request.overrides or None, actor=request.actor))
 
 
-@flow(name="regrow-data-arrived", log_prints=True)
+@flow(name="regrow-data-arrived", log_prints=True,
+      flow_run_name=pages.data_arrived_run_name)
 def data_arrived_flow(config_path: str, input_path: str | None = None, query: str | None = None,
                       ref: str = "") -> Any:
     """New data landed: score it with the champion (when a source is named), then check drift;
@@ -103,13 +109,15 @@ def data_arrived_flow(config_path: str, input_path: str | None = None, query: st
     return drift_check_flow(config_path)
 
 
-@flow(name="regrow-scheduled-retrain", log_prints=True)
+@flow(name="regrow-scheduled-retrain", log_prints=True,
+      flow_run_name=pages.scheduled_retrain_run_name)
 def scheduled_retrain_flow(config_path: str, reason: str = "scheduled retrain") -> Any:
     """A schedule's retrain request, through the policy like every trigger."""
     from flows.monitoring import Env, run_request
 
-    return run_request(Env.open(config_path), config_path, kind="schedule", reason=reason,
-                       ref=None, overrides=None, actor="schedule")
+    return pages.retrain_state(run_request(Env.open(config_path), config_path, kind="schedule",
+                                           reason=reason, ref=None, overrides=None,
+                                           actor="schedule"))
 
 
 def _event_trigger(model: str, event: str, parameters: dict[str, Any]):

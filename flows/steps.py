@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import LoadedConfig
+from flows import pages
+from flows.progress import say, timed
 from tasks import bake as baking
 from tasks import evaluate as ev
 from tasks import gate as gt
@@ -105,7 +107,10 @@ def start_run(ctx: RunContext) -> RunContext:
     tags = {**ctx.trigger.tags(), "regrow.config_sha256": ctx.loaded.sha256,
             "regrow.config_path": str(ctx.loaded.path), "regrow.version": package_version(),
             "regrow.git_commit": git_commit() or "unknown", "regrow.seed": cfg.candidates.seed}
-    ctx.run_id = ctx.registry.start_run(ctx.model_name, f"train-{ctx.trigger.kind}", tags)
+    kind = ctx.trigger.kind
+    ctx.run_id = ctx.registry.start_run(ctx.model_name, f"reproduce-{ctx.model_name}"
+                                        if kind == "reproduce" else
+                                        f"train-{ctx.model_name}-{kind}", tags)
     try:
         ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
         # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.
@@ -143,9 +148,18 @@ def _close_crashed(ctx: RunContext) -> None:
 def ingest(ctx: RunContext) -> ing.IngestResult:
     """Read the source and record its fingerprint on the run."""
     pause_point("ingest")
-    result = ing.ingest(ctx.loaded)
-    ctx.registry.set_tags(ctx.run_id, {f"regrow.data.{k}": v for k, v in result.summary().items()})
-    ctx.registry.log_metrics(ctx.run_id, {"data_rows": result.rows})
+    with timed("ingest", "reading the data") as done:
+        result = ing.ingest(ctx.loaded)
+        ctx.registry.set_tags(ctx.run_id, {f"regrow.data.{k}": v
+                                           for k, v in result.summary().items()})
+        ctx.registry.log_metrics(ctx.run_id, {"data_rows": result.rows})
+        ctx.registry.log_dataset(
+            ctx.run_id, name=f"{ctx.model_name}-{os.path.basename(result.source) or 'data'}",
+            fingerprint=result.fingerprint, source=result.source, sample=result.frame.head(100),
+            profile={"rows": result.rows, "columns": result.frame.shape[1],
+                     "time_min": result.time_min, "time_max": result.time_max})
+        span = f", {result.time_min} .. {result.time_max}" if result.time_min else ""
+        done.text = f"{result.rows:,} rows, fingerprint {result.fingerprint[:12]}{span}"
     return result
 
 
@@ -162,21 +176,32 @@ def unchanged(ctx: RunContext, data: ing.IngestResult) -> str | None:
     if (tags.get("regrow.data.fingerprint") != data.fingerprint
             or tags.get("regrow.config_sha256") != ctx.loaded.sha256):
         return None
-    return (f"unchanged: data fingerprint {data.fingerprint[:12]} and config sha256 "
-            f"{ctx.loaded.sha256[:12]} are those champion v{version} was trained on (run "
-            f"{run_id}); nothing to retrain")
+    reason = (f"unchanged: data fingerprint {data.fingerprint[:12]} and config sha256 "
+              f"{ctx.loaded.sha256[:12]} are those champion v{version} was trained on (run "
+              f"{run_id}); nothing to retrain")
+    say("skip", reason)
+    return reason
 
 
 @step("validate")
 def validate(ctx: RunContext, data: ing.IngestResult) -> va.ValidationReport:
     """Run the expectations; stop the run before training when any fails."""
-    report = va.validate(ctx.loaded.config, data.frame)
-    ctx.registry.log_dict(ctx.run_id, report.to_dict(), "validation/report.json")
-    ctx.registry.set_tags(ctx.run_id, {"regrow.validation": "passed" if report.success else "failed"})
+    with timed("validate") as done:
+        report = va.validate(ctx.loaded.config, data.frame)
+        ctx.registry.log_dict(ctx.run_id, report.to_dict(), "validation/report.json")
+        ctx.registry.set_tags(ctx.run_id, {"regrow.validation": "passed" if report.success
+                                           else "failed"})
+        met, total = len(report.outcomes) - len(report.failed), len(report.outcomes)
+        done.text = f"{met}/{total} expectations met on {report.rows:,} rows"
     if not report.success:
+        failed = ", ".join(f"{o.expectation}" + (f" [{o.column}]" if o.column else "")
+                           for o in report.failed)
+        say("validate", f"{len(report.failed)} of {total} expectations failed: {failed}; "
+            "training will not run")
         ctx.registry.log_text(ctx.run_id, report.to_markdown(), "validation/report.md")
         create_markdown_artifact(markdown=f"# Validation failed: {ctx.model_name}\n\n"
-                                 + report.to_markdown(), key="validation-report",
+                                 + report.to_markdown(),
+                                 key=pages.artifact_key("validation", ctx.model_name),
                                  description="Expectations that failed; training did not run.")
         raise ValidationFailed(report, ctx.run_id)
     return report
@@ -187,6 +212,8 @@ def split(ctx: RunContext, data: ing.IngestResult) -> tr.SplitResult:
     """Time-based or random holdout."""
     parts = tr.split(ctx.loaded.config, data.frame)
     ctx.registry.log_params(ctx.run_id, {f"split.{k}": v for k, v in parts.summary().items()})
+    how = parts.method + (f", cutoff {parts.cutoff}" if parts.cutoff else "")
+    say("split", f"{len(parts.train):,} train / {len(parts.holdout):,} holdout rows ({how})")
     return parts
 
 
@@ -194,7 +221,14 @@ def split(ctx: RunContext, data: ing.IngestResult) -> tr.SplitResult:
 def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
     """Fit every candidate and keep the best by cross-validation."""
     pause_point("train")
-    result = tr.train(ctx.loaded.config, parts.train)
+    n = len(ctx.loaded.config.candidates.estimators)
+    with timed("train", f"fitting {n} candidate{'s' if n != 1 else ''} on "
+               f"{len(parts.train):,} rows") as done:
+        result = tr.train(ctx.loaded.config, parts.train)
+        others = ", ".join(f"{s.name} {s.cv_score:.4f}" for s in result.candidates
+                           if s.name != result.best.name)
+        done.text = (f"best {result.best.name}, {result.metric} {result.best.cv_score:.4f} (cv)"
+                     + (f"; {others}" if others else ""))
     ctx.registry.log_params(ctx.run_id, {
         "best_candidate": result.best.name, "estimator": result.best.estimator,
         **{f"param.{k}": v for k, v in result.best.best_params.items()},
@@ -227,6 +261,9 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     """Score the candidate and the trivial baseline on the holdout and (unless `with_champion`
     is False) the current champion on the same holdout, and candidate and champion on the
     champion's trusted set."""
+    started = time.perf_counter()
+    say("evaluate", "scoring the candidate, the trivial model" + (" and the champion"
+        if with_champion else "") + " on the holdout ...")
     g = ctx.loaded.config.gate
     kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
     cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
@@ -249,7 +286,31 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
             error = _first_line(err)
         if champ is not None:
             trusted = _trusted_check(ctx, version, model, trained)
-    return Evaluations(cand, champ, version, error, base, trusted)
+    evals = Evaluations(cand, champ, version, error, base, trusted)
+    say("evaluate", f"{time.perf_counter() - started:.1f} s: {_evaluated(trained.metric, evals)}")
+    return evals
+
+
+def _evaluated(metric: str, evals: Evaluations) -> str:
+    """``holdout roc_auc: candidate 0.861 (CI ..), champion v1 0.850, trivial 0.500``."""
+    c = evals.candidate
+    text = f"holdout {metric}: candidate {_num(c.value)}"
+    if c.ci:
+        text += f" (95% CI {_num(c.ci[0])}..{_num(c.ci[1])})"
+    if evals.champion is not None:
+        text += f", champion v{evals.champion_version} {_num(evals.champion.value)}"
+    elif evals.champion_error:
+        text += f", champion v{evals.champion_version} not scored ({evals.champion_error})"
+    elif evals.champion_version is None:
+        text += ", no champion yet"
+    if evals.baseline is not None:
+        text += f", trivial {_num(evals.baseline.value)}"
+    return text
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.4f}"
 
 
 def _first_line(err: BaseException) -> str:
@@ -278,11 +339,27 @@ def gate(ctx: RunContext, evals: Evaluations) -> gt.GateDecision:
     ctx.registry.log_dict(ctx.run_id, decision.to_dict(), "gate/decision.json")
     ctx.registry.set_tags(ctx.run_id, {"regrow.gate.verdict": decision.verdict,
                                        "regrow.gate.reasons": "; ".join(decision.reasons)})
-    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in decision.to_dict()["rules"]]
-    create_table_artifact(table=rows, key="gate-decision",
-                          description=f"Gate verdict: {decision.verdict}")
+    create_markdown_artifact(
+        key=pages.artifact_key("gate", ctx.model_name),
+        description=f"{ctx.model_name}: gate verdict {decision.verdict}",
+        markdown=f"# Gate: {ctx.model_name}\n\n{_trigger_line(ctx)}\n\n"
+        f"{decision.to_markdown()}\n\n" + "\n".join(f"- {r}" for r in decision.reasons)
+        + f"\n\nMLflow run `{ctx.run_id}`")
+    say("gate", f"{decision.verdict}: {'; '.join(decision.reasons)}")
     return decision
+
+
+def _trigger_line(ctx: RunContext) -> str:
+    t = ctx.trigger
+    return (f"Trigger: **{t.kind}** by {t.actor}" + (f" -- {t.reason}" if t.reason else "")
+            + (f" (`{t.ref}`)" if t.ref else ""))
+
+
+def version_description(ctx: RunContext, decision: gt.GateDecision) -> str:
+    """A registered version's description: the gate's reasons (first line), the trigger and
+    the gate table."""
+    return (f"{'; '.join(decision.reasons)}\n\n{_trigger_line(ctx)}\n\n"
+            f"{decision.to_markdown()}\n\nMLflow run `{ctx.run_id}`")
 
 
 @dataclass(frozen=True)
@@ -306,6 +383,8 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     """
     reg, name = ctx.registry, ctx.model_name
     example = parts.train.head(5)[trained.roles.inputs]
+    started = time.perf_counter()
+    say("register", "logging the model, its drift reference and trusted set ...")
     pause_point("log_model")
     uri = reg.log_model(ctx.run_id, trained.model, example)
     reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
@@ -326,7 +405,10 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
         tags["regrow.trigger_ref"] = ctx.trigger.ref
     if trained.target.positive_label is not None:
         tags["regrow.positive_label"] = trained.target.positive_label
-    version = reg.register(uri, name, ctx.run_id, tags, description="; ".join(decision.reasons))
+    version = reg.register(uri, name, ctx.run_id, tags,
+                           description=version_description(ctx, decision))
+    say("register", f"{time.perf_counter() - started:.1f} s: registered {name} v{version} "
+        f"(gate: {decision.verdict})")
     before = reg.alias_version(name, CHAMPION)
     if decision.passed and _waits(ctx, decision, before):
         _move(ctx, CHALLENGER, version, "passed the gate; waits for "
@@ -377,6 +459,9 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         ctx.registry.set_tags(ctx.run_id, {"regrow.approval": "approved" if approval.approved
                                            else "rejected", "regrow.approver": approval.approver})
     if not (decision.passed and (approval is None or approval.approved)):
+        say("promote", f"champion stays v{registration.champion_before or '-'}"
+            + (f" (rejected by {approval.approver})" if approval is not None
+               else " (the gate rejected the candidate)"))
         if approval is not None:  # a person (or the timeout) said no: it no longer waits
             clear_challenger(ctx.registry, ctx.store, name, version,
                              f"promotion rejected by {approval.approver}: {approval.reason}",
@@ -403,6 +488,8 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         clear_challenger(ctx.registry, ctx.store, name, version, "promoted; nothing to wait for",
                          actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
     after = ctx.registry.alias_version(name, CHAMPION)
+    say("promote", f"champion v{registration.champion_before or '-'} -> v{after}" if after == version
+        else f"champion stays v{after or '-'}")
     return Registration(version, registration.champion_before, after, after == version,
                         None if approval is None else approval.__dict__)
 

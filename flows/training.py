@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow
 
 from configs.schema import load_config
-from flows import steps
+from flows import pages, steps
 from flows.approval import approval_for
 from tasks.provenance import Trigger
 from tasks.registry import Registry
@@ -44,7 +44,7 @@ class TrainingOutcome:
     seconds: float = 0.0  # from the flow body's start to its outcome
 
 
-@flow(name="regrow-train", log_prints=True)
+@flow(name="regrow-train", log_prints=True, flow_run_name=pages.train_run_name)
 def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigger: str = "manual",
                reason: str = "", trigger_ref: str | None = None, actor: str = "cli",
                skip_unchanged: bool = False) -> TrainingOutcome:
@@ -52,6 +52,9 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
 
     With `skip_unchanged` (requests the retrain policy admitted) a run whose data and config
     are those the champion was trained on stops right after ingest, recorded as skipped.
+
+    The run ends ``Completed``, or ``Completed`` named ``Skipped`` or ``Rejected``
+    (`flows.pages`); calling the flow returns the `TrainingOutcome` either way.
     """
     started = time.perf_counter()
     settings = Settings.from_env()
@@ -63,7 +66,8 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         skipped = steps.unchanged(ctx, data) if skip_unchanged else None
         if skipped:
             steps.close_run(ctx, skipped=skipped)
-            return _skipped(ctx, data, skipped, time.perf_counter() - started)
+            return pages.training_state(_skipped(ctx, data, skipped,
+                                                 time.perf_counter() - started))
         steps.validate(ctx, data)
         parts = steps.split(ctx, data)
         trained = steps.train(ctx, parts)
@@ -75,8 +79,9 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         steps.close_run(ctx, error=err)
         raise
     steps.close_run(ctx, verdict=decision.verdict, version=reg.version)
-    return dataclasses.replace(_outcome(ctx, data, parts, trained, evals, decision, reg),
-                               seconds=round(time.perf_counter() - started, 3))
+    return pages.training_state(dataclasses.replace(
+        _outcome(ctx, data, parts, trained, evals, decision, reg),
+        seconds=round(time.perf_counter() - started, 3)))
 
 
 def _skipped(ctx, data, reason: str, seconds: float) -> TrainingOutcome:

@@ -47,14 +47,24 @@ class GateDecision:
         return d
 
     def to_markdown(self) -> str:
-        """The decision as a markdown table."""
+        """The decision as a markdown table: numbers to 4 decimals, comparators in words
+        (a bare ``>=`` would render as a quote in markdown)."""
         rows = ["| rule | metric | measured | threshold | result | detail |", "|---|---|---|---|---|---|"]
         for r in self.rules:
             m = "-" if r.measured is None or math.isnan(r.measured) else f"{r.measured:.4f}"
-            t = "-" if r.threshold is None else f"{r.comparator} {r.threshold:.4f}"
+            t = "-" if r.threshold is None else f"{in_words(r.comparator)} {r.threshold:.4f}"
             result = "pass" if r.passed else "FAIL"
-            rows.append(f"| {r.rule} | {r.metric} | {m} | {t} | {result} | {r.detail} |")
+            detail = r.detail.replace("|", "\\|")
+            rows.append(f"| {r.rule} | {r.metric} | {m} | {t} | {result} | {detail} |")
         return f"**verdict: {self.verdict}**\n\n" + "\n".join(rows)
+
+
+COMPARATOR_WORDS = {">=": "at least", "<=": "at most", ">": "above", "<": "below"}
+
+
+def in_words(comparator: str) -> str:
+    """``>=`` -> ``at least`` and so on (others unchanged)."""
+    return COMPARATOR_WORDS.get(comparator, comparator)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,28 @@ class Registry:
                                      tags={k: str(v) for k, v in tags.items()})
         return run.info.run_id
 
+    def log_dataset(self, run_id: str, *, name: str, fingerprint: str, source: str,
+                    sample: pd.DataFrame, profile: dict[str, Any],
+                    context: str = "training") -> None:
+        """Log the data a run read as an MLflow dataset input: `name`, the source (a file path
+        or a masked SQL location), digest = the first 36 characters of the content
+        `fingerprint` (MLflow's limit; the whole fingerprint is in the profile), the schema
+        inferred from `sample` (a few rows) and `profile` (rows, time range, ...)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.models import infer_signature
+
+        is_file = "://" not in source
+        schema = infer_signature(_parquet_safe(sample)).inputs
+        dataset = Dataset(
+            name=name[:500], digest=fingerprint[:36],
+            source_type="local" if is_file else "sql",
+            source=json.dumps({"uri": Path(source).resolve().as_uri() if is_file else source}),
+            schema=json.dumps({"mlflow_colspec": schema.to_dict()}) if schema else None,
+            profile=json.dumps({"fingerprint": fingerprint, **profile}, default=str))
+        tags = [InputTag("mlflow.data.context", context),
+                *(InputTag(f"regrow.{k}", str(v)) for k, v in profile.items() if v is not None)]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run as FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)

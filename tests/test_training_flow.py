@@ -117,5 +117,5 @@ def test_validation_artifact_reaches_prefect(home: Path, tmp_path: Path):
         train_flow(str(cfg))
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["validation-report"])))
+            key=ArtifactFilterKey(any_=["validation-test-binary"])))
     assert any("expect_column_values_to_be_in_set" in str(a.data) for a in arts)

@@ -1,0 +1,195 @@
+"""How runs read in the Prefect UI: names, tags and end states.
+
+- **Names**: ``train-<model>-<trigger>``, ``retrain-<model>-<kind>``, ``drift-check-<model>``,
+  ``score-<model>``, ``data-arrived-<model>``, ``reproduce-<model>``; computed by the
+  ``flow_run_name`` callables below from the run's parameters (config and overrides), so a
+  subflow is named like a top-level run.
+- **Tags**: ``model:<name>`` and ``trigger:<kind>`` on every run, added by the same callables
+  (the run exists by then; tags given at creation, e.g. a deployment's, are kept).
+- **End states**: a flow that did its job but changed nothing ends ``Completed`` with a name
+  -- ``Rejected`` (the gate or a person said no), ``Skipped`` (unchanged data and config),
+  ``Refused`` (the retrain policy said no) -- so they tell apart in the runs list. The state
+  carries the outcome object as its data: calling the flow still returns the outcome.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+REJECTED, SKIPPED, REFUSED = "Rejected", "Skipped", "Refused"
+
+
+def _parameters() -> dict[str, Any]:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return dict(ctx.parameters or {}) if ctx is not None else {}
+
+
+def model_of(config_path: Any, overrides: Any = None) -> str:
+    """The model a config names (with its overrides); the file's stem when it cannot be read
+    (the flow body then reports the config error itself)."""
+    from configs.schema import load_config
+
+    try:
+        return load_config(str(config_path), dict(overrides or {})).config.registry.model_name
+    except Exception:  # noqa: BLE001 - a name never fails a run
+        return Path(str(config_path or "unknown")).stem or "unknown"
+
+
+def _how_started() -> str:
+    """Trigger kind of a run that has no trigger parameter: schedule, deployment, subflow or
+    manual."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    if run is None:
+        return "manual"
+    if run.deployment_id is not None:
+        return "schedule" if run.auto_scheduled else "deployment"
+    return "subflow" if run.parent_task_run_id is not None else "manual"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "unknown"
+
+
+def label(name: str, model: str, kind: str) -> str:
+    """Tag the current flow run with ``model:<model>`` and ``trigger:<kind>``; returns `name`.
+
+    Never fails the run: a tag that cannot be written is left out.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    if run is not None:
+        tags = sorted({*(run.tags or []), f"model:{model}", f"trigger:{kind}"})
+        try:
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(run.id, tags=tags)
+            run.tags = tags
+        except Exception:  # noqa: BLE001 - cosmetic
+            pass
+    return name
+
+
+def rename(name: str, model: str, kind: str) -> None:
+    """Rename and tag the current flow run from inside its body (when the model is known only
+    there, as for a reproduction)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_name(ctx.flow_run.id, name)
+        ctx.flow_run.name = name
+    except Exception:  # noqa: BLE001 - cosmetic
+        pass
+    label(name, model, kind)
+
+
+# ------------------------------------------------------------------ flow_run_name callables
+
+def train_run_name() -> str:
+    """``train-<model>-<trigger>``."""
+    p = _parameters()
+    model, kind = model_of(p.get("config_path"), p.get("overrides")), _slug(p.get("trigger", "manual"))
+    return label(f"train-{model}-{kind}", model, kind)
+
+
+def retrain_run_name() -> str:
+    """``retrain-<model>-<kind>`` for a request through the policy."""
+    p = _parameters()
+    model, kind = model_of(p.get("config_path"), p.get("overrides")), _slug(p.get("kind", "manual"))
+    return label(f"retrain-{model}-{kind}", model, kind)
+
+
+def request_run_name() -> str:
+    """``retrain-<model>-<kind>`` for a served training request (UI form or event)."""
+    request = _parameters().get("request")
+    get = (request.get if isinstance(request, dict)
+           else lambda key, default=None: getattr(request, key, default))
+    model = model_of(get("config_path"), get("overrides"))
+    kind = _slug(get("kind", "ui") or "ui")
+    return label(f"retrain-{model}-{kind}", model, kind)
+
+
+def scheduled_retrain_run_name() -> str:
+    """``retrain-<model>-schedule``."""
+    model = model_of(_parameters().get("config_path"))
+    return label(f"retrain-{model}-schedule", model, "schedule")
+
+
+def drift_run_name() -> str:
+    """``drift-check-<model>``."""
+    p = _parameters()
+    model = model_of(p.get("config_path"), p.get("overrides"))
+    return label(f"drift-check-{model}", model, _how_started())
+
+
+def score_run_name() -> str:
+    """``score-<model>``."""
+    p = _parameters()
+    model = model_of(p.get("config_path"), p.get("overrides"))
+    return label(f"score-{model}", model, _how_started())
+
+
+def data_arrived_run_name() -> str:
+    """``data-arrived-<model>``."""
+    model = model_of(_parameters().get("config_path"))
+    return label(f"data-arrived-{model}", model, "event")
+
+
+def reproduce_run_name() -> str:
+    """``reproduce-<run id prefix>`` until the body knows the model (see `rename`)."""
+    return f"reproduce-{str(_parameters().get('run_id', ''))[:8] or 'run'}"
+
+
+# --------------------------------------------------------------------------- end states
+
+def _completed(name: str, outcome: Any, message: str) -> Any:
+    from prefect.states import Completed
+
+    return Completed(name=name, data=outcome, message=message[:500])
+
+
+def training_state(outcome: Any) -> Any:
+    """The end state of a training: ``Skipped``, ``Rejected`` (by the gate, or a person or
+    the approval timeout), or plain ``Completed`` (promoted, or passed and waiting)."""
+    if outcome.skipped:
+        return _completed(SKIPPED, outcome, outcome.skipped)
+    verdict = outcome.decision.get("verdict")
+    if verdict == "reject":
+        return _completed(REJECTED, outcome, "gate rejected v{}: {}".format(
+            outcome.version, "; ".join(outcome.decision.get("reasons", []))))
+    approval = outcome.approval or {}
+    if approval and not approval.get("approved"):
+        return _completed(REJECTED, outcome, f"promotion of v{outcome.version} rejected by "
+                          f"{approval.get('approver')}: {approval.get('reason')}")
+    return outcome
+
+
+def retrain_state(outcome: Any) -> Any:
+    """The end state of a retrain request: ``Refused`` when the policy said no (cooling_down,
+    over_budget, coalesced, circuit_open), else that of the training it ran."""
+    if outcome.training is None and outcome.error is None and outcome.dispatched is None:
+        return _completed(REFUSED, outcome, f"request #{outcome.request_id}: {outcome.verdict} "
+                          f"-- {outcome.detail}")
+    if outcome.training is not None:
+        state = training_state(outcome.training)
+        if state is not outcome.training:
+            return _completed(state.name, outcome, state.message or "")
+    return outcome
+
+
+def artifact_key(kind: str, model: str) -> str:
+    """A Prefect artifact key ``<kind>-<model>``: lowercase letters, digits and dashes."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", f"{kind}-{model}".lower())).strip("-")

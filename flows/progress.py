@@ -1,0 +1,76 @@
+"""One readable line per step: to the Prefect run log always, and to the console when asked.
+
+Each line goes to the Prefect run logger (the run's page in the UI). The console copy is
+written to stderr when ``REGROW_PROGRESS=1``: the CLI sets it for commands that print a human
+summary (not with ``--json``, and not with ``-v``, where Prefect's own console handler already
+shows the run log). Lines are plain text; the step name is coloured only when stderr is a
+terminal and ``NO_COLOR`` is unset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ENV = "REGROW_PROGRESS"
+
+
+def enabled() -> bool:
+    """True when step lines are also written to the console (stderr)."""
+    return os.environ.get(ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("regrow")
+
+
+def _colour() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def say(step: str, text: str) -> None:
+    """Log ``[step] text`` on the run; echo it to the console when `enabled`."""
+    _logger().info(f"[{step}] {text}")
+    if enabled():
+        tag = f"\033[36m[{step}]\033[0m" if _colour() else f"[{step}]"
+        try:
+            sys.stderr.write(f"{tag} {text}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a closed console never fails a run
+            pass
+
+
+class Done:
+    """What a timed step says when it ends (set ``text`` before leaving the block)."""
+
+    def __init__(self) -> None:
+        self.text = "done"
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since the step started."""
+        return time.perf_counter() - self.started
+
+
+@contextmanager
+def timed(step: str, starting: str | None = None) -> Iterator[Done]:
+    """Say `starting` (with `` ...``) now and ``<seconds> s: <done.text>`` at the end.
+
+    A step that raises says nothing more: the error is reported by whoever catches it.
+    """
+    if starting:
+        say(step, f"{starting} ...")
+    done = Done()
+    yield done
+    say(step, f"{done.seconds:.1f} s: {done.text}")
