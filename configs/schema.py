@@ -456,6 +456,8 @@ class Monitoring(Strict):
     performance: PerformanceRule = PerformanceRule()
     persistence: Persistence = Persistence()
     schedule: str | None = Field(default=None, description="Cron for the drift-check deployment.")
+    keep_reports_days: int = Field(default=30, ge=1, description="Days a drift check's local "
+                                   "HTML report is kept: `regrow prune` removes older ones.")
 
 
 class RetrainPolicy(Strict):

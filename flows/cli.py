@@ -312,6 +312,27 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Remove a model's local report files older than --older-than (default: the config's
+    monitoring.keep_reports_days); --dry-run only counts them."""
+    from configs.schema import parse_duration
+    from tasks.retention import prune_reports
+    from tasks.settings import Settings
+
+    loaded = _load_or_exit(args)
+    model = loaded.config.registry.model_name
+    try:
+        seconds = (parse_duration(args.older_than) if args.older_than
+                   else loaded.config.monitoring.keep_reports_days * 86400.0)
+    except ValueError as err:
+        print(f"error: --older-than: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    result = prune_reports(Settings.from_env().reports_dir / model, seconds, args.dry_run)
+    _emit({**result.__dict__, "megabytes": round(result.megabytes, 3)}, args.json,
+          f"{model}: {result.describe()}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the deployments of the given configs (needs PREFECT_API_URL for a real server)."""
     import os
@@ -523,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--version", type=int, help="the version (default: the champion)")
     cd.add_argument("--out", help="write to this file (.html: the HTML page) instead of printing")
     cd.add_argument("--html", action="store_true", help="HTML instead of Markdown")
+    pn = model_cmd("prune", "remove a model's local report files older than its retention",
+                   cmd_prune)
+    pn.add_argument("--older-than", metavar="DURATION", help="e.g. 30d, 12h (default: the "
+                    "config's monitoring.keep_reports_days)")
+    pn.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
 
     sv = sub.add_parser("serve", help="serve training, drift-check and scoring deployments")
     sv.add_argument("configs", nargs="+")
@@ -614,6 +640,9 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     from tasks.settings import configure_process_env
 
     settings = configure_process_env(verbose=args.verbose)
+    from flows.progress import from_cli
+
+    from_cli(args.command, getattr(args, "json", False), args.verbose)
     if warm and not args.verbose:
         from flows.warm import LOCAL_ONLY, forward
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -11,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from configs.schema import LoadedConfig, load_config
 from flows import dispatch, pages
+from flows.progress import say, timed
 from flows.steps import step
 from flows.training import TrainingOutcome, train_flow
 from tasks import bake as baking
@@ -19,7 +21,7 @@ from tasks import ingest as ing
 from tasks import monitor, policy, scoring
 from tasks import store as st
 from tasks.lease import Heartbeat
-from tasks.registry import CHAMPION, Registry, load_reference
+from tasks.registry import CHAMPION, Registry, load_reference, log_drift_check, run_link
 from tasks.settings import Settings
 
 
@@ -206,12 +208,24 @@ def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, st
     previous_perf = st.recent_performance_flags(env.store, env.model, cfg.monitoring.persistence.n)
     report = env.settings.reports_dir / env.model / f"drift-{st.now():%Y%m%dT%H%M%S%f}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
-    assessment = monitor.assess(cfg, ref, window, previous, report_html=report,
-                                previous_performance=previous_perf)
-    if not report.exists():
-        return assessment, None, window
-    env.registry.client.log_artifact(run_id, str(report), "drift")
-    return assessment, str(report), window
+    rows = 0 if window is None else len(window)
+    with timed("drift", f"checking {env.model} v{version} on {rows:,} recent rows") as done:
+        assessment = monitor.assess(cfg, ref, window, previous, report_html=report,
+                                    previous_performance=previous_perf)
+        done.text = f"{assessment.verdict}" + (f": {'; '.join(assessment.reasons)}"
+                                               if assessment.reasons else "")
+    return assessment, (str(report) if report.exists() else None), window
+
+
+@step("log-check")
+def _log_check(env: Env, version: str, run_id: str, check_id: int | None,
+               assessment: monitor.Assessment, report: str | None) -> str:
+    """The check's MLflow run in ``regrow/<model>-monitoring``; returns where to see it."""
+    monitoring_run = log_drift_check(env.registry, env.model, version, run_id, check_id,
+                                     assessment, report)
+    where = run_link(env.registry, monitoring_run)
+    say("drift", f"check #{check_id} logged: {where}" + (f"; report {report}" if report else ""))
+    return where
 
 
 def drift_payload(check_id: int | None, version: str,
@@ -240,6 +254,7 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
                             None, None)
     assessment, report, window = _assess(env, version, run_id)
     check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
+    mlflow_run = _log_check(env, version, run_id, check_id, assessment, report)
     bake = _bake_window(env, version, run_id, window)
     if bake is not None and bake["state"] == baking.ROLLED_BACK:
         # The champion that was just judged is gone; its drift asks for no retrain.
@@ -249,8 +264,9 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         description=f"{env.model} v{version}: {assessment.verdict}",
         markdown=f"# Drift check #{check_id}: {assessment.verdict}\n\n"
         + "\n".join(f"- {r}" for r in assessment.reasons)
-        + (f"\n\nreport: `{report}` (MLflow run {run_id}, `drift/`)\n\n{assessment.markdown}"
-           if report else ""))
+        + (f"\n\nreport: [{report}]({Path(report).as_uri()})" if report else "")
+        + f"\n\nMLflow: {mlflow_run}"
+        + (f"\n\n{assessment.markdown}" if assessment.markdown else ""))
     dispatch.emit(dispatch.DRIFT_EVENT, env.model, drift_payload(check_id, version, assessment))
     answer = None
     if retrain and assessment.persistent:

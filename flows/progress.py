@@ -74,3 +74,17 @@ def timed(step: str, starting: str | None = None) -> Iterator[Done]:
     done = Done()
     yield done
     say(step, f"{done.seconds:.1f} s: {done.text}")
+
+
+# Commands whose flows print step lines to the console (their summary comes at the end).
+COMMANDS = ("train", "retrain", "watch", "reproduce", "score")
+
+
+def from_cli(command: str, as_json: bool, verbose: bool) -> None:
+    """Turn the console lines on for `command` unless ``--json`` (stdout stays pure JSON, and
+    nothing extra goes to stderr either) or ``-v`` (Prefect's console handler shows the run log,
+    these lines included). ``REGROW_PROGRESS=0`` in the environment keeps them off."""
+    if command not in COMMANDS or as_json or verbose:
+        os.environ[ENV] = "0"
+    else:
+        os.environ.setdefault(ENV, "1")

@@ -111,6 +111,8 @@ def start_run(ctx: RunContext) -> RunContext:
     ctx.run_id = ctx.registry.start_run(ctx.model_name, f"reproduce-{ctx.model_name}"
                                         if kind == "reproduce" else
                                         f"train-{ctx.model_name}-{kind}", tags)
+    say("start", f"{ctx.model_name}: MLflow run {ctx.run_id} (trigger {kind}"
+        + (f": {ctx.trigger.reason}" if ctx.trigger.reason else "") + ")")
     try:
         ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
         # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.

@@ -432,3 +432,56 @@ def warm_up(settings: Settings) -> None:
         engine = getattr(store, "engine", None)
         if engine is not None:
             engine.dispose()
+
+
+def monitoring_experiment(model_name: str) -> str:
+    """The experiment a model's drift checks are logged to: ``regrow/<model>-monitoring``."""
+    return f"regrow/{model_name}-monitoring"
+
+
+def log_drift_check(registry: Registry, model: str, version: str, champion_run_id: str,
+                    check_id: int | None, assessment: Any, report_path: str | None) -> str:
+    """One MLflow run per drift check in the model's monitoring experiment: tags (model,
+    version, check id, the champion's run, verdict, the report's path), the check's numbers as
+    metrics and its summary as ``drift/summary.md``; returns the run id.
+
+    The HTML report (several MB) is written once: with a local tracking store (the embedded
+    default, artifacts under ``REGROW_HOME`` too) the run links the local file by tag
+    ``regrow.drift.report_path``; with a tracking server, where that file cannot be read, it is
+    also logged as ``drift/<file>``.
+    """
+    run_id = registry.start_run(f"{model}-monitoring", f"drift-check-{check_id}", {
+        "regrow.model": model, "regrow.version": version, "regrow.check_id": check_id,
+        "regrow.champion_run_id": champion_run_id, "regrow.drift.verdict": assessment.verdict,
+        "regrow.drift.persistent": str(assessment.persistent).lower(),
+        "regrow.drift.warning": str(assessment.warning).lower(),
+        "regrow.drift.drifted_columns": ", ".join(assessment.drifted_columns) or "-",
+        "regrow.drift.report_path": report_path or "-"})
+    try:
+        perf = assessment.performance
+        registry.log_metrics(run_id, {
+            "window_rows": assessment.window_rows, "drift_share": assessment.drift_share,
+            **({} if perf is None else {f"{perf.metric}": perf.current,
+                                        f"{perf.metric}_reference": perf.reference,
+                                        f"{perf.metric}_drop": perf.drop,
+                                        "labelled_rows": perf.labelled_rows})})
+        registry.log_text(run_id, f"# Drift check #{check_id}: {assessment.verdict}\n\n"
+                          + "\n".join(f"- {r}" for r in assessment.reasons)
+                          + (f"\n\nreport: `{report_path}`" if report_path else "")
+                          + f"\n\n{assessment.markdown}", "drift/summary.md")
+        if report_path and not registry._local_store():
+            registry.client.log_artifact(run_id, report_path, "drift")
+    except BaseException:
+        registry.end_run(run_id, "FAILED")
+        raise
+    registry.end_run(run_id, "FINISHED")
+    return run_id
+
+
+def run_link(registry: Registry, run_id: str) -> str:
+    """Where a run can be seen: a URL on a tracking server, else the store and the run id."""
+    uri = registry.settings.tracking_uri
+    exp = registry.run_info(run_id)["experiment_id"]
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+    return f"MLflow store {uri}, experiment {exp}, run {run_id}"
