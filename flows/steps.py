@@ -461,7 +461,8 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         ctx.registry.set_tags(ctx.run_id, {"regrow.approval": "approved" if approval.approved
                                            else "rejected", "regrow.approver": approval.approver})
     if not (decision.passed and (approval is None or approval.approved)):
-        say("promote", f"champion stays v{registration.champion_before or '-'}"
+        say("promote", f"champion stays v{registration.champion_before}"
+            if registration.champion_before else "no champion yet; none promoted"
             + (f" (rejected by {approval.approver})" if approval is not None
                else " (the gate rejected the candidate)"))
         if approval is not None:  # a person (or the timeout) said no: it no longer waits
@@ -490,8 +491,9 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         clear_challenger(ctx.registry, ctx.store, name, version, "promoted; nothing to wait for",
                          actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
     after = ctx.registry.alias_version(name, CHAMPION)
-    say("promote", f"champion v{registration.champion_before or '-'} -> v{after}" if after == version
-        else f"champion stays v{after or '-'}")
+    before = registration.champion_before
+    say("promote", f"champion {f'v{before}' if before else 'none'} -> v{after}"
+        if after == version else f"champion stays {f'v{after}' if after else 'none'}")
     return Registration(version, registration.champion_before, after, after == version,
                         None if approval is None else approval.__dict__)
 
