@@ -42,12 +42,16 @@ def say(step: str, text: str) -> None:
     """Log ``[step] text`` on the run; echo it to the console when `enabled`."""
     _logger().info(f"[{step}] {text}")
     if enabled():
-        tag = f"\033[36m[{step}]\033[0m" if _colour() else f"[{step}]"
-        try:
-            sys.stderr.write(f"{tag} {text}\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):  # a closed console never fails a run
-            pass
+        _console(step, text)
+
+
+def _console(step: str, text: str) -> None:
+    tag = f"\033[36m[{step}]\033[0m" if _colour() else f"[{step}]"
+    try:
+        sys.stderr.write(f"{tag} {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed console never fails a run
+        pass
 
 
 class Done:
@@ -86,5 +90,9 @@ def from_cli(command: str, as_json: bool, verbose: bool) -> None:
     these lines included). ``REGROW_PROGRESS=0`` in the environment keeps them off."""
     if command not in COMMANDS or as_json or verbose:
         os.environ[ENV] = "0"
-    else:
-        os.environ.setdefault(ENV, "1")
+        return
+    os.environ.setdefault(ENV, "1")
+    if enabled():  # the first seconds go to imports and to starting Prefect: say so
+        api = os.environ.get("PREFECT_API_URL")
+        _console("prefect", f"starting the run on {api} ..." if api else
+                 "starting the run on a temporary local Prefect server ...")

@@ -107,11 +107,15 @@ class Registry:
         or a masked SQL location), digest = the first 36 characters of the content
         `fingerprint` (MLflow's limit; the whole fingerprint is in the profile), the schema
         inferred from `sample` (a few rows) and `profile` (rows, time range, ...)."""
+        import warnings
+
         from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.models import infer_signature
 
         is_file = "://" not in source
-        schema = infer_signature(_parquet_safe(sample)).inputs
+        with warnings.catch_warnings():  # the integer-columns hint is about model inputs
+            warnings.simplefilter("ignore", UserWarning)
+            schema = infer_signature(_parquet_safe(sample)).inputs
         dataset = Dataset(
             name=name[:500], digest=fingerprint[:36],
             source_type="local" if is_file else "sql",

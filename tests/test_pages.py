@@ -213,7 +213,9 @@ def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
     assert progress.enabled()
     progress.say("train", "shown")
     out = capsys.readouterr()
-    assert out.out == "" and out.err == "[train] shown\n"
+    assert out.out == ""
+    assert out.err.startswith("[prefect] starting the run on ") and out.err.endswith(
+        " ...\n[train] shown\n")
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
