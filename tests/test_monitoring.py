@@ -16,7 +16,7 @@ from flows.monitoring import drift_check_flow, retrain_flow, score_flow
 from flows.training import train_flow
 from tasks import monitor, policy, scoring
 from tasks.reference import build_reference
-from tasks.registry import CHAMPION, Registry, load_reference
+from tasks.registry import CHAMPION, Registry, load_reference, monitoring_experiment
 from tasks.settings import Settings
 from tasks.store import Store, recent_drift_checks, training_runs
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
@@ -172,7 +172,12 @@ def test_score_label_watch_retrain_end_to_end(home: Path, tmp_path: Path):
     check1 = drift_check_flow(str(cfg))
     assert check1.assessment["verdict"] == "drift" and check1.retrain is None  # 1 of 3
     assert Path(check1.report_path).exists()
-    assert any(a.startswith("drift/") for a in reg.list_artifacts(first.run_id, "drift"))
+    # Each check is its own run in the monitoring experiment; the champion's run stays as it was.
+    assert not reg.list_artifacts(first.run_id, "drift")
+    exp = reg.client.get_experiment_by_name(monitoring_experiment(MODEL))
+    found = reg.client.search_runs([exp.experiment_id],
+                                   f"tags.`regrow.check_id` = '{check1.check_id}'")
+    assert [r.data.tags["regrow.drift.report_path"] for r in found] == [check1.report_path]
     # The next check sees the same drift: persistent -> the policy admits one retrain on new data.
     write_case(tmp_path / "m", pd.concat([binary_frame(2000, seed=1), later]).reset_index(drop=True),
                MONITORED)
