@@ -282,6 +282,8 @@ def test_kill_between_version_and_alias_move_then_retrain(case, prefect_server):
     # rows: a retrain of unchanged data and config would rightly be skipped)
     fresh = cfg.parent / "fresh.csv"
     binary_frame(seed=7).to_csv(fresh, index=False)
+    # once the dead run's lease has run out (a command can reach the policy within the lease)
+    time.sleep(max(0.0, t0 + LEASE + 1 - time.monotonic()))
     out = subprocess.run([*REGROW, "retrain", str(cfg), "--reason", "after a crash",
                           "--set", f"data.source.path={fresh}"], cwd=ROOT,
                          env=env_for(home, prefect_server), capture_output=True, text=True,
