@@ -640,9 +640,6 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     from tasks.settings import configure_process_env
 
     settings = configure_process_env(verbose=args.verbose)
-    from flows.progress import from_cli
-
-    from_cli(args.command, getattr(args, "json", False), args.verbose)
     if warm and not args.verbose:
         from flows.warm import LOCAL_ONLY, forward
 
@@ -651,8 +648,10 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
             if code is not None:
                 return code
     from flows.lifeline import hold
+    from flows.progress import from_cli
 
     hold()  # helpers (the temporary Prefect server) end with this command, even on kill -9
+    from_cli(args.command, getattr(args, "json", False), args.verbose)  # step lines on stderr
     return args.func(args)
 
 

@@ -1,10 +1,13 @@
 """One readable line per step: to the Prefect run log always, and to the console when asked.
 
 Each line goes to the Prefect run logger (the run's page in the UI). The console copy is
-written to stderr when ``REGROW_PROGRESS=1``: the CLI sets it for commands that print a human
-summary (not with ``--json``, and not with ``-v``, where Prefect's own console handler already
-shows the run log). Lines are plain text; the step name is coloured only when stderr is a
-terminal and ``NO_COLOR`` is unset.
+written to stderr when the CLI turned it on (`from_cli`: commands that print a human summary,
+not with ``--json``, and not with ``-v``, where Prefect's own console handler already shows
+the run log) -- a flag of this module, set in the process that runs the command (so it leaves
+the environment, and with it the warm process's key, alone). Without the CLI (flows called
+from Python) ``REGROW_PROGRESS=1`` turns it on; ``REGROW_PROGRESS=0`` keeps it off everywhere.
+Lines are plain text; the step name is coloured only when stderr is a terminal and
+``NO_COLOR`` is unset.
 """
 
 from __future__ import annotations
@@ -17,11 +20,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 ENV = "REGROW_PROGRESS"
+_console_on: bool | None = None  # set by `from_cli`; None: the environment decides
+
+
+def _env(default: bool) -> bool:
+    value = os.environ.get(ENV, "").strip().lower()
+    return default if not value else value in {"1", "true", "yes", "on"}
 
 
 def enabled() -> bool:
     """True when step lines are also written to the console (stderr)."""
-    return os.environ.get(ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return _env(False) if _console_on is None else _console_on
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -88,11 +97,9 @@ def from_cli(command: str, as_json: bool, verbose: bool) -> None:
     """Turn the console lines on for `command` unless ``--json`` (stdout stays pure JSON, and
     nothing extra goes to stderr either) or ``-v`` (Prefect's console handler shows the run log,
     these lines included). ``REGROW_PROGRESS=0`` in the environment keeps them off."""
-    if command not in COMMANDS or as_json or verbose:
-        os.environ[ENV] = "0"
-        return
-    os.environ.setdefault(ENV, "1")
-    if enabled():  # the first seconds go to imports and to starting Prefect: say so
+    global _console_on
+    _console_on = command in COMMANDS and not as_json and not verbose and _env(True)
+    if _console_on:  # the first seconds go to imports and to starting Prefect: say so
         api = os.environ.get("PREFECT_API_URL")
         _console("prefect", f"starting the run on {api} ..." if api else
                  "starting the run on a temporary local Prefect server ...")

@@ -57,11 +57,13 @@ def story(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Story:
             mp.delenv(var, raising=False)
         cfg = write_case(base / "m", binary_frame(1200), CONFIG)
         binary_frame(1200, shuffle_labels=True).to_csv(base / "m" / "shuffled.csv", index=False)
-        mp.setenv("REGROW_PROGRESS", "1")
+        from flows import progress
+
+        mp.setattr(progress, "_console_on", True)
         console = io.StringIO()
         with contextlib.redirect_stderr(console):
             first = train_flow(str(cfg), reason="first model")
-        mp.setenv("REGROW_PROGRESS", "0")
+        mp.setattr(progress, "_console_on", False)
         time.sleep(1.1)  # past the 1 s cooldown: the next request is admitted
         skipped = retrain_flow(str(cfg), "same data again")
         rejected = train_flow(str(cfg), overrides={"data.source.path": "shuffled.csv"},
@@ -202,15 +204,22 @@ def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture):
     from flows import progress
 
+    monkeypatch.setattr(progress, "_console_on", None)
     monkeypatch.delenv(progress.ENV, raising=False)
+    assert not progress.enabled()  # flows called from Python print nothing extra
     progress.from_cli("train", as_json=True, verbose=False)
     assert not progress.enabled()
     progress.say("train", "hidden")
     progress.from_cli("train", as_json=False, verbose=True)
     assert not progress.enabled()
+    progress.from_cli("demo", as_json=False, verbose=False)
+    assert not progress.enabled()
+    monkeypatch.setenv(progress.ENV, "0")
+    progress.from_cli("train", as_json=False, verbose=False)
+    assert not progress.enabled()
     monkeypatch.delenv(progress.ENV)
     progress.from_cli("train", as_json=False, verbose=False)
-    assert progress.enabled()
+    assert progress.enabled() and progress.ENV not in os.environ  # the environment is untouched
     progress.say("train", "shown")
     out = capsys.readouterr()
     assert out.out == ""
