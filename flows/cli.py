@@ -651,7 +651,8 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     from flows.progress import from_cli
 
     hold()  # helpers (the temporary Prefect server) end with this command, even on kill -9
-    from_cli(args.command, getattr(args, "json", False), args.verbose)  # step lines on stderr
+    from_cli(args.command, getattr(args, "json", False), args.verbose,  # step lines on stderr
+             getattr(args, "config", None), getattr(args, "set", None))
     return args.func(args)
 
 

@@ -91,15 +91,33 @@ def timed(step: str, starting: str | None = None) -> Iterator[Done]:
 
 # Commands whose flows print step lines to the console (their summary comes at the end).
 COMMANDS = ("train", "retrain", "watch", "reproduce", "score")
+# Long commands that also say, before Prefect is up, where the run starts.
+STARTING = ("train", "retrain", "watch")
 
 
-def from_cli(command: str, as_json: bool, verbose: bool) -> None:
+def from_cli(command: str, as_json: bool, verbose: bool, config: str | None = None,
+             overrides: list[str] | None = None) -> None:
     """Turn the console lines on for `command` unless ``--json`` (stdout stays pure JSON, and
     nothing extra goes to stderr either) or ``-v`` (Prefect's console handler shows the run log,
-    these lines included). ``REGROW_PROGRESS=0`` in the environment keeps them off."""
+    these lines included). ``REGROW_PROGRESS=0`` in the environment keeps them off.
+
+    For the long commands whose `config` (with `overrides`) is valid, the first line says where
+    the run starts: the seconds before the first step go to imports and to starting Prefect.
+    (An invalid config prints nothing here: its error is the only line.)
+    """
     global _console_on
     _console_on = command in COMMANDS and not as_json and not verbose and _env(True)
-    if _console_on:  # the first seconds go to imports and to starting Prefect: say so
+    if _console_on and command in STARTING and _valid(config, overrides):
         api = os.environ.get("PREFECT_API_URL")
         _console("prefect", f"starting the run on {api} ..." if api else
                  "starting the run on a temporary local Prefect server ...")
+
+
+def _valid(config: str | None, overrides: list[str] | None) -> bool:
+    from configs.schema import load_config, parse_override
+
+    try:
+        load_config(config or "", dict(parse_override(o) for o in overrides or []))
+    except Exception:  # noqa: BLE001 - the command reports it
+        return False
+    return True

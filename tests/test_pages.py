@@ -201,7 +201,7 @@ def test_console_lines_tell_the_progress(story: Story):
 
 
 def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture):
+                                              capsys: pytest.CaptureFixture, tmp_path: Path):
     from flows import progress
 
     monkeypatch.setattr(progress, "_console_on", None)
@@ -218,8 +218,11 @@ def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
     progress.from_cli("train", as_json=False, verbose=False)
     assert not progress.enabled()
     monkeypatch.delenv(progress.ENV)
-    progress.from_cli("train", as_json=False, verbose=False)
+    progress.from_cli("train", as_json=False, verbose=False, config="no-such.yaml")
     assert progress.enabled() and progress.ENV not in os.environ  # the environment is untouched
+    assert capsys.readouterr().err == ""  # a bad config: its error will be the only line
+    cfg = write_case(tmp_path / "m", None, CONFIG)
+    progress.from_cli("train", as_json=False, verbose=False, config=str(cfg))
     progress.say("train", "shown")
     out = capsys.readouterr()
     assert out.out == ""
