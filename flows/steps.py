@@ -7,6 +7,7 @@ step itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -96,8 +97,21 @@ def pause_point(name: str) -> None:
 
 
 def step(name: str):
-    """A Prefect task without input hashing or result persistence."""
-    return task(name=name, cache_policy=NO_CACHE, persist_result=False)
+    """A Prefect task without input hashing or result persistence, run with native threads
+    capped at the config's `candidates.threads` (its first argument carries the config)."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def capped(first, *args, **kwargs):
+            loaded = getattr(first, "loaded", None)
+            if loaded is None:
+                return fn(first, *args, **kwargs)
+            with tr.native_threads(loaded.config):
+                return fn(first, *args, **kwargs)
+
+        return task(name=name, cache_policy=NO_CACHE, persist_result=False)(capped)
+
+    return wrap
 
 
 @step("start-run")

@@ -242,6 +242,16 @@ def _cv(config: Config, y: np.ndarray):
     return KFold(n_splits=c.cv_folds, shuffle=True, random_state=c.seed)
 
 
+def native_threads(config: Config):
+    """A context capping native (OpenMP/BLAS) threads at `candidates.threads` while fitting or
+    predicting (a no-op when unset): on a small or busy machine, a tree ensemble's predict
+    otherwise pays a thread-pool hand-off per tree."""
+    import contextlib
+
+    n = config.candidates.threads
+    return threadpool_limits(limits=n) if n else contextlib.nullcontext()
+
+
 def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
     """Fit every candidate with a grid search on the training part; keep the best.
 
@@ -264,7 +274,7 @@ def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
                               error_score="raise")
         t0 = time.perf_counter()
         try:
-            with threadpool_limits(limits=config.candidates.threads):
+            with native_threads(config):
                 search.fit(X, y)
         except ValueError as err:
             raise TrainingError(f"candidates.{cand.name}: fitting failed: {err}") from None
