@@ -27,13 +27,13 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench import ROOT, timed, timed_regrow
+
 CONFIG = ROOT / "configs" / "rainfall.yaml"
 
 BARE = r'''
@@ -67,28 +67,6 @@ with threadpool_limits(limits=1):
     auc = roc_auc_score(hold["rain"], best.predict_proba(hold[num])[:, 1])
 print(f"holdout roc_auc {auc:.4f}")
 '''
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
-    env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
-    return env
-
-
-def _run(argv: list[str], home: Path) -> float:
-    t0 = time.perf_counter()
-    out = subprocess.run(argv, capture_output=True, text=True, env=_env(home), cwd=ROOT,
-                         timeout=900)
-    took = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"`{' '.join(argv[-6:])}` failed:\n{out.stdout[-1500:]}"
-                         f"{out.stderr[-2000:]}")
-    return took
-
-
-def _regrow(args: list[str], home: Path) -> float:
-    return _run([sys.executable, "-m", "flows.cli", *args], home)
 
 
 def _fill(home: Path, versions: int, predictions: int) -> None:
@@ -137,14 +115,14 @@ def main(argv: list[str]) -> int:
         frame.iloc[10_000:11_000][["day", "rain"]].to_csv(data / "labels.csv", index=False)
         train = ["train", str(CONFIG), "--set", f"data.source.path={early}", "--reason", "bench"]
         print("set-up: first training, versions, predictions, one scored window ...", flush=True)
-        first = _regrow(train, home)
+        first = timed_regrow(train, home)
         t0 = time.perf_counter()
         _fill(home, args.versions, args.predictions)
         print(f"  first training {first:.1f} s; {args.versions} versions and "
               f"{args.predictions:,} predictions written in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        _regrow(["score", str(CONFIG), "--input", str(data / "window.csv")], home)
-        _regrow(["labels", str(CONFIG), "--input", str(data / "labels.csv")], home)
+        timed_regrow(["score", str(CONFIG), "--input", str(data / "window.csv")], home)
+        timed_regrow(["labels", str(CONFIG), "--input", str(data / "labels.csv")], home)
         commands = {"status": ["status", str(CONFIG)],
                     "watch --no-retrain (1,000-row window)": ["watch", str(CONFIG),
                                                               "--no-retrain"],
@@ -153,20 +131,20 @@ def main(argv: list[str]) -> int:
         bare: list[float] = []
         for mode in ("no plane", "plane up"):
             if mode == "plane up":
-                took = _regrow(["up", "--prefect-port", str(free_port()), "--mlflow-port",
+                took = timed_regrow(["up", "--prefect-port", str(free_port()), "--mlflow-port",
                                 str(free_port())], home)
                 print(f"  regrow up: {took:.1f} s", flush=True)
             try:
                 for _ in range(args.repeats):
                     for name, cmd in commands.items():
-                        times.setdefault((name, mode), []).append(_regrow(cmd, home))
+                        times.setdefault((name, mode), []).append(timed_regrow(cmd, home))
                     if mode == "no plane":
-                        bare.append(_run([sys.executable, "-c", BARE, str(early)], home))
+                        bare.append(timed([sys.executable, "-c", BARE, str(early)], home))
                     print(f"  {mode}: " + ", ".join(f"{n.split()[0]} {times[(n, mode)][-1]:.1f} s"
                                                     for n in commands), flush=True)
             finally:
                 if mode == "plane up":
-                    _regrow(["down"], home)
+                    timed_regrow(["down"], home)
     bare_s = statistics.median(bare)
     print(f"\nstate: {args.versions} versions, {args.predictions:,} predictions; "
           f"{args.repeats} repeats; {os.cpu_count()} cores")

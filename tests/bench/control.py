@@ -14,33 +14,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
-    env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
-    return env
-
-
-def _run(args: list[str], home: Path) -> float:
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
-                         text=True, env=_env(home), cwd=ROOT, timeout=900)
-    took = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"`regrow {' '.join(args)}` failed:\n{out.stdout[-1500:]}"
-                         f"{out.stderr[-2000:]}")
-    return took
+from tests.bench import timed_regrow
 
 
 def main(argv: list[str]) -> int:
@@ -55,16 +33,16 @@ def main(argv: list[str]) -> int:
         cfg = str(write_case(Path(tmp) / "m", binary_frame(2000, seed=1), BINARY_CONFIG))
 
         def up() -> float:
-            return _run(["up", cfg, "--prefect-port", str(free_port()), "--mlflow-port",
+            return timed_regrow(["up", cfg, "--prefect-port", str(free_port()), "--mlflow-port",
                          str(free_port()), "--webhook-port", str(free_port())], home)
 
         ups = {"cold": up()}
         print(f"`regrow up` cold: {ups['cold']:.1f} s", flush=True)
-        _run(["down"], home)
+        timed_regrow(["down"], home)
         ups["warm"] = up()
-        _run(["down"], home)
+        timed_regrow(["down"], home)
         print("setting up: one training ...", flush=True)
-        _run(["train", cfg], home)  # a champion; later retrain requests are cooling down
+        timed_regrow(["train", cfg], home)  # a champion; later retrain requests are cooling down
         commands = {"retrain (cooling_down)": ["retrain", cfg, "--reason", "bench"],
                     "train (2,000 rows)": ["train", cfg, "--reason", "bench"]}
         times: dict[tuple[str, str], list[float]] = {}
@@ -74,10 +52,10 @@ def main(argv: list[str]) -> int:
             try:
                 for _ in range(args.repeats):
                     for name, cmd in commands.items():
-                        times.setdefault((name, mode), []).append(_run(cmd, home))
+                        times.setdefault((name, mode), []).append(timed_regrow(cmd, home))
             finally:
                 if mode == "plane up":
-                    _run(["down"], home)
+                    timed_regrow(["down"], home)
     print("\n| `regrow up` (1 config: prefect, mlflow, serve) | s |")
     print("|---|---|")
     for kind, took in ups.items():

@@ -13,33 +13,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
-    env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    return env
-
-
-def _run(args: list[str], home: Path) -> float:
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
-                         text=True, env=_env(home), cwd=ROOT, timeout=900)
-    took = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"`regrow {' '.join(args)}` failed:\n{out.stderr[-2000:]}")
-    return took
+from tests.bench import timed_regrow
 
 
 def main(argv: list[str]) -> int:
@@ -53,17 +31,17 @@ def main(argv: list[str]) -> int:
         first = write_case(Path(tmp) / "a", binary_frame(2000, seed=1, noise=2.0), BINARY_CONFIG)
         second = write_case(Path(tmp) / "b", binary_frame(2000, seed=2), BINARY_CONFIG)
         print("setting up: two trainings ...", flush=True)
-        _run(["train", str(first)], home)
-        _run(["train", str(second)], home)
+        timed_regrow(["train", str(first)], home)
+        timed_regrow(["train", str(second)], home)
         cfg = str(first)
         times: dict[str, list[float]] = {k: [] for k in
                                          ("--help", "status", "history", "rollback", "promote")}
         for _ in range(args.repeats):
-            times["--help"].append(_run(["--help"], home))
-            times["status"].append(_run(["status", cfg], home))
-            times["history"].append(_run(["history", cfg], home))
-            times["rollback"].append(_run(["rollback", cfg, "--by", "bench", "--reason", "b"], home))
-            times["promote"].append(_run(["promote", cfg, "--version", "2", "--by", "bench",
+            times["--help"].append(timed_regrow(["--help"], home))
+            times["status"].append(timed_regrow(["status", cfg], home))
+            times["history"].append(timed_regrow(["history", cfg], home))
+            times["rollback"].append(timed_regrow(["rollback", cfg, "--by", "bench", "--reason", "b"], home))
+            times["promote"].append(timed_regrow(["promote", cfg, "--version", "2", "--by", "bench",
                                           "--reason", "back"], home))
     base = statistics.median(times["--help"])
     print("\n| command | runs | median s | min s | max s | vs `--help` |")
