@@ -337,6 +337,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the deployments of the given configs (needs PREFECT_API_URL for a real server)."""
     import os
 
+    # Prefect's runner polls for scheduled and triggered runs every 10 s by default: a webhook
+    # or UI run would wait up to that long before it starts. 1 s (one small query a second)
+    # keeps accepted -> Running near 2 s; set it higher for a remote server and many models.
+    # Set before Prefect is imported.
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     for path in args.configs:
         args.config = path
         _load_or_exit(args)
