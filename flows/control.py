@@ -254,6 +254,8 @@ def _cleanup(run_dir: Path, state: dict[str, Any] | None) -> None:
             Path(part["pid_file"]).unlink(missing_ok=True)
     for stray in run_dir.glob("*.pid"):
         stray.unlink(missing_ok=True)
+    for name in ("warm.sock", "warm.json"):  # the warm part's socket and state (flows.warm)
+        (run_dir / name).unlink(missing_ok=True)
     plane.state_path(run_dir).unlink(missing_ok=True)
 
 

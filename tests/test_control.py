@@ -175,6 +175,7 @@ def test_down_stops_everything(plane):
     assert not any(os.path.exists(f"/proc/{pid}") and _running(pid) for pid in before)
     assert related(home) == set(), "processes of the plane are left behind"
     assert not list((home / "run").glob("*.pid")) and not (home / "run" / "plane.json").exists()
+    assert not (home / "run" / "warm.sock").exists() and not (home / "run" / "warm.json").exists()
     ps = run(["ps"], home)
     assert ps.returncode == 0 and "not up" in ps.stdout
     again = run(["down"], home)
