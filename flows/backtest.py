@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from configs.schema import ConfigError, LoadedConfig
+from configs.schema import LoadedConfig
 from tasks import backtest as bt
 from tasks import ingest as ing
 
@@ -37,7 +37,7 @@ def run_backtest(loaded: LoadedConfig, opts: bt.Options, *, path: str | None = N
     fit (one sentence on stderr)."""
     err = sys.stderr
     try:
-        bt.check_options(loaded.config, opts)
+        bt.check_options(opts)
         t0 = time.perf_counter()
         if not as_json:
             print(f"reading the history of {loaded.config.registry.model_name} ...", flush=True)
@@ -45,19 +45,17 @@ def run_backtest(loaded: LoadedConfig, opts: bt.Options, *, path: str | None = N
         if not as_json:
             print(f"{len(frame)} rows from {source} ({time.perf_counter() - t0:.1f} s); training "
                   "the first champion on the rows before the start ...", flush=True)
-        header: list[bool] = []
 
         def progress(w: bt.WindowResult) -> None:
             if as_json:
                 return
             head, cells = bt.table_rows([w], loaded.config.gate.primary_metric)
-            if not header:
+            if w.index == 1:  # the header once, when the first window is done
                 print(_line(head), flush=True)
-                header.append(True)
             print(_line(cells), flush=True)
 
         report = bt.run(loaded, frame, opts, source=source, progress=progress)
-    except (bt.BacktestError, ConfigError, ing.IngestError) as e:
+    except (bt.BacktestError, ing.IngestError) as e:
         print(f"error: {e}", file=err)
         return 2
     report = bt.write(report, Path(out) if out else reports_dir / report.model)

@@ -29,7 +29,6 @@ from tasks import train as tr
 from tasks import trusted as ts
 from tasks import validate as va
 from tasks.card import publish_card
-from tasks.estimate import reference_calibration
 from tasks.governance import clear_challenger, move_alias, sync_aliases
 from tasks.lease import Heartbeat, exclusive, lease_seconds, reap
 from tasks.provenance import Trigger, git_commit, package_version
@@ -403,10 +402,8 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     say("register", "logging the model, its drift reference and trusted set ...")
     pause_point("log_model")
     uri = reg.log_model(ctx.run_id, trained.model, example)
-    reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics)
-    reference = dataclasses.replace(reference, calibration=reference_calibration(
-        ctx.loaded.config.data.task, trained.model, trained.roles.inputs, parts.holdout,
-        trained.target))
+    reference = build_reference(ctx.loaded.config, trained, parts.train,
+                                evals.candidate.metrics, parts.holdout)
     log_reference(reg, ctx.run_id, reference)
     trusted = ts.build(ctx.loaded.config, trained.model, parts.train, parts.holdout,
                        trained.target, trained.metric)
@@ -559,8 +556,6 @@ def close_run(ctx: RunContext, *, error: BaseException | None = None,
 
 def as_dict(obj: Any) -> Any:
     """Dataclasses and frames to JSON-able values (NaN -> None)."""
-    import dataclasses
-
     if dataclasses.is_dataclass(obj):
         return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
                 if f.name not in {"frame", "model", "train", "holdout"}}

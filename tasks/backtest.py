@@ -27,14 +27,14 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from configs.schema import METRICS, Config, ConfigError, LoadedConfig, parse_duration
+from configs.schema import METRICS, Config, LoadedConfig, parse_duration
 from tasks import evaluate as ev
 from tasks import gate as gt
 from tasks import ingest as ing
@@ -42,7 +42,6 @@ from tasks import monitor, policy
 from tasks import train as tr
 from tasks import trusted as ts
 from tasks import validate as va
-from tasks.estimate import reference_calibration
 from tasks.reference import PRED, SCORE, Reference, build_reference
 from tasks.scoring import predict
 from tasks.store import Store
@@ -333,11 +332,7 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
                          trained.target, trained.metric, champion.version)
     decision = gt.decide(g, cand, champ, None if champion is None else champion.version, None,
                          base, check)
-    ref = build_reference(config, trained, parts.train, cand.metrics)
-    ref = Reference(ref.frame, ref.spec, ref.metric, ref.performance, ref.importance,
-                    ref.positive_label, reference_calibration(
-                        config.data.task, trained.model, trained.roles.inputs, parts.holdout,
-                        trained.target), ref.drift_thresholds)
+    ref = build_reference(config, trained, parts.train, cand.metrics, parts.holdout)
     trusted = ts.build(config, trained.model, parts.train, parts.holdout, trained.target,
                        trained.metric)
     new = _Champion(version, trained, ref, trusted, ing.fingerprint(frame), len(frame),
@@ -363,20 +358,19 @@ class _Log:
     """The replayed prediction log: what `scoring.load_window` reads in production."""
 
     def __init__(self) -> None:
-        self.parts: list[pd.DataFrame] = []
+        self.parts: dict[str, list[pd.DataFrame]] = {}  # version -> its scored windows
 
     def add(self, scored: pd.DataFrame, version: str, times: pd.Series, label_at: pd.Series,
             truth: pd.Series) -> None:
-        self.parts.append(scored.assign(__version=version, __time=times.to_numpy(),
-                                        __label_at=label_at.to_numpy(),
-                                        __truth=truth.astype(str).to_numpy()))
+        self.parts.setdefault(version, []).append(scored.assign(
+            __version=version, __time=times.to_numpy(), __label_at=label_at.to_numpy(),
+            __truth=truth.astype(str).to_numpy()))
 
     def window(self, config: Config, version: str, at: pd.Timestamp) -> pd.DataFrame:
         """The latest `monitoring.window` of rows scored by `version`, with the labels that
         had arrived by `at`."""
         w = config.monitoring.window
-        mine = [p[p["__version"] == version] for p in self.parts[-200:]]
-        frame = pd.concat(mine, ignore_index=True) if mine else pd.DataFrame()
+        frame = pd.concat(self.parts[version], ignore_index=True)
         if w.period is not None:
             frame = frame[frame["__time"] > at - pd.Timedelta(seconds=parse_duration(w.period))]
         elif w.rows is not None:
@@ -547,7 +541,7 @@ def better(metric: str) -> str:
     return "higher" if METRICS[metric][1] else "lower"
 
 
-def check_options(config: Config, opts: Options) -> None:
+def check_options(opts: Options) -> None:
     """Fail fast on options that cannot work with this config (before any data is read).
 
     Raises:
@@ -560,8 +554,6 @@ def check_options(config: Config, opts: Options) -> None:
         parse_duration(opts.tick)
     except ValueError as err:
         raise BacktestError(f"--tick: {err}") from None
-    if config.data.task not in ("binary", "multiclass", "regression"):
-        raise ConfigError(f"data.task: {config.data.task} cannot be backtested")
 
 
 def write(report: BacktestReport, directory: Path) -> BacktestReport:
@@ -569,8 +561,6 @@ def write(report: BacktestReport, directory: Path) -> BacktestReport:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     jpath, hpath = directory / f"backtest-{stamp}.json", directory / f"backtest-{stamp}.html"
-    from dataclasses import replace
-
     report = replace(report, json_path=str(jpath), html_path=str(hpath))
     jpath.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
     hpath.write_text(to_html(report), encoding="utf-8")

@@ -12,6 +12,7 @@ import pandas as pd
 
 from configs.schema import Config
 from tasks.calibration import calibrate
+from tasks.estimate import reference_calibration
 from tasks.scoring import InputSpec
 from tasks.train import TrainResult
 
@@ -86,8 +87,11 @@ def importance(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> dict[st
 
 
 def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFrame,
-                    holdout_metrics: dict[str, float]) -> Reference:
-    """Sample the training rows (seeded, at most `monitoring.reference_rows`) and score them."""
+                    holdout_metrics: dict[str, float],
+                    holdout: pd.DataFrame | None = None) -> Reference:
+    """Sample the training rows (seeded, at most `monitoring.reference_rows`) and score them;
+    with `holdout`, also calibrate a binary classifier's probabilities on it (`tasks.estimate`),
+    for estimating performance without labels."""
     m = config.monitoring
     n = min(len(train_rows), m.reference_rows)
     sample = train_rows.sample(n=n, random_state=config.candidates.seed) if n < len(train_rows) \
@@ -105,8 +109,10 @@ def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFra
     perf = {k: float(v) for k, v in holdout_metrics.items() if v == v}  # drop NaN
     cal = calibrate_reference(config, frame, spec) if m.drift.thresholds_mode == "calibrated" \
         else None
+    calibration = {} if holdout is None else reference_calibration(
+        config.data.task, trained.model, roles.inputs, holdout, trained.target)
     return Reference(frame, spec, trained.metric, perf, imp, trained.target.positive_label,
-                     drift_thresholds=cal)
+                     calibration, drift_thresholds=cal)
 
 
 def prediction_column(columns: Any, task: str) -> tuple[str, str]:
