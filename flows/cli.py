@@ -17,6 +17,51 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
     return dict(parse_override(i) for i in items or [])
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Bring the monitoring store's schema to this release's revision, keeping its rows."""
+    from tasks.migrate import upgrade
+    from tasks.settings import Settings, StoreSchemaError
+
+    url = args.database_url or Settings.from_env().database_url
+    try:
+        result = upgrade(url)
+    except StoreSchemaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    from dataclasses import asdict
+
+    print(json.dumps(asdict(result)) if args.json else result.describe())
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    """The store's schema revision against this release's."""
+    import sqlalchemy as sa
+
+    from tasks import store as st
+    from tasks.settings import Settings
+
+    engine = sa.create_engine(args.database_url or Settings.from_env().database_url)
+    try:
+        found = st.schema_revision(engine)
+        tables = st.regrow_tables(engine) if found is None else None
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    state = ("current" if found == st.SCHEMA_REVISION else "empty" if found is None and not tables
+             else "unversioned (regrow 0.1.0)" if found is None else
+             "behind" if found < st.SCHEMA_REVISION else "newer")
+    if args.json:
+        print(json.dumps({"url": where, "revision": found, "expected": st.SCHEMA_REVISION,
+                          "state": state}))
+    else:
+        print(f"{where}: schema revision {found or 'none'}, this regrow uses "
+              f"{st.SCHEMA_REVISION}: {state}" + ("; run `regrow db upgrade`"
+                                                  if state in ("behind", "unversioned (regrow 0.1.0)")
+                                                  else ""))
+    return 0 if state in ("current", "empty") else 1
+
+
 def cmd_config_schema(args: argparse.Namespace) -> int:
     """Print the config JSON schema."""
     from configs.schema import json_schema
@@ -495,6 +540,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the summary as JSON")
     t.set_defaults(func=cmd_train)
 
+    db = sub.add_parser("db", help="the monitoring store's schema: current revision, upgrade")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    for name, func, help_ in (
+            ("upgrade", cmd_db_upgrade, "migrate the store to this release's schema, keeping "
+             "every row (a store regrow 0.1.0 made is recognised)"),
+            ("current", cmd_db_current, "print the store's schema revision; exit 1 when it "
+             "needs `regrow db upgrade`")):
+        dp = dsub.add_parser(name, help=help_)
+        dp.add_argument("--database-url", help="the store (default: REGROW_DATABASE_URL, else "
+                        "$REGROW_HOME/regrow.db)")
+        dp.add_argument("--json", action="store_true")
+        dp.set_defaults(func=func)
     c = sub.add_parser("config", help="inspect configs")
     csub = c.add_subparsers(dest="config_command", required=True)
     ch = csub.add_parser("check", help="validate config files")
@@ -634,6 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that train: they run at a lower CPU priority (`REGROW_TRAIN_NICE`).
+TRAINS = ("train", "retrain", "reproduce", "backtest", "demo")
+
+
 def main(argv: list[str] | None = None, warm: bool = True) -> int:
     """Entry point of the ``regrow`` console script.
 
@@ -652,13 +713,30 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
             code = forward(argv, settings.home)
             if code is not None:
                 return code
+    from flows import early
     from flows.lifeline import hold
-    from flows.progress import from_cli
+    from flows.progress import from_cli, valid_config
 
     hold()  # helpers (the temporary Prefect server) end with this command, even on kill -9
-    from_cli(args.command, getattr(args, "json", False), args.verbose,  # step lines on stderr
-             getattr(args, "config", None), getattr(args, "set", None))
-    return args.func(args)
+    if args.command in TRAINS:
+        from tasks.settings import SettingError, lower_priority_for_training
+
+        try:  # set before the temporary Prefect server starts: it serves this command only
+            lower_priority_for_training()
+        except SettingError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    config, overrides = getattr(args, "config", None), getattr(args, "set", None)
+    from_cli(args.command, getattr(args, "json", False), args.verbose, config, overrides)
+    if args.command in early.COMMANDS and (config is None or valid_config(config, overrides)):
+        early.start(args.command)  # a temporary Prefect server boots while this process imports
+    from tasks.settings import StoreSchemaError
+
+    try:
+        return args.func(args)
+    except StoreSchemaError as err:  # an earlier release's store: one sentence, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -107,13 +107,14 @@ def from_cli(command: str, as_json: bool, verbose: bool, config: str | None = No
     """
     global _console_on
     _console_on = command in COMMANDS and not as_json and not verbose and _env(True)
-    if _console_on and command in STARTING and _valid(config, overrides):
+    if _console_on and command in STARTING and valid_config(config, overrides):
         api = os.environ.get("PREFECT_API_URL")
         _console("prefect", f"starting the run on {api} ..." if api else
                  "starting the run on a temporary local Prefect server ...")
 
 
-def _valid(config: str | None, overrides: list[str] | None) -> bool:
+def valid_config(config: str | None, overrides: list[str] | None) -> bool:
+    """Whether `config` with `overrides` loads (the command itself reports why not)."""
     from configs.schema import load_config, parse_override
 
     try:

@@ -30,10 +30,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from tasks.ingest import IngestError
     from tasks.registry import RegistryError
     from tasks.scoring import ScoringError
+    from tasks.settings import SettingError
     from tasks.train import TrainingError
 
     return (ConfigError, IngestError, ValidationFailed, TrainingError, FeatureError, ScoringError,
-            DriftError, RegistryError, NoChampion)
+            DriftError, RegistryError, NoChampion, SettingError)
 
 
 def _fmt(v: Any) -> str:

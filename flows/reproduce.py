@@ -18,7 +18,7 @@ from tasks import ingest as ing
 from tasks import reproduce as rp
 from tasks.provenance import Trigger
 from tasks.registry import Registry
-from tasks.settings import Settings
+from tasks.settings import Settings, lower_priority_for_training
 from tasks.store import Store
 
 
@@ -78,6 +78,7 @@ def reproduce_flow(run_id: str, allow_data_change: bool = False,
                    tolerance: float = rp.DEFAULT_TOLERANCE, actor: str = "cli") -> ReproduceOutcome:
     """Train run `run_id` again and compare; never registers a version or moves an alias."""
     settings = Settings.from_env()
+    lower_priority_for_training()
     registry = Registry(settings)
     plan = rp.plan(registry, run_id)
     model = plan.loaded.config.registry.model_name

@@ -14,7 +14,7 @@ from flows import pages, steps
 from flows.approval import approval_for
 from tasks.provenance import Trigger
 from tasks.registry import Registry
-from tasks.settings import Settings
+from tasks.settings import Settings, lower_priority_for_training
 from tasks.store import Store
 
 
@@ -58,6 +58,7 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
     """
     started = time.perf_counter()
     settings = Settings.from_env()
+    lower_priority_for_training()  # yields the CPU to the receiver and servers (REGROW_TRAIN_NICE)
     ctx = steps.RunContext(load_config(config_path, overrides), settings, Registry(settings),
                            Store(settings.database_url), Trigger(trigger, reason, trigger_ref, actor))
     ctx = steps.start_run(ctx)

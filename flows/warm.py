@@ -44,7 +44,7 @@ PROCESS_ONLY = {"REGROW_LIFELINE", "REGROW_WARM", "REGROW_PLANE",
 WARM_IMPORTS = ("flows.cli", "flows.report", "flows.training", "flows.monitoring",
                 "flows.backtest", "flows.reproduce_cli", "flows.demo", "tasks.drift",
                 "tasks.validate", "tasks.card", "great_expectations", "evidently",
-                "mlflow.sklearn", "sklearn.ensemble", "sklearn.linear_model")
+                "mlflow.sklearn", "skops.io", "sklearn.ensemble", "sklearn.linear_model")
 GRACE = 5.0
 
 

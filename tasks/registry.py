@@ -431,6 +431,12 @@ def warm_up(settings: Settings) -> None:
     forked from this one (`flows.warm`) reuse the verified stores on fresh connections."""
     registry = Registry(settings)
     registry.aliases("regrow-warm-up")
+    try:  # logging and loading a model check its pins against every installed package: ~0.9 s
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except (ImportError, AttributeError):  # a later MLflow without this map: nothing to prime
+        pass
     client = registry.client
     for store in (client._tracking_client.store, client._get_registry_client().store):
         engine = getattr(store, "engine", None)

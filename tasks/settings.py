@@ -84,3 +84,53 @@ def configure_process_env(verbose: bool = False) -> Settings:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     return s
+
+
+TRAIN_NICE_ENV = "REGROW_TRAIN_NICE"
+DEFAULT_TRAIN_NICE = 10
+
+
+class SettingError(ValueError):
+    """An environment setting regrow reads holds a value it cannot use."""
+
+
+def train_nice() -> int:
+    """The CPU priority trainings run at: ``REGROW_TRAIN_NICE``, a nice value 0-19 (default 10;
+    0 leaves the process as it is).
+
+    Raises:
+        SettingError: the value is not a whole number from 0 to 19.
+    """
+    raw = os.environ.get(TRAIN_NICE_ENV, "").strip() or str(DEFAULT_TRAIN_NICE)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise SettingError(f"{TRAIN_NICE_ENV}={raw!r}: expected a nice value, a whole number "
+                           "from 0 (normal priority) to 19 (lowest)")
+    return value
+
+
+def lower_priority_for_training() -> int:
+    """Let the work a training does (fitting, scoring, logging) yield the CPU to latency-bound
+    parts on the same machine: the webhook receiver, the Prefect and MLflow servers, a person's
+    commands. Raises this thread's nice value to `train_nice` (never lowers it: a process
+    already nicer stays so); threads started from here (native thread pools) inherit it.
+    On an idle machine it changes nothing. Returns the nice value now in effect.
+
+    Raises:
+        SettingError: ``REGROW_TRAIN_NICE`` is not a nice value.
+    """
+    target = train_nice()
+    if not hasattr(os, "getpriority"):  # not a POSIX system
+        return 0
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if target > current:
+        os.setpriority(os.PRIO_PROCESS, 0, target)
+        return target
+    return current
+
+
+class StoreSchemaError(RuntimeError):
+    """The monitoring store's schema is not the one this regrow uses (`regrow db upgrade`)."""

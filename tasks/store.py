@@ -11,6 +11,14 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+# The schema's revision lives in its own table (named for regrow: a database shared with MLflow
+# already has Alembic's default `alembic_version`). SCHEMA_REVISION is the newest migration in
+# tasks/migrations/versions; a test keeps the two in step.
+VERSION_TABLE = "regrow_schema_version"
+SCHEMA_REVISION = "0001"
+schema_version = sa.Table(VERSION_TABLE, sa.MetaData(),
+                          sa.Column("version_num", sa.String(32), primary_key=True))
+
 alias_history = sa.Table(
     "alias_history", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -201,20 +209,70 @@ def _write_lease(conn: sa.Connection, key: str, model: str, seconds: float) -> N
         conn.execute(lease.insert().values(key=key, **values))
 
 
+def schema_revision(engine: sa.Engine) -> str | None:
+    """The store's schema revision, or None when it has no version table."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(schema_version.c.version_num)).scalar()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        return None
+
+
+def regrow_tables(engine: sa.Engine) -> list[str]:
+    """The regrow tables the database holds."""
+    return sorted(set(sa.inspect(engine).get_table_names()) & set(metadata.tables))
+
+
 def _create_schema(engine: sa.Engine, attempts: int = 3) -> None:
-    """Create missing tables; another process creating them at the same time is not an error."""
+    """Create the tables at the newest revision and stamp it; another process doing the same at
+    the same time is not an error."""
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            schema_version.create(engine, checkfirst=True)
+            with engine.begin() as conn:
+                if conn.execute(sa.select(sa.func.count()).select_from(schema_version)).scalar():
+                    return
+                conn.execute(schema_version.insert().values(version_num=SCHEMA_REVISION))
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
             if attempt == attempts - 1:
                 raise
 
 
+def _ensure_schema(engine: sa.Engine) -> None:
+    """A store at this regrow's revision is used as it is (one query); an empty database gets
+    the schema; anything else is an error that says to run `regrow db upgrade`.
+
+    Raises:
+        StoreSchemaError: the store was made by another release of regrow.
+    """
+    from tasks.settings import StoreSchemaError
+
+    found = schema_revision(engine)
+    if found == SCHEMA_REVISION:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if found is None:
+        if not regrow_tables(engine):
+            _create_schema(engine)
+            return
+        raise StoreSchemaError(
+            f"the monitoring store {where} was made by regrow 0.1.0 (no schema version); this "
+            f"regrow uses schema revision {SCHEMA_REVISION}: run `regrow db upgrade` (it keeps "
+            "every row)")
+    if found < SCHEMA_REVISION:
+        raise StoreSchemaError(
+            f"the monitoring store {where} is at schema revision {found}; this regrow uses "
+            f"{SCHEMA_REVISION}: run `regrow db upgrade` (it keeps every row)")
+    raise StoreSchemaError(
+        f"the monitoring store {where} is at schema revision {found}, made by a newer regrow "
+        f"(this one knows revisions up to {SCHEMA_REVISION}): use that release with it")
+
+
 @dataclass
 class Store:
-    """A handle on the monitoring database; tables are created on first use."""
+    """A handle on the monitoring database; an empty one gets the schema on first use."""
 
     url: str
     _engine: sa.Engine | None = None
@@ -230,7 +288,7 @@ class Store:
                         self.url, pool_pre_ping=True,
                         # writers queue instead of failing fast with "database is locked"
                         connect_args={"timeout": 60} if sqlite else {})
-                    _create_schema(engine)
+                    _ensure_schema(engine)
                     self._engine = engine
         return self._engine
 

@@ -1,0 +1,66 @@
+"""A command's temporary Prefect server, booted while the command imports the ML stack.
+
+Without a Prefect server (no ``PREFECT_API_URL``, no control plane), Prefect's ephemeral mode
+starts a temporary server at the first API call of a run and waits for it: it imports the
+server's application in the command's own process (5-6 s of this 2-core machine's CPU, only to
+launch a subprocess), then waits 2-7 s more for the subprocess to boot (12 s on a fresh
+``REGROW_HOME``, where the server migrates its database). None of that overlaps the command's
+own imports (scikit-learn, MLflow, Great Expectations) or MLflow's migrations.
+
+`start` does what the ephemeral mode does, earlier and without the import: it binds a free
+local port, hands the listening socket to the same server Prefect would run (``uvicorn
+prefect.server.api.server:create_app`` with Prefect's ephemeral settings: no UI, no background
+services) and points ``PREFECT_API_URL`` at it, so Prefect never starts a second one. Because
+the socket listens before the server has booted, the first requests simply queue in the kernel
+until it answers: no polling, no refused connection. The server is stopped when the command
+exits (and, if the command is killed, by its lifeline, `flows.lifeline`, whose token its
+environment carries).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+
+# The commands that run a flow: the ones worth starting a server for.
+COMMANDS = ("train", "retrain", "watch", "score", "reproduce", "demo")
+STOP_GRACE = 5.0  # seconds the server has to shut down cleanly before it is killed
+_OFF = ("0", "false", "no", "off")
+
+
+def start(command: str) -> int | None:
+    """Start the temporary server for `command` when it will need one; returns its port.
+
+    Nothing is started (None) for a command that runs no flow, when a Prefect server is
+    configured, or when Prefect's ephemeral mode is switched off
+    (``PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=false``: Prefect then says what to set).
+    """
+    if command not in COMMANDS or os.environ.get("PREFECT_API_URL") \
+            or os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in _OFF:
+        return None
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+           "PREFECT__SERVER_FINAL": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+         "--fd", str(listener.fileno()), "--log-level", "error", "--lifespan", "on"],
+        env=env, pass_fds=(listener.fileno(),), stdin=subprocess.DEVNULL)
+    listener.close()  # the server holds its own copy; connections queue until it serves
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    atexit.register(_stop, server)
+    return port
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
