@@ -262,6 +262,10 @@ class Candidates(Strict):
     cv_folds: int = Field(default=3, ge=2, le=20)
     seed: int = 0
     n_jobs: int = Field(default=1, description="Parallel jobs for the grid search (-1 = all cores).")
+    backend: Literal["local", "dask"] = Field(
+        default="local", description="Where the grid search's fits run: in this process "
+        "(`n_jobs`), or on the Dask cluster whose scheduler REGROW_DASK_ADDRESS names, through "
+        "scikit-learn's joblib backend for Dask (every worker thread takes fits).")
     threads: int | None = Field(
         default=None, ge=1, description="Cap on native threads (OpenMP/BLAS) while fitting; "
         "1 is often fastest for small tables or busy machines. None: the libraries' default.")

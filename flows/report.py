@@ -25,6 +25,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from configs.schema import ConfigError
     from flows.monitoring import NoChampion
     from flows.steps import ValidationFailed
+    from tasks.cluster import ClusterError
     from tasks.drift import DriftError
     from tasks.features import FeatureError
     from tasks.ingest import IngestError
@@ -34,7 +35,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from tasks.train import TrainingError
 
     return (ConfigError, IngestError, ValidationFailed, TrainingError, FeatureError, ScoringError,
-            DriftError, RegistryError, NoChampion, SettingError)
+            DriftError, RegistryError, NoChampion, SettingError, ClusterError)
 
 
 def _fmt(v: Any) -> str:

@@ -242,9 +242,13 @@ def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
         result = tr.train(ctx.loaded.config, parts.train)
         others = ", ".join(f"{s.name} {s.cv_score:.4f}" for s in result.candidates
                            if s.name != result.best.name)
+        where = result.backend
         done.text = (f"best {result.best.name}, {result.metric} {result.best.cv_score:.4f} (cv)"
-                     + (f"; {others}" if others else ""))
+                     + (f"; {others}" if others else "")
+                     + (f" [Dask {where['scheduler']}: {where['workers']} workers, "
+                        f"{where['threads']} threads]" if where.get("backend") == "dask" else ""))
     ctx.registry.log_params(ctx.run_id, {
+        "search_backend": where.get("backend", "local"),
         "best_candidate": result.best.name, "estimator": result.best.estimator,
         **{f"param.{k}": v for k, v in result.best.best_params.items()},
         "features.numeric": result.roles.numeric, "features.categorical": result.roles.categorical,

@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from configs.schema import ESTIMATORS, METRICS, Candidate, Config
+from tasks import cluster
 from tasks.features import FeatureRoles, build_preprocessor, resolve_roles
 from tasks.timecol import TimeUnitError, to_time
 
@@ -231,6 +232,7 @@ class TrainResult:
     roles: FeatureRoles
     target: Target
     metric: str
+    backend: dict[str, Any] = field(default_factory=dict)  # where the search ran (tasks.cluster)
 
 
 def _cv(config: Config, y: np.ndarray):
@@ -265,29 +267,36 @@ def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
     sign = 1.0 if METRICS[metric][1] else -1.0  # scorers negate lower-is-better metrics
     scores: list[CandidateScore] = []
     fitted: dict[str, Pipeline] = {}
-    for cand in config.candidates.estimators:
-        est = make_estimator(cand, config)
-        pipe = Pipeline([("prep", build_preprocessor(config, roles)), ("model", est)])
-        grid = {f"model__{k}": v for k, v in cand.grid.items()}
-        search = GridSearchCV(pipe, [grid] if grid else [{}], scoring=scorer_name(metric, task),
-                              cv=_cv(config, y), n_jobs=config.candidates.n_jobs, refit=True,
-                              error_score="raise")
-        t0 = time.perf_counter()
-        try:
-            with native_threads(config):
-                search.fit(X, y)
-        except ValueError as err:
-            raise TrainingError(f"candidates.{cand.name}: fitting failed: {err}") from None
-        i = search.best_index_
-        scores.append(CandidateScore(
-            name=cand.name,
-            estimator=ESTIMATORS.get(cand.estimator, (cand.estimator,))[0],
-            best_params={k.removeprefix("model__"): v for k, v in search.best_params_.items()},
-            cv_score=float(sign * search.cv_results_["mean_test_score"][i]),
-            cv_std=float(search.cv_results_["std_test_score"][i]),
-            fit_seconds=round(time.perf_counter() - t0, 3),
-        ))
-        fitted[cand.name] = search.best_estimator_
+    with cluster.search_backend(config) as backend:
+        for cand in config.candidates.estimators:
+            score, fitted[cand.name] = _search(config, cand, roles, X, y, task, metric, sign)
+            scores.append(score)
     greater = METRICS[metric][1]
     best = (max if greater else min)(scores, key=lambda s: s.cv_score)
-    return TrainResult(fitted[best.name], best, scores, roles, target, metric)
+    return TrainResult(fitted[best.name], best, scores, roles, target, metric, backend)
+
+
+def _search(config: Config, cand: Candidate, roles: FeatureRoles, X: pd.DataFrame,  # noqa: N803
+            y: np.ndarray, task: str, metric: str, sign: float) -> tuple[CandidateScore, Pipeline]:
+    """One candidate's grid search with cross-validation; its score and refitted pipeline."""
+    est = make_estimator(cand, config)
+    pipe = Pipeline([("prep", build_preprocessor(config, roles)), ("model", est)])
+    grid = {f"model__{k}": v for k, v in cand.grid.items()}
+    search = GridSearchCV(pipe, [grid] if grid else [{}], scoring=scorer_name(metric, task),
+                          cv=_cv(config, y), n_jobs=cluster.n_jobs(config), refit=True,
+                          error_score="raise")
+    t0 = time.perf_counter()
+    try:
+        with native_threads(config):
+            search.fit(X, y)
+    except ValueError as err:
+        raise TrainingError(f"candidates.{cand.name}: fitting failed: {err}") from None
+    i = search.best_index_
+    return CandidateScore(
+        name=cand.name,
+        estimator=ESTIMATORS.get(cand.estimator, (cand.estimator,))[0],
+        best_params={k.removeprefix("model__"): v for k, v in search.best_params_.items()},
+        cv_score=float(sign * search.cv_results_["mean_test_score"][i]),
+        cv_std=float(search.cv_results_["std_test_score"][i]),
+        fit_seconds=round(time.perf_counter() - t0, 3),
+    ), search.best_estimator_

@@ -1,0 +1,107 @@
+"""Candidate search on Dask against the same search in one process (`candidates.backend`).
+
+A synthetic binary table (10 numeric and 3 categorical columns) of `--rows` rows (default
+100,000); one HistGradientBoosting candidate with a grid of 4 learning rates, 3 folds: 12
+cross-validation fits and the refit, through `tasks.train.train` (regrow's own search code).
+
+Arms, interleaved, `--repeats` each (medians):
+
+- ``local``: `candidates.backend: local`, `n_jobs: 1` (the default), in this process;
+- ``dask``: `candidates.backend: dask` on a `distributed.LocalCluster` of `--workers` worker
+  processes with one thread each, started once before the timings (its start is reported
+  apart). Both arms run one native thread per fit (`candidates.threads: 1` here, and
+  ``OMP_NUM_THREADS=1`` in the workers), so the cluster's gain is from running fits side by
+  side, which needs as many free cores.
+
+Both arms must find the same cross-validated scores and winner; the table says so.
+
+Usage::
+
+    .venv/bin/python -m tests.bench cluster [--rows=100000] [--repeats=3] [--workers=2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 10))
+    region = rng.choice(["north", "south", "east", "west"], size=rows)
+    channel = rng.choice(["web", "store", "phone"], size=rows)
+    plan = rng.choice(["free", "basic", "pro", "team"], size=rows)
+    logit = x[:, 0] - 0.8 * x[:, 1] + 0.5 * x[:, 2] * x[:, 3] + np.where(plan == "pro", 0.7, 0)
+    y = (logit + rng.normal(scale=1.0, size=rows) > 0).astype(int)
+    out = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)])
+    out["region"], out["channel"], out["plan"], out["label"] = region, channel, plan, y
+    return out
+
+
+def config(backend: str):
+    from configs.schema import parse_config
+
+    return parse_config({
+        "data": {"source": {"kind": "file", "path": "unused.csv"}, "target": "label",
+                 "task": "binary"},
+        "features": {"numeric": [f"x{i}" for i in range(10)],
+                     "categorical": ["region", "channel", "plan"], "infer": False},
+        "candidates": {"cv_folds": 3, "seed": 0, "threads": 1, "backend": backend,
+                       "estimators": [{
+                           "name": "hgb", "estimator": "hist_gradient_boosting_classifier",
+                           "params": {"max_iter": 100, "early_stopping": False},
+                           "grid": {"learning_rate": [0.03, 0.1, 0.2, 0.3]}}]},
+        "gate": {"primary_metric": "roc_auc"},
+        "registry": {"model_name": "bench-cluster"},
+    })
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bench cluster")
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    args, _ = p.parse_known_args(argv)
+    from distributed import LocalCluster
+
+    from tasks import cluster as cl
+    from tasks.train import train
+
+    data = frame(args.rows)
+    t0 = time.perf_counter()
+    one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=40, env=one_thread) as made:
+        started = time.perf_counter() - t0
+        os.environ[cl.ADDRESS_ENV] = made.scheduler_address
+        times: dict[str, list[float]] = {"local": [], "dask": []}
+        found: dict[str, tuple] = {}
+        for i in range(args.repeats):
+            for arm in ("local", "dask"):
+                t = time.perf_counter()
+                result = train(config(arm), data)
+                times[arm].append(time.perf_counter() - t)
+                found[arm] = (result.best.best_params, round(result.best.cv_score, 12))
+                print(f"  repeat {i + 1} {arm}: {times[arm][-1]:.2f} s", flush=True)
+    local, dask = statistics.median(times["local"]), statistics.median(times["dask"])
+    same = found["local"] == found["dask"]
+    print(f"\n{args.rows:,} rows, 1 candidate x 4 grid points x 3 folds = 12 fits + refit; "
+          f"{os.cpu_count()} cores; cluster: {args.workers} worker processes x 1 thread "
+          f"(started in {started:.1f} s, not in the timings); {args.repeats} repeats")
+    print("\n| search | median s | / local |\n|---|---|---|")
+    print(f"| local (one process, n_jobs 1) | {local:.2f} | 1.00x |")
+    print(f"| Dask LocalCluster, {args.workers} workers | {dask:.2f} | {dask / local:.2f}x |")
+    print(f"\nsame best parameters and CV score in both arms: {'yes' if same else 'NO'} "
+          f"({found['local']} vs {found['dask']})")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
