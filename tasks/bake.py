@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from configs.schema import METRICS, Bake, Config
-from tasks.store import Store, bakes, now, shadow_predictions
+from tasks.store import Store, bakes, bulk_insert, now, shadow_predictions
 
 if TYPE_CHECKING:  # `regrow status` reads bakes: no numpy or pandas at import
     import numpy as np
@@ -110,15 +110,14 @@ def latest(store: Store, model: str, limit: int = 5) -> list[BakeState]:
 
 
 def record_shadow(store: Store, model: str, version: str, batch_id: str, row_ids: pd.Series,
-                  pred: np.ndarray, score: np.ndarray | None, chunk: int = 20_000) -> int:
+                  pred: np.ndarray, score: np.ndarray | None) -> int:
     """Store the shadow's predictions for a champion's scoring batch; returns the row count."""
     at = now()
     rows = [{"model": model, "version": version, "batch_id": batch_id, "row_id": str(row_ids.iat[i]),
              "prediction": str(pred[i]), "score": None if score is None else float(score[i]),
              "scored_at": at} for i in range(len(row_ids))]
     with store.engine.begin() as conn:
-        for i in range(0, len(rows), chunk):
-            conn.execute(shadow_predictions.insert(), rows[i:i + chunk])
+        bulk_insert(conn, shadow_predictions, rows)
     return len(rows)
 
 

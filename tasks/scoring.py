@@ -12,7 +12,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from configs.schema import Config
-from tasks.store import Store, labels, now, predictions
+from tasks import predlog
+from tasks.settings import Settings
+from tasks.store import Store, bulk_insert, labels, now, prediction_batches, predictions
 from tasks.timecol import TimeUnitError, to_times
 
 
@@ -96,10 +98,6 @@ def check_rows(spec: InputSpec, frame: pd.DataFrame) -> tuple[list[str], dict[st
     return extra, unseen
 
 
-def _json_rows(frame: pd.DataFrame) -> list[str]:
-    return frame.to_json(orient="records", date_format="iso", lines=True).splitlines()
-
-
 def predict(config: Config, model, spec: InputSpec,
             frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
     """(model inputs, predictions, positive-class probability or predicted value)."""
@@ -131,8 +129,9 @@ def score_shadow(config: Config, model, version: str, spec: InputSpec, frame: pd
 
 
 def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,
-               store: Store, chunk: int = 20_000) -> ScoringResult:
-    """Predict with a loaded model and append the predictions to the store.
+               store: Store, log_root: str | None = None) -> ScoringResult:
+    """Predict with a loaded model and append the batch to the prediction log: one Parquet file
+    under `log_root` (default `tasks.predlog.root`), indexed in the store.
 
     Raises:
         ScoringError: see `check_rows`; also a missing or duplicated id column.
@@ -159,16 +158,23 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
             times = None if pd.api.types.is_numeric_dtype(col) else \
                 pd.to_datetime(col, errors="coerce", format="mixed")
     batch, at = uuid.uuid4().hex, now()
-    inputs_json = _json_rows(X)
-    rows = [{"model": config.registry.model_name, "version": version, "batch_id": batch,
-             "row_id": ids.iat[i], "event_time": None if times is None or pd.isna(times.iat[i])
-             else times.iat[i].to_pydatetime(), "scored_at": at, "prediction": str(pred[i]),
-             "score": None if score is None else float(score[i]), "inputs": inputs_json[i]}
-            for i in range(len(frame))]
+    model = config.registry.model_name
+    rows = pd.DataFrame({
+        "__row_id": ids.to_numpy(dtype=object),
+        "__event_time": _naive_times(times, len(frame)),
+        "__prediction": pd.Series(pred).astype(str).to_numpy(dtype=object),
+        "__score": np.full(len(frame), np.nan) if score is None else score.astype(float)})
+    rows = pd.concat([rows.reset_index(drop=True), X.reset_index(drop=True)], axis=1)
+    location = predlog.batch_location(log_root or predlog.root(Settings.from_env().home),
+                                      model, batch, at.strftime("%Y-%m-%d"))
+    predlog.write_batch(location, rows)  # the file first: the index never names a missing one
+    events = rows["__event_time"].dropna()
     with store.engine.begin() as conn:
-        for i in range(0, len(rows), chunk):
-            conn.execute(predictions.insert(), rows[i:i + chunk])
-    return ScoringResult(config.registry.model_name, version, batch, len(rows), extra, unseen)
+        conn.execute(prediction_batches.insert().values(
+            model=model, version=version, batch_id=batch, path=location, rows=len(rows),
+            scored_at=at, first_event_time=None if events.empty else events.min().to_pydatetime(),
+            last_event_time=None if events.empty else events.max().to_pydatetime()))
+    return ScoringResult(model, version, batch, len(rows), extra, unseen)
 
 
 @dataclass(frozen=True)
@@ -196,20 +202,40 @@ def record_labels(config: Config, frame: pd.DataFrame, store: Store) -> LabelRes
     if frame.empty:
         raise ScoringError("no labels in the input (empty, or all targets null)")
     ids = frame[d.id_column].astype(str).tolist()
-    known: set[str] = set()
-    with store.engine.connect() as conn:
-        for i in range(0, len(ids), 5000):
-            part = ids[i:i + 5000]
-            known |= {r[0] for r in conn.execute(sa.select(predictions.c.row_id).where(
-                predictions.c.model == model, predictions.c.row_id.in_(part)))}
+    known = _logged_ids(store, model, ids)
     at = now()
     values = frame[d.target].tolist()
     rows = [{"model": model, "row_id": rid, "label": str(v), "matched": rid in known,
              "received_at": at} for rid, v in zip(ids, values, strict=True)]
     with store.engine.begin() as conn:
-        conn.execute(labels.insert(), rows)
+        bulk_insert(conn, labels, rows)
     unknown = [r for r in ids if r not in known]
     return LabelResult(len(rows), len(rows) - len(unknown), unknown)
+
+
+def _naive_times(times: pd.Series | None, n: int) -> np.ndarray:
+    """Event times as naive UTC datetime64 (NaT where unknown)."""
+    if times is None:
+        return np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    values = pd.to_datetime(pd.Series(times).reset_index(drop=True), errors="coerce")
+    if values.dt.tz is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.astype("datetime64[ns]").to_numpy()
+
+
+def _logged_ids(store: Store, model: str, ids: list[str]) -> set[str]:
+    """Which of `ids` the model's prediction log holds (its files' id column, and the rows
+    logged before the log moved to files)."""
+    wanted = set(ids)
+    b = prediction_batches
+    with store.engine.connect() as conn:
+        paths = [r.path for r in conn.execute(sa.select(b.c.path).where(b.c.model == model))]
+        known: set[str] = set()
+        for i in range(0, len(ids), 5000):
+            part = ids[i:i + 5000]
+            known |= {r[0] for r in conn.execute(sa.select(predictions.c.row_id).where(
+                predictions.c.model == model, predictions.c.row_id.in_(part)))}
+    return known | (predlog.row_ids(paths) & wanted)
 
 
 def load_window(store: Store, model: str, *, rows: int | None = None,
@@ -219,34 +245,78 @@ def load_window(store: Store, model: str, *, rows: int | None = None,
     Columns: the inputs, plus ``__row_id``, ``__prediction``, ``__score``, ``__scored_at``,
     ``__version`` and ``__label`` (None where no label has arrived).
     """
+    import datetime as dt
+
+    since = None if period_seconds is None else now() - dt.timedelta(seconds=period_seconds)
+    b = prediction_batches
+    q = sa.select(b.c.path, b.c.rows, b.c.version, b.c.scored_at).where(b.c.model == model)
+    if version:
+        q = q.where(b.c.version == version)
+    if since is not None:
+        q = q.where(b.c.scored_at >= since)
+    picked, total = [], 0
+    with store.engine.connect() as conn:
+        for batch in conn.execute(q.order_by(b.c.id.desc())):  # newest first, until enough
+            if rows is not None and total >= rows:
+                break
+            picked.append(batch)
+            total += batch.rows
+    parts = []
+    if picked:
+        frame = predlog.read_batches([r.path for r in reversed(picked)])
+        frame["__version"] = np.repeat([r.version for r in reversed(picked)],
+                                       [r.rows for r in reversed(picked)])
+        frame["__scored_at"] = np.repeat(pd.to_datetime([r.scored_at for r in reversed(picked)]),
+                                         [r.rows for r in reversed(picked)])
+        parts.append(frame.drop(columns=["__event_time"]))
+    if rows is None or total < rows:  # rows logged before the log moved to files are older
+        older = _legacy_window(store, model, None if rows is None else rows - total, version,
+                               since)
+        if not older.empty:
+            parts.insert(0, older)
+    if not parts:
+        return pd.DataFrame()
+    window = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if rows is not None and len(window) > rows:
+        window = window.iloc[len(window) - rows:].reset_index(drop=True)
+    window["__label"] = _labels_for(store, model, window["__row_id"].tolist())
+    return window
+
+
+def _labels_for(store: Store, model: str, ids: list[str]) -> list[str | None]:
+    """The latest label of each id (None where none arrived)."""
+    lab: dict[str, str] = {}
+    unique = list(dict.fromkeys(ids))
+    with store.engine.connect() as conn:
+        for i in range(0, len(unique), 5000):
+            lq = (sa.select(labels.c.row_id, labels.c.label)
+                  .where(labels.c.model == model, labels.c.row_id.in_(unique[i:i + 5000]))
+                  .order_by(labels.c.id))
+            lab.update({r.row_id: r.label for r in conn.execute(lq)})
+    return [lab.get(i) for i in ids]
+
+
+def _legacy_window(store: Store, model: str, rows: int | None, version: str | None,
+                   since) -> pd.DataFrame:
+    """Rows logged before the prediction log moved to files (inputs as JSON), oldest first."""
     p = predictions
     q = sa.select(p.c.row_id, p.c.prediction, p.c.score, p.c.inputs, p.c.scored_at,
                   p.c.version).where(p.c.model == model)
     if version:
         q = q.where(p.c.version == version)
-    if period_seconds is not None:
-        import datetime as dt
-
-        q = q.where(p.c.scored_at >= now() - dt.timedelta(seconds=period_seconds))
+    if since is not None:
+        q = q.where(p.c.scored_at >= since)
     q = q.order_by(p.c.id.desc())
     if rows is not None:
         q = q.limit(rows)
     with store.engine.connect() as conn:
         got = conn.execute(q).all()
-        if not got:
-            return pd.DataFrame()
-        ids = list({r.row_id for r in got})
-        lab: dict[str, str] = {}
-        for i in range(0, len(ids), 5000):
-            lq = (sa.select(labels.c.row_id, labels.c.label)
-                  .where(labels.c.model == model, labels.c.row_id.in_(ids[i:i + 5000]))
-                  .order_by(labels.c.id))
-            lab.update({r.row_id: r.label for r in conn.execute(lq)})
+    if not got:
+        return pd.DataFrame()
     inputs = pd.read_json(io.StringIO("\n".join(r.inputs for r in got)), lines=True, dtype=False)
-    inputs["__row_id"] = [r.row_id for r in got]
-    inputs["__prediction"] = [r.prediction for r in got]
-    inputs["__score"] = [r.score for r in got]
-    inputs["__scored_at"] = [r.scored_at for r in got]
+    inputs.insert(0, "__row_id", [r.row_id for r in got])
+    inputs.insert(1, "__prediction", [r.prediction for r in got])
+    inputs.insert(2, "__score", [r.score for r in got])
     inputs["__version"] = [r.version for r in got]
-    inputs["__label"] = [lab.get(r.row_id) for r in got]
+    inputs["__scored_at"] = [r.scored_at for r in got]
     return inputs.iloc[::-1].reset_index(drop=True)

@@ -15,7 +15,7 @@ metadata = sa.MetaData()
 # already has Alembic's default `alembic_version`). SCHEMA_REVISION is the newest migration in
 # tasks/migrations/versions; a test keeps the two in step.
 VERSION_TABLE = "regrow_schema_version"
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 schema_version = sa.Table(VERSION_TABLE, sa.MetaData(),
                           sa.Column("version_num", sa.String(32), primary_key=True))
 
@@ -72,6 +72,23 @@ predictions = sa.Table(
     sa.Column("inputs", sa.Text, nullable=False, doc="the row's model inputs as JSON"),
     sa.Index("ix_predictions_model_id", "model", "id"),
     sa.Index("ix_predictions_model_row", "model", "row_id"),
+)
+
+# Since schema revision 0002 a scoring batch's rows go to one Parquet file of the prediction
+# log (tasks/predlog.py), typed, one column per input; this table indexes those files. The
+# `predictions` table above keeps the rows stores logged before (inputs as JSON), still read.
+prediction_batches = sa.Table(
+    "prediction_batches", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("batch_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("path", sa.Text, nullable=False, doc="the batch's Parquet file (a path or URI)"),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("first_event_time", sa.DateTime(timezone=False)),
+    sa.Column("last_event_time", sa.DateTime(timezone=False)),
+    sa.Index("ix_prediction_batches_model_id", "model", "id"),
 )
 
 labels = sa.Table(
@@ -207,6 +224,24 @@ def _write_lease(conn: sa.Connection, key: str, model: str, seconds: float) -> N
     lease = training_leases
     if not conn.execute(lease.update().where(lease.c.key == key).values(**values)).rowcount:
         conn.execute(lease.insert().values(key=key, **values))
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Append many rows in one go: PostgreSQL's ``COPY ... FROM STDIN`` (psycopg 3), else a
+    batched INSERT. Every row must have the same keys."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    raw = getattr(conn.connection, "driver_connection", None)
+    if conn.dialect.name == "postgresql" and raw is not None \
+            and type(raw).__module__.startswith("psycopg"):
+        names = ", ".join(f'"{c}"' for c in columns)
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        return
+    for i in range(0, len(rows), 20_000):
+        conn.execute(table.insert(), rows[i:i + 20_000])
 
 
 def schema_revision(engine: sa.Engine) -> str | None:

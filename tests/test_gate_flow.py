@@ -14,9 +14,10 @@ import pytest
 from flows.monitoring import retrain_flow, score_flow
 from flows.training import train_flow
 from tasks import policy
+from tasks.predlog import read_batches
 from tasks.registry import CHAMPION, Registry
 from tasks.settings import Settings
-from tasks.store import Store, predictions
+from tasks.store import Store, prediction_batches
 from tests.helpers import (
     BINARY_CONFIG,
     REGRESSION_CONFIG,
@@ -137,6 +138,8 @@ def test_year_time_column_end_to_end(home: Path, tmp_path: Path):
         tmp_path / "new.csv", index=False)
     score_flow(str(tmp_path / "y" / "model.yaml"), str(tmp_path / "new.csv"))
     with Store(Settings.from_env().database_url).engine.connect() as conn:
-        times = {str(r[0]) for r in conn.execute(predictions.select()
-                                                 .with_only_columns(predictions.c.event_time))}
-    assert times == {"2021-01-01 00:00:00"}
+        batch = conn.execute(prediction_batches.select()).one()
+    assert (str(batch.first_event_time), str(batch.last_event_time)) == (
+        "2021-01-01 00:00:00", "2021-01-01 00:00:00")
+    logged = read_batches([batch.path])
+    assert set(logged["__event_time"].astype(str)) == {"2021-01-01 00:00:00"}

@@ -121,6 +121,9 @@ def _upgrade_keeps_every_row(url: str, tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert result["before"] is None and result["stamped_baseline"] is True
     assert result["after"] == st.SCHEMA_REVISION
+    from tasks.migrate import revisions
+
+    assert result["applied"] == revisions()[1:]  # every revision after the baseline ran
     assert dump(url) == before  # nothing lost, nothing changed
 
     again = regrow("db", "upgrade", home=tmp_path, url=url)
@@ -130,6 +133,12 @@ def _upgrade_keeps_every_row(url: str, tmp_path: Path) -> None:
     # and the store works for today's code: reads the old rows, takes new ones
     store = st.Store(url)
     assert [r["new_version"] for r in store.alias_history("m")] == ["2"]
+    from tasks.scoring import load_window
+
+    window = load_window(store, "m", rows=10)  # predictions logged as JSON rows stay readable
+    assert window[["__row_id", "__prediction", "__score", "x", "city", "__label"]].to_dict(
+        "records") == [{"__row_id": "42", "__prediction": "1", "__score": 0.75, "x": 1.5,
+                        "city": "Oslo", "__label": "1"}]
     store.record_alias_move("m", "champion", "2", "3", "upgraded", "cli", None)
     assert [r["new_version"] for r in store.alias_history("m")] == ["2", "3"]
     store.engine.dispose()

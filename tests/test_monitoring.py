@@ -221,8 +221,9 @@ def test_scoring_bad_input_loses_nothing(home: Path, tmp_path: Path):
     (tmp_path / "empty.csv").write_text("row_id,amount,age,score,noise,segment\n")
     with pytest.raises(scoring.ScoringError, match="no rows to score"):
         score_flow(str(cfg), str(tmp_path / "empty.csv"))
-    with store.engine.connect() as conn:
-        assert conn.execute(scoring.predictions.select()).first() is None  # nothing half-written
+    with store.engine.connect() as conn:  # nothing half-written: no index row, no file
+        assert conn.execute(scoring.prediction_batches.select()).first() is None
+    assert not list((home / "predictions").rglob("*.parquet"))
     ok = binary_frame(40, seed=3)
     ok.loc[:2, "segment"] = "atlantis"
     ok.to_csv(tmp_path / "ok.csv", index=False)

@@ -62,3 +62,45 @@ def test_training_from_postgres_with_postgres_store(pg_url: str, tmp_path: Path,
     assert [h["alias"] for h in store.alias_history("test-binary")] == ["champion"]
     assert store.training_runs("test-binary")[0]["status"] == "finished"
     store.dispose()
+
+
+def test_labels_and_prediction_index_on_postgres(pg_url: str, tmp_path: Path, monkeypatch):
+    """Labels go in with COPY; the prediction log's batches are indexed in PostgreSQL and a
+    window reads them back with their labels."""
+    import numpy as np
+    import pandas as pd
+
+    from configs.schema import parse_config
+    from tasks import scoring
+    from tasks.store import Store, labels
+
+    monkeypatch.setenv("REGROW_HOME", str(tmp_path / "home"))
+    cfg = parse_config(BINARY_CONFIG)
+    store = Store(pg_url)
+    spec = scoring.InputSpec(["amount", "age", "score", "noise"], ["segment"], [], {})
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = binary_frame(3000)
+    model = Pipeline([("prep", ColumnTransformer([("n", "passthrough", spec.numeric),
+                                                  ("c", OneHotEncoder(), spec.categorical)])),
+                      ("m", LogisticRegression(max_iter=300))]).fit(frame[spec.inputs],
+                                                                   frame["label"])
+    res = scoring.score_rows(cfg, model, "1", spec, frame.drop(columns=["label"]), store)
+    assert res.rows == 3000
+    got = scoring.record_labels(cfg, frame[["row_id", "label"]].assign(
+        row_id=lambda f: f.row_id.where(f.row_id < 2500, f.row_id + 10**6)), store)
+    assert (got.received, got.matched, len(got.unknown_ids)) == (3000, 2500, 500)
+    with store.engine.connect() as conn:
+        stored = pd.read_sql(sa.select(labels.c.row_id, labels.c.label, labels.c.matched), conn)
+    assert len(stored) == 3000 and stored["matched"].sum() == 2500
+    window = scoring.load_window(store, cfg.registry.model_name, rows=1000)
+    assert window["__row_id"].tolist() == [str(i) for i in range(2000, 3000)]
+    expect = frame.set_index("row_id").loc[range(2000, 3000), "label"].astype(str)
+    labelled = window["__label"].notna().to_numpy()
+    assert labelled.sum() == 500  # ids 2000-2499 kept theirs; 2500-2999 were sent as unknown
+    assert (window.loc[labelled, "__label"].to_numpy() == expect.to_numpy()[labelled]).all()
+    np.testing.assert_allclose(window["amount"].to_numpy(), frame["amount"].iloc[2000:].to_numpy())

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance",
-           "backtest", "control", "commands", "cluster"]
+           "backtest", "control", "commands", "cluster", "predlog"]
 
 
 def main(argv: list[str]) -> int:

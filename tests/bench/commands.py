@@ -70,12 +70,15 @@ print(f"holdout roc_auc {auc:.4f}")
 
 
 def _fill(home: Path, versions: int, predictions: int) -> None:
-    """Register more versions of the trained model and write `predictions` rows."""
+    """Register more versions of the trained model and log `predictions` rows (Parquet batches
+    of 50,000 rows indexed in the store, as `regrow score` writes them)."""
     os.environ["REGROW_HOME"] = str(home)
+    import pandas as pd
+
+    from tasks import predlog
     from tasks.registry import CHAMPION, Registry
     from tasks.settings import Settings
-    from tasks.store import Store
-    from tasks.store import predictions as table
+    from tasks.store import Store, prediction_batches
 
     settings = Settings.from_env()
     reg = Registry(settings)
@@ -85,14 +88,20 @@ def _fill(home: Path, versions: int, predictions: int) -> None:
         reg.client.create_model_version(name, champ.source, champ.run_id, tags=champ.tags)
     store = Store(settings.database_url)
     at = dt.datetime.now(dt.UTC)
-    inputs = '{"temperature": 0.1, "dew_point": 0.2, "sea_level_pressure": 0.3}'
     chunk = 50_000
-    with store.engine.begin() as conn:
-        for lo in range(0, predictions, chunk):
-            conn.execute(table.insert(), [
-                {"model": name, "version": champ.version, "batch_id": f"bench-{lo // chunk}",
-                 "row_id": f"bench-{i}", "event_time": None, "scored_at": at, "prediction": "0",
-                 "score": 0.25, "inputs": inputs} for i in range(lo, min(lo + chunk, predictions))])
+    root = predlog.root(settings.home)
+    for lo in range(0, predictions, chunk):  # batches of the prediction log, as scoring writes
+        n = min(chunk, predictions - lo)
+        batch = f"bench-{lo // chunk}"
+        rows = pd.DataFrame({"__row_id": [f"bench-{i}" for i in range(lo, lo + n)],
+                             "__event_time": pd.NaT, "__prediction": "0", "__score": 0.25,
+                             "temperature": 0.1, "dew_point": 0.2, "sea_level_pressure": 0.3})
+        where = predlog.batch_location(root, name, batch, at.strftime("%Y-%m-%d"))
+        predlog.write_batch(where, rows)
+        with store.engine.begin() as conn:
+            conn.execute(prediction_batches.insert().values(
+                model=name, version=champ.version, batch_id=batch, path=where, rows=n,
+                scored_at=at))
 
 
 def main(argv: list[str]) -> int:
