@@ -279,21 +279,23 @@ def load_window(store: Store, model: str, *, rows: int | None = None,
     window = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     if rows is not None and len(window) > rows:
         window = window.iloc[len(window) - rows:].reset_index(drop=True)
-    window["__label"] = _labels_for(store, model, window["__row_id"].tolist())
+    start = pd.to_datetime(window["__scored_at"], utc=True).min()
+    window["__label"] = _labels_for(store, model, window["__row_id"], start.to_pydatetime())
     return window
 
 
-def _labels_for(store: Store, model: str, ids: list[str]) -> list[str | None]:
-    """The latest label of each id (None where none arrived)."""
-    lab: dict[str, str] = {}
-    unique = list(dict.fromkeys(ids))
+def _labels_for(store: Store, model: str, ids: pd.Series, since) -> np.ndarray:
+    """The latest label of each id (None where none arrived). A label arrives after its row
+    was scored, so one range scan of the labels received since the window's first batch
+    finds them all (index ``ix_labels_model_received``)."""
+    lq = (sa.select(labels.c.row_id, labels.c.label)
+          .where(labels.c.model == model, labels.c.received_at >= since)
+          .order_by(labels.c.id))
     with store.engine.connect() as conn:
-        for i in range(0, len(unique), 5000):
-            lq = (sa.select(labels.c.row_id, labels.c.label)
-                  .where(labels.c.model == model, labels.c.row_id.in_(unique[i:i + 5000]))
-                  .order_by(labels.c.id))
-            lab.update({r.row_id: r.label for r in conn.execute(lq)})
-    return [lab.get(i) for i in ids]
+        got = pd.DataFrame(conn.execute(lq).all(), columns=["row_id", "label"])
+    latest = got.drop_duplicates("row_id", keep="last").set_index("row_id")["label"]
+    found = ids.map(latest)
+    return found.astype(object).where(found.notna(), None).to_numpy()
 
 
 def _legacy_window(store: Store, model: str, rows: int | None, version: str | None,

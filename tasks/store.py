@@ -100,6 +100,7 @@ labels = sa.Table(
     sa.Column("matched", sa.Boolean, nullable=False, doc="a prediction with this id existed"),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_labels_model_row", "model", "row_id"),
+    sa.Index("ix_labels_model_received", "model", "received_at"),  # a window's labels
 )
 
 drift_checks = sa.Table(

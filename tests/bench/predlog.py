@@ -3,16 +3,18 @@ million-row window, and the log's size.
 
 Set-up, on a fresh state directory: the demo config trained on its early period (days
 0-5,999); `--rows` rows (default 1,000,000) of the demo's width made from the rest of the
-table (rows drawn with replacement, unique ids), written once as Parquet.
+table (rows drawn with replacement, each numeric value jittered by N(0, 0.01) so that no two
+rows repeat, unique ids), written once as Parquet.
 
-Rows (fresh processes, medians of `--repeats`, no control plane: each command imports the
-stack and starts its temporary Prefect server, as a cron job would):
+Rows (fresh processes, medians of `--repeats`; without the control plane each command imports
+the stack and starts its temporary Prefect server, as a cron job would):
 
 - ``regrow score`` of the file against a bare script in its own process that reads the same
   file, loads the same registered model from the same MLflow store, predicts and writes the
   predictions and inputs to Parquet (target: <= 1.3x);
-- ``regrow watch --no-retrain`` with the window set to all `--rows` rows (target <= 15 s,
-  peak memory <= 1 GB: the maximum resident size of the command's process);
+- ``regrow watch --no-retrain`` with the window set to all `--rows` rows, without and with the
+  control plane (`regrow up`: the command runs in its warm process) (target <= 15 s; peak
+  memory <= 1 GB: the maximum resident size of the command's own process, without the plane);
 - the store's growth per million predictions (SQLite file + the log's files; target
   <= 100 MB).
 
@@ -97,6 +99,9 @@ def main(argv: list[str]) -> int:
         rng = np.random.default_rng(0)
         big = rest.iloc[rng.integers(0, len(rest), args.rows)].drop(columns=["rain"])
         big = big.reset_index(drop=True).assign(day=np.arange(10**7, 10**7 + args.rows))
+        num = big.select_dtypes("float").columns
+        # drawn rows repeat: jitter them so the log cannot compress repeats away
+        big[num] = big[num] + rng.normal(scale=0.01, size=(args.rows, len(num)))
         rows_file = data / "rows.parquet"
         big.to_parquet(rows_file, index=False)
         print(f"set-up: first training; {args.rows:,} rows of the demo's width ...", flush=True)
@@ -115,23 +120,35 @@ def main(argv: list[str]) -> int:
         watch = ["watch", str(CONFIG), "--no-retrain", "--set",
                  f"monitoring.window.rows={args.rows}", "--set",
                  f"monitoring.window.min_rows={min(500, args.rows)}"]
-        checks = []
-        for i in range(args.repeats):
-            checks.append(_peak([sys.executable, "-m", "flows.cli", *watch], home))
-            print(f"  repeat {i + 1}: regrow watch {checks[-1][0]:.1f} s, peak "
-                  f"{checks[-1][1]:.0f} MB", flush=True)
+        checks: dict[str, list[tuple[float, float]]] = {"no plane": [], "plane up": []}
+        for mode in checks:
+            if mode == "plane up":
+                from tests.procs import free_port
+
+                timed_regrow(["up", "--prefect-port", str(free_port()), "--mlflow-port",
+                              str(free_port())], home)
+            try:
+                for i in range(args.repeats):
+                    checks[mode].append(_peak([sys.executable, "-m", "flows.cli", *watch], home))
+                    print(f"  repeat {i + 1}, {mode}: regrow watch {checks[mode][-1][0]:.1f} s, "
+                          f"peak {checks[mode][-1][1]:.0f} MB", flush=True)
+            finally:
+                if mode == "plane up":
+                    timed_regrow(["down"], home)
     score_s, bare_s = statistics.median(scores), statistics.median(bares)
-    watch_s = statistics.median(c[0] for c in checks)
-    peak = max(c[1] for c in checks)
+    watch_s = {m: statistics.median(c[0] for c in v) for m, v in checks.items()}
+    peak = max(c[1] for c in checks["no plane"])
     per_million = statistics.median(sizes) * 1_000_000 / args.rows
     print(f"\n{args.rows:,} rows of the demo's width (8 inputs, id, date); {args.repeats} "
           f"repeats; {os.cpu_count()} cores; no control plane")
     print("\n| measure | median | baseline | ratio | target |\n|---|---|---|---|---|")
     print(f"| `regrow score` (read, predict, log) | {score_s:.1f} s | bare script "
           f"{bare_s:.1f} s | {score_s / bare_s:.2f}x | <= 1.3x |")
-    print(f"| `regrow watch` over a {args.rows:,}-row window | {watch_s:.1f} s | - | - | "
-          "<= 15 s |")
-    print(f"| peak memory of that check | {peak:.0f} MB | - | - | <= 1,000 MB |")
+    for mode, took in watch_s.items():
+        print(f"| `regrow watch` over a {args.rows:,}-row window, {mode} | {took:.1f} s | - | - "
+              "| <= 15 s |")
+    print(f"| peak memory of that check (its own process, no plane) | {peak:.0f} MB | - | - | "
+          "<= 1,000 MB |")
     print(f"| store growth per million predictions | {per_million:.0f} MB | - | - | "
           "<= 100 MB |")
     return 0

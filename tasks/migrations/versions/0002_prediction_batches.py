@@ -1,4 +1,5 @@
-"""The prediction log's index: one row per scoring batch written to Parquet.
+"""The prediction log's index: one row per scoring batch written to Parquet; labels indexed by
+arrival, so a window finds its labels with one range scan.
 
 Rows logged before this revision stay in `predictions` (inputs as JSON) and are still read.
 
@@ -33,8 +34,10 @@ def upgrade() -> None:
     )
     op.create_index('ix_prediction_batches_model_id', 'prediction_batches', ['model', 'id'],
                     unique=False)
+    op.create_index('ix_labels_model_received', 'labels', ['model', 'received_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_labels_model_received', table_name='labels')
     op.drop_index('ix_prediction_batches_model_id', table_name='prediction_batches')
     op.drop_table('prediction_batches')
