@@ -202,9 +202,13 @@ class Registry:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description="Managed by regrow.")
+        # An MLflow server refuses a `models:/m-<id>` source without the model id itself
+        # ("The model_id request parameter must identify the resource ..."); local stores
+        # accept either form.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         mv = self.client.create_model_version(name, model_uri, run_id=run_id,
                                               tags={k: str(v) for k, v in tags.items()},
-                                              description=description)
+                                              description=description, model_id=model_id)
         return str(mv.version)
 
     def alias_version(self, name: str, alias: str) -> str | None:
