@@ -513,7 +513,6 @@ def test_webhook_refuses_overrides_outside_the_allowed_keys(served, receiver, tm
 def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
     """`prefect deploy --all` with infra/prefect.yaml creates the deployments."""
     env = _env(prefect_server, tmp_path / "home")
-    env["REGROW_SOURCE_DIR"] = str(ROOT)
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
     pool = subprocess.run([*prefect, "work-pool", "create", "regrow-process", "--type", "process"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
