@@ -205,8 +205,10 @@ def test_dev_tools_are_not_runtime_dependencies():
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    runtime = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
-    dev = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in project["optional-dependencies"]["dev"]}
+    def names(specs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in specs}
+
+    runtime, dev = names(project["dependencies"]), names(project["optional-dependencies"]["dev"])
     assert {"pytest", "ruff"} <= dev and not (runtime & dev)
 
 
