@@ -268,7 +268,7 @@ def test_image_builds_and_runs_as_a_non_root_user_without_dev_tools():
     probe = ("import importlib.util as u, os; print(os.getuid(), "
              f"[m for m in {['pytest', 'ruff', 'uv']!r} if u.find_spec(m)])")
     run = subprocess.run(["docker", "run", "--rm", tag, "sh", "-c",
-                          f"regrow --help >/dev/null && python -c '{probe}'"],
+                          'regrow --help >/dev/null && exec python -c "$0"', probe],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "10001 []"
@@ -440,7 +440,7 @@ def test_k8s_work_pool_accepts_the_template_and_the_deployments(prefect_server, 
     _prefect("work-pool", "create", "regrow-k8s", "--type", "kubernetes", "--overwrite",
              "--base-job-template", str(K8S_TEMPLATE), env=env)
     _prefect("deploy", "--all", "--prefect-file", "infra/k8s/prefect.yaml",
-             "--job-variable", "image=registry.example/regrow:1", env=env)
+             env={**env, "REGROW_IMAGE": "registry.example/regrow:1"})
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         with get_client(sync_client=True) as client:
             pool = client.read_work_pool("regrow-k8s")
