@@ -514,7 +514,8 @@ def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
     """`prefect deploy --all` with infra/prefect.yaml creates the deployments."""
     env = _env(prefect_server, tmp_path / "home")
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    pool = subprocess.run([*prefect, "work-pool", "create", "regrow-process", "--type", "process"],
+    pool = subprocess.run([*prefect, "work-pool", "create", "regrow-process", "--type", "process",
+                           "--overwrite"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert pool.returncode == 0, pool.stdout + pool.stderr
     out = subprocess.run([*prefect, "deploy", "--all", "--prefect-file", "infra/prefect.yaml"],
