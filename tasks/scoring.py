@@ -104,13 +104,37 @@ def predict(config: Config, model, spec: InputSpec,
     X = frame[spec.inputs].copy()
     for col in spec.numeric:
         X[col] = pd.to_numeric(X[col], errors="coerce")
+    task, score = config.data.task, None
+    if task == "binary" and one_pass(model):
+        proba = np.asarray(model.predict_proba(X))
+        return X, final_step(model).classes_[proba.argmax(axis=1)], proba[:, 1]
     pred = np.asarray(model.predict(X))
-    score = None
-    if config.data.task == "binary" and hasattr(model, "predict_proba"):
+    if task == "binary" and hasattr(model, "predict_proba"):
         score = np.asarray(model.predict_proba(X))[:, 1]
-    elif config.data.task == "regression":
+    elif task == "regression":
         score = pred.astype(float)
     return X, pred, score
+
+
+# scikit-learn classifiers whose `predict` is `classes_[argmax(predict_proba)]` (ties to the
+# first class included), so one pass gives both: half the scoring time of a binary model.
+# Not SVC: its Platt-scaled probabilities can disagree with its decision function.
+ARGMAX_PREDICT = frozenset({
+    "HistGradientBoostingClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
+    "GradientBoostingClassifier", "DecisionTreeClassifier", "ExtraTreeClassifier",
+    "LogisticRegression", "KNeighborsClassifier", "GaussianNB"})
+
+
+def final_step(model):
+    """The estimator at the end of a Pipeline (the model itself otherwise)."""
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
+def one_pass(model) -> bool:
+    """Whether the predictions can be read off `predict_proba` (see ARGMAX_PREDICT)."""
+    est = type(final_step(model))
+    return est.__module__.startswith("sklearn.") and est.__name__ in ARGMAX_PREDICT \
+        and hasattr(final_step(model), "classes_")
 
 
 def score_shadow(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,

@@ -231,3 +231,25 @@ def test_scoring_bad_input_loses_nothing(home: Path, tmp_path: Path):
     assert res.rows == 40 and res.unseen_categories == {"segment": ["atlantis"]}
     assert Registry(Settings.from_env()).alias_version(MODEL, CHAMPION) == "1"
     assert np.isfinite(scoring.load_window(store, MODEL, rows=100)["__score"]).all()
+
+
+@pytest.mark.parametrize("name", sorted(scoring.ARGMAX_PREDICT))
+def test_one_pass_predictions_equal_predict(name):
+    """Scoring reads predictions off predict_proba for these classifiers: it must be exactly
+    what their predict returns, on binary labels of any type."""
+    import importlib
+
+    from sklearn.utils import all_estimators
+
+    cls = dict(all_estimators(type_filter="classifier"))[name]
+    frame = binary_frame(600, seed=5)
+    X, y = frame[["amount", "age", "score", "noise"]], np.where(frame["label"] == 1, "yes", "no")
+    kwargs = {"random_state": 0} if "random_state" in cls().get_params() else {}
+    model = cls(**kwargs).fit(X, y)
+    assert scoring.one_pass(model)
+    cfg = parse_config(merge(BINARY_CONFIG, {"data": {"id_column": None}}))
+    spec = scoring.InputSpec(["amount", "age", "score", "noise"], [], [], {})
+    _, pred, score = scoring.predict(cfg, model, spec, frame)
+    np.testing.assert_array_equal(pred, model.predict(X))
+    np.testing.assert_array_equal(score, model.predict_proba(X)[:, 1])
+    assert importlib.import_module(cls.__module__)  # a scikit-learn class, as the rule needs
