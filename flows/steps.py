@@ -241,14 +241,17 @@ def features(ctx: RunContext, parts: tr.SplitResult) -> fe.FeatureSet:
     with timed("features", f"building features on {len(parts.train):,} training rows") as done:
         y = tr.resolve_target(cfg, parts.train).encode(parts.train[cfg.data.target])
         result = fe.build_features(cfg, parts.train, y)
-        done.text = result.summary()
-    ctx.registry.log_dict(ctx.run_id, result.to_dict(list(parts.train.columns)), "features.json")
-    ctx.registry.log_text(ctx.run_id, result.to_markdown(), "features.md")
-    ctx.registry.log_metrics(ctx.run_id, {"features_seconds": result.seconds,
-                                          "features_model_inputs": result.model_inputs})
-    create_table_artifact(table=result.table(), key=pages.artifact_key("features", ctx.model_name),
-                          description=f"Features of {ctx.model_name}: {result.summary()}, "
-                          f"fitted in {result.seconds:.3f} s (statistics on the training part).")
+        ctx.registry.log_dict(ctx.run_id, result.to_dict(list(parts.train.columns)),
+                              "features.json")
+        ctx.registry.log_text(ctx.run_id, result.to_markdown(), "features.md")
+        ctx.registry.log_metrics(ctx.run_id, {"features_seconds": result.seconds,
+                                              "features_model_inputs": result.model_inputs})
+        create_table_artifact(table=result.table(),
+                              key=pages.artifact_key("features", ctx.model_name),
+                              description=f"Features of {ctx.model_name}: {result.summary()}, "
+                              f"fitted in {result.seconds:.3f} s (statistics on the training "
+                              "part).")
+        done.text = f"{result.summary()} (fitted in {result.seconds:.2f} s)"
     return result
 
 

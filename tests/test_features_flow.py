@@ -94,9 +94,14 @@ def test_train_shows_the_features_step_and_records_the_table(case, prefect_serve
 
     os.environ["REGROW_HOME"], saved = str(home), os.environ["REGROW_HOME"]
     try:
-        reg = Registry(Settings.from_env())
+        from tasks.card import build_card
+        from tasks.store import Store
+
+        settings = Settings.from_env()
+        reg = Registry(settings)
         record = reg.read_json_artifact(summary["run_id"], "features.json")
         info = reg.run_info(summary["run_id"])
+        card = build_card(reg, Store(settings.database_url), "stays").to_markdown()
     finally:
         os.environ["REGROW_HOME"] = saved
     assert record["sources"] == ["departure", "arrival"] and record["numeric"] == ["guests"]
@@ -104,6 +109,9 @@ def test_train_shows_the_features_step_and_records_the_table(case, prefect_serve
     assert record["model_inputs"] == 5 and record["rows"] == summary["split"]["train_rows"]
     assert 0 < info["metrics"]["features_seconds"] < 5
     assert info["params"]["features.derived"] == "['nights', 'arr', 'guests_half']"
+    assert "| arrival | source | read by derived feature(s) nights, arr |" in card
+    assert "| nights | nights | expr: departure - arrival | departure, arrival | numeric |" in card
+    assert "listed in features.drop" not in card  # the dropped dates are read, by derived features
 
 
 @pytest.mark.slow
