@@ -35,6 +35,8 @@ from configs.schema import Config, CustomTransformer, Derived
 # not a category: one-hot encoding it would only memorise rows.
 ID_LIKE_SHARE = 0.5
 MISSING = "__missing__"
+# How a text column is read (numbers, dates, text) is decided on its first present values.
+KIND_SAMPLE = 2000
 
 
 class FeatureError(ValueError):
@@ -140,12 +142,13 @@ class DatetimeParts(BaseEstimator, TransformerMixin):
 
 def column_kind(s: pd.Series) -> str:
     """``numeric``, ``datetime`` or ``text``: how a derived feature reads a column. Text that
-    parses as numbers (or dates) for 90% of its present values counts as numbers (or dates)."""
+    parses as numbers (or dates) for 90% of its first `KIND_SAMPLE` present values counts as
+    numbers (or dates)."""
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
         return "numeric"
     if pd.api.types.is_datetime64_any_dtype(s):
         return "datetime"
-    present = s.dropna()
+    present = s.dropna().head(KIND_SAMPLE)
     if present.empty:
         return "numeric"
     if pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9:
@@ -156,16 +159,36 @@ def column_kind(s: pd.Series) -> str:
 
 
 def as_dates(s: pd.Series) -> pd.Series:
-    """A column as naive datetimes (unparseable -> NaT; time zones keep their wall time)."""
+    """A column as naive datetimes (unparseable -> NaT; time zones keep their wall time).
+
+    Text is parsed with the format of its first value (fast), and values that format misses
+    one by one (`format="mixed"`), so a column of mixed date formats is read all the same.
+    """
     if not pd.api.types.is_datetime64_any_dtype(s):
         if pd.api.types.is_numeric_dtype(s):  # numbers are not dates here (see data.time_unit)
             return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
-        s = pd.to_datetime(s, errors="coerce", format="mixed")
-        if not pd.api.types.is_datetime64_any_dtype(s):  # mixed time zones
-            s = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+        s = _parse_dates(s)
     if getattr(s.dt, "tz", None) is not None:
         s = s.dt.tz_localize(None)
     return s
+
+
+def _parse_dates(s: pd.Series) -> pd.Series:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format": handled below
+        try:
+            fast = pd.to_datetime(s, errors="coerce")
+        except (ValueError, TypeError):
+            fast = None
+        if fast is not None and pd.api.types.is_datetime64_any_dtype(fast) \
+                and not (fast.isna() & s.notna()).any():
+            return fast
+        mixed = pd.to_datetime(s, errors="coerce", format="mixed")
+        if not pd.api.types.is_datetime64_any_dtype(mixed):  # mixed time zones
+            mixed = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+    return mixed
 
 
 def as_numbers(s: pd.Series) -> np.ndarray:
@@ -951,9 +974,10 @@ class FeatureSet:
 
     def summary(self) -> str:
         """``12 columns (4 derived) -> 31 model inputs``."""
-        n = sum(len(d.outputs) for d in self.derived)
-        return (f"{len(self.columns)} columns ({n} derived) -> {self.model_inputs} model inputs "
-                f"on {self.rows:,} training rows")
+        n, cols = sum(len(d.outputs) for d in self.derived), len(self.columns)
+        return (f"{cols} column{'s' if cols != 1 else ''} ({n} derived) -> {self.model_inputs} "
+                f"model input{'s' if self.model_inputs != 1 else ''} on {self.rows:,} training "
+                "rows")
 
     def table(self) -> list[dict[str, Any]]:
         """The column table as JSON-able rows (statistics rounded)."""
