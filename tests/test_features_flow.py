@@ -127,13 +127,17 @@ def test_score_applies_the_derived_features_as_trained(case, monkeypatch: pytest
     monkeypatch.setenv("REGROW_HOME", str(home))
     monkeypatch.syspath_prepend(str(root / "user"))
     from tasks.registry import CHAMPION, Registry
+    from tasks.scoring import load_window
     from tasks.settings import Settings
+    from tasks.store import Store
 
-    model = Registry(Settings.from_env()).load("stays", alias=CHAMPION)
-    stored = pd.read_sql("SELECT row_id, score FROM predictions ORDER BY id",
-                         f"sqlite:///{home / 'regrow.db'}")
+    settings = Settings.from_env()
+    model = Registry(settings).load("stays", alias=CHAMPION)
+    stored = load_window(Store(settings.database_url), "stays", rows=1000)
     fresh = pd.read_csv(root / "rows.csv")
-    np.testing.assert_allclose(stored["score"], model.predict(fresh), rtol=1e-12)
+    assert stored["__row_id"].tolist() == fresh["booking"].astype(str).tolist()
+    assert {"arrival", "departure", "guests"} <= set(stored.columns)  # the inputs it read
+    np.testing.assert_allclose(stored["__score"], model.predict(fresh), rtol=1e-12)
     derived = model.named_steps["derive"].transform(fresh)
     nights = (pd.to_datetime(fresh["departure"]) - pd.to_datetime(fresh["arrival"])).dt.days
     np.testing.assert_allclose(derived["nights"], nights)
