@@ -406,9 +406,9 @@ class DateParts(_Derived):
 
     def fit(self, X, y=None):  # noqa: N803
         X = _frame(X)
-        kinds = self._kinds(X, ("datetime",)) if len(X.columns) == 1 else None
-        if kinds is None:
+        if len(X.columns) != 1:
             raise FeatureError("date_parts reads exactly one column")
+        self._kinds(X, ("datetime",))
         return self
 
     def suffixes(self) -> list[str]:
