@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from configs import expression
+
 TaskKind = Literal["binary", "multiclass", "regression"]
 DType = Literal["int", "float", "number", "string", "bool", "datetime", "category"]
 
@@ -87,7 +89,9 @@ SAFE_OVERRIDES: tuple[str, ...] = ("data.source.path", "data.source.query", "dat
 # is judged by, the policy, the registry, and every import path (code that would run).
 FORBIDDEN_OVERRIDES: tuple[str, ...] = (
     "gate", "retrain", "promotion", "monitoring", "registry", "serve", "modules",
-    "candidates.estimators.*.estimator")
+    "candidates.estimators.*.estimator", "features.custom.*.transformer")
+_IMPORT_PATH_KEYS = {"candidates.estimators.*.estimator": "an estimator import path",
+                     "features.custom.*.transformer": "a transformer import path"}
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -203,6 +207,224 @@ class OneHot(Strict):
     max_categories: int | None = Field(default=None, ge=2)
 
 
+_FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# Date parts a `date_parts` derived feature can take; those with a cycle can be encoded as
+# sine and cosine (`cyclical: true`) so that December sits next to January.
+DATE_PARTS = ("year", "quarter", "month", "week", "day", "dayofweek", "dayofyear", "hour",
+              "minute", "is_weekend")
+CYCLICAL_PARTS = ("quarter", "month", "week", "day", "dayofweek", "dayofyear", "hour", "minute")
+DatePart = Literal["year", "quarter", "month", "week", "day", "dayofweek", "dayofyear", "hour",
+                   "minute", "is_weekend"]
+
+
+def _column_shorthand(value: Any) -> Any:
+    """``log: price`` means ``log: {column: price}``."""
+    return {"column": value} if isinstance(value, str) else value
+
+
+class DatePartsSpec(Strict):
+    """Parts of a date or time column, as numbers (optionally as sine/cosine pairs)."""
+
+    column: str
+    parts: list[DatePart] = Field(
+        default_factory=lambda: ["year", "month", "day", "dayofweek", "hour", "dayofyear"],
+        min_length=1)
+    cyclical: bool = Field(default=False, description="Encode cyclical parts (quarter, month, "
+                           "week, day, dayofweek, dayofyear, hour, minute) as <part>_sin and "
+                           "<part>_cos instead of the number.")
+
+
+class LogSpec(Strict):
+    """Natural logarithm of (column + offset); values where that is <= 0 become missing."""
+
+    column: str
+    offset: float = 0.0
+
+
+class PowerSpec(Strict):
+    """column ** exponent, or a power transform fitted on the training part."""
+
+    column: str
+    exponent: float | None = None
+    method: Literal["yeo-johnson", "box-cox"] | None = Field(
+        default=None, description="Fitted on the training part (scikit-learn PowerTransformer, "
+        "not standardised); box-cox needs strictly positive values.")
+
+    @model_validator(mode="after")
+    def _one(self) -> PowerSpec:
+        if (self.exponent is None) == (self.method is None):
+            raise ValueError("give exactly one of 'exponent' or 'method'")
+        return self
+
+
+class BinsSpec(Strict):
+    """A numeric column cut into bins; the feature is the bin's number (0, 1, ...)."""
+
+    column: str
+    edges: list[float] | None = Field(default=None, min_length=1, description="Inner edges, "
+                                      "increasing: bin i holds values in [edges[i-1], edges[i]).")
+    n_bins: int | None = Field(default=None, ge=2, le=100, description="Bins with edges learned "
+                               "on the training part (see `strategy`).")
+    strategy: Literal["quantile", "uniform"] = "quantile"
+
+    @model_validator(mode="after")
+    def _one(self) -> BinsSpec:
+        if (self.edges is None) == (self.n_bins is None):
+            raise ValueError("give exactly one of 'edges' or 'n_bins'")
+        if self.edges is not None and any(b <= a for a, b in zip(self.edges, self.edges[1:],
+                                                                 strict=False)):
+            raise ValueError(f"edges must be strictly increasing, got {self.edges}")
+        return self
+
+
+class ClipSpec(Strict):
+    """A numeric column limited to bounds, fixed or quantiles of the training part."""
+
+    column: str
+    min: float | None = None
+    max: float | None = None
+    quantiles: list[float] | None = Field(default=None, min_length=2, max_length=2,
+                                          description="[low, high] quantiles of the training part.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ClipSpec:
+        if self.quantiles is not None:
+            lo, hi = self.quantiles
+            if self.min is not None or self.max is not None:
+                raise ValueError("give either 'quantiles' or 'min'/'max', not both")
+            if not 0 <= lo < hi <= 1:
+                raise ValueError(f"quantiles must be [low, high] with 0 <= low < high <= 1, "
+                                 f"got {self.quantiles}")
+        elif self.min is None and self.max is None:
+            raise ValueError("give 'min', 'max' or 'quantiles'")
+        elif self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class TargetEncodingSpec(Strict):
+    """A categorical column replaced by the (smoothed) mean target of its category, with
+    cross-fitting on the training rows (scikit-learn TargetEncoder)."""
+
+    column: str
+    smooth: Literal["auto"] | float = Field(default="auto", description="Shrinkage towards the "
+                                            "overall mean; 'auto' uses an empirical Bayes estimate.")
+    cv: int = Field(default=5, ge=2, le=20, description="Folds of the cross-fitting.")
+
+    @field_validator("smooth")
+    @classmethod
+    def _non_negative(cls, value: Any) -> Any:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("smooth must be 'auto' or a number >= 0")
+        return value
+
+
+TRANSFORMS: dict[str, str] = {
+    "expr": "a safe arithmetic expression of columns (see the grammar)",
+    "date_parts": "parts of a date/time column",
+    "log": "natural log of column + offset",
+    "power": "column ** exponent, or a fitted yeo-johnson / box-cox transform",
+    "ratio": "[a, b]: a / b",
+    "difference": "[a, b]: a - b (two dates: days)",
+    "bins": "bin number of a numeric column",
+    "clip": "a numeric column limited to bounds",
+    "frequency": "share of training rows with the same value",
+    "target_encoding": "mean target per category, cross-fitted",
+}
+
+
+class Derived(Strict):
+    """One derived feature: a name and exactly one transform; it becomes a scikit-learn
+    transformer inside the model's Pipeline, so scoring applies it exactly as training did."""
+
+    name: str = Field(pattern=_FEATURE_NAME, description="The output column (several outputs "
+                      "are named <name>_<suffix>).")
+    role: Literal["numeric", "categorical"] = Field(
+        default="numeric", description="How the output is preprocessed: numeric (imputed, "
+        "scaled) or categorical (one-hot encoded).")
+    expr: str | None = None
+    date_parts: DatePartsSpec | None = None
+    log: LogSpec | None = None
+    power: PowerSpec | None = None
+    ratio: list[str] | None = Field(default=None, min_length=2, max_length=2)
+    difference: list[str] | None = Field(default=None, min_length=2, max_length=2)
+    bins: BinsSpec | None = None
+    clip: ClipSpec | None = None
+    frequency: str | None = None
+    target_encoding: TargetEncodingSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_transform(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(f"unknown transform {unknown[0]!r}; known transforms: "
+                                 + ", ".join(TRANSFORMS))
+        return data
+
+    @field_validator("log", "target_encoding", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _column_shorthand(value)
+
+    @field_validator("expr")
+    @classmethod
+    def _grammar(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                names = expression.columns(value)
+            except expression.ExpressionError as err:
+                raise ValueError(str(err)) from None
+            if not names:
+                raise ValueError("the expression reads no column")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Derived:
+        given = [t for t in TRANSFORMS if getattr(self, t) is not None]
+        if len(given) != 1:
+            raise ValueError(f"derived feature {self.name!r} needs exactly one transform (one "
+                             f"of {', '.join(TRANSFORMS)}); got "
+                             + (", ".join(given) if given else "none"))
+        return self
+
+    @property
+    def transform(self) -> str:
+        """The transform's key (``expr``, ``date_parts``, ...)."""
+        return next(t for t in TRANSFORMS if getattr(self, t) is not None)
+
+    @property
+    def sources(self) -> list[str]:
+        """The columns of the table this feature reads."""
+        spec = getattr(self, self.transform)
+        if self.transform == "expr":
+            return expression.columns(spec)
+        if isinstance(spec, list):
+            return list(dict.fromkeys(spec))
+        return [spec] if isinstance(spec, str) else [spec.column]
+
+
+class CustomTransformer(Strict):
+    """A transformer class of your own (scikit-learn API: fit, transform, get_params), from a
+    module listed in the top-level `modules`, applied to `columns` of the table."""
+
+    name: str = Field(pattern=_FEATURE_NAME, description="The output column, or the prefix of "
+                      "several (<name>_<feature name out or index>).")
+    transformer: str = Field(description="Import path of the class, e.g. mypackage.features.Lag.")
+    columns: list[str] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    role: Literal["numeric", "categorical"] = "numeric"
+
+    @field_validator("transformer")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not _IMPORT_PATH.match(value):
+            raise ValueError(f"{value!r} is not an import path like mypackage.features.MyTransformer")
+        return value
+
+
 class Features(Strict):
     """Feature roles and preprocessing. Unlisted columns are inferred from dtypes when
     `infer` is true (numbers -> numeric, the rest -> categorical)."""
@@ -216,6 +438,13 @@ class Features(Strict):
     categorical_imputation: Literal["most_frequent", "constant"] = "constant"
     scaling: Literal["standard", "minmax", "robust", "none"] = "standard"
     one_hot: OneHot = OneHot()
+    derived: list[Derived] = Field(
+        default_factory=list, description="Features computed from columns of the table, each by "
+        "one transform; they read the table's columns (also those under drop, and the time "
+        "column) and are fitted on the training part only.")
+    custom: list[CustomTransformer] = Field(
+        default_factory=list, description="Transformers of your own, from modules listed in "
+        "`modules`.")
 
     @model_validator(mode="after")
     def _disjoint(self) -> Features:
@@ -225,7 +454,23 @@ class Features(Strict):
                 if col in seen:
                     raise ValueError(f"column {col!r} is listed in both {seen[col]!r} and {role!r}")
                 seen[col] = role
+        names: dict[str, str] = {}
+        for kind in ("derived", "custom"):
+            for i, item in enumerate(getattr(self, kind)):
+                if item.name in names:
+                    raise ValueError(f"{kind}.{i}: name {item.name!r} is already used by "
+                                     f"{names[item.name]}")
+                if item.name in seen:
+                    raise ValueError(f"{kind}.{i}: name {item.name!r} is a column listed in "
+                                     f"{seen[item.name]!r}")
+                names[item.name] = f"{kind}.{i}"
         return self
+
+    def derived_sources(self) -> list[str]:
+        """Every table column a derived or custom feature reads, in order of first use."""
+        cols = [c for d in self.derived for c in d.sources]
+        cols += [c for t in self.custom for c in t.columns]
+        return list(dict.fromkeys(cols))
 
 
 class Candidate(Strict):
@@ -531,7 +776,8 @@ class Serve(Strict):
         default_factory=lambda: list(SAFE_OVERRIDES),
         description="Config keys that the Prefect UI form, webhooks and events may override "
         "(dotted, `*` matches one key or list index). Keys under gate, retrain, promotion, "
-        "monitoring, registry, serve, modules and estimator import paths are never allowed.")
+        "monitoring, registry, serve, modules and estimator or transformer import paths are "
+        "never allowed.")
 
     @field_validator("allowed_overrides")
     @classmethod
@@ -582,7 +828,8 @@ class Config(Strict):
     modules: list[str] = Field(
         default_factory=list,
         description="Python modules (besides scikit-learn) whose estimator classes candidates "
-        "may name by import path; nothing else is ever imported from a config.")
+        "and whose transformer classes features.custom may name by import path; nothing else "
+        "is ever imported from a config.")
     data: DataConfig
     expectations: Expectations = Expectations()
     features: Features = Features()
@@ -622,6 +869,19 @@ class Config(Strict):
                 )
         if self.data.target in self.feature_columns_listed():
             raise ValueError(f"features: the target {self.data.target!r} is listed as a feature")
+        for i, t in enumerate(self.features.custom):
+            if not self.module_allowed(t.transformer):
+                raise ValueError(
+                    f"features.custom.{i}.transformer: {t.transformer!r} is not a class from "
+                    "scikit-learn (sklearn.*) or from a module listed in 'modules'")
+        for kind in ("derived", "custom"):
+            for i, item in enumerate(getattr(self.features, kind)):
+                cols = item.sources if kind == "derived" else item.columns
+                if self.data.target in cols:
+                    raise ValueError(
+                        f"features.{kind}.{i} ({item.name}): reads the target "
+                        f"{self.data.target!r}; a feature computed from the target leaks it "
+                        "into the model (target_encoding of another column is the safe form)")
         if self.data.positive_label is not None and task != "binary":
             raise ValueError("data.positive_label applies to binary tasks only")
         return self
@@ -745,18 +1005,18 @@ def check_external_overrides(config: Config, overrides: dict[str, Any] | None) -
         return
     why = []
     if never:
-        reached = dict.fromkeys("an estimator import path" if "*" in (b := forbidden_override(k) or "")
-                                else f"under {b}" for k in never)
+        reached = dict.fromkeys(_IMPORT_PATH_KEYS.get(b := forbidden_override(k) or "",
+                                                      f"under {b}") for k in never)
         why.append(f"{_listed(never)} {'is' if len(never) == 1 else 'are'} never allowed from "
                    f"outside ({_listed(list(reached))})")
     if unlisted:
         why.append(f"{_listed(unlisted)} {'is' if len(unlisted) == 1 else 'are'} not in "
                    "serve.allowed_overrides")
-    never_keys = ", ".join(k for k in FORBIDDEN_OVERRIDES if "*" not in k)
+    never_keys = ", ".join(k for k in FORBIDDEN_OVERRIDES if k not in _IMPORT_PATH_KEYS)
     raise OverrideRefused(
         f"overrides refused: {'; '.join(why)}. This config allows only "
         f"{_listed(allowed) if allowed else 'none'} (serve.allowed_overrides); keys under "
-        f"{never_keys} and estimator import paths are never allowed.",
+        f"{never_keys} and estimator or transformer import paths are never allowed.",
         [*never, *unlisted], allowed)
 
 

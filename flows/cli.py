@@ -113,9 +113,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         overrides = _overrides(args.set)
         loaded = load_config(args.config, overrides)  # fail fast, before orchestration starts
+        from tasks.features import check_transformers
         from tasks.train import check_estimators
 
         check_estimators(loaded.config)  # imports and checks classes; calls nothing
+        check_transformers(loaded.config)  # the same for custom transformers (constructors only)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

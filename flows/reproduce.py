@@ -92,7 +92,7 @@ def reproduce_flow(run_id: str, allow_data_change: bool = False,
         changed = check_data(ctx, plan.run, data, allow_data_change)
         steps.validate(ctx, data)
         parts = steps.split(ctx, data)
-        trained = steps.train(ctx, parts)
+        trained = steps.train(ctx, parts, steps.features(ctx, parts))
         evals = steps.evaluate(ctx, parts, trained, with_champion=False)
         result = compare(ctx, plan, evals, tolerance)
     except BaseException as err:

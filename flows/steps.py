@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from configs.schema import LoadedConfig
@@ -23,6 +23,7 @@ from flows import pages
 from flows.progress import say, timed
 from tasks import bake as baking
 from tasks import evaluate as ev
+from tasks import features as fe
 from tasks import gate as gt
 from tasks import ingest as ing
 from tasks import train as tr
@@ -232,14 +233,38 @@ def split(ctx: RunContext, data: ing.IngestResult) -> tr.SplitResult:
     return parts
 
 
+@step("features")
+def features(ctx: RunContext, parts: tr.SplitResult) -> fe.FeatureSet:
+    """Build the feature stage from the config, fit it on the training part only, and record
+    each column it makes (source, transform, statistics) and the time it took."""
+    cfg = ctx.loaded.config
+    with timed("features", f"building features on {len(parts.train):,} training rows") as done:
+        y = tr.resolve_target(cfg, parts.train).encode(parts.train[cfg.data.target])
+        result = fe.build_features(cfg, parts.train, y)
+        ctx.registry.log_dict(ctx.run_id, result.to_dict(list(parts.train.columns)),
+                              "features.json")
+        ctx.registry.log_text(ctx.run_id, result.to_markdown(), "features.md")
+        ctx.registry.log_metrics(ctx.run_id, {"features_seconds": result.seconds,
+                                              "features_model_inputs": result.model_inputs})
+        create_table_artifact(table=result.table(),
+                              key=pages.artifact_key("features", ctx.model_name),
+                              description=f"Features of {ctx.model_name}: {result.summary()}, "
+                              f"fitted in {result.seconds:.3f} s (statistics on the training "
+                              "part).")
+        done.text = f"{result.summary()} (fitted in {result.seconds:.2f} s)"
+    return result
+
+
 @step("train")
-def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
-    """Fit every candidate and keep the best by cross-validation."""
+def train(ctx: RunContext, parts: tr.SplitResult,
+          feats: fe.FeatureSet | None = None) -> tr.TrainResult:
+    """Fit every candidate and keep the best by cross-validation (`feats`: the features step's
+    result on the same training part)."""
     pause_point("train")
     n = len(ctx.loaded.config.candidates.estimators)
     with timed("train", f"fitting {n} candidate{'s' if n != 1 else ''} on "
                f"{len(parts.train):,} rows") as done:
-        result = tr.train(ctx.loaded.config, parts.train)
+        result = tr.train(ctx.loaded.config, parts.train, feats)
         others = ", ".join(f"{s.name} {s.cv_score:.4f}" for s in result.candidates
                            if s.name != result.best.name)
         where = result.backend
@@ -252,11 +277,10 @@ def train(ctx: RunContext, parts: tr.SplitResult) -> tr.TrainResult:
         "best_candidate": result.best.name, "estimator": result.best.estimator,
         **{f"param.{k}": v for k, v in result.best.best_params.items()},
         "features.numeric": result.roles.numeric, "features.categorical": result.roles.categorical,
-        "features.datetime": result.roles.datetime})
+        "features.datetime": result.roles.datetime,
+        **({"features.derived": [d.name for d in feats.derived]} if feats and feats.derived else {})})
     ctx.registry.log_metrics(ctx.run_id, {f"cv_{s.name}": s.cv_score for s in result.candidates})
     ctx.registry.log_dict(ctx.run_id, [s.__dict__ for s in result.candidates], "candidates.json")
-    ctx.registry.log_dict(ctx.run_id, {**result.roles.__dict__, "columns": list(parts.train.columns)},
-                          "features.json")
     ctx.notes.extend(result.roles.notes)
     return result
 

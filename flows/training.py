@@ -1,4 +1,5 @@
-"""The training flow: ingest -> validate -> split -> train -> evaluate -> gate -> register."""
+"""The training flow: ingest -> validate -> split -> features -> train -> evaluate -> gate ->
+register."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
                                                  time.perf_counter() - started))
         steps.validate(ctx, data)
         parts = steps.split(ctx, data)
-        trained = steps.train(ctx, parts)
+        feats = steps.features(ctx, parts)
+        trained = steps.train(ctx, parts, feats)
         evals = steps.evaluate(ctx, parts, trained)
         decision = steps.gate(ctx, evals)
         reg = steps.register(ctx, parts, trained, evals, decision)

@@ -354,8 +354,20 @@ def _features(rec: _Records) -> Section:
             how = f"listed in features.{role}" if col in listed else (
                 "inferred from its dtype" if cfg else "-")
             rows.append([col, role, how])
+    derived = [d for d in (rec.features or {}).get("derived") or [] if isinstance(d, dict)]
+    sources = [str(c) for c in (rec.features or {}).get("sources") or []]
+    for col in sources:
+        readers = [str(d.get("name")) for d in derived if col in (d.get("sources") or [])]
+        rows.append([col, "source", "read by derived feature(s) " + ", ".join(readers)])
     blocks: list[Block] = [Table(["column", "role", "how"], rows) if rows
                            else "No feature roles were recorded for this run."]
+    if derived:
+        blocks.append("Derived features (computed inside the model's Pipeline, fitted on the "
+                      "training part; see the run's features.md for their statistics):")
+        blocks.append(Table(["feature", "outputs", "transform", "sources", "role"], [
+            [str(d.get("name")), ", ".join(map(str, d.get("outputs") or [])),
+             str(d.get("transform")), ", ".join(map(str, d.get("sources") or [])),
+             str(d.get("role"))] for d in derived]))
     notes = [str(n) for n in (rec.features or {}).get("notes") or []]
     unused: dict[str, list[str]] = {}
     if cfg:
@@ -367,7 +379,8 @@ def _features(rec: _Records) -> Section:
             unused.setdefault(d.time_column, []).append("time column: orders the split")
         for col in cfg.features.drop:
             unused.setdefault(col, []).append("listed in features.drop")
-    inputs = {c for cols in roles.values() for c in cols}
+    inputs = {c for cols in roles.values() for c in cols} | set(sources)
+    unused = {c: why for c, why in unused.items() if c not in sources}
     for note in notes:
         m = re.match(r"column '(.+?)' skipped: (.*)", note)
         if m:

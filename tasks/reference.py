@@ -40,6 +40,7 @@ class Reference:
         """JSON-able description (everything but the frame)."""
         return {"numeric": self.spec.numeric, "categorical": self.spec.categorical,
                 "datetime": self.spec.datetime, "categories": self.spec.categories,
+                "sources": self.spec.sources,
                 "metric": self.metric, "performance": self.performance,
                 "importance": self.importance, "positive_label": self.positive_label,
                 "calibration": self.calibration, "rows": len(self.frame),
@@ -49,7 +50,7 @@ class Reference:
     def from_parts(cls, frame: pd.DataFrame, meta: dict[str, Any]) -> Reference:
         """Rebuild from the stored frame and `meta()`."""
         spec = InputSpec(meta["numeric"], meta["categorical"], meta["datetime"],
-                         meta.get("categories", {}))
+                         meta.get("categories", {}), meta.get("sources") or [])
         return cls(frame, spec, meta["metric"], meta["performance"], meta.get("importance", {}),
                    meta.get("positive_label"), meta.get("calibration") or {},
                    meta.get("drift_calibration"))
@@ -101,7 +102,7 @@ def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFra
     frame[config.data.target] = sample[config.data.target].to_numpy()
     roles = trained.roles
     spec = InputSpec(roles.numeric, roles.categorical, roles.datetime,
-                     known_categories(trained.model, roles.categorical))
+                     known_categories(trained.model, roles.categorical), roles.sources)
     imp = {}
     if m.drift.weight_by_importance:
         imp = importance(trained.model, X, trained.target.encode(sample[config.data.target]),

@@ -38,30 +38,36 @@ class ScoringResult:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The columns a registered version reads, with their roles (from its version tags)."""
+    """The columns a registered version reads, with their roles (from its version tags).
+    `sources` are columns read only by derived features (not drift-checked themselves)."""
 
     numeric: list[str]
     categorical: list[str]
     datetime: list[str]
     categories: dict[str, list[str]] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
 
     @property
     def inputs(self) -> list[str]:
         """Every input column."""
-        return [*self.numeric, *self.categorical, *self.datetime]
+        return [*self.numeric, *self.categorical, *self.datetime, *self.sources]
 
     def to_tags(self) -> dict[str, str]:
         """Model-version tags that carry the spec."""
-        return {"regrow.inputs.numeric": json.dumps(self.numeric),
+        tags = {"regrow.inputs.numeric": json.dumps(self.numeric),
                 "regrow.inputs.categorical": json.dumps(self.categorical),
                 "regrow.inputs.datetime": json.dumps(self.datetime)}
+        if self.sources:
+            tags["regrow.inputs.sources"] = json.dumps(self.sources)
+        return tags
 
     @classmethod
     def from_tags(cls, tags: dict[str, str], categories: dict[str, list[str]] | None = None) -> InputSpec:
         """Rebuild from model-version tags."""
         def get(key: str) -> list[str]:
             return json.loads(tags.get(f"regrow.inputs.{key}", "[]"))
-        return cls(get("numeric"), get("categorical"), get("datetime"), categories or {})
+        return cls(get("numeric"), get("categorical"), get("datetime"), categories or {},
+                   get("sources"))
 
 
 def check_rows(spec: InputSpec, frame: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:

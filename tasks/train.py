@@ -16,7 +16,13 @@ from threadpoolctl import threadpool_limits
 
 from configs.schema import ESTIMATORS, METRICS, Candidate, Config
 from tasks import cluster
-from tasks.features import FeatureRoles, build_preprocessor, resolve_roles
+from tasks.features import (
+    FeatureError,
+    FeatureRoles,
+    FeatureSet,
+    build_features,
+    feature_steps,
+)
 from tasks.timecol import TimeUnitError, to_time
 
 
@@ -254,33 +260,42 @@ def native_threads(config: Config):
     return threadpool_limits(limits=n) if n else contextlib.nullcontext()
 
 
-def train(config: Config, train_frame: pd.DataFrame) -> TrainResult:
+def train(config: Config, train_frame: pd.DataFrame,
+          features: FeatureSet | None = None) -> TrainResult:
     """Fit every candidate with a grid search on the training part; keep the best.
+
+    Each candidate is one Pipeline (derived features, preprocessing, estimator) refitted
+    inside every cross-validation fold. `features` is what the features step found on the
+    same training part (built here when not given).
 
     Raises:
         TrainingError: the data or config cannot produce a model.
+        FeatureError: the feature spec does not fit the data.
     """
     task, metric = config.data.task, config.gate.primary_metric
     target = resolve_target(config, train_frame)
-    roles = resolve_roles(config, train_frame)
-    X, y = train_frame[roles.inputs], target.encode(train_frame[target.column])
+    y = target.encode(train_frame[target.column])
+    features = features or build_features(config, train_frame, y)
+    roles = features.roles
+    X = train_frame[roles.inputs]
     sign = 1.0 if METRICS[metric][1] else -1.0  # scorers negate lower-is-better metrics
     scores: list[CandidateScore] = []
     fitted: dict[str, Pipeline] = {}
     with cluster.search_backend(config) as backend:
         for cand in config.candidates.estimators:
-            score, fitted[cand.name] = _search(config, cand, roles, X, y, task, metric, sign)
+            score, fitted[cand.name] = _search(config, cand, features, X, y, task, metric, sign)
             scores.append(score)
     greater = METRICS[metric][1]
     best = (max if greater else min)(scores, key=lambda s: s.cv_score)
     return TrainResult(fitted[best.name], best, scores, roles, target, metric, backend)
 
 
-def _search(config: Config, cand: Candidate, roles: FeatureRoles, X: pd.DataFrame,  # noqa: N803
+def _search(config: Config, cand: Candidate, features: FeatureSet, X: pd.DataFrame,  # noqa: N803
             y: np.ndarray, task: str, metric: str, sign: float) -> tuple[CandidateScore, Pipeline]:
-    """One candidate's grid search with cross-validation; its score and refitted pipeline."""
+    """One candidate's grid search with cross-validation; its score and refitted pipeline
+    (derived features, preprocessing and estimator, refitted inside every fold)."""
     est = make_estimator(cand, config)
-    pipe = Pipeline([("prep", build_preprocessor(config, roles)), ("model", est)])
+    pipe = Pipeline([*feature_steps(config, features), ("model", est)])
     grid = {f"model__{k}": v for k, v in cand.grid.items()}
     search = GridSearchCV(pipe, [grid] if grid else [{}], scoring=scorer_name(metric, task),
                           cv=_cv(config, y), n_jobs=cluster.n_jobs(config), refit=True,
@@ -289,6 +304,8 @@ def _search(config: Config, cand: Candidate, roles: FeatureRoles, X: pd.DataFram
     try:
         with native_threads(config):
             search.fit(X, y)
+    except FeatureError:
+        raise
     except ValueError as err:
         raise TrainingError(f"candidates.{cand.name}: fitting failed: {err}") from None
     i = search.best_index_

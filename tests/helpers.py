@@ -98,3 +98,34 @@ def write_case(folder: Path, frame: pd.DataFrame | None, config: dict[str, Any],
     cfg_path = folder / "model.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return cfg_path
+
+
+def stays_frame(n: int = 1200, seed: int = 0) -> pd.DataFrame:
+    """Bookings whose price depends on the season of the arrival date and on the nights
+    between arrival and departure (dates as text, as a CSV holds them) -- learnable only
+    from derived features; `guests` alone explains little."""
+    rng = np.random.default_rng(seed)
+    arrival = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365, n), unit="D")
+    nights = rng.integers(1, 15, n)
+    departure = arrival + pd.to_timedelta(nights, unit="D")
+    guests = rng.integers(1, 5, n)
+    season = np.cos(2 * np.pi * (arrival.month.to_numpy() - 1) / 12)  # winter dear, summer cheap
+    price = 80 + 25 * nights + 60 * season + 3 * guests + rng.normal(scale=5, size=n)
+    return pd.DataFrame({"booking": np.arange(n), "arrival": arrival.strftime("%Y-%m-%d"),
+                         "departure": departure.strftime("%Y-%m-%d"), "guests": guests,
+                         "price": price})
+
+
+STAYS_CONFIG: dict[str, Any] = {
+    "data": {"source": {"kind": "file", "path": "stays.csv"}, "target": "price",
+             "task": "regression", "id_column": "booking"},
+    "features": {"numeric": ["guests"], "drop": ["arrival", "departure"], "infer": False,
+                 "derived": [
+                     {"name": "nights", "expr": "departure - arrival"},
+                     {"name": "arr", "date_parts": {"column": "arrival", "parts": ["month"],
+                                                    "cyclical": True}}]},
+    "candidates": {"cv_folds": 3, "seed": 3, "estimators": [
+        {"name": "ridge", "estimator": "ridge", "grid": {"alpha": [0.1, 1.0]}}]},
+    "gate": {"primary_metric": "rmse", "floors": {"r2": 0.5}, "bootstrap_samples": 20},
+    "registry": {"model_name": "stays"},
+}

@@ -205,6 +205,6 @@ def test_refused_overrides_read_as_one_sentence():
         "candidates.estimators.0.params is not in serve.allowed_overrides. This config allows "
         "only data.source.path, data.source.query, data.source.table and split.cutoff "
         "(serve.allowed_overrides); keys under gate, retrain, promotion, monitoring, registry, "
-        "serve, modules and estimator import paths are never allowed.")
+        "serve, modules and estimator or transformer import paths are never allowed.")
     check_external_overrides(cfg, {"split.cutoff": "2024-02-01", "data.source.path": "b.csv"})
     check_external_overrides(cfg, None)

@@ -42,7 +42,8 @@ def test_binary_trains_registers_and_records(home: Path, tmp_path: Path):
     assert tags["regrow.version"] and tags["regrow.gate.verdict"] == "promote"
     assert run["metrics"]["holdout_roc_auc"] > 0.8
     arts = set(reg.list_artifacts(out.run_id))
-    assert {"gate", "validation", "config", "candidates.json"} <= arts
+    assert {"gate", "validation", "config", "candidates.json", "features.json", "features.md"} <= arts
+    assert run["metrics"]["features_model_inputs"] == 7  # 4 numeric + 3 one-hot segments
     model = reg.load("test-binary", alias=CHAMPION)
     assert set(model.predict(binary_frame(30, seed=5))) <= {0, 1}
     history = Store(Settings.from_env().database_url).alias_history("test-binary")
