@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,26 +159,15 @@ def estimator_class(cand: Candidate, config: Config) -> type:
     Raises:
         ConfigError: not an allowed module, not importable, or not an estimator class.
     """
-    import inspect
-
     from sklearn.base import BaseEstimator
 
-    from configs.schema import ConfigError
+    from tasks.imports import allowed_class
 
     where = f"candidates.estimators.{config.candidates.estimators.index(cand)}.estimator"
     path = ESTIMATORS[cand.estimator][0] if cand.estimator in ESTIMATORS else cand.estimator
-    if not config.module_allowed(path):
-        raise ConfigError(f"{where}: {path!r} is not from scikit-learn or a module listed in "
-                          "'modules'")
-    module, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"{where}: cannot import estimator {path!r}: {err}") from None
-    if not (inspect.isclass(cls) and issubclass(cls, BaseEstimator)):
-        raise ConfigError(f"{where}: {path!r} is not a scikit-learn estimator class "
-                          "(a class deriving from sklearn.base.BaseEstimator)")
-    return cls
+    return allowed_class(config, path, where, "estimator", BaseEstimator,
+                         "a scikit-learn estimator class (a class deriving from "
+                         "sklearn.base.BaseEstimator)")
 
 
 def check_estimators(config: Config) -> None:
