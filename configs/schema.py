@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from configs import expression
+from regrow.configs import expression
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 DType = Literal["int", "float", "number", "string", "bool", "datetime", "category"]

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from configs.schema import parse_duration
+from regrow.configs.schema import parse_duration
 
 if TYPE_CHECKING:  # `regrow approve/reject` import this module: keep the ML stack out of it
-    from flows.steps import Approval, Registration, RunContext
-    from tasks.gate import GateDecision
+    from regrow.flows.steps import Approval, Registration, RunContext
+    from regrow.tasks.gate import GateDecision
 
 
 class PromotionDecision(RunInput):
@@ -24,7 +24,7 @@ class PromotionDecision(RunInput):
 
 def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> Approval | None:
     """None when the gate alone decides; otherwise pause until approved, rejected or timed out."""
-    from flows.steps import Approval, needs_person
+    from regrow.flows.steps import Approval, needs_person
 
     if not needs_person(ctx, decision):
         return None

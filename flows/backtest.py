@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from configs.schema import LoadedConfig
-from tasks import backtest as bt
-from tasks import ingest as ing
+from regrow.configs.schema import LoadedConfig
+from regrow.tasks import backtest as bt
+from regrow.tasks import ingest as ing
 
 WIDTHS = (3, 19, 6, 5, 22, 28, 22, 13, 12, 9, 9)
 

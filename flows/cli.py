@@ -12,15 +12,15 @@ EXIT_FAILED = 1
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
-    from configs.schema import parse_override
+    from regrow.configs.schema import parse_override
 
     return dict(parse_override(i) for i in items or [])
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Bring the monitoring store's schema to this release's revision, keeping its rows."""
-    from tasks.migrate import upgrade
-    from tasks.settings import Settings, StoreSchemaError
+    from regrow.tasks.migrate import upgrade
+    from regrow.tasks.settings import Settings, StoreSchemaError
 
     url = args.database_url or Settings.from_env().database_url
     try:
@@ -38,8 +38,8 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     """The store's schema revision against this release's."""
     import sqlalchemy as sa
 
-    from tasks import store as st
-    from tasks.settings import Settings
+    from regrow.tasks import store as st
+    from regrow.tasks.settings import Settings
 
     engine = sa.create_engine(args.database_url or Settings.from_env().database_url)
     try:
@@ -64,7 +64,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
     """Print the config JSON schema."""
-    from configs.schema import json_schema
+    from regrow.configs.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -72,7 +72,7 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 def cmd_config_estimators(args: argparse.Namespace) -> int:
     """List the estimator short names a config may use, with their class and tasks."""
-    from configs.schema import ESTIMATORS
+    from regrow.configs.schema import ESTIMATORS
 
     rows = [{"name": k, "class": path, "tasks": list(tasks)}
             for k, (path, tasks) in sorted(ESTIMATORS.items())]
@@ -90,7 +90,7 @@ def cmd_config_estimators(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate config files; print the problems of each."""
-    from configs.schema import ConfigError, load_config
+    from regrow.configs.schema import ConfigError, load_config
 
     status = 0
     for path in args.configs:
@@ -108,20 +108,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run the training flow locally and print its summary."""
-    from configs.schema import ConfigError, load_config
+    from regrow.configs.schema import ConfigError, load_config
 
     try:
         overrides = _overrides(args.set)
         loaded = load_config(args.config, overrides)  # fail fast, before orchestration starts
-        from tasks.features import check_transformers
-        from tasks.train import check_estimators
+        from regrow.tasks.features import check_transformers
+        from regrow.tasks.train import check_estimators
 
         check_estimators(loaded.config)  # imports and checks classes; calls nothing
         check_transformers(loaded.config)  # the same for custom transformers (constructors only)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from flows.report import run_training
+    from regrow.flows.report import run_training
 
     return run_training(args.config, overrides, as_json=args.json, reason=args.reason,
                         trigger="manual")
@@ -129,13 +129,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the end-to-end demo."""
-    from flows.demo import run_demo
+    from regrow.flows.demo import run_demo
 
     return run_demo(as_json=args.json)
 
 
 def _load_or_exit(args: argparse.Namespace):
-    from configs.schema import ConfigError, load_config
+    from regrow.configs.schema import ConfigError, load_config
 
     try:
         return load_config(args.config, _overrides(getattr(args, "set", None)))
@@ -156,8 +156,8 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     """Score rows with the champion; predictions go to the monitoring store."""
     _load_or_exit(args)
-    from flows.monitoring import score_flow
-    from flows.report import guarded
+    from regrow.flows.monitoring import score_flow
+    from regrow.flows.report import guarded
 
     res = guarded(lambda: score_flow(args.config, args.input, args.query,
                                      _overrides(args.set)), args.json)
@@ -178,11 +178,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_labels(args: argparse.Namespace) -> int:
     """Record labels that arrived later; report ids with no prediction."""
     loaded = _load_or_exit(args)
-    from flows.report import guarded
-    from tasks.ingest import read_rows
-    from tasks.scoring import record_labels
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.flows.report import guarded
+    from regrow.tasks.ingest import read_rows
+    from regrow.tasks.scoring import record_labels
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     def go():
         frame = read_rows(loaded, args.input, None)
@@ -202,8 +202,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     """Run one drift check now."""
     _load_or_exit(args)
-    from flows.monitoring import drift_check_flow
-    from flows.report import guarded, render_drift
+    from regrow.flows.monitoring import drift_check_flow
+    from regrow.flows.report import guarded, render_drift
 
     res = guarded(lambda: drift_check_flow(args.config, _overrides(args.set),
                                            retrain=not args.no_retrain), args.json)
@@ -216,8 +216,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """A manual retrain request through the policy."""
     _load_or_exit(args)
-    from flows.monitoring import retrain_flow
-    from flows.report import guarded, render_retrain
+    from regrow.flows.monitoring import retrain_flow
+    from regrow.flows.report import guarded, render_retrain
 
     res = guarded(lambda: retrain_flow(args.config, args.reason, kind="manual",
                                        overrides=_overrides(args.set), actor=args.actor), args.json)
@@ -230,9 +230,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_reset_circuit(args: argparse.Namespace) -> int:
     """Close the circuit breaker after a person has looked at the rejections."""
     loaded = _load_or_exit(args)
-    from tasks.policy import reset_circuit
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.policy import reset_circuit
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     reset_circuit(Store(Settings.from_env().database_url), loaded.config.registry.model_name,
                   args.actor, args.reason)
@@ -243,7 +243,7 @@ def cmd_reset_circuit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Champion, recent drift checks, retrain requests and trainings."""
     loaded = _load_or_exit(args)
-    from flows.report import render_status, status
+    from regrow.flows.report import render_status, status
 
     info = status(loaded)
     _emit(info, args.json, render_status(info))
@@ -253,9 +253,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _governance(args: argparse.Namespace):
     """(loaded config, registry, store) for the governance commands."""
     loaded = _load_or_exit(args)
-    from tasks.registry import Registry
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.registry import Registry
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     settings = Settings.from_env()
     return loaded, Registry(settings), Store(settings.database_url)
@@ -264,7 +264,7 @@ def _governance(args: argparse.Namespace):
 def cmd_history(args: argparse.Namespace) -> int:
     """Every alias move of a model: who, why, the gate record and the trigger."""
     loaded, reg, store = _governance(args)
-    from tasks import governance as gov
+    from regrow.tasks import governance as gov
 
     model = loaded.config.registry.model_name
     found = gov.sync_aliases(reg, store, model, "regrow history")
@@ -295,7 +295,7 @@ def _alias_command(args: argparse.Namespace, act) -> int:
     that cannot be done is one sentence and exit 2."""
     from dataclasses import asdict
 
-    from tasks.governance import GovernanceError
+    from regrow.tasks.governance import GovernanceError
 
     loaded, reg, store = _governance(args)
     try:
@@ -312,7 +312,7 @@ def _alias_command(args: argparse.Namespace, act) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """A person promotes a version (a failed gate needs --override-gate with a reason)."""
-    from tasks.governance import promote
+    from regrow.tasks.governance import promote
 
     return _alias_command(args, lambda reg, store, model, cfg: promote(
         reg, store, model, str(args.version), by=args.by, reason=args.reason,
@@ -321,7 +321,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Put the previous champion (or --to N) back, recorded."""
-    from tasks.governance import rollback
+    from regrow.tasks.governance import rollback
 
     return _alias_command(args, lambda reg, store, model, cfg: rollback(
         reg, store, model, by=args.by, reason=args.reason,
@@ -333,8 +333,8 @@ def cmd_card(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     loaded, reg, store = _governance(args)
-    from tasks.card import CardError, build_card
-    from tasks.governance import sync_aliases
+    from regrow.tasks.card import CardError, build_card
+    from regrow.tasks.governance import sync_aliases
 
     model = loaded.config.registry.model_name
     for found in sync_aliases(reg, store, model, "regrow card"):  # the card shows alias history
@@ -362,9 +362,9 @@ def cmd_card(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     """Remove a model's local report files older than --older-than (default: the config's
     monitoring.keep_reports_days); --dry-run only counts them."""
-    from configs.schema import parse_duration
-    from tasks.retention import prune_reports
-    from tasks.settings import Settings
+    from regrow.configs.schema import parse_duration
+    from regrow.tasks.retention import prune_reports
+    from regrow.tasks.settings import Settings
 
     loaded = _load_or_exit(args)
     model = loaded.config.registry.model_name
@@ -395,7 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         print("note: PREFECT_API_URL is not set; serving against a temporary local server "
               "(its UI and schedules vanish with this process)", file=sys.stderr)
-    from flows.serve import serve_configs
+    from regrow.flows.serve import serve_configs
 
     serve_configs(args.configs, limit=args.limit)
     return 0
@@ -410,14 +410,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("error: the local control plane needs Linux (it tracks its processes in /proc)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    from configs.schema import ConfigError, load_config
+    from regrow.configs.schema import ConfigError, load_config
 
     try:
         models = [load_config(p).config.registry.model_name for p in args.configs]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from flows import control
+    from regrow.flows import control
 
     opts = control.Options(configs=tuple(args.configs), host=args.host,
                            prefect_port=args.prefect_port, mlflow_port=args.mlflow_port,
@@ -431,14 +431,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop every part of the local control plane (idempotent)."""
-    from flows import control
+    from regrow.flows import control
 
     return control.down(out=lambda line: print(line, flush=True))
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
     """Each part of the local control plane: pid, URL and health."""
-    from flows import control
+    from regrow.flows import control
 
     info = control.status()
     print(json.dumps(info, indent=2) if args.json else control.render(info))
@@ -456,7 +456,7 @@ def _resume(args: argparse.Namespace, approve: bool) -> int:
     except ValueError:
         print(f"error: {args.flow_run_id!r} is not a flow run id", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from flows.approval import paused_run
+    from regrow.flows.approval import paused_run
 
     try:
         run_id = paused_run(run_id)
@@ -485,14 +485,14 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 def cmd_webhook(args: argparse.Namespace) -> int:
     """Run the signed-webhook receiver for the given configs."""
-    from configs.schema import ConfigError, load_config
+    from regrow.configs.schema import ConfigError, load_config
 
     try:
         configs = [load_config(p) for p in args.configs]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from flows.webhook import run
+    from regrow.flows.webhook import run
 
     try:
         run(configs, host=args.host, port=args.port, max_body=args.max_body,
@@ -507,9 +507,9 @@ def cmd_webhook(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Replay history under the config: what the policy would have done, window by window."""
     loaded = _load_or_exit(args)
-    from flows.backtest import run_backtest
-    from tasks.backtest import Options
-    from tasks.settings import Settings
+    from regrow.flows.backtest import run_backtest
+    from regrow.tasks.backtest import Options
+    from regrow.tasks.settings import Settings
 
     opts = Options(window=args.window or str(loaded.config.monitoring.window.rows
                                             or loaded.config.monitoring.window.period),
@@ -521,7 +521,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Train a recorded run again and compare its holdout metric (exit 0 same, 1 different)."""
-    from flows.reproduce_cli import run_reproduce
+    from regrow.flows.reproduce_cli import run_reproduce
 
     return run_reproduce(args.target, args.version, allow_data_change=args.allow_data_change,
                          tolerance=args.tolerance, as_json=args.json)
@@ -705,23 +705,23 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from tasks.settings import configure_process_env
+    from regrow.tasks.settings import configure_process_env
 
     settings = configure_process_env(verbose=args.verbose)
     if warm and not args.verbose:
-        from flows.warm import LOCAL_ONLY, forward
+        from regrow.flows.warm import LOCAL_ONLY, forward
 
         if args.command not in LOCAL_ONLY:
             code = forward(argv, settings.home)
             if code is not None:
                 return code
-    from flows import early
-    from flows.lifeline import hold
-    from flows.progress import from_cli, valid_config
+    from regrow.flows import early
+    from regrow.flows.lifeline import hold
+    from regrow.flows.progress import from_cli, valid_config
 
     hold()  # helpers (the temporary Prefect server) end with this command, even on kill -9
     if args.command in TRAINS:
-        from tasks.settings import SettingError, lower_priority_for_training
+        from regrow.tasks.settings import SettingError, lower_priority_for_training
 
         try:  # set before the temporary Prefect server starts: it serves this command only
             lower_priority_for_training()
@@ -732,7 +732,7 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     from_cli(args.command, getattr(args, "json", False), args.verbose, config, overrides)
     if args.command in early.COMMANDS and (config is None or valid_config(config, overrides)):
         early.start(args.command)  # a temporary Prefect server boots while this process imports
-    from tasks.settings import StoreSchemaError
+    from regrow.tasks.settings import StoreSchemaError
 
     try:
         return args.func(args)

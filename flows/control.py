@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import plane
-from tasks.settings import Settings
+from regrow.tasks import plane
+from regrow.tasks.settings import Settings
 
 PLANE_ENV = "REGROW_PLANE"
 LIFELINE_ENV = "REGROW_LIFELINE"  # flows.lifeline.ENV; not imported, to keep this module light
@@ -129,7 +129,7 @@ def _group(pgid: int) -> set[int]:
 def _is_watchdog(pid: int) -> bool:
     """A command's lifeline watchdog: it ignores SIGTERM and ends once its command is gone."""
     argv = plane.cmdline(pid) or []
-    return "flows.lifeline" in argv
+    return "regrow.flows.lifeline" in argv
 
 
 def _signal(pids: set[int], sig: int) -> None:
@@ -292,16 +292,16 @@ def _plan(opts: Options, settings: Settings, models: list[str]) -> list[dict[str
             f"http://{url_host}:{opts.mlflow_port}", f"http://{url_host}:{opts.mlflow_port}/health",
             opts.mlflow_port))
     if configs:
-        parts.append(part("serve", [py, "-m", "flows.cli", "-v", "serve", *configs],
+        parts.append(part("serve", [py, "-m", "regrow.flows.cli", "-v", "serve", *configs],
                           f"{prefect_url}/deployments", None, None,
                           deployments=[f"train-{m}" for m in models], configs=configs))
     if configs and os.environ.get("REGROW_WEBHOOK_SECRET"):
         wh = f"http://{url_host}:{opts.webhook_port}"
-        parts.append(part("webhook", [py, "-m", "flows.cli", "webhook", *configs, "--host", host,
+        parts.append(part("webhook", [py, "-m", "regrow.flows.cli", "webhook", *configs, "--host", host,
                                       "--port", str(opts.webhook_port)],
                           wh, f"{wh}/healthz", opts.webhook_port, configs=configs))
     sock = run / "warm.sock"
-    parts.append(part("warm", [py, "-m", "flows.warm", str(sock)], f"unix:{sock}", None, None,
+    parts.append(part("warm", [py, "-m", "regrow.flows.warm", str(sock)], f"unix:{sock}", None, None,
                       socket=str(sock)))
     return parts
 

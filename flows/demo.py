@@ -62,12 +62,12 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
     When drift persists the policy is asked for a retrain; an admitted retrain trains on the
     latest TRAIN_DAYS days and the gate decides.
     """
-    from configs.schema import load_config
-    from flows.monitoring import drift_check_flow, score_flow
-    from flows.report import render_drift
-    from tasks.scoring import record_labels
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.configs.schema import load_config
+    from regrow.flows.monitoring import drift_check_flow, score_flow
+    from regrow.flows.report import render_drift
+    from regrow.tasks.scoring import record_labels
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     loaded = load_config(CONFIG)
     store = Store(Settings.from_env().database_url)
@@ -98,9 +98,9 @@ def watch_windows(files_dir: Path, frame: pd.DataFrame, as_json: bool) -> list[d
 def replay_history(path: Path, reports_dir: Path, as_json: bool) -> dict | None:
     """Before the live watch: what the policy would do over the watch period, replayed from
     the history (`regrow backtest`; touches no live state). Returns the JSON report."""
-    from configs.schema import load_config
-    from flows.backtest import run_backtest
-    from tasks import backtest as bt
+    from regrow.configs.schema import load_config
+    from regrow.flows.backtest import run_backtest
+    from regrow.tasks import backtest as bt
 
     loaded = load_config(CONFIG)
     start = str((pd.Timestamp(ORIGIN) + pd.Timedelta(days=WATCH_FROM)).date())
@@ -118,9 +118,9 @@ def replay_history(path: Path, reports_dir: Path, as_json: bool) -> dict | None:
 def run_demo(as_json: bool = False) -> int:
     """Train on the early period (first champion), then on the later one (the gate decides);
     then watch later windows for drift, retraining through the policy."""
-    from flows.report import render
-    from flows.training import train_flow
-    from tasks.settings import Settings
+    from regrow.flows.report import render
+    from regrow.flows.training import train_flow
+    from regrow.tasks.settings import Settings
 
     settings = Settings.from_env()
     if not as_json:
@@ -147,7 +147,7 @@ def run_demo(as_json: bool = False) -> int:
               f"(policy for the demo: {POLICY}; a retrain trains on the latest {TRAIN_DAYS} "
               "days)")
     watch = watch_windows(files["all"].parent, load_rainfall(), as_json)
-    from tasks.registry import CHAMPION, Registry
+    from regrow.tasks.registry import CHAMPION, Registry
 
     champ = Registry(settings).alias_version(results[-1]["model_name"], CHAMPION)
     checks = [w["check"] for w in watch]

@@ -8,7 +8,7 @@ Prefect has no setting for this, and ``PR_SET_PDEATHSIG`` would fire when the *t
 started the server ends, not the process.
 
 So every ``regrow`` command holds a lifeline (`hold`): a small watchdog process (``python -m
-flows.lifeline``, standard library only) reads a pipe whose write end only the command holds,
+regrow.flows.lifeline``, standard library only) reads a pipe whose write end only the command holds,
 and the command marks its environment with a token (``REGROW_LIFELINE``) that its
 descendants inherit (Prefect hands ``os.environ`` to its server, runners to their flow runs).
 When the command ends, however it ends, the pipe closes; the watchdog sends SIGTERM to every
@@ -38,7 +38,7 @@ def hold() -> None:
         return
     token = uuid.uuid4().hex
     read_end, write_end = os.pipe()  # both close-on-exec: no child inherits the write end
-    watchdog = subprocess.Popen([sys.executable, "-m", "flows.lifeline", token, str(os.getpid())],
+    watchdog = subprocess.Popen([sys.executable, "-m", "regrow.flows.lifeline", token, str(os.getpid())],
                      stdin=read_end, stdout=subprocess.DEVNULL, close_fds=True,
                      start_new_session=True)  # out of the terminal's Ctrl-C group
     os.close(read_end)

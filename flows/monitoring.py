@@ -10,19 +10,19 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from configs.schema import LoadedConfig, load_config
-from flows import dispatch, pages
-from flows.progress import say, timed
-from flows.steps import step
-from flows.training import TrainingOutcome, train_flow
-from tasks import bake as baking
-from tasks import governance as gov
-from tasks import ingest as ing
-from tasks import monitor, policy, scoring
-from tasks import store as st
-from tasks.lease import Heartbeat
-from tasks.registry import CHAMPION, Registry, load_reference, log_drift_check, run_link
-from tasks.settings import Settings
+from regrow.configs.schema import LoadedConfig, load_config
+from regrow.flows import dispatch, pages
+from regrow.flows.progress import say, timed
+from regrow.flows.steps import step
+from regrow.flows.training import TrainingOutcome, train_flow
+from regrow.tasks import bake as baking
+from regrow.tasks import governance as gov
+from regrow.tasks import ingest as ing
+from regrow.tasks import monitor, policy, scoring
+from regrow.tasks import store as st
+from regrow.tasks.lease import Heartbeat
+from regrow.tasks.registry import CHAMPION, Registry, load_reference, log_drift_check, run_link
+from regrow.tasks.settings import Settings
 
 
 class NoChampion(RuntimeError):
@@ -198,7 +198,7 @@ def _bake_window(env: Env, version: str, run_id: str, window) -> dict[str, Any] 
 def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, str | None, Any]:
     cfg = env.loaded.config
     w = cfg.monitoring.window
-    from configs.schema import parse_duration
+    from regrow.configs.schema import parse_duration
 
     window = scoring.load_window(env.store, env.model, rows=w.rows, version=version,
                                  period_seconds=parse_duration(w.period) if w.period else None)

@@ -31,7 +31,7 @@ def _parameters() -> dict[str, Any]:
 def model_of(config_path: Any, overrides: Any = None) -> str:
     """The model a config names (with its overrides); the file's stem when it cannot be read
     (the flow body then reports the config error itself)."""
-    from configs.schema import load_config
+    from regrow.configs.schema import load_config
 
     try:
         return load_config(str(config_path), dict(overrides or {})).config.registry.model_name

@@ -115,7 +115,7 @@ def from_cli(command: str, as_json: bool, verbose: bool, config: str | None = No
 
 def valid_config(config: str | None, overrides: list[str] | None) -> bool:
     """Whether `config` with `overrides` loads (the command itself reports why not)."""
-    from configs.schema import load_config, parse_override
+    from regrow.configs.schema import load_config, parse_override
 
     try:
         load_config(config or "", dict(parse_override(o) for o in overrides or []))

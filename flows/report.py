@@ -8,11 +8,11 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from flows.term import style, table, verdict
+from regrow.flows.term import style, table, verdict
 
 if TYPE_CHECKING:  # `status` is a light command: no Prefect or ML library at import
-    from flows.monitoring import DriftOutcome, RetrainOutcome
-    from flows.training import TrainingOutcome
+    from regrow.flows.monitoring import DriftOutcome, RetrainOutcome
+    from regrow.flows.training import TrainingOutcome
 
 # Errors caused by the input (config, data, expectations), not by regrow: exit code 2.
 BAD_INPUT = 2
@@ -22,17 +22,17 @@ NO_CHAMPION = 3
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, reported without a traceback."""
-    from configs.schema import ConfigError
-    from flows.monitoring import NoChampion
-    from flows.steps import ValidationFailed
-    from tasks.cluster import ClusterError
-    from tasks.drift import DriftError
-    from tasks.features import FeatureError
-    from tasks.ingest import IngestError
-    from tasks.registry import RegistryError
-    from tasks.scoring import ScoringError
-    from tasks.settings import SettingError
-    from tasks.train import TrainingError
+    from regrow.configs.schema import ConfigError
+    from regrow.flows.monitoring import NoChampion
+    from regrow.flows.steps import ValidationFailed
+    from regrow.tasks.cluster import ClusterError
+    from regrow.tasks.drift import DriftError
+    from regrow.tasks.features import FeatureError
+    from regrow.tasks.ingest import IngestError
+    from regrow.tasks.registry import RegistryError
+    from regrow.tasks.scoring import ScoringError
+    from regrow.tasks.settings import SettingError
+    from regrow.tasks.train import TrainingError
 
     return (ConfigError, IngestError, ValidationFailed, TrainingError, FeatureError, ScoringError,
             DriftError, RegistryError, NoChampion, SettingError, ClusterError)
@@ -92,7 +92,7 @@ def render(o: TrainingOutcome) -> str:
 def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json: bool,
                  reason: str, trigger: str) -> int:
     """Run the flow; print the summary or the input problem. Returns the exit code."""
-    from flows.training import train_flow
+    from regrow.flows.training import train_flow
 
     try:
         outcome = train_flow(config_path, overrides=overrides, trigger=trigger, reason=reason)
@@ -124,8 +124,8 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
 
 def unreachable(err: BaseException) -> str | None:
     """Which store or server could not be reached, if that is what `err` says."""
-    from tasks import registry, store
-    from tasks.settings import Settings
+    from regrow.tasks import registry, store
+    from regrow.tasks.settings import Settings
 
     s = Settings.from_env()
     return (store.describe_unreachable(err, s.database_url)
@@ -185,12 +185,12 @@ def render_drift(o: DriftOutcome) -> str:
 
 def status(loaded) -> dict[str, Any]:
     """Champion, latest drift checks, retrain requests and trainings of one model."""
-    from tasks import bake as baking
-    from tasks import governance as gov
-    from tasks import policy
-    from tasks import store as st
-    from tasks.registry import CHALLENGER, CHAMPION, Registry
-    from tasks.settings import Settings
+    from regrow.tasks import bake as baking
+    from regrow.tasks import governance as gov
+    from regrow.tasks import policy
+    from regrow.tasks import store as st
+    from regrow.tasks.registry import CHALLENGER, CHAMPION, Registry
+    from regrow.tasks.settings import Settings
 
     settings = Settings.from_env()
     name = loaded.config.registry.model_name

@@ -13,13 +13,13 @@ from typing import Any
 
 from prefect import flow
 
-from flows import pages, steps
-from tasks import ingest as ing
-from tasks import reproduce as rp
-from tasks.provenance import Trigger
-from tasks.registry import Registry
-from tasks.settings import Settings, lower_priority_for_training
-from tasks.store import Store
+from regrow.flows import pages, steps
+from regrow.tasks import ingest as ing
+from regrow.tasks import reproduce as rp
+from regrow.tasks.provenance import Trigger
+from regrow.tasks.registry import Registry
+from regrow.tasks.settings import Settings, lower_priority_for_training
+from regrow.tasks.store import Store
 
 
 @dataclass(frozen=True)

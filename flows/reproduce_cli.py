@@ -8,12 +8,12 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from tasks import reproduce as rp
-from tasks.registry import Registry
-from tasks.settings import Settings
+from regrow.tasks import reproduce as rp
+from regrow.tasks.registry import Registry
+from regrow.tasks.settings import Settings
 
 if TYPE_CHECKING:
-    from flows.reproduce import ReproduceOutcome
+    from regrow.flows.reproduce import ReproduceOutcome
 
 EXIT_DIFFERS, EXIT_BAD_INPUT = 1, 2
 
@@ -51,7 +51,7 @@ def resolve_run(target: str, version: str | None) -> str:
     """
     from pathlib import Path
 
-    from configs.schema import load_config
+    from regrow.configs.schema import load_config
 
     if version is None:
         if Path(target).is_file():
@@ -67,7 +67,7 @@ def run_reproduce(target: str, version: str | None, *, allow_data_change: bool,
     """Resolve and check the run, reproduce it, print the result. Returns the exit code:
     0 reproduced, 1 not reproduced, 2 bad input (unknown run or version, incomplete record,
     changed data without `allow_data_change`, invalid data)."""
-    from configs.schema import ConfigError
+    from regrow.configs.schema import ConfigError
 
     try:
         rp.check_tolerance(tolerance)
@@ -75,8 +75,8 @@ def run_reproduce(target: str, version: str | None, *, allow_data_change: bool,
         rp.plan(Registry(Settings.from_env()), run_id)  # fail fast, before orchestration starts
     except (rp.ReproduceError, ConfigError) as err:
         return _failed(err, as_json)
-    from flows.report import known_errors
-    from flows.reproduce import reproduce_flow
+    from regrow.flows.report import known_errors
+    from regrow.flows.reproduce import reproduce_flow
 
     try:
         outcome = reproduce_flow(run_id, allow_data_change=allow_data_change, tolerance=tolerance)

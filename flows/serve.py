@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows import dispatch, pages
+from regrow.flows import dispatch, pages
 
 # The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: a deployment
 # run starts as a fresh process that imports this module first, and the time until the run
@@ -61,9 +61,9 @@ def train_request_flow(request: TrainRequest) -> Any:
 
 
 def _train_request(request: TrainRequest) -> Any:
-    from configs.schema import check_external_overrides, load_config
-    from flows.monitoring import Env, RetrainOutcome, execute_request
-    from tasks import policy
+    from regrow.configs.schema import check_external_overrides, load_config
+    from regrow.flows.monitoring import Env, RetrainOutcome, execute_request
+    from regrow.tasks import policy
 
     # Overrides from the form or an event come from outside: only the keys the config allows.
     # Refused ones fail the run (and its admitted request) before anything else happens.
@@ -101,7 +101,7 @@ def data_arrived_flow(config_path: str, input_path: str | None = None, query: st
                       ref: str = "") -> Any:
     """New data landed: score it with the champion (when a source is named), then check drift;
     a persistent drift asks the policy for a retrain like any check."""
-    from flows.monitoring import drift_check_flow, score_flow
+    from regrow.flows.monitoring import drift_check_flow, score_flow
 
     if input_path or query:
         result = score_flow(config_path, input_path or None, query or None)
@@ -113,7 +113,7 @@ def data_arrived_flow(config_path: str, input_path: str | None = None, query: st
       flow_run_name=pages.scheduled_retrain_run_name)
 def scheduled_retrain_flow(config_path: str, reason: str = "scheduled retrain") -> Any:
     """A schedule's retrain request, through the policy like every trigger."""
-    from flows.monitoring import Env, run_request
+    from regrow.flows.monitoring import Env, run_request
 
     return pages.retrain_state(run_request(Env.open(config_path), config_path, kind="schedule",
                                            reason=reason, ref=None, overrides=None,
@@ -132,7 +132,7 @@ def deployments_for(loaded: Any) -> list[Any]:
     """The RunnerDeployments of one config."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
-    from flows.monitoring import drift_check_flow, score_flow
+    from regrow.flows.monitoring import drift_check_flow, score_flow
 
     cfg, path = loaded.config, str(loaded.path)
     model = cfg.registry.model_name
@@ -182,7 +182,7 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     """
     from prefect import serve
 
-    from configs.schema import load_config
+    from regrow.configs.schema import load_config
 
     os.environ["REGROW_DISPATCH"] = "events"
     deployments = [d for path in paths for d in deployments_for(load_config(path))]

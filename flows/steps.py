@@ -18,23 +18,23 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import LoadedConfig
-from flows import pages
-from flows.progress import say, timed
-from tasks import bake as baking
-from tasks import evaluate as ev
-from tasks import features as fe
-from tasks import gate as gt
-from tasks import ingest as ing
-from tasks import train as tr
-from tasks import trusted as ts
-from tasks import validate as va
-from tasks.card import publish_card
-from tasks.governance import clear_challenger, move_alias, sync_aliases
-from tasks.lease import Heartbeat, exclusive, lease_seconds, reap
-from tasks.provenance import Trigger, git_commit, package_version
-from tasks.reference import build_reference
-from tasks.registry import (
+from regrow.configs.schema import LoadedConfig
+from regrow.flows import pages
+from regrow.flows.progress import say, timed
+from regrow.tasks import bake as baking
+from regrow.tasks import evaluate as ev
+from regrow.tasks import features as fe
+from regrow.tasks import gate as gt
+from regrow.tasks import ingest as ing
+from regrow.tasks import train as tr
+from regrow.tasks import trusted as ts
+from regrow.tasks import validate as va
+from regrow.tasks.card import publish_card
+from regrow.tasks.governance import clear_challenger, move_alias, sync_aliases
+from regrow.tasks.lease import Heartbeat, exclusive, lease_seconds, reap
+from regrow.tasks.provenance import Trigger, git_commit, package_version
+from regrow.tasks.reference import build_reference
+from regrow.tasks.registry import (
     CHALLENGER,
     CHAMPION,
     Registry,
@@ -42,8 +42,8 @@ from tasks.registry import (
     log_reference,
     log_trusted_set,
 )
-from tasks.settings import Settings
-from tasks.store import Store
+from regrow.tasks.settings import Settings
+from regrow.tasks.store import Store
 
 
 class ValidationFailed(RuntimeError):

@@ -10,13 +10,13 @@ from typing import Any
 
 from prefect import flow
 
-from configs.schema import load_config
-from flows import pages, steps
-from flows.approval import approval_for
-from tasks.provenance import Trigger
-from tasks.registry import Registry
-from tasks.settings import Settings, lower_priority_for_training
-from tasks.store import Store
+from regrow.configs.schema import load_config
+from regrow.flows import pages, steps
+from regrow.flows.approval import approval_for
+from regrow.tasks.provenance import Trigger
+from regrow.tasks.registry import Registry
+from regrow.tasks.settings import Settings, lower_priority_for_training
+from regrow.tasks.store import Store
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 process that has already imported Prefect, MLflow, scikit-learn, Great Expectations and
 Evidently (8-10 s of imports on 2 cores), instead of importing them all again.
 
-The warm process (``python -m flows.warm SOCKET``, a part of ``regrow up``) imports the stack,
+The warm process (``python -m regrow.flows.warm SOCKET``, a part of ``regrow up``) imports the stack,
 then listens on a Unix socket under ``REGROW_HOME``. A command that finds the socket
 (`forward`) sends its arguments, environment and working directory, and hands over its stdin,
 stdout and stderr as file descriptors (``SCM_RIGHTS``). The warm process forks a session
@@ -41,10 +41,11 @@ LOCAL_ONLY = {"serve", "webhook", "up", "down", "ps"}
 PROCESS_ONLY = {"REGROW_LIFELINE", "REGROW_WARM", "REGROW_PLANE",
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
 # What the warm process imports before it answers: every library a command may need.
-WARM_IMPORTS = ("flows.cli", "flows.report", "flows.training", "flows.monitoring",
-                "flows.backtest", "flows.reproduce_cli", "flows.demo", "tasks.drift",
-                "tasks.validate", "tasks.card", "great_expectations", "evidently",
-                "mlflow.sklearn", "skops.io", "sklearn.ensemble", "sklearn.linear_model")
+WARM_IMPORTS = ("regrow.flows.cli", "regrow.flows.report", "regrow.flows.training",
+                "regrow.flows.monitoring", "regrow.flows.backtest", "regrow.flows.reproduce_cli",
+                "regrow.flows.demo", "regrow.tasks.drift", "regrow.tasks.validate",
+                "regrow.tasks.card", "great_expectations", "evidently", "mlflow.sklearn",
+                "skops.io", "sklearn.ensemble", "sklearn.linear_model")
 GRACE = 5.0
 
 
@@ -119,7 +120,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 def serve(sock_path: Path) -> None:
     """Import the stack, then answer commands until terminated."""
-    from tasks.settings import configure_process_env
+    from regrow.tasks.settings import configure_process_env
 
     configure_process_env(verbose=False)
     os.environ["REGROW_WARM"] = "1"
@@ -128,8 +129,8 @@ def serve(sock_path: Path) -> None:
 
     for name in WARM_IMPORTS:
         importlib.import_module(name)
-    from tasks.registry import warm_up
-    from tasks.settings import Settings
+    from regrow.tasks.registry import warm_up
+    from regrow.tasks.settings import Settings
 
     warm_up(Settings.from_env())  # no connection stays open across fork()
     print(f"warm: imported the stack in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -247,7 +248,7 @@ def _command(request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = ["regrow", *request["argv"]]
-        from flows.cli import main
+        from regrow.flows.cli import main
 
         code = main(request["argv"], warm=False)
     except SystemExit as exit_:

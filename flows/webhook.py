@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from configs.schema import LoadedConfig
-from tasks.signing import (  # noqa: F401 - re-exported: senders import them from here
+from regrow.configs.schema import LoadedConfig
+from regrow.tasks.signing import (  # noqa: F401 - re-exported: senders import them from here
     DELIVERY_HEADER,
     MIN_SECRET_LENGTH,
     PREVIOUS_SECRET_ENV,
@@ -70,9 +70,9 @@ from tasks.signing import (  # noqa: F401 - re-exported: senders import them fro
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from tasks.deliveries import Claim
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.deliveries import Claim
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
 log = logging.getLogger("regrow.webhook")
 
@@ -177,7 +177,7 @@ class Receiver:
             abandoned_after: a delivery still "processing" after this many seconds is
                 taken over (its process died between claiming and answering).
         """
-        from tasks.deliveries import Deliveries
+        from regrow.tasks.deliveries import Deliveries
 
         self.configs = configs
         self.store = store
@@ -283,7 +283,7 @@ class Receiver:
             None when the overrides may be used; else the 422 answer: for refused keys, a
             sentence naming them and the allowed ones (also as ``refused`` and ``allowed``).
         """
-        from configs.schema import (
+        from regrow.configs.schema import (
             ConfigError,
             OverrideRefused,
             apply_overrides,
@@ -306,8 +306,8 @@ class Receiver:
     def _retrain(self, delivery_id: str, body: bytes, recovered: bool,
                  progress: dict[str, Any]) -> Answer:
         """Policy first; when admitted, the event for the training deployment."""
-        from flows import dispatch
-        from tasks import policy
+        from regrow.flows import dispatch
+        from regrow.tasks import policy
 
         req, bad = self._parse(RetrainBody, body, progress)
         if bad is None and req.overrides:
@@ -351,7 +351,7 @@ class Receiver:
                       progress: dict[str, Any]) -> Answer:
         """The ``regrow.data.arrived`` event for the model's scoring / drift-check deployments.
         (A recovered delivery emits again: delivery is at least once.)"""
-        from flows import dispatch
+        from regrow.flows import dispatch
 
         req, bad = self._parse(DataArrivedBody, body, progress)
         if bad is not None:
@@ -442,9 +442,9 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-    from tasks.deliveries import use_wal
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.deliveries import use_wal
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     models = _index(configs)
     keys = usable_secrets(secrets)
@@ -532,7 +532,7 @@ def run(configs: Iterable[LoadedConfig | str | Path], host: str = "127.0.0.1",
     """
     import uvicorn
 
-    from configs.schema import load_config
+    from regrow.configs.schema import load_config
 
     loaded = [c if isinstance(c, LoadedConfig) else load_config(c) for c in configs]
     app = create_app(loaded, settings, secrets, max_body, tolerance_seconds)
@@ -558,8 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", action="store_true")
     args = p.parse_args(argv)
-    from configs.schema import ConfigError
-    from tasks.settings import configure_process_env
+    from regrow.configs.schema import ConfigError
+    from regrow.tasks.settings import configure_process_env
 
     configure_process_env(verbose=True)
     try:

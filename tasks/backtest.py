@@ -34,18 +34,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.schema import METRICS, Config, LoadedConfig, parse_duration
-from tasks import evaluate as ev
-from tasks import gate as gt
-from tasks import ingest as ing
-from tasks import monitor, policy
-from tasks import train as tr
-from tasks import trusted as ts
-from tasks import validate as va
-from tasks.reference import PRED, SCORE, Reference, build_reference
-from tasks.scoring import predict
-from tasks.store import Store
-from tasks.timecol import TimeUnitError, to_time
+from regrow.configs.schema import METRICS, Config, LoadedConfig, parse_duration
+from regrow.tasks import evaluate as ev
+from regrow.tasks import gate as gt
+from regrow.tasks import ingest as ing
+from regrow.tasks import monitor, policy
+from regrow.tasks import train as tr
+from regrow.tasks import trusted as ts
+from regrow.tasks import validate as va
+from regrow.tasks.reference import PRED, SCORE, Reference, build_reference
+from regrow.tasks.scoring import predict
+from regrow.tasks.store import Store
+from regrow.tasks.timecol import TimeUnitError, to_time
 
 NEVER = "never"
 # Without a time column, windows are rows in source order, one `tick` of simulated time apart.

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from configs.schema import METRICS, Bake, Config
-from tasks.store import Store, bakes, bulk_insert, now, shadow_predictions
+from regrow.configs.schema import METRICS, Bake, Config
+from regrow.tasks.store import Store, bakes, bulk_insert, now, shadow_predictions
 
 if TYPE_CHECKING:  # `regrow status` reads bakes: no numpy or pandas at import
     import numpy as np

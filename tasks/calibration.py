@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import rel_entr
 
-from configs.schema import CALIBRATED_MIN_EFFECT as DEFAULT_MIN_EFFECT
+from regrow.configs.schema import CALIBRATED_MIN_EFFECT as DEFAULT_MIN_EFFECT
 
 WASSERSTEIN, JENSENSHANNON = "wasserstein", "jensenshannon"
 NUMERIC, CATEGORICAL = "numeric", "categorical"

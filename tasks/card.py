@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from tasks.registry import CHAMPION, ModelVersionInfo, Registry
-from tasks.store import Store, version_drift_checks
+from regrow.tasks.registry import CHAMPION, ModelVersionInfo, Registry
+from regrow.tasks.store import Store, version_drift_checks
 
 CARD_MD, CARD_HTML = "card/model_card.md", "card/model_card.html"
 LINK_PREFIX = "Model card: "
@@ -215,7 +215,7 @@ class _Records:
 
 def _recorded_config(text: str | None) -> tuple[Any, str | None]:
     """The config the run recorded (with its overrides applied), validated again."""
-    from configs.schema import ConfigError, apply_overrides, parse_config
+    from regrow.configs.schema import ConfigError, apply_overrides, parse_config
 
     if not text:
         return None, "the run recorded no config"

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from configs.schema import Config
+from regrow.configs.schema import Config
 
 ADDRESS_ENV = "REGROW_DASK_ADDRESS"
 CONNECT_TIMEOUT_ENV = "REGROW_DASK_CONNECT_TIMEOUT"  # seconds, default 10

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from tasks.policy import PolicyVerdict
-from tasks.store import Store, now, retrain_requests, webhook_deliveries
+from regrow.tasks.policy import PolicyVerdict
+from regrow.tasks.store import Store, now, retrain_requests, webhook_deliveries
 
 log = logging.getLogger("regrow.deliveries")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from tasks.train import Target
+from regrow.tasks.train import Target
 
 
 @dataclass(frozen=True)

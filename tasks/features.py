@@ -28,8 +28,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, RobustScaler, StandardScaler
 
-from configs import expression
-from configs.schema import Config, CustomTransformer, Derived
+from regrow.configs import expression
+from regrow.configs.schema import Config, CustomTransformer, Derived
 
 # An inferred text column with more distinct values than this share of rows is an identifier,
 # not a category: one-hot encoding it would only memorise rows.
@@ -833,8 +833,8 @@ def custom_transformer(config: Config, index: int) -> Any:
             scikit-learn transformer API (fit, transform, get_params, set_params), or refuses
             the params.
     """
-    from configs.schema import ConfigError
-    from tasks.imports import allowed_class
+    from regrow.configs.schema import ConfigError
+    from regrow.tasks.imports import allowed_class
 
     spec: CustomTransformer = config.features.custom[index]
     where = f"features.custom.{index}"

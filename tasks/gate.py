@@ -6,8 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from configs.schema import METRICS, Gate
-from tasks.evaluate import Evaluation
+from regrow.configs.schema import METRICS, Gate
+from regrow.tasks.evaluate import Evaluation
 
 
 @dataclass(frozen=True)

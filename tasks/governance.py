@@ -18,10 +18,10 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from configs.schema import Bake
-from tasks import bake as baking
-from tasks.registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
-from tasks.store import Store
+from regrow.configs.schema import Bake
+from regrow.tasks import bake as baking
+from regrow.tasks.registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
+from regrow.tasks.store import Store
 
 MANAGED_ALIASES = (CHAMPION, CHALLENGER)
 EXTERNAL = "external"

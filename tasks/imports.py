@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from configs.schema import Config, ConfigError
+from regrow.configs.schema import Config, ConfigError
 
 
 def allowed_class(config: Config, path: str, where: str, kind: str = "",

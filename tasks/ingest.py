@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs.schema import DataConfig, FileSource, LoadedConfig, SqlSource
-from tasks.timecol import TimeUnitError, to_times
+from regrow.configs.schema import DataConfig, FileSource, LoadedConfig, SqlSource
+from regrow.tasks.timecol import TimeUnitError, to_times
 
 
 class IngestError(RuntimeError):

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
-from tasks.store import Store, retrain_requests, training_leases, training_runs
+from regrow.tasks.store import Store, retrain_requests, training_leases, training_runs
 
 DEFAULT_SECONDS = 45.0
 ENV_SECONDS = "REGROW_LEASE_SECONDS"
@@ -148,7 +148,7 @@ def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
 
 def reap(store: Store, model: str) -> list[str]:
     """`reap_expired` in a transaction of its own (a training started outside the policy)."""
-    from tasks.store import now
+    from regrow.tasks.store import now
 
     with store.engine.begin() as conn:
         return reap_expired(conn, model, now())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tasks import store as st
+from regrow.tasks import store as st
 
 SCRIPTS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"
@@ -69,7 +69,7 @@ def upgrade(url: str, target: str = "head") -> UpgradeResult:
     """
     from alembic import command
 
-    from tasks.settings import StoreSchemaError
+    from regrow.tasks.settings import StoreSchemaError
 
     engine = sa.create_engine(url)
     where = engine.url.render_as_string(hide_password=True)

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.schema import METRICS, Config, PerformanceRule
-from tasks import estimate as est
-from tasks.calibration import resolve_thresholds
-from tasks.evaluate import score_arrays
-from tasks.reference import PRED, SCORE, Reference
+from regrow.configs.schema import METRICS, Config, PerformanceRule
+from regrow.tasks import estimate as est
+from regrow.tasks.calibration import resolve_thresholds
+from regrow.tasks.evaluate import score_arrays
+from regrow.tasks.reference import PRED, SCORE, Reference
 
 INSUFFICIENT, OK, DRIFT = "insufficient_data", "ok", "drift"
 
@@ -192,7 +192,7 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
     `previous_performance` the performance-degraded flags of earlier checks of this model,
     whatever version served, newest first. See `decide` for when the check is persistent.
     """
-    from tasks.drift import check_drift
+    from regrow.tasks.drift import check_drift
 
     m = config.monitoring
     rows = len(window)

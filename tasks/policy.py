@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from configs.schema import RetrainPolicy, parse_duration
-from tasks.lease import reap_expired
-from tasks.store import Store, circuit_resets, now, policy_locks, retrain_requests, training_runs
+from regrow.configs.schema import RetrainPolicy, parse_duration
+from regrow.tasks.lease import reap_expired
+from regrow.tasks.store import Store, circuit_resets, now, policy_locks, retrain_requests, training_runs
 
 ADMITTED, COALESCED, COOLING, OVER_BUDGET, CIRCUIT_OPEN = (
     "admitted", "coalesced", "cooling_down", "over_budget", "circuit_open")

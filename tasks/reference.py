@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.schema import Config
-from tasks.calibration import calibrate
-from tasks.estimate import reference_calibration
-from tasks.scoring import InputSpec
-from tasks.train import TrainResult
+from regrow.configs.schema import Config
+from regrow.tasks.calibration import calibrate
+from regrow.tasks.estimate import reference_calibration
+from regrow.tasks.scoring import InputSpec
+from regrow.tasks.train import TrainResult
 
 PRED, SCORE = "__prediction", "__score"
 

@@ -5,8 +5,10 @@ The only module that imports mlflow. Clients are built when first used, never at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.settings import Settings
+from regrow.tasks.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -46,6 +48,34 @@ def pip_requirements() -> list[str]:
 
     return [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}",
             f"numpy=={numpy.__version__}", f"scipy=={scipy.__version__}"]
+
+
+# Models regrow 0.1.0 registered name their classes by its old top-level packages
+# (`tasks.features.ToString`); these are the modules such a model can reference.
+LEGACY_MODULES = {"tasks": "regrow.tasks", "tasks.features": "regrow.tasks.features",
+                  "configs": "regrow.configs", "configs.expression": "regrow.configs.expression"}
+
+
+@contextlib.contextmanager
+def legacy_module_names():
+    """While loading a model, let the old module names resolve to regrow's modules. A name
+    some other package already holds in this process (a project's own `tasks`) is left alone,
+    and the aliases are removed afterwards."""
+    import importlib
+
+    added = []
+    for old, new in LEGACY_MODULES.items():
+        if old not in sys.modules:
+            try:
+                sys.modules[old] = importlib.import_module(new)
+            except ImportError:
+                continue
+            added.append(old)
+    try:
+        yield
+    finally:
+        for old in added:
+            sys.modules.pop(old, None)
 
 
 class Registry:
@@ -288,7 +318,8 @@ class Registry:
         self.client  # noqa: B018
         os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
         ref = f"@{alias}" if alias else f"/{version}"
-        return mlflow.sklearn.load_model(f"models:/{name}{ref}")
+        with legacy_module_names():
+            return mlflow.sklearn.load_model(f"models:/{name}{ref}")
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         """A run's status, tags, params and metrics."""
@@ -343,7 +374,7 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 def log_reference(registry: Registry, run_id: str, reference: Any) -> None:
     """Store a version's drift reference (`tasks.reference.Reference`) as run artifacts."""
-    from tasks.reference import dumps_meta
+    from regrow.tasks.reference import dumps_meta
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
@@ -361,7 +392,7 @@ def load_reference(registry: Registry, run_id: str) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tasks.reference import Reference
+    from regrow.tasks.reference import Reference
 
     registry.client  # noqa: B018
     with tempfile.TemporaryDirectory() as tmp:
@@ -414,7 +445,7 @@ def load_trusted_set(registry: Registry, run_id: str) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tasks.trusted import TrustedSet
+    from regrow.tasks.trusted import TrustedSet
 
     if TRUSTED_DIR not in {Path(p).name for p in registry.list_artifacts(run_id)}:
         return None

@@ -13,8 +13,14 @@ from typing import Any
 
 import yaml
 
-from configs.schema import OVERRIDES_MARKER, ConfigError, LoadedConfig, config_from_text, overrides_block
-from tasks.registry import Registry
+from regrow.configs.schema import (
+    OVERRIDES_MARKER,
+    ConfigError,
+    LoadedConfig,
+    config_from_text,
+    overrides_block,
+)
+from regrow.tasks.registry import Registry
 
 # Same code, same data, same seeds on the same machine give the same numbers; the margin only
 # absorbs float noise across BLAS builds. Pass a larger `--tolerance` across machines.

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from configs.schema import Config
-from tasks import predlog
-from tasks.settings import Settings
-from tasks.store import Store, bulk_insert, labels, now, prediction_batches, predictions
-from tasks.timecol import TimeUnitError, to_times
+from regrow.configs.schema import Config
+from regrow.tasks import predlog
+from regrow.tasks.settings import Settings
+from regrow.tasks.store import Store, bulk_insert, labels, now, prediction_batches, predictions
+from regrow.tasks.timecol import TimeUnitError, to_times
 
 
 class ScoringError(ValueError):
@@ -148,7 +148,7 @@ def score_shadow(config: Config, model, version: str, spec: InputSpec, frame: pd
     """Score a champion's batch with the previous champion too (bake period); the shadow's
     predictions are stored apart and never returned. Needs ``data.id_column`` to join labels;
     returns the rows scored (0 without an id column)."""
-    from tasks.bake import record_shadow
+    from regrow.tasks.bake import record_shadow
 
     d = config.data
     if not d.id_column or d.id_column not in frame.columns:

@@ -62,7 +62,7 @@ def configure_process_env(verbose: bool = False) -> Settings:
     """
     s = Settings.from_env()
     if not os.environ.get("PREFECT_API_URL"):
-        from tasks.plane import prefect_api_url
+        from regrow.tasks.plane import prefect_api_url
 
         api = prefect_api_url(s.run_dir)  # a JSON read and a /proc read: no HTTP call
         if api:

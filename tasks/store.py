@@ -283,7 +283,7 @@ def _ensure_schema(engine: sa.Engine) -> None:
     Raises:
         StoreSchemaError: the store was made by another release of regrow.
     """
-    from tasks.settings import StoreSchemaError
+    from regrow.tasks.settings import StoreSchemaError
 
     found = schema_revision(engine)
     if found == SCHEMA_REVISION:

@@ -13,16 +13,16 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, TimeSe
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from configs.schema import ESTIMATORS, METRICS, Candidate, Config
-from tasks import cluster
-from tasks.features import (
+from regrow.configs.schema import ESTIMATORS, METRICS, Candidate, Config
+from regrow.tasks import cluster
+from regrow.tasks.features import (
     FeatureError,
     FeatureRoles,
     FeatureSet,
     build_features,
     feature_steps,
 )
-from tasks.timecol import TimeUnitError, to_time
+from regrow.tasks.timecol import TimeUnitError, to_time
 
 
 class TrainingError(ValueError):
@@ -161,7 +161,7 @@ def estimator_class(cand: Candidate, config: Config) -> type:
     """
     from sklearn.base import BaseEstimator
 
-    from tasks.imports import allowed_class
+    from regrow.tasks.imports import allowed_class
 
     where = f"candidates.estimators.{config.candidates.estimators.index(cand)}.estimator"
     path = ESTIMATORS[cand.estimator][0] if cand.estimator in ESTIMATORS else cand.estimator

@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from configs.schema import Config
-from tasks import evaluate as ev
-from tasks.gate import TrustedCheck
-from tasks.train import Target
+from regrow.configs.schema import Config
+from regrow.tasks import evaluate as ev
+from regrow.tasks.gate import TrustedCheck
+from regrow.tasks.train import Target
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from configs.schema import Config
+from regrow.configs.schema import Config
 
 _INT = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
         "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "int"]

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.schema import parse_config
-from tasks.calibration import (
+from regrow.configs.schema import parse_config
+from regrow.tasks.calibration import (
     Calibration,
     CalibrationError,
     calibrate,
@@ -78,7 +78,7 @@ def reference() -> pd.DataFrame:
 # ----------------------------------------------------------------- the statistics are Evidently's
 
 def test_statistics_equal_evidentlys_scores():
-    from tasks.drift import check_drift
+    from regrow.tasks.drift import check_drift
 
     rng = np.random.default_rng(3)
     ref, cur = draw(4, 3000), draw(5, 700)
@@ -234,7 +234,7 @@ def test_config_keys_and_errors():
     partial = parse_config(merge(BINARY_CONFIG, {"monitoring": {"drift": {
         "min_effect": {"wasserstein": 0.02}}}}))
     assert partial.monitoring.drift.min_effect == {"wasserstein": 0.02, "jensenshannon": 0.05}
-    from configs.schema import ConfigError
+    from regrow.configs.schema import ConfigError
 
     for bad, needle in [({"min_effect": {"psi": 0.1}}, "unknown method"),
                         ({"alpha": 0}, "alpha"), ({"thresholds_mode": "auto"}, "thresholds_mode")]:

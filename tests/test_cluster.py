@@ -31,13 +31,13 @@ def cluster():
 
 
 def _config(base, patch):
-    from configs.schema import parse_config
+    from regrow.configs.schema import parse_config
 
     return parse_config(merge(base, patch))
 
 
 def _train(config, frame):
-    from tasks import train as tr
+    from regrow.tasks import train as tr
 
     parts = tr.split(config, frame)
     return tr.train(config, parts.train), parts
@@ -78,7 +78,7 @@ def test_dask_search_matches_the_local_one(cluster, monkeypatch, case):
 
 
 def test_backend_without_an_address_or_a_scheduler_is_a_sentence(monkeypatch):
-    from tasks import cluster as cl
+    from regrow.tasks import cluster as cl
 
     cfg = _config(BINARY_CONFIG, {"candidates": {"backend": "dask"}})
     monkeypatch.delenv(cl.ADDRESS_ENV, raising=False)
@@ -93,7 +93,7 @@ def test_backend_without_an_address_or_a_scheduler_is_a_sentence(monkeypatch):
 
 
 def test_config_rejects_an_unknown_backend():
-    from configs.schema import ConfigError
+    from regrow.configs.schema import ConfigError
 
     with pytest.raises(ConfigError, match="candidates.backend"):
         _config(BINARY_CONFIG, {"candidates": {"backend": "spark"}})
@@ -107,7 +107,7 @@ def test_cli_train_on_a_missing_cluster_exits_2_with_one_sentence(tmp_path: Path
         "candidates": {"backend": "dask"}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REGROW_", "PREFECT_"))}
     env.update(REGROW_HOME=str(tmp_path / "home"), REGROW_WARM="off", PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "train", str(cfg)],
+    out = subprocess.run([sys.executable, "-m", "regrow.flows.cli", "train", str(cfg)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert out.returncode == 2, out.stderr
     assert "error: candidates.backend is 'dask' but REGROW_DASK_ADDRESS is not set" in out.stderr

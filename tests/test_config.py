@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from configs.schema import ConfigError, json_schema, load_config, parse_config
+from regrow.configs.schema import ConfigError, json_schema, load_config, parse_config
 from tests.helpers import BINARY_CONFIG, REGRESSION_CONFIG, merge
 
 SHIPPED = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
@@ -125,7 +125,7 @@ def test_json_schema_is_complete():
 # ------------------------------------------------------------ overrides and import paths
 
 def test_outside_overrides_only_touch_allowed_keys():
-    from configs.schema import OverrideRefused, check_external_overrides, refused_overrides
+    from regrow.configs.schema import OverrideRefused, check_external_overrides, refused_overrides
 
     cfg = parse_config(BINARY_CONFIG)
     check_external_overrides(cfg, {"split.cutoff": "2024-02-01", "data.source.path": "x.csv"})
@@ -165,7 +165,7 @@ def test_estimators_come_only_from_sklearn_or_listed_modules():
         parse_config(bad)
     bad["modules"] = ["subprocess"]  # listed: the schema lets the path through ...
     cfg = parse_config(bad)
-    from tasks.train import check_estimators, make_estimator
+    from regrow.tasks.train import check_estimators, make_estimator
 
     with pytest.raises(ConfigError, match="is not a scikit-learn estimator class"):
         check_estimators(cfg)  # ... but it is no estimator class, and nothing was called
@@ -177,7 +177,7 @@ def test_estimators_come_only_from_sklearn_or_listed_modules():
     wrong["candidates"]["estimators"][0].update(estimator="sklearn.preprocessing.StandardScaler",
                                                 params={}, grid={})
     cfg = parse_config(wrong)
-    from tasks.train import TrainingError
+    from regrow.tasks.train import TrainingError
 
     with pytest.raises(TrainingError, match="is not a classifier"):
         make_estimator(cfg.candidates.estimators[0], cfg)
@@ -188,7 +188,7 @@ def test_estimators_come_only_from_sklearn_or_listed_modules():
 
 
 def test_refused_overrides_read_as_one_sentence():
-    from configs.schema import SAFE_OVERRIDES, OverrideRefused, check_external_overrides
+    from regrow.configs.schema import SAFE_OVERRIDES, OverrideRefused, check_external_overrides
 
     cfg = parse_config(BINARY_CONFIG)
     with pytest.raises(OverrideRefused) as info:

@@ -18,7 +18,7 @@ from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-REGROW = [sys.executable, "-m", "flows.cli"]
+REGROW = [sys.executable, "-m", "regrow.flows.cli"]
 SECRET = "control-plane-test-secret-0123456789"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -246,9 +246,9 @@ def test_a_stale_pid_is_never_signalled(tmp_path: Path):
 
 
 LIGHT = """
-import sys, flows.cli
+import sys, regrow.flows.cli
 try:
-    flows.cli.main(sys.argv[1:])
+    regrow.flows.cli.main(sys.argv[1:])
 except SystemExit:
     pass
 heavy = ("sklearn", "mlflow", "prefect", "evidently", "great_expectations", "pandas", "numpy")

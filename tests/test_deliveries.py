@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from configs.schema import RetrainPolicy
-from tasks import policy
-from tasks.deliveries import Deliveries, FairLock, use_wal
-from tasks.store import Store, webhook_deliveries
+from regrow.configs.schema import RetrainPolicy
+from regrow.tasks import policy
+from regrow.tasks.deliveries import Deliveries, FairLock, use_wal
+from regrow.tasks.store import Store, webhook_deliveries
 from tests.procs import pg_database
 
 DIGEST = hashlib.sha256(b'{"model": "m"}').hexdigest()

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.schema import parse_config
-from tasks import estimate as est
-from tasks import monitor
+from regrow.configs.schema import parse_config
+from regrow.tasks import estimate as est
+from regrow.tasks import monitor
 from tests.helpers import BINARY_CONFIG, merge, write_case
 
 BASE = merge(BINARY_CONFIG, {
@@ -62,7 +62,7 @@ def _fit(seed: int = 0):
 
 
 def _realized(model, frame: pd.DataFrame) -> dict[str, float]:
-    from tasks.evaluate import score_arrays
+    from regrow.tasks.evaluate import score_arrays
 
     X = frame[["amount", "age", "score", "noise"]]
     proba = model.predict_proba(X)
@@ -131,9 +131,9 @@ def test_tolerance_kinds():
 @pytest.fixture(scope="module")
 def trained():
     """A reference (with its holdout calibration) and the model, trained as regrow does."""
-    from tasks import train as tr
-    from tasks.evaluate import evaluate
-    from tasks.reference import build_reference
+    from regrow.tasks import train as tr
+    from regrow.tasks.evaluate import evaluate
+    from regrow.tasks.reference import build_reference
 
     cfg = parse_config(BASE)
     parts = tr.split(cfg, world(3000, 0))
@@ -148,7 +148,7 @@ def trained():
 
 
 def _window(model, frame: pd.DataFrame, labels: bool) -> pd.DataFrame:
-    from tasks.reference import predict_columns
+    from regrow.tasks.reference import predict_columns
 
     X = frame[INPUTS].reset_index(drop=True)
     out = X.assign(**predict_columns(model, X, "binary"))
@@ -229,8 +229,8 @@ def test_no_drift_control_no_retrain(trained):
 
 
 def test_regression_has_no_estimate():
-    from tasks.reference import Reference
-    from tasks.scoring import InputSpec
+    from regrow.tasks.reference import Reference
+    from regrow.tasks.scoring import InputSpec
     from tests.helpers import REGRESSION_CONFIG
 
     cfg = parse_config(merge(REGRESSION_CONFIG, {"monitoring": {"window": {"min_rows": 10}}}))
@@ -246,12 +246,12 @@ def test_regression_has_no_estimate():
 @pytest.mark.usefixtures("prefect_harness")
 def test_drift_check_flow_warns_under_performance_and_retrains_under_drift(home: Path,
                                                                           tmp_path: Path):
-    from flows.monitoring import drift_check_flow, drift_payload, score_flow
-    from flows.training import train_flow
-    from tasks import policy
-    from tasks.registry import Registry, load_reference
-    from tasks.settings import Settings
-    from tasks.store import Store, recent_drift_checks
+    from regrow.flows.monitoring import drift_check_flow, drift_payload, score_flow
+    from regrow.flows.training import train_flow
+    from regrow.tasks import policy
+    from regrow.tasks.registry import Registry, load_reference
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store, recent_drift_checks
 
     cfg_dict = merge(BASE, {"monitoring": {"drift": {"drift_share": 0.2}}})
     cfg = write_case(tmp_path / "m", world(2000, 1), cfg_dict)

@@ -24,7 +24,7 @@ from tests.procs import free_port, pg_database
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-REGROW = [sys.executable, "-m", "flows.cli"]
+REGROW = [sys.executable, "-m", "regrow.flows.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = 4  # seconds: renewed every second, so a dead run is noticed within 4 s
 CONFIG = merge(BINARY_CONFIG, {
@@ -98,9 +98,9 @@ def kill9(proc: subprocess.Popen) -> float:
 
 
 def open_stores(home: Path, db_url: str | None = None):
-    from tasks.registry import Registry
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.registry import Registry
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     old = os.environ.get("REGROW_HOME")
     os.environ["REGROW_HOME"] = str(home)
@@ -142,10 +142,10 @@ def champion(home: Path) -> str | None:
 # -- in-process: leases and the policy ---------------------------------------------------------
 
 def test_expired_lease_is_recorded_crashed_and_the_next_request_admitted(tmp_path: Path):
-    from configs.schema import RetrainPolicy
-    from tasks import policy
-    from tasks.lease import Heartbeat
-    from tasks.store import Store, now
+    from regrow.configs.schema import RetrainPolicy
+    from regrow.tasks import policy
+    from regrow.tasks.lease import Heartbeat
+    from regrow.tasks.store import Store, now
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     rules = RetrainPolicy(cooldown="1s")
@@ -172,10 +172,10 @@ def test_expired_lease_is_recorded_crashed_and_the_next_request_admitted(tmp_pat
 
 
 def test_a_renewed_lease_keeps_a_long_training_in_flight(tmp_path: Path):
-    from configs.schema import RetrainPolicy
-    from tasks import policy
-    from tasks.lease import Heartbeat
-    from tasks.store import Store
+    from regrow.configs.schema import RetrainPolicy
+    from regrow.tasks import policy
+    from regrow.tasks.lease import Heartbeat
+    from regrow.tasks.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     row = store.start_training("m", "manual", "test", "run-1", lease_seconds=2)
@@ -191,8 +191,8 @@ def test_a_renewed_lease_keeps_a_long_training_in_flight(tmp_path: Path):
 
 
 def test_alias_lock_excludes_others_until_released_or_expired(tmp_path: Path):
-    from tasks.lease import exclusive
-    from tasks.store import Store
+    from regrow.tasks.lease import exclusive
+    from regrow.tasks.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     with exclusive(store, "aliases:m", "m", seconds=30):
@@ -239,8 +239,8 @@ def kill_at(case, point: str, api_url: str | None) -> tuple[float, dict]:
 
 def admitted_after(case, t0: float) -> float:
     """Poll the policy until it admits a request again; seconds since the kill."""
-    from configs.schema import load_config
-    from tasks import policy
+    from regrow.configs.schema import load_config
+    from regrow.tasks import policy
 
     cfg, home = case
     rules = load_config(cfg).config.retrain

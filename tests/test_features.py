@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import expression
-from configs.schema import ConfigError, parse_config
-from tasks import evaluate as ev
-from tasks import features as fe
-from tasks import train as tr
+from regrow.configs import expression
+from regrow.configs.schema import ConfigError, parse_config
+from regrow.tasks import evaluate as ev
+from regrow.tasks import features as fe
+from regrow.tasks import train as tr
 from tests.helpers import BINARY_CONFIG, STAYS_CONFIG, binary_frame, merge, stays_frame
 
 NAN = np.nan

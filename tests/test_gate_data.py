@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.schema import ConfigError, load_config, parse_config
-from tasks import evaluate as ev
-from tasks import gate as gt
-from tasks import ingest as ing
-from tasks import train as tr
-from tasks.timecol import TimeUnitError, infer_unit, to_time, to_times
+from regrow.configs.schema import ConfigError, load_config, parse_config
+from regrow.tasks import evaluate as ev
+from regrow.tasks import gate as gt
+from regrow.tasks import ingest as ing
+from regrow.tasks import train as tr
+from regrow.tasks.timecol import TimeUnitError, infer_unit, to_time, to_times
 from tests.helpers import BINARY_CONFIG, REGRESSION_CONFIG, binary_frame, merge, write_case
 
 SHIPPED_GATE = {"gate": {"primary_metric": "roc_auc"}}  # the defaults: no floors, no slices

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.monitoring import retrain_flow, score_flow
-from flows.training import train_flow
-from tasks import policy
-from tasks.predlog import read_batches
-from tasks.registry import CHAMPION, Registry
-from tasks.settings import Settings
-from tasks.store import Store, prediction_batches
+from regrow.flows.monitoring import retrain_flow, score_flow
+from regrow.flows.training import train_flow
+from regrow.tasks import policy
+from regrow.tasks.predlog import read_batches
+from regrow.tasks.registry import CHAMPION, Registry
+from regrow.tasks.settings import Settings
+from regrow.tasks.store import Store, prediction_batches
 from tests.helpers import (
     BINARY_CONFIG,
     REGRESSION_CONFIG,

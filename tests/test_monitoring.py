@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.schema import load_config, parse_config
-from flows.monitoring import drift_check_flow, retrain_flow, score_flow
-from flows.training import train_flow
-from tasks import monitor, policy, scoring
-from tasks.reference import build_reference
-from tasks.registry import CHAMPION, Registry, load_reference, monitoring_experiment
-from tasks.settings import Settings
-from tasks.store import Store, recent_drift_checks, training_runs
+from regrow.configs.schema import load_config, parse_config
+from regrow.flows.monitoring import drift_check_flow, retrain_flow, score_flow
+from regrow.flows.training import train_flow
+from regrow.tasks import monitor, policy, scoring
+from regrow.tasks.reference import build_reference
+from regrow.tasks.registry import CHAMPION, Registry, load_reference, monitoring_experiment
+from regrow.tasks.settings import Settings
+from regrow.tasks.store import Store, recent_drift_checks, training_runs
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 MONITORED = merge(BINARY_CONFIG, {
@@ -86,19 +86,19 @@ def test_labels_for_unknown_ids_are_kept_and_reported(tmp_path: Path):
 
 
 def _reference_and_model(cfg, seed: int = 0):
-    from tasks import train as tr
+    from regrow.tasks import train as tr
 
     frame = binary_frame(3000, seed=seed)
     parts = tr.split(cfg, frame)
     trained = tr.train(cfg, parts.train)
-    from tasks.evaluate import evaluate
+    from regrow.tasks.evaluate import evaluate
 
     ev = evaluate(trained.model, parts.holdout, trained.target, "roc_auc")
     return build_reference(cfg, trained, parts.train, ev.metrics), trained.model
 
 
 def _window(model, frame: pd.DataFrame, labels: bool = False) -> pd.DataFrame:
-    from tasks.reference import predict_columns
+    from regrow.tasks.reference import predict_columns
 
     X = frame[["amount", "age", "score", "noise", "segment"]].reset_index(drop=True)
     out = X.assign(**predict_columns(model, X, "binary"))
@@ -208,7 +208,7 @@ def test_score_label_watch_retrain_end_to_end(home: Path, tmp_path: Path):
 @pytest.mark.usefixtures("prefect_harness")
 def test_scoring_bad_input_loses_nothing(home: Path, tmp_path: Path):
     cfg = write_case(tmp_path / "m", binary_frame(800), MONITORED)
-    from flows.monitoring import NoChampion
+    from regrow.flows.monitoring import NoChampion
 
     with pytest.raises(NoChampion, match="no champion yet"):
         score_flow(str(cfg), str(tmp_path / "m" / "data.csv"))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import CHAMPION, Registry, monitoring_experiment
-from tasks.settings import Settings
+from regrow.tasks.registry import CHAMPION, Registry, monitoring_experiment
+from regrow.tasks.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 MODEL = "pages-binary"
@@ -47,8 +47,8 @@ class Story:
 
 @pytest.fixture(scope="module")
 def story(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Story:
-    from flows.monitoring import RetrainOutcome, drift_check_flow, retrain_flow, score_flow
-    from flows.training import TrainingOutcome, train_flow
+    from regrow.flows.monitoring import RetrainOutcome, drift_check_flow, retrain_flow, score_flow
+    from regrow.flows.training import TrainingOutcome, train_flow
 
     base = tmp_path_factory.mktemp("pages")
     with pytest.MonkeyPatch.context() as mp:
@@ -57,7 +57,7 @@ def story(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Story:
             mp.delenv(var, raising=False)
         cfg = write_case(base / "m", binary_frame(1200), CONFIG)
         binary_frame(1200, shuffle_labels=True).to_csv(base / "m" / "shuffled.csv", index=False)
-        from flows import progress
+        from regrow.flows import progress
 
         mp.setattr(progress, "_console_on", True)
         console = io.StringIO()
@@ -202,7 +202,7 @@ def test_console_lines_tell_the_progress(story: Story):
 
 def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture, tmp_path: Path):
-    from flows import progress
+    from regrow.flows import progress
 
     monkeypatch.setattr(progress, "_console_on", None)
     monkeypatch.delenv(progress.ENV, raising=False)
@@ -234,7 +234,7 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True,
                           text=True, env=env, timeout=300, cwd=ROOT)
 
 

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from configs.schema import RetrainPolicy
-from tasks import policy
-from tasks.store import Store
+from regrow.configs.schema import RetrainPolicy
+from regrow.tasks import policy
+from regrow.tasks.store import Store
 from tests.procs import pg_database
 
 MODEL = "storm-model"

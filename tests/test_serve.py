@@ -44,7 +44,7 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
     # cron drift check would otherwise both migrate the fresh SQLite file at the same time.
     _registry(home).alias_version(next(iter(MODELS)), "champion")
     log = open(base / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "-v", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "-v", "serve",
                              *map(str, configs.values())],
                             env=_env(prefect_server, home), stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT)
@@ -111,7 +111,7 @@ def _state(run_id):
 
 def _paused(run_id, timeout: float = 240):
     """Wait until the run's training subflow pauses for a decision; returns the paused run id."""
-    from flows.approval import paused_run
+    from regrow.flows.approval import paused_run
 
     def check():
         state = _state(run_id)
@@ -129,8 +129,8 @@ def _final(run_id, timeout: float = 300):
 
 
 def _registry(home: Path):
-    from tasks.registry import Registry
-    from tasks.settings import Settings
+    from regrow.tasks.registry import Registry
+    from regrow.tasks.settings import Settings
 
     saved = os.environ.get("REGROW_HOME")
     os.environ["REGROW_HOME"] = str(home)
@@ -166,11 +166,11 @@ def test_ui_style_run_trains_with_its_parameters(served):
 
 
 def test_admitted_event_starts_a_training_run(served):
-    from configs.schema import load_config
-    from flows import dispatch
-    from tasks import policy
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.configs.schema import load_config
+    from regrow.flows import dispatch
+    from regrow.tasks import policy
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     cfg = served["configs"]["srv-auto"]
     loaded = load_config(cfg)
@@ -235,7 +235,7 @@ def test_drift_check_cron_creates_scheduled_runs(served):
 
 
 def _cli(served, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True,
                           text=True, env=_env(served["server"], served["home"]), cwd=ROOT,
                           timeout=120)
 
@@ -265,8 +265,8 @@ def test_manual_promotion_approve_then_reject(served):
     assert reg.alias_version("srv-manual", "challenger") is None  # rejected: it waits no more
     second_version = str(int(v1) + 1)
     assert reg.version_info("srv-manual", second_version).tags["regrow.approval"] == "rejected"
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     os.environ["REGROW_HOME"], saved = str(served["home"]), os.environ.get("REGROW_HOME", "")
     try:
@@ -299,7 +299,7 @@ def receiver(served, tmp_path_factory: pytest.TempPathFactory):
     env = _env(served["server"], served["home"])
     env["REGROW_WEBHOOK_SECRET"] = SECRET
     log = open(tmp_path_factory.mktemp("receiver") / "webhook.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "webhook",
+    proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "webhook",
                              *map(str, served["configs"].values()), "--port", str(port),
                              "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT)
@@ -318,7 +318,7 @@ def _post(url: str, payload, *, secret: str = SECRET, ts: int | None = None,
 
     import httpx
 
-    from flows.webhook import sign
+    from regrow.flows.webhook import sign
 
     body = raw if raw is not None else json.dumps(payload).encode()
     h = sign(secret, body, ts or int(time.time()), delivery_id=delivery or uuid.uuid4().hex)
@@ -420,8 +420,8 @@ def _popen(target: Path) -> dict:
 
 
 def _store(home: Path):
-    from tasks.settings import Settings
-    from tasks.store import Store
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
 
     saved = os.environ.get("REGROW_HOME")
     os.environ["REGROW_HOME"] = str(home)
@@ -435,7 +435,7 @@ def _store(home: Path):
 
 
 def _requests(store, model: str) -> list[int]:
-    from tasks import policy
+    from regrow.tasks import policy
 
     return [r["id"] for r in policy.recent_requests(store, model, limit=1000)]
 
@@ -471,7 +471,7 @@ def test_ui_form_run_with_refused_overrides_fails_before_anything_runs(served, t
 
 
 def test_webhook_refuses_overrides_outside_the_allowed_keys(served, receiver, tmp_path):
-    from configs.schema import SAFE_OVERRIDES
+    from regrow.configs.schema import SAFE_OVERRIDES
 
     pwned = tmp_path / "pwned"
     store = _store(served["home"])

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.schema import load_config, parse_config
-from tasks import evaluate as ev
-from tasks import gate as gt
-from tasks import ingest as ing
-from tasks import train as tr
-from tasks import validate as va
-from tasks.features import resolve_roles
+from regrow.configs.schema import load_config, parse_config
+from regrow.tasks import evaluate as ev
+from regrow.tasks import gate as gt
+from regrow.tasks import ingest as ing
+from regrow.tasks import train as tr
+from regrow.tasks import validate as va
+from regrow.tasks.features import resolve_roles
 from tests.helpers import BINARY_CONFIG, REGRESSION_CONFIG, binary_frame, merge, write_case
 
 

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from flows import term
+from regrow.flows import term
 
 
 class Tty(io.StringIO):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.training import train_flow
-from tasks.registry import CHALLENGER, CHAMPION, Registry
-from tasks.settings import Settings
-from tasks.store import Store
+from regrow.flows.training import train_flow
+from regrow.tasks.registry import CHALLENGER, CHAMPION, Registry
+from regrow.tasks.settings import Settings
+from regrow.tasks.store import Store
 from tests.helpers import (
     BINARY_CONFIG,
     REGRESSION_CONFIG,
@@ -91,7 +91,7 @@ def test_validation_failure_stops_before_training(home: Path, tmp_path: Path):
     frame = binary_frame(600)
     frame.loc[:4, "age"] = -5.0
     cfg = write_case(tmp_path / "v", frame, BINARY_CONFIG)
-    from flows.steps import ValidationFailed
+    from regrow.flows.steps import ValidationFailed
 
     with pytest.raises(ValidationFailed) as info:
         train_flow(str(cfg))

@@ -23,10 +23,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from configs.schema import SAFE_OVERRIDES
-from flows.dispatch import ADMITTED_EVENT, DATA_EVENT
-from flows.webhook import WebhookConfigError, create_app, sign
-from tasks.store import Store, retrain_requests, webhook_deliveries
+from regrow.configs.schema import SAFE_OVERRIDES
+from regrow.flows.dispatch import ADMITTED_EVENT, DATA_EVENT
+from regrow.flows.webhook import WebhookConfigError, create_app, sign
+from regrow.tasks.store import Store, retrain_requests, webhook_deliveries
 from tests.helpers import BINARY_CONFIG, merge, write_case
 from tests.procs import free_port, pg_database, stop
 
@@ -86,7 +86,7 @@ def start_receiver(tmp: Path, api: str, configs: list[Path], *, port: int | None
     log = tmp / f"receiver-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.webhook", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "regrow.flows.webhook", "--host", "127.0.0.1", "--port", str(port),
              *(extra_args or []), *map(str, configs)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -530,7 +530,7 @@ def _storm_on(url: str, prefect_server: str, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ refusing to start
 
 def test_refuses_to_start_without_a_usable_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from configs.schema import load_config
+    from regrow.configs.schema import load_config
 
     loaded = load_config(write_case(tmp_path, None, model_config("wh-cfg")))
     monkeypatch.delenv("REGROW_WEBHOOK_SECRET", raising=False)
@@ -547,7 +547,7 @@ def test_refuses_to_start_without_a_usable_secret(tmp_path: Path, monkeypatch: p
 def test_refuses_to_start_without_a_prefect_api(tmp_path: Path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from configs.schema import load_config
+    from regrow.configs.schema import load_config
 
     loaded = load_config(write_case(tmp_path, None, model_config("wh-cfg")))
     with temporary_settings(restore_defaults={PREFECT_API_URL}), \
@@ -559,7 +559,7 @@ def test_command_line_reports_a_missing_secret(tmp_path: Path):
     cfg = write_case(tmp_path, None, model_config("wh-cfg"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGROW_WEBHOOK")}
     env["REGROW_HOME"] = str(tmp_path / "home")
-    res = subprocess.run([sys.executable, "-m", "flows.webhook", str(cfg)], cwd=ROOT, env=env,
+    res = subprocess.run([sys.executable, "-m", "regrow.flows.webhook", str(cfg)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "no webhook secret" in res.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from tasks.store import VERSION_TABLE, metadata
+from regrow.tasks.store import VERSION_TABLE, metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, version_table=VERSION_TABLE,

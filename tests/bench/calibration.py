@@ -30,7 +30,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from tasks.calibration import calibrate, jensenshannon, normed_wasserstein
+from regrow.tasks.calibration import calibrate, jensenshannon, normed_wasserstein
 from tests.test_calibration import KINDS, METHODS, draw
 
 ALPHA, FIXED = 0.01, 0.1

@@ -46,7 +46,7 @@ def frame(rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 def config(backend: str):
-    from configs.schema import parse_config
+    from regrow.configs.schema import parse_config
 
     return parse_config({
         "data": {"source": {"kind": "file", "path": "unused.csv"}, "target": "label",
@@ -71,8 +71,8 @@ def main(argv: list[str]) -> int:
     args, _ = p.parse_known_args(argv)
     from distributed import LocalCluster
 
-    from tasks import cluster as cl
-    from tasks.train import train
+    from regrow.tasks import cluster as cl
+    from regrow.tasks.train import train
 
     data = frame(args.rows)
     t0 = time.perf_counter()

@@ -75,10 +75,10 @@ def _fill(home: Path, versions: int, predictions: int) -> None:
     os.environ["REGROW_HOME"] = str(home)
     import pandas as pd
 
-    from tasks import predlog
-    from tasks.registry import CHAMPION, Registry
-    from tasks.settings import Settings
-    from tasks.store import Store, prediction_batches
+    from regrow.tasks import predlog
+    from regrow.tasks.registry import CHAMPION, Registry
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store, prediction_batches
 
     settings = Settings.from_env()
     reg = Registry(settings)
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--predictions", type=int, default=1_000_000)
     p.add_argument("--versions", type=int, default=50)
     args, _ = p.parse_known_args(argv)
-    from flows.demo import load_rainfall
+    from regrow.flows.demo import load_rainfall
     from tests.procs import free_port
 
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as tmp:

@@ -104,7 +104,7 @@ def _maxrss_mb() -> float:
 
 
 def _run_ours(ref: pd.DataFrame, cur: pd.DataFrame, max_rows: int | None) -> dict:
-    from tasks.drift import check_drift
+    from regrow.tasks.drift import check_drift
 
     s = check_drift(ref, cur, NUMERIC, CATEGORICAL, max_rows=max_rows)
     return {
@@ -149,7 +149,7 @@ def child(arm: str, rows: int, repeats: int, max_rows: int | None) -> dict:
     import evidently  # noqa: F401 - the import (8-9 s) is not part of either arm's time
     import evidently.presets  # noqa: F401
 
-    import tasks.drift  # noqa: F401
+    import regrow.tasks.drift  # noqa: F401
 
     before = _maxrss_mb()
     seconds, out = [], {}

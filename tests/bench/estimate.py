@@ -63,8 +63,8 @@ def models() -> dict:
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from tasks import estimate as est
-    from tasks.evaluate import score_arrays
+    from regrow.tasks import estimate as est
+    from regrow.tasks.evaluate import score_arrays
 
     train, holdout = world(8000, SEED), world(4000, SEED + 1)
     out = {}
@@ -82,8 +82,8 @@ def models() -> dict:
 def run(seeds: int, rows: int) -> list[dict]:
     """One result per (model, scenario): per metric the realized and estimated values over
     seeds, the estimate's absolute errors and the baseline's."""
-    from tasks import estimate as est
-    from tasks.evaluate import score_arrays
+    from regrow.tasks import estimate as est
+    from regrow.tasks.evaluate import score_arrays
 
     results = []
     for name, (model, cal, ref) in models().items():

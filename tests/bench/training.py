@@ -77,12 +77,12 @@ STEPS = ["start-run", "ingest", "validate", "split", "train", "evaluate", "gate"
 # Project functions timed inside the steps during flow runs: (step, label, module, attribute).
 # Patch the name where the caller looks it up (flows.steps imports some names directly).
 PROBES = [
-    ("ingest", "content fingerprint", "tasks.ingest", "fingerprint"),
-    ("evaluate", "bootstrap CI", "tasks.evaluate", "bootstrap_ci"),
-    ("evaluate", "load champion", "tasks.registry", "Registry.load"),
-    ("register", "MLflow log_model", "tasks.registry", "Registry.log_model"),
-    ("register", "build drift reference", "flows.steps", "build_reference"),
-    ("register", "log drift reference", "flows.steps", "log_reference"),
+    ("ingest", "content fingerprint", "regrow.tasks.ingest", "fingerprint"),
+    ("evaluate", "bootstrap CI", "regrow.tasks.evaluate", "bootstrap_ci"),
+    ("evaluate", "load champion", "regrow.tasks.registry", "Registry.load"),
+    ("register", "MLflow log_model", "regrow.tasks.registry", "Registry.log_model"),
+    ("register", "build drift reference", "regrow.flows.steps", "build_reference"),
+    ("register", "log drift reference", "regrow.flows.steps", "log_reference"),
 ]
 
 
@@ -252,7 +252,7 @@ def run_bare(data_path: Path) -> ArmResult:
 
 def run_flow(config_path: Path) -> ArmResult:
     """One ``train_flow`` call in this process, with Prefect's task-run durations."""
-    from flows.training import train_flow
+    from regrow.flows.training import train_flow
 
     spent: dict[str, float] = {}
     with probes(spent):
@@ -604,7 +604,7 @@ def main(argv: list[str]) -> int:
         if not args.no_flow:
             os.environ.clear()
             os.environ.update(clean_env(saved_env, work / "home"))
-            from tasks.settings import configure_process_env
+            from regrow.tasks.settings import configure_process_env
 
             configure_process_env()  # before prefect or mlflow is imported
             warm, results = compare(args, work, log)

@@ -112,7 +112,7 @@ def _loopback(url: str) -> str:
 def request_for(i: int, phase: str, run: str, secret: str,
                 data_every: int) -> tuple[str, str, bytes, dict[str, str]]:
     """(method, path, body, headers) of request `i`, signed now."""
-    from flows.webhook import sign
+    from regrow.flows.webhook import sign
 
     if phase == "healthz":
         return "GET", "/healthz", b"", {}
@@ -376,7 +376,7 @@ def add_policy_indexes(database_url: str) -> None:
     """Create the store's tables and the proposed policy indexes (see --policy-indexes)."""
     import sqlalchemy as sa
 
-    from tasks.store import Store
+    from regrow.tasks.store import Store
 
     store = Store(database_url)
     try:
@@ -391,7 +391,7 @@ def check_store(database_url: str, delivered: int) -> list[str]:
     """What the monitoring store holds after the run, as lines for the report."""
     import sqlalchemy as sa
 
-    from tasks.store import Store, retrain_requests, webhook_deliveries
+    from regrow.tasks.store import Store, retrain_requests, webhook_deliveries
 
     store = Store(database_url)
     try:
@@ -422,12 +422,12 @@ class TrainingLoad:
     def __init__(self, tmp: Path, env: dict[str, str], nice: int | None) -> None:
         import threading
 
-        from flows.demo import load_rainfall
+        from regrow.flows.demo import load_rainfall
 
         data = tmp / "training-load.csv"
         if not data.exists():
             load_rainfall().iloc[:6000].to_csv(data, index=False)
-        self.argv = [sys.executable, "-m", "flows.cli", "train",
+        self.argv = [sys.executable, "-m", "regrow.flows.cli", "train",
                      str(ROOT / "configs" / "rainfall.yaml"), "--set",
                      f"data.source.path={data}", "--reason", "webhook bench load"]
         self.env = {**env, "REGROW_HOME": str(tmp / "training-home"), "REGROW_WARM": "off",
@@ -483,7 +483,7 @@ def main(argv: list[str]) -> int:
     def log(msg: str) -> None:
         print(f"[bench webhook] {msg}", file=sys.stderr, flush=True)
 
-    from flows.webhook import DEFAULT_PORT  # noqa: F401 - fail fast if the module is broken
+    from regrow.flows.webhook import DEFAULT_PORT  # noqa: F401 - fail fast if the module is broken
     from tests.helpers import BINARY_CONFIG, merge, write_case
 
     secret = uuid.uuid4().hex + uuid.uuid4().hex
@@ -520,7 +520,7 @@ def main(argv: list[str]) -> int:
                       "REGROW_WEBHOOK_SECRET": secret}
             t = time.monotonic()
             receiver = start(
-                [sys.executable, "-m", "flows.webhook", "--host", "127.0.0.1", "--port",
+                [sys.executable, "-m", "regrow.flows.webhook", "--host", "127.0.0.1", "--port",
                  str(port), "--log-level", "warning",
                  *([] if args.access_log else ["--no-access-log"]), *map(str, configs)],
                 rx_env, tmp / "receiver.log", f"{url}/healthz", 120)
