@@ -29,7 +29,7 @@ bench: setup  ## run the benchmarks and print their tables
 	$(BIN)/python -m tests.bench
 
 lint: setup  ## static checks
-	$(BIN)/ruff check configs tasks flows tests
+	$(BIN)/ruff check regrow configs tasks flows tests
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile -q --python $(BIN)/python pyproject.toml --extra dev -o requirements.lock
