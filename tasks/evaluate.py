@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from regrow.tasks.predict import predict_with_proba
 from regrow.tasks.train import Target
 
 
@@ -179,8 +180,12 @@ def evaluate(model: Any, holdout: pd.DataFrame, target: Target, metric: str, *,
     """
     X = holdout
     y = target.encode(holdout[target.column])
-    pred = np.asarray(model.predict(X))
-    proba = _proba(model, X, target) if target.task != "regression" else None
+    both = predict_with_proba(model, X) if target.task != "regression" else None
+    if both is not None:
+        pred, proba = both
+    else:
+        pred = np.asarray(model.predict(X))
+        proba = _proba(model, X, target) if target.task != "regression" else None
     classes = target.classes if target.task == "multiclass" else None
     if target.task == "multiclass" and proba is not None and hasattr(model, "classes_"):
         classes = list(model.classes_)

@@ -13,6 +13,7 @@ import pandas as pd
 from regrow.configs.schema import Config
 from regrow.tasks.calibration import calibrate
 from regrow.tasks.estimate import reference_calibration
+from regrow.tasks.predict import predict_with_proba
 from regrow.tasks.scoring import InputSpec
 from regrow.tasks.train import TrainResult
 
@@ -68,6 +69,9 @@ def known_categories(model: Any, categorical: list[str]) -> dict[str, list[str]]
 
 def predict_columns(model: Any, X: pd.DataFrame, task: str) -> dict[str, np.ndarray]:
     """The prediction columns a reference or window carries."""
+    both = predict_with_proba(model, X) if task == "binary" else None
+    if both is not None:
+        return {PRED: np.asarray(both[0]).astype(str), SCORE: both[1][:, 1]}
     pred = np.asarray(model.predict(X))
     out = {PRED: pred.astype(str)}
     if task == "binary" and hasattr(model, "predict_proba"):

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from regrow.configs.schema import Config
 from regrow.tasks import predlog
+from regrow.tasks.predict import predict_with_proba
 from regrow.tasks.settings import Settings
 from regrow.tasks.store import Store, bulk_insert, labels, now, prediction_batches, predictions
 from regrow.tasks.timecol import TimeUnitError, to_times
@@ -111,36 +112,15 @@ def predict(config: Config, model, spec: InputSpec,
     for col in spec.numeric:
         X[col] = pd.to_numeric(X[col], errors="coerce")
     task, score = config.data.task, None
-    if task == "binary" and one_pass(model):
-        proba = np.asarray(model.predict_proba(X))
-        return X, final_step(model).classes_[proba.argmax(axis=1)], proba[:, 1]
+    both = predict_with_proba(model, X) if task == "binary" else None
+    if both is not None:
+        return X, both[0], both[1][:, 1]
     pred = np.asarray(model.predict(X))
     if task == "binary" and hasattr(model, "predict_proba"):
         score = np.asarray(model.predict_proba(X))[:, 1]
     elif task == "regression":
         score = pred.astype(float)
     return X, pred, score
-
-
-# scikit-learn classifiers whose `predict` is `classes_[argmax(predict_proba)]` (ties to the
-# first class included), so one pass gives both: half the scoring time of a binary model.
-# Not SVC: its Platt-scaled probabilities can disagree with its decision function.
-ARGMAX_PREDICT = frozenset({
-    "HistGradientBoostingClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
-    "GradientBoostingClassifier", "DecisionTreeClassifier", "ExtraTreeClassifier",
-    "LogisticRegression", "KNeighborsClassifier", "GaussianNB"})
-
-
-def final_step(model):
-    """The estimator at the end of a Pipeline (the model itself otherwise)."""
-    return model.steps[-1][1] if hasattr(model, "steps") else model
-
-
-def one_pass(model) -> bool:
-    """Whether the predictions can be read off `predict_proba` (see ARGMAX_PREDICT)."""
-    est = type(final_step(model))
-    return est.__module__.startswith("sklearn.") and est.__name__ in ARGMAX_PREDICT \
-        and hasattr(final_step(model), "classes_")
 
 
 def score_shadow(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,

@@ -15,6 +15,7 @@ from regrow.configs.schema import load_config, parse_config
 from regrow.flows.monitoring import drift_check_flow, retrain_flow, score_flow
 from regrow.flows.training import train_flow
 from regrow.tasks import monitor, policy, scoring
+from regrow.tasks.predict import ARGMAX_PREDICT, one_pass, predict_with_proba
 from regrow.tasks.reference import build_reference
 from regrow.tasks.registry import CHAMPION, Registry, load_reference, monitoring_experiment
 from regrow.tasks.settings import Settings
@@ -233,7 +234,7 @@ def test_scoring_bad_input_loses_nothing(home: Path, tmp_path: Path):
     assert np.isfinite(scoring.load_window(store, MODEL, rows=100)["__score"]).all()
 
 
-@pytest.mark.parametrize("name", sorted(scoring.ARGMAX_PREDICT))
+@pytest.mark.parametrize("name", sorted(ARGMAX_PREDICT))
 def test_one_pass_predictions_equal_predict(name):
     """Scoring reads predictions off predict_proba for these classifiers: it must be exactly
     what their predict returns, on binary labels of any type."""
@@ -246,10 +247,15 @@ def test_one_pass_predictions_equal_predict(name):
     X, y = frame[["amount", "age", "score", "noise"]], np.where(frame["label"] == 1, "yes", "no")
     kwargs = {"random_state": 0} if "random_state" in cls().get_params() else {}
     model = cls(**kwargs).fit(X, y)
-    assert scoring.one_pass(model)
+    assert one_pass(model)
     cfg = parse_config(merge(BINARY_CONFIG, {"data": {"id_column": None}}))
     spec = scoring.InputSpec(["amount", "age", "score", "noise"], [], [], {})
     _, pred, score = scoring.predict(cfg, model, spec, frame)
     np.testing.assert_array_equal(pred, model.predict(X))
     np.testing.assert_array_equal(score, model.predict_proba(X)[:, 1])
+    three = np.array(["a", "b", "c"])[frame["row_id"].to_numpy() % 3]  # and multiclass
+    multi = cls(**kwargs).fit(X, three)
+    got, proba = predict_with_proba(multi, X)
+    np.testing.assert_array_equal(got, multi.predict(X))
+    np.testing.assert_array_equal(proba, multi.predict_proba(X))
     assert importlib.import_module(cls.__module__)  # a scikit-learn class, as the rule needs
