@@ -71,7 +71,10 @@ def read_batches(locations: list[str], columns: list[str] | None = None) -> pd.D
         tables.append(pq.read_table(path, filesystem=filesystem, columns=columns))
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 \
         else tables[0]
-    return table.to_pandas()
+    del tables
+    # column by column, freeing each Arrow buffer once converted: the peak stays near the
+    # frame's own size instead of Arrow's copy plus pandas'
+    return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
 def row_ids(locations: list[str]) -> set[str]:
