@@ -103,15 +103,21 @@ def _ratio(num: float, den: float) -> float:
 
 
 def expected_auc(score: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC of `score` when each row is a positive with weight p and a negative with 1 - p."""
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC of `score` when each row is a positive with weight p and a negative with 1 - p.
 
+    The Mann-Whitney form, which equals the area under the weighted ROC curve: each positive
+    weight counts the negative weight scored strictly below it, plus half the negative weight
+    tied with it. One sort of the distinct scores: a million rows take a few arrays of a
+    million, not the dozen of two million a weighted ROC curve builds.
+    """
     score, p = np.asarray(score, dtype=float), np.asarray(p, dtype=float)
     if p.sum() <= 0 or (1 - p).sum() <= 0:
         return math.nan
-    y = np.concatenate([np.ones(len(p)), np.zeros(len(p))])
-    return float(roc_auc_score(y, np.concatenate([score, score]),
-                               sample_weight=np.concatenate([p, 1 - p])))
+    _, group = np.unique(score, return_inverse=True)
+    pos = np.bincount(group, weights=p)
+    neg = np.bincount(group, weights=1 - p)
+    below = np.cumsum(neg) - neg
+    return float((np.dot(pos, below) + 0.5 * np.dot(pos, neg)) / (pos.sum() * neg.sum()))
 
 
 def estimate_metrics(calibration: Calibration, score: np.ndarray,

@@ -285,3 +285,19 @@ def test_drift_check_flow_warns_under_performance_and_retrains_under_drift(home:
     requests = policy.recent_requests(store, cfg_dict["registry"]["model_name"])
     assert [r["kind"] for r in requests] == ["drift"]
     assert len(recent_drift_checks(store, cfg_dict["registry"]["model_name"])) == 3
+
+
+def test_expected_auc_equals_the_weighted_roc_auc_with_ties():
+    """The one-sort form gives scikit-learn's weighted ROC AUC on the doubled rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from regrow.tasks.estimate import expected_auc
+
+    rng = np.random.default_rng(3)
+    for n, levels in ((50, 7), (5000, 40), (20000, None)):
+        score = rng.random(n) if levels is None else rng.integers(0, levels, n) / levels
+        p = np.clip(score + rng.normal(scale=0.3, size=n), 0, 1)
+        y = np.concatenate([np.ones(n), np.zeros(n)])
+        want = roc_auc_score(y, np.concatenate([score, score]),
+                             sample_weight=np.concatenate([p, 1 - p]))
+        assert expected_auc(score, p) == pytest.approx(want, rel=1e-12, abs=1e-12)
