@@ -729,8 +729,11 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
     config, overrides = getattr(args, "config", None), getattr(args, "set", None)
-    from_cli(args.command, getattr(args, "json", False), args.verbose, config, overrides)
-    if args.command in early.COMMANDS and (config is None or valid_config(config, overrides)):
+    # the config is loaded once here; the command loads it again and reports any problem
+    runnable = args.command in early.COMMANDS and (config is None
+                                                   or valid_config(config, overrides))
+    from_cli(args.command, getattr(args, "json", False), args.verbose, runnable)
+    if runnable:
         early.start(args.command)  # a temporary Prefect server boots while this process imports
     from regrow.tasks.settings import StoreSchemaError
 

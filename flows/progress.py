@@ -95,19 +95,18 @@ COMMANDS = ("train", "retrain", "watch", "reproduce", "score")
 STARTING = ("train", "retrain", "watch")
 
 
-def from_cli(command: str, as_json: bool, verbose: bool, config: str | None = None,
-             overrides: list[str] | None = None) -> None:
+def from_cli(command: str, as_json: bool, verbose: bool, runnable: bool = False) -> None:
     """Turn the console lines on for `command` unless ``--json`` (stdout stays pure JSON, and
     nothing extra goes to stderr either) or ``-v`` (Prefect's console handler shows the run log,
     these lines included). ``REGROW_PROGRESS=0`` in the environment keeps them off.
 
-    For the long commands whose `config` (with `overrides`) is valid, the first line says where
-    the run starts: the seconds before the first step go to imports and to starting Prefect.
-    (An invalid config prints nothing here: its error is the only line.)
+    For the long commands that are `runnable` (their config is valid: `valid_config`), the
+    first line says where the run starts: the seconds before the first step go to imports and
+    to starting Prefect. (An invalid config prints nothing here: its error is the only line.)
     """
     global _console_on
     _console_on = command in COMMANDS and not as_json and not verbose and _env(True)
-    if _console_on and command in STARTING and valid_config(config, overrides):
+    if _console_on and command in STARTING and runnable:
         api = os.environ.get("PREFECT_API_URL")
         _console("prefect", f"starting the run on {api} ..." if api else
                  "starting the run on a temporary local Prefect server ...")

@@ -175,16 +175,25 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
         "__prediction": pd.Series(pred).astype(str).to_numpy(dtype=object),
         "__score": np.full(len(frame), np.nan) if score is None else score.astype(float)})
     rows = pd.concat([rows.reset_index(drop=True), X.reset_index(drop=True)], axis=1)
+    log_batch(store, model, version, batch, at, rows, log_root)
+    return ScoringResult(model, version, batch, len(rows), extra, unseen)
+
+
+def log_batch(store: Store, model: str, version: str, batch: str, at, rows: pd.DataFrame,
+              log_root: str | None = None) -> str:
+    """Append one batch (the META columns, then the inputs) to the prediction log: its Parquet
+    file first, then its index row, so the index never names a missing file. Returns the
+    file's location."""
     location = predlog.batch_location(log_root or predlog.root(Settings.from_env().home),
                                       model, batch, at.strftime("%Y-%m-%d"))
-    predlog.write_batch(location, rows)  # the file first: the index never names a missing one
+    predlog.write_batch(location, rows)
     events = rows["__event_time"].dropna()
     with store.engine.begin() as conn:
         conn.execute(prediction_batches.insert().values(
             model=model, version=version, batch_id=batch, path=location, rows=len(rows),
             scored_at=at, first_event_time=None if events.empty else events.min().to_pydatetime(),
             last_event_time=None if events.empty else events.max().to_pydatetime()))
-    return ScoringResult(model, version, batch, len(rows), extra, unseen)
+    return location
 
 
 @dataclass(frozen=True)

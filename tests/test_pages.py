@@ -218,11 +218,13 @@ def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
     progress.from_cli("train", as_json=False, verbose=False)
     assert not progress.enabled()
     monkeypatch.delenv(progress.ENV)
-    progress.from_cli("train", as_json=False, verbose=False, config="no-such.yaml")
+    progress.from_cli("train", as_json=False, verbose=False,
+                      runnable=progress.valid_config("no-such.yaml", None))
     assert progress.enabled() and progress.ENV not in os.environ  # the environment is untouched
     assert capsys.readouterr().err == ""  # a bad config: its error will be the only line
     cfg = write_case(tmp_path / "m", None, CONFIG)
-    progress.from_cli("train", as_json=False, verbose=False, config=str(cfg))
+    progress.from_cli("train", as_json=False, verbose=False,
+                      runnable=progress.valid_config(str(cfg), None))
     progress.say("train", "shown")
     out = capsys.readouterr()
     assert out.out == ""

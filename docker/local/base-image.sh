@@ -10,7 +10,7 @@ set -eu
 suite=${SUITE:-bookworm}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 tag=${TAG:-regrow-base:$suite}
-root=$(mktemp -d /var/tmp/regrow-rootfs.XXXXXX)
+root=$(mktemp -d -t regrow-rootfs.XXXXXX)  # under $TMPDIR (default /tmp); it must allow devices
 trap 'rm -rf "$root"' EXIT
 
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \

@@ -75,10 +75,10 @@ def _fill(home: Path, versions: int, predictions: int) -> None:
     os.environ["REGROW_HOME"] = str(home)
     import pandas as pd
 
-    from regrow.tasks import predlog
     from regrow.tasks.registry import CHAMPION, Registry
+    from regrow.tasks.scoring import log_batch
     from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store, prediction_batches
+    from regrow.tasks.store import Store
 
     settings = Settings.from_env()
     reg = Registry(settings)
@@ -89,19 +89,12 @@ def _fill(home: Path, versions: int, predictions: int) -> None:
     store = Store(settings.database_url)
     at = dt.datetime.now(dt.UTC)
     chunk = 50_000
-    root = predlog.root(settings.home)
     for lo in range(0, predictions, chunk):  # batches of the prediction log, as scoring writes
         n = min(chunk, predictions - lo)
-        batch = f"bench-{lo // chunk}"
         rows = pd.DataFrame({"__row_id": [f"bench-{i}" for i in range(lo, lo + n)],
                              "__event_time": pd.NaT, "__prediction": "0", "__score": 0.25,
                              "temperature": 0.1, "dew_point": 0.2, "sea_level_pressure": 0.3})
-        where = predlog.batch_location(root, name, batch, at.strftime("%Y-%m-%d"))
-        predlog.write_batch(where, rows)
-        with store.engine.begin() as conn:
-            conn.execute(prediction_batches.insert().values(
-                model=name, version=champ.version, batch_id=batch, path=where, rows=n,
-                scored_at=at))
+        log_batch(store, name, champ.version, f"bench-{lo // chunk}", at, rows)
 
 
 def main(argv: list[str]) -> int:
