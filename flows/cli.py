@@ -738,7 +738,8 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     from regrow.tasks.settings import StoreSchemaError
 
     try:
-        return args.func(args)
+        with early.flow_settings(args.command):
+            return args.func(args)
     except StoreSchemaError as err:  # an earlier release's store: one sentence, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1

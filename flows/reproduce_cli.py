@@ -78,8 +78,12 @@ def run_reproduce(target: str, version: str | None, *, allow_data_change: bool,
     from regrow.flows.report import known_errors
     from regrow.flows.reproduce import reproduce_flow
 
+    from regrow.flows.early import flow_settings
+
     try:
-        outcome = reproduce_flow(run_id, allow_data_change=allow_data_change, tolerance=tolerance)
+        with flow_settings("reproduce", checked=True):
+            outcome = reproduce_flow(run_id, allow_data_change=allow_data_change,
+                                     tolerance=tolerance)
     except (rp.ReproduceError, *known_errors()) as err:
         return _failed(err, as_json)
     if as_json:

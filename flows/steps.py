@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,6 +297,7 @@ class Evaluations:
     champion_error: str | None = None
     baseline: ev.Evaluation | None = None
     trusted: gt.TrustedCheck | None = None
+    scored: ev.Scored | None = None  # the candidate's predictions on the holdout, reused
 
 
 @step("evaluate")
@@ -309,8 +311,9 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
         if with_champion else "") + " on the holdout ...")
     g = ctx.loaded.config.gate
     kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
+    scored = ev.predict(trained.model, parts.holdout, trained.target)
     cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
-                       bootstrap_samples=g.bootstrap_samples, **kw)
+                       bootstrap_samples=g.bootstrap_samples, scored=scored, **kw)
     base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
     ctx.registry.log_metrics(ctx.run_id, {f"holdout_{k}": v for k, v in cand.metrics.items()})
     ctx.registry.log_metrics(ctx.run_id, {f"baseline_holdout_{trained.metric}": base.value})
@@ -329,7 +332,7 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
             error = _first_line(err)
         if champ is not None:
             trusted = _trusted_check(ctx, version, model, trained)
-    evals = Evaluations(cand, champ, version, error, base, trusted)
+    evals = Evaluations(cand, champ, version, error, base, trusted, scored)
     say("evaluate", f"{time.perf_counter() - started:.1f} s: {_evaluated(trained.metric, evals)}")
     return evals
 
@@ -429,14 +432,21 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     started = time.perf_counter()
     say("register", "logging the model, its drift reference and trusted set ...")
     pause_point("log_model")
-    uri = reg.log_model(ctx.run_id, trained.model, example)
-    reference = build_reference(ctx.loaded.config, trained, parts.train,
-                                evals.candidate.metrics, parts.holdout)
-    log_reference(reg, ctx.run_id, reference)
-    trusted = ts.build(ctx.loaded.config, trained.model, parts.train, parts.holdout,
-                       trained.target, trained.metric)
-    if trusted is not None:
-        log_trusted_set(reg, ctx.run_id, trusted)
+    scored = evals.scored
+    # The model is serialised, logged and loaded back (MLflow's serving check) on a thread of
+    # its own while the reference and the trusted set are built: much of either side runs
+    # outside the GIL (compression, file and database writes; the estimators' predictions).
+    with ThreadPoolExecutor(1, thread_name_prefix="regrow-log-model") as pool:
+        logged = pool.submit(reg.log_model, ctx.run_id, trained.model, example)
+        reference = build_reference(ctx.loaded.config, trained, parts.train,
+                                    evals.candidate.metrics, parts.holdout,
+                                    None if scored is None else scored.proba)
+        log_reference(reg, ctx.run_id, reference)
+        trusted = ts.build(ctx.loaded.config, trained.model, parts.train, parts.holdout,
+                           trained.target, trained.metric, scored)
+        if trusted is not None:
+            log_trusted_set(reg, ctx.run_id, trusted)
+        uri = logged.result()
     tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
             "regrow.trigger_reason": ctx.trigger.reason or "-",
             "regrow.metric": trained.metric, **reference.spec.to_tags(),

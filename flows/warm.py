@@ -45,7 +45,9 @@ WARM_IMPORTS = ("regrow.flows.cli", "regrow.flows.report", "regrow.flows.trainin
                 "regrow.flows.monitoring", "regrow.flows.backtest", "regrow.flows.reproduce_cli",
                 "regrow.flows.demo", "regrow.tasks.drift", "regrow.tasks.validate",
                 "regrow.tasks.card", "great_expectations", "evidently", "mlflow.sklearn",
-                "skops.io", "sklearn.ensemble", "sklearn.linear_model")
+                "skops.io", "sklearn.ensemble", "sklearn.linear_model", "mlflow.pyfunc",
+                "prefect.flow_engine", "prefect.task_engine", "pyarrow.dataset",
+                "pyarrow.parquet")
 GRACE = 5.0
 
 

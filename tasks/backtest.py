@@ -321,8 +321,9 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
         return None, None, f"training failed: {err}"
     g = config.gate
     kw = {"slice_columns": [s.column for s in g.slices], "seed": config.split.seed}
+    scored = ev.predict(trained.model, parts.holdout, trained.target)
     cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
-                       bootstrap_samples=g.bootstrap_samples, **kw)
+                       bootstrap_samples=g.bootstrap_samples, scored=scored, **kw)
     base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
     champ = check = None
     if champion is not None:
@@ -332,9 +333,10 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
                          trained.target, trained.metric, champion.version)
     decision = gt.decide(g, cand, champ, None if champion is None else champion.version, None,
                          base, check)
-    ref = build_reference(config, trained, parts.train, cand.metrics, parts.holdout)
+    ref = build_reference(config, trained, parts.train, cand.metrics, parts.holdout,
+                          scored.proba)
     trusted = ts.build(config, trained.model, parts.train, parts.holdout, trained.target,
-                       trained.metric)
+                       trained.metric, scored)
     new = _Champion(version, trained, ref, trusted, ing.fingerprint(frame), len(frame),
                     {k: float(v) for k, v in cand.metrics.items()})
     return decision, new, ""

@@ -153,7 +153,7 @@ def estimate_metrics(calibration: Calibration, score: np.ndarray,
 
 
 def reference_calibration(task: str, model: Any, inputs: list[str], holdout: Any,
-                          target: Any) -> dict[str, Any]:
+                          target: Any, proba: np.ndarray | None = None) -> dict[str, Any]:
     """The calibration a version's reference keeps (`Calibration.to_dict()`), fitted on its
     holdout rows.
 
@@ -163,6 +163,7 @@ def reference_calibration(task: str, model: Any, inputs: list[str], holdout: Any
         inputs: its input columns.
         holdout: the holdout frame (inputs and the target column).
         target: the training's ``tasks.train.Target`` (its column, encoded 1 = positive).
+        proba: the model's ``predict_proba`` on these holdout rows, when already made.
 
     Returns:
         The stored form, or ``{}`` for tasks other than binary, an empty holdout, or when it
@@ -170,5 +171,9 @@ def reference_calibration(task: str, model: Any, inputs: list[str], holdout: Any
     """
     if task != "binary" or holdout is None or len(holdout) == 0:
         return {}
-    fitted = calibrate_model(model, holdout[inputs], target.encode(holdout[target.column]))
+    y = target.encode(holdout[target.column])
+    if proba is not None and hasattr(model, "predict_proba"):
+        fitted = calibrate(np.asarray(proba)[:, 1], y)
+    else:
+        fitted = calibrate_model(model, holdout[inputs], y)
     return {} if fitted is None else fitted.to_dict()

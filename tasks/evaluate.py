@@ -35,6 +35,32 @@ class Evaluation:
         return self.metrics[self.primary]
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A model's predictions on a frame, row for row: labels (or values) and, for classifiers,
+    class probabilities (a binary model without them: its decision function).
+
+    The candidate's holdout is scored once (`predict`) and the result reused by the holdout
+    metrics, its trusted set (`tasks.trusted.build`) and its reference's calibration.
+    """
+
+    pred: np.ndarray
+    proba: np.ndarray | None
+
+    def take(self, positions: np.ndarray) -> Scored:
+        """The rows at `positions`."""
+        return Scored(self.pred[positions], None if self.proba is None else self.proba[positions])
+
+
+def predict(model: Any, X: pd.DataFrame, target: Target) -> Scored:
+    """Score `X` once: predictions and probabilities (see `Scored`)."""
+    both = predict_with_proba(model, X) if target.task != "regression" else None
+    if both is not None:
+        return Scored(*both)
+    pred = np.asarray(model.predict(X))
+    return Scored(pred, _proba(model, X, target) if target.task != "regression" else None)
+
+
 def _proba(model: Any, X: pd.DataFrame, target: Target) -> np.ndarray | None:
     if hasattr(model, "predict_proba"):
         return np.asarray(model.predict_proba(X))
@@ -173,19 +199,16 @@ def bootstrap_ci(task: str, metric: str, y: np.ndarray, pred: np.ndarray,
 
 def evaluate(model: Any, holdout: pd.DataFrame, target: Target, metric: str, *,
              slice_columns: list[str] = (), bootstrap_samples: int = 0,
-             seed: int = 0) -> Evaluation:
-    """Score a fitted model on the holdout.
+             seed: int = 0, scored: Scored | None = None) -> Evaluation:
+    """Score a fitted model on the holdout (`scored`: the model's predictions on these rows,
+    when they were made already).
 
     The model must accept the holdout's columns (a Pipeline selects its own inputs).
     """
-    X = holdout
     y = target.encode(holdout[target.column])
-    both = predict_with_proba(model, X) if target.task != "regression" else None
-    if both is not None:
-        pred, proba = both
-    else:
-        pred = np.asarray(model.predict(X))
-        proba = _proba(model, X, target) if target.task != "regression" else None
+    if scored is None:
+        scored = predict(model, holdout, target)
+    pred, proba = scored.pred, scored.proba
     classes = target.classes if target.task == "multiclass" else None
     if target.task == "multiclass" and proba is not None and hasattr(model, "classes_"):
         classes = list(model.classes_)

@@ -93,10 +93,12 @@ def importance(model: Any, X: pd.DataFrame, y: np.ndarray, seed: int) -> dict[st
 
 def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFrame,
                     holdout_metrics: dict[str, float],
-                    holdout: pd.DataFrame | None = None) -> Reference:
+                    holdout: pd.DataFrame | None = None,
+                    holdout_proba: np.ndarray | None = None) -> Reference:
     """Sample the training rows (seeded, at most `monitoring.reference_rows`) and score them;
     with `holdout`, also calibrate a binary classifier's probabilities on it (`tasks.estimate`),
-    for estimating performance without labels."""
+    for estimating performance without labels (`holdout_proba`: the model's probabilities on
+    those rows, when already made)."""
     m = config.monitoring
     n = min(len(train_rows), m.reference_rows)
     sample = train_rows.sample(n=n, random_state=config.candidates.seed) if n < len(train_rows) \
@@ -115,7 +117,7 @@ def build_reference(config: Config, trained: TrainResult, train_rows: pd.DataFra
     cal = calibrate_reference(config, frame, spec) if m.drift.thresholds_mode == "calibrated" \
         else None
     calibration = {} if holdout is None else reference_calibration(
-        config.data.task, trained.model, roles.inputs, holdout, trained.target)
+        config.data.task, trained.model, roles.inputs, holdout, trained.target, holdout_proba)
     return Reference(frame, spec, trained.metric, perf, imp, trained.target.positive_label,
                      calibration, drift_thresholds=cal)
 

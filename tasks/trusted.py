@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from regrow.configs.schema import Config
@@ -23,15 +24,21 @@ class TrustedSet:
 
 
 def build(config: Config, model: Any, train: pd.DataFrame, holdout: pd.DataFrame,
-          target: Target, metric: str) -> TrustedSet | None:
+          target: Target, metric: str, scored: ev.Scored | None = None) -> TrustedSet | None:
     """Sample the holdout (at most `gate.trusted_rows`, seeded by `split.seed`) and score the
-    version and the trivial model (fitted on `train`) on the sample. None when the cap is 0."""
+    version and the trivial model (fitted on `train`) on the sample. None when the cap is 0.
+
+    `scored`: the version's predictions on the whole holdout, row for row (the sample's are
+    taken from them instead of predicting again)."""
     n = min(len(holdout), config.gate.trusted_rows)
     if n == 0:
         return None
-    sample = holdout.sample(n=n, random_state=config.split.seed) if n < len(holdout) else holdout
-    sample = sample.reset_index(drop=True)
-    own = ev.evaluate(model, sample, target, metric)
+    positions = np.arange(len(holdout))
+    if n < len(holdout):  # the rows `holdout.sample(n, random_state=seed)` picks, by position
+        positions = pd.Series(positions).sample(n=n, random_state=config.split.seed).to_numpy()
+    sample = holdout.iloc[positions].reset_index(drop=True)
+    own = ev.evaluate(model, sample, target, metric,
+                      scored=None if scored is None else scored.take(positions))
     base = ev.evaluate_baseline(train, sample, target, metric)
     return TrustedSet(sample, {"rows": n, "metric": metric, "score": own.value,
                                "baseline": base.value, "seed": config.split.seed})

@@ -193,3 +193,32 @@ def test_light_commands_import_only_what_they_use(tmp_path: Path, args, allowed)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY=")][-1]
     imported = set(filter(None, line.removeprefix("HEAVY=").split(",")))
     assert imported <= allowed, f"{args[0]} imported {imported - allowed}"
+
+
+def test_command_flows_run_without_prefect_heartbeats_unless_configured(prefect_harness,
+                                                                       monkeypatch):
+    """A command's own flow runs send no flow-run heartbeats (their end waits up to 1 s for
+    the heartbeat thread); a configured frequency and the light commands keep Prefect's."""
+    from prefect import flow
+    from prefect.settings import get_current_settings
+
+    from regrow.flows.early import flow_settings
+
+    @flow
+    def frequency() -> int | None:
+        return get_current_settings().flows.heartbeat_frequency
+
+    default = frequency()
+    assert default is not None
+    with flow_settings("train"):
+        assert frequency() is None
+    with flow_settings("status"):  # runs no flow: nothing changes
+        assert frequency() == default
+    with flow_settings("reproduce"):  # checks its record first, without Prefect ...
+        assert frequency() == default
+    with flow_settings("reproduce", checked=True):  # ... then enters them at its flow call
+        assert frequency() is None
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "45")
+    with flow_settings("watch"):
+        assert get_current_settings().flows.heartbeat_frequency == default  # env read at start
+        assert frequency() == default

@@ -301,3 +301,36 @@ def test_expected_auc_equals_the_weighted_roc_auc_with_ties():
         want = roc_auc_score(y, np.concatenate([score, score]),
                              sample_weight=np.concatenate([p, 1 - p]))
         assert expected_auc(score, p) == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("estimator", [
+    {"name": "hgb", "estimator": "hist_gradient_boosting_classifier", "params": {"max_iter": 30}},
+    {"name": "svc", "estimator": "sklearn.svm.SVC", "params": {"probability": True}}])
+def test_holdout_scored_once_gives_what_scoring_again_gives(estimator):
+    """The candidate's holdout predictions, made once, give the same holdout metrics, trusted
+    set and reference calibration as predicting again in each (a one-pass classifier and one
+    whose probabilities are a separate pass)."""
+    from regrow.tasks import evaluate as ev
+    from regrow.tasks import train as tr
+    from regrow.tasks import trusted as ts
+
+    cfg = parse_config(merge(BASE, {"candidates": {"estimators": [estimator]},
+                                    "gate": {"trusted_rows": 500}}))
+    parts = tr.split(cfg, world(3000, 1))
+    t = tr.train(cfg, parts.train)
+    scored = ev.predict(t.model, parts.holdout, t.target)
+    assert len(scored.pred) == len(parts.holdout) and scored.proba.shape == (len(parts.holdout), 2)
+    again = ev.evaluate(t.model, parts.holdout, t.target, "roc_auc", bootstrap_samples=50)
+    once = ev.evaluate(t.model, parts.holdout, t.target, "roc_auc", bootstrap_samples=50,
+                       scored=scored)
+    assert once == again
+    old = ts.build(cfg, t.model, parts.train, parts.holdout, t.target, "roc_auc")
+    new = ts.build(cfg, t.model, parts.train, parts.holdout, t.target, "roc_auc", scored)
+    expected = parts.holdout.sample(n=500, random_state=cfg.split.seed).reset_index(drop=True)
+    pd.testing.assert_frame_equal(new.frame, expected)
+    pd.testing.assert_frame_equal(old.frame, expected)
+    assert new.meta == old.meta and 0.5 < new.meta["score"] <= 1.0
+    cal = est.reference_calibration("binary", t.model, t.roles.inputs, parts.holdout, t.target)
+    assert est.reference_calibration("binary", t.model, t.roles.inputs, parts.holdout,
+                                     t.target, scored.proba) == cal
+    assert cal["method"] == "isotonic"

@@ -251,11 +251,13 @@ def run_bare(data_path: Path) -> ArmResult:
 
 
 def run_flow(config_path: Path) -> ArmResult:
-    """One ``train_flow`` call in this process, with Prefect's task-run durations."""
+    """One ``train_flow`` call in this process, with Prefect's task-run durations, under the
+    Prefect settings ``regrow train`` gives its flow (`flows.early.flow_settings`)."""
+    from regrow.flows.early import flow_settings
     from regrow.flows.training import train_flow
 
     spent: dict[str, float] = {}
-    with probes(spent):
+    with probes(spent), flow_settings("train"):
         t0 = time.perf_counter()
         state = train_flow(str(config_path), trigger="bench", reason="benchmark", actor="bench",
                            return_state=True)
