@@ -75,10 +75,9 @@ def run_reproduce(target: str, version: str | None, *, allow_data_change: bool,
         rp.plan(Registry(Settings.from_env()), run_id)  # fail fast, before orchestration starts
     except (rp.ReproduceError, ConfigError) as err:
         return _failed(err, as_json)
+    from regrow.flows.early import flow_settings
     from regrow.flows.report import known_errors
     from regrow.flows.reproduce import reproduce_flow
-
-    from regrow.flows.early import flow_settings
 
     try:
         with flow_settings("reproduce", checked=True):
