@@ -311,30 +311,40 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
         if with_champion else "") + " on the holdout ...")
     g = ctx.loaded.config.gate
     kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
-    scored = ev.predict(trained.model, parts.holdout, trained.target)
-    cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
-                       bootstrap_samples=g.bootstrap_samples, scored=scored, **kw)
-    base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
-    ctx.registry.log_metrics(ctx.run_id, {f"holdout_{k}": v for k, v in cand.metrics.items()})
-    ctx.registry.log_metrics(ctx.run_id, {f"baseline_holdout_{trained.metric}": base.value})
-    if cand.ci:
-        ctx.registry.log_metrics(ctx.run_id, {f"holdout_{trained.metric}_ci_low": cand.ci[0],
-                                              f"holdout_{trained.metric}_ci_high": cand.ci[1]})
     version = ctx.registry.alias_version(ctx.model_name, CHAMPION) if with_champion else None
-    champ, error, trusted = None, None, None
-    if version is not None:
-        try:
-            model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
-            champ = ev.evaluate(model, parts.holdout, trained.target, trained.metric, **kw)
-            ctx.registry.log_metrics(ctx.run_id, {f"champion_holdout_{k}": v
-                                                  for k, v in champ.metrics.items()})
-        except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote
-            error = _first_line(err)
-        if champ is not None:
-            trusted = _trusted_check(ctx, version, model, trained)
+    # The champion is loaded and scored on a thread of its own while the candidate is scored
+    # here: the estimators' predictions run outside the GIL.
+    with ThreadPoolExecutor(1, thread_name_prefix="regrow-champion") as pool:
+        champion_side = None if version is None else pool.submit(
+            tr.carry_native_threads(_score_champion), ctx, version, parts, trained, kw)
+        scored = ev.predict(trained.model, parts.holdout, trained.target)
+        cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
+                           bootstrap_samples=g.bootstrap_samples, scored=scored, **kw)
+        base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
+        ctx.registry.log_metrics(ctx.run_id, {
+            **{f"holdout_{k}": v for k, v in cand.metrics.items()},
+            f"baseline_holdout_{trained.metric}": base.value,
+            **({f"holdout_{trained.metric}_ci_low": cand.ci[0],
+                f"holdout_{trained.metric}_ci_high": cand.ci[1]} if cand.ci else {})})
+        champ, error, trusted = (None, None, None) if champion_side is None \
+            else champion_side.result()
     evals = Evaluations(cand, champ, version, error, base, trusted, scored)
     say("evaluate", f"{time.perf_counter() - started:.1f} s: {_evaluated(trained.metric, evals)}")
     return evals
+
+
+def _score_champion(ctx: RunContext, version: str, parts: tr.SplitResult,
+                    trained: tr.TrainResult, kw: dict[str, Any]):
+    """(the champion's holdout evaluation, why it could not be scored, the trusted-set check):
+    the champion side of `evaluate`."""
+    try:
+        model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
+        champ = ev.evaluate(model, parts.holdout, trained.target, trained.metric, **kw)
+        ctx.registry.log_metrics(ctx.run_id, {f"champion_holdout_{k}": v
+                                              for k, v in champ.metrics.items()})
+    except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote
+        return None, _first_line(err), None
+    return champ, None, _trusted_check(ctx, version, model, trained)
 
 
 def _evaluated(metric: str, evals: Evaluations) -> str:
@@ -437,7 +447,8 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     # its own while the reference and the trusted set are built: much of either side runs
     # outside the GIL (compression, file and database writes; the estimators' predictions).
     with ThreadPoolExecutor(1, thread_name_prefix="regrow-log-model") as pool:
-        logged = pool.submit(reg.log_model, ctx.run_id, trained.model, example)
+        logged = pool.submit(tr.carry_native_threads(reg.log_model), ctx.run_id, trained.model,
+                             example)
         reference = build_reference(ctx.loaded.config, trained, parts.train,
                                     evals.candidate.metrics, parts.holdout,
                                     None if scored is None else scored.proba)
