@@ -792,6 +792,61 @@ class Serve(Strict):
         return value
 
 
+# Decisions a person may want to hear about; each is a Prefect event (tasks/notify.py names
+# them) that the automations `regrow serve` creates can send through a notification block.
+NOTIFY_KINDS: tuple[str, ...] = ("gate_rejected", "promoted", "degradation_confirmed",
+                                 "approval_waiting", "training_failed", "circuit_opened",
+                                 "rolled_back")
+_BLOCK_REF = re.compile(r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*$")
+
+
+class Notify(Strict):
+    """Who hears about what: the Prefect notification block the messages go through, the
+    decision kinds that send one, and the quiet window (at most one message per model and
+    kind within it)."""
+
+    block: str = Field(description="The Prefect notification block, as <block type>/<block "
+                       "name>, e.g. slack-webhook/ml-alerts (`prefect block ls` lists them).")
+    on: list[str] = Field(default_factory=lambda: list(NOTIFY_KINDS),
+                          description="Decision kinds that send a message (default: all): "
+                          + ", ".join(NOTIFY_KINDS) + ".")
+    window: str = Field(default="1h", description="Quiet window: after a message, the same "
+                        "model and kind send nothing more until it has passed (0s: every "
+                        "event).")
+
+    @field_validator("block")
+    @classmethod
+    def _block_ref(cls, value: str) -> str:
+        if not _BLOCK_REF.match(value):
+            raise ValueError(f"{value!r} is not a Prefect block reference like "
+                             "slack-webhook/ml-alerts (<block type>/<block name>: lowercase "
+                             "letters, digits and dashes)")
+        return value
+
+    @field_validator("on")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k not in NOTIFY_KINDS]
+        if unknown:
+            raise ValueError(f"unknown decision kind(s) {', '.join(map(repr, unknown))}; "
+                             f"known kinds: {', '.join(NOTIFY_KINDS)}")
+        if not value:
+            raise ValueError(f"name at least one decision kind ({', '.join(NOTIFY_KINDS)}), "
+                             "or leave out the notify section")
+        return list(dict.fromkeys(value))
+
+    @field_validator("window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def window_seconds(self) -> float:
+        """The quiet window in seconds."""
+        return parse_duration(self.window)
+
+
 class Registry(Strict):
     """Where the model lives in the MLflow registry."""
 
@@ -841,6 +896,8 @@ class Config(Strict):
     retrain: RetrainPolicy = RetrainPolicy()
     promotion: Promotion = Promotion()
     serve: Serve = Serve()
+    notify: Notify | None = Field(default=None, description="Messages to people through a "
+                                  "Prefect notification block (created by `regrow serve`).")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
