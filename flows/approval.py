@@ -10,7 +10,7 @@ from prefect.input import RunInput
 from regrow.configs.schema import parse_duration
 
 if TYPE_CHECKING:  # `regrow approve/reject` import this module: keep the ML stack out of it
-    from regrow.flows.steps import Approval, Registration, RunContext
+    from regrow.flows.steps import Approval, Evaluations, Registration, RunContext
     from regrow.tasks.gate import GateDecision
 
 
@@ -22,8 +22,11 @@ class PromotionDecision(RunInput):
     reason: str = ""
 
 
-def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> Approval | None:
-    """None when the gate alone decides; otherwise pause until approved, rejected or timed out."""
+def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration,
+                 evals: Evaluations) -> Approval | None:
+    """None when the gate alone decides; otherwise announce the wait (`flows.notify`) and pause
+    until approved, rejected or timed out."""
+    from regrow.flows import notify
     from regrow.flows.steps import Approval, needs_person
 
     if not needs_person(ctx, decision):
@@ -39,6 +42,7 @@ def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration) -> 
         f"MLflow run `{ctx.run_id}`.\n\n{decision.to_markdown()}\n\n"
         f"No decision within {promo.timeout} rejects the promotion.",
         approve=False, approver="", reason="")
+    notify.approval_waiting(ctx, decision, reg, evals)
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=int(parse_duration(promo.timeout)),
                                 poll_interval=2, key=f"promote-{reg.version}")

@@ -395,9 +395,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         print("note: PREFECT_API_URL is not set; serving against a temporary local server "
               "(its UI and schedules vanish with this process)", file=sys.stderr)
+    from regrow.flows.notify import NotifySetupError
     from regrow.flows.serve import serve_configs
 
-    serve_configs(args.configs, limit=args.limit)
+    try:
+        serve_configs(args.configs, limit=args.limit)
+    except NotifySetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Create (or update) the notification automations of the given configs on the Prefect
+    server, as `regrow serve` does; with --print, print them as a file for
+    `prefect automation create --from-file` instead."""
+    for path in args.configs:
+        args.config = path
+        _load_or_exit(args)
+    from regrow.configs.schema import load_config
+    from regrow.flows import notify
+
+    try:
+        if args.print:
+            import yaml
+
+            docs = []
+            for path in args.configs:
+                cfg = load_config(path).config
+                if cfg.notify is not None:
+                    bid = notify.block_id(cfg.notify.block, path)
+                    docs += notify.automations_file(bid, cfg.notify.window_seconds,
+                                                    cfg.registry.model_name,
+                                                    cfg.notify.on)["automations"]
+            print(yaml.safe_dump({"automations": docs}, sort_keys=False), end="")
+            return 0
+        for path in args.configs:
+            loaded = load_config(path)
+            print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
+    except notify.NotifySetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -618,6 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("configs", nargs="+")
     sv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
     sv.set_defaults(func=cmd_serve, set=None)
+    nf = sub.add_parser("notify", help="create the notification automations of CONFIGs on the "
+                        "Prefect server (as `serve` does), or --print them as a file")
+    nf.add_argument("configs", nargs="+")
+    nf.add_argument("--print", action="store_true", help="print them for `prefect automation "
+                    "create --from-file` instead of creating them")
+    nf.set_defaults(func=cmd_notify, set=None)
     up = sub.add_parser("up", help="start the local control plane in the background: Prefect "
                         "server and UI, MLflow UI, `serve` (and the webhook receiver) for CONFIGs")
     up.add_argument("configs", nargs="*", metavar="CONFIG")

@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from regrow.configs.schema import LoadedConfig, load_config
-from regrow.flows import dispatch, pages
+from regrow.flows import dispatch, notify, pages
 from regrow.flows.progress import say, timed
 from regrow.flows.steps import step
 from regrow.flows.training import TrainingOutcome, train_flow
@@ -106,6 +106,7 @@ def run_request(env: Env, config_path: str, *, kind: str, reason: str, ref: str 
     answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
                                     reason=reason, ref=ref)
     if not answer.admitted:
+        notify.circuit_refused(env.store, env.model, env.loaded.config.retrain, answer.verdict, kind)
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
     if dispatch.mode() == "events":
         event_id = dispatch.emit_admitted(env.model, str(env.loaded.path), answer.request_id,
@@ -187,6 +188,7 @@ def _bake_window(env: Env, version: str, run_id: str, window) -> dict[str, Any] 
         gov.rollback(env.registry, env.store, env.model, by="bake", actor="bake",
                      to=bake.previous_version, reason=f"bake failed: {state.detail}")
         dispatch.emit("regrow.bake.rolled_back", env.model, payload)
+        notify.rolled_back(env, version, bake, judged)
     elif state.state == baking.PASSED:
         gov.clear_challenger(env.registry, env.store, env.model, version,
                              f"bake passed: {state.detail}", "bake")
@@ -273,6 +275,7 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         answer = run_request(env, config_path, kind="drift", reason="; ".join(assessment.reasons),
                              ref=f"drift_check:{check_id}", overrides=overrides, actor="drift-check")
         st.link_drift_request(env.store, check_id, answer.request_id)
+    notify.drift_checked(env, version, assessment, report, mlflow_run, answer)
     return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake)
 
 

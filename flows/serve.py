@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regrow.flows import dispatch, pages
+from regrow.flows import dispatch, notify, pages
 
 # The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: a deployment
 # run starts as a fresh process that imports this module first, and the time until the run
@@ -88,6 +88,8 @@ def _train_request(request: TrainRequest) -> Any:
                                     kind=request.kind, reason=request.reason,
                                     ref=request.ref or None)
     if not answer.admitted:
+        notify.circuit_refused(env.store, env.model, env.loaded.config.retrain, answer.verdict,
+                               request.kind)
         print(f"retrain request #{answer.request_id}: {answer.verdict} -- {answer.detail}")
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
     return _checked(execute_request(env, request.config_path, answer, kind=request.kind,
@@ -175,15 +177,23 @@ def deployments_for(loaded: Any) -> list[Any]:
 
 
 def serve_configs(paths: list[str], limit: int | None = None) -> None:
-    """Create the deployments of every config and serve them until interrupted.
+    """Create the notification automations and the deployments of every config and serve
+    them until interrupted.
 
     Admitted retrains are dispatched as events from here on (``REGROW_DISPATCH=events``),
     so every training runs in its deployment, under its concurrency limit.
+
+    Raises:
+        regrow.flows.notify.NotifySetupError: a config names a notification block that does
+            not exist (nothing is served).
     """
     from prefect import serve
 
     from regrow.configs.schema import load_config
 
+    configs = [load_config(path) for path in paths]
+    for loaded in configs:
+        print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
     os.environ["REGROW_DISPATCH"] = "events"
-    deployments = [d for path in paths for d in deployments_for(load_config(path))]
+    deployments = [d for loaded in configs for d in deployments_for(loaded)]
     serve(*deployments, limit=limit)

@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from regrow.configs.schema import LoadedConfig
-from regrow.flows import pages
+from regrow.flows import notify, pages
 from regrow.flows.progress import say, timed
 from regrow.tasks import bake as baking
 from regrow.tasks import evaluate as ev
@@ -159,6 +159,7 @@ def _close_crashed(ctx: RunContext) -> None:
             ctx.registry.set_tags(row["run_id"], {"regrow.status": "crashed",
                                                   "regrow.error": row["detail"]})
             ctx.registry.end_run(row["run_id"], "FAILED")
+            notify.training_crashed(ctx, row)  # told once: the run is FAILED from now on
 
 
 @step("ingest")

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import flow
 
 from regrow.configs.schema import load_config
-from regrow.flows import pages, steps
+from regrow.flows import notify, pages, steps
 from regrow.flows.approval import approval_for
 from regrow.tasks.provenance import Trigger
 from regrow.tasks.registry import Registry
@@ -55,7 +55,9 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
     are those the champion was trained on stops right after ingest, recorded as skipped.
 
     The run ends ``Completed``, or ``Completed`` named ``Skipped`` or ``Rejected``
-    (`flows.pages`); calling the flow returns the `TrainingOutcome` either way.
+    (`flows.pages`); calling the flow returns the `TrainingOutcome` either way. A rejection, a
+    promotion, a failure (and an approval it waits for) are announced as events
+    (`flows.notify`).
     """
     started = time.perf_counter()
     settings = Settings.from_env()
@@ -77,11 +79,13 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         evals = steps.evaluate(ctx, parts, trained)
         decision = steps.gate(ctx, evals)
         reg = steps.register(ctx, parts, trained, evals, decision)
-        reg = steps.promote(ctx, reg, decision, approval_for(ctx, decision, reg))
+        reg = steps.promote(ctx, reg, decision, approval_for(ctx, decision, reg, evals))
     except BaseException as err:
         steps.close_run(ctx, error=err)
+        notify.training_failed(ctx, err)  # never raises: the error below is what counts
         raise
     steps.close_run(ctx, verdict=decision.verdict, version=reg.version)
+    notify.training_done(ctx, decision, reg, evals)
     return pages.training_state(dataclasses.replace(
         _outcome(ctx, data, parts, trained, evals, decision, reg),
         seconds=round(time.perf_counter() - started, 3)))

@@ -305,8 +305,9 @@ class Receiver:
 
     def _retrain(self, delivery_id: str, body: bytes, recovered: bool,
                  progress: dict[str, Any]) -> Answer:
-        """Policy first; when admitted, the event for the training deployment."""
-        from regrow.flows import dispatch
+        """Policy first; when admitted, the event for the training deployment (refused by an
+        open circuit breaker: its notice, `flows.notify`)."""
+        from regrow.flows import dispatch, notify
         from regrow.tasks import policy
 
         req, bad = self._parse(RetrainBody, body, progress)
@@ -325,6 +326,8 @@ class Receiver:
                 answer = policy.request_retrain(self.store, req.model, loaded.config.retrain,
                                                 kind="webhook", reason=reason, ref=ref)
             state = "admitted" if answer.admitted else "none"
+            notify.circuit_refused(self.store, req.model, loaded.config.retrain, answer.verdict,
+                                   "webhook")
         progress["request_id"] = answer.request_id
         status, detail, event_id = 202, answer.detail, None
         if answer.admitted and state != "admitted":

@@ -118,6 +118,13 @@ def consecutive_rejections(conn: sa.Connection, model: str) -> int:
     return count
 
 
+def rejection_streak(store: Store, model: str) -> int:
+    """`consecutive_rejections` in a connection of its own: how many trainings in a row
+    promoted nothing (the circuit breaker opens when it reaches `circuit_breaker_after`)."""
+    with store.engine.connect() as conn:
+        return consecutive_rejections(conn, model)
+
+
 def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datetime) -> tuple[str, str]:
     rr = retrain_requests
     reap_expired(conn, model, at)  # work whose process died stops coalescing (tasks/lease.py)

@@ -530,3 +530,39 @@ def run_link(registry: Registry, run_id: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
     return f"MLflow store {uri}, experiment {exp}, run {run_id}"
+
+
+def ui_url(registry: Registry) -> str | None:
+    """The MLflow UI's address: ``REGROW_MLFLOW_UI_URL``, else the tracking URI when it is a
+    tracking server; None for a local store nobody serves."""
+    explicit = os.environ.get("REGROW_MLFLOW_UI_URL", "").strip()
+    uri = explicit or registry.settings.tracking_uri
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def run_url(registry: Registry, run_id: str) -> str | None:
+    """A run's page in the MLflow UI (None without a UI address)."""
+    base = ui_url(registry)
+    if base is None or not run_id:
+        return None
+    return f"{base}/#/experiments/{registry.run_info(run_id)['experiment_id']}/runs/{run_id}"
+
+
+def artifact_link(registry: Registry, run_id: str, path: str) -> str | None:
+    """Where one of a run's artifacts can be opened: the run's page in the MLflow UI, else the
+    artifact's own URI (a ``file://`` path for a local store)."""
+    if not run_id:
+        return None
+    page = run_url(registry, run_id)
+    if page is not None:
+        return f"{page}/artifacts/{path}"
+    return f"{str(registry.run_info(run_id)['artifact_uri']).rstrip('/')}/{path}"
+
+
+def version_url(registry: Registry, model: str, version: str, card_path: str) -> str | None:
+    """A model version's page in the MLflow UI (its description links the model card), else
+    the card artifact (`card_path`) on the version's run."""
+    base = ui_url(registry)
+    if base is not None:
+        return f"{base}/#/models/{model}/versions/{version}"
+    return artifact_link(registry, registry.version_info(model, version).run_id, card_path)
