@@ -200,7 +200,8 @@ def drift_checked(env: Any, version: str, assessment: Any, report: str | None,
             and perf.drop >= immediate:
         confirmed = f"one check (a drop of at least {immediate:g})"
     else:
-        confirmed = f"{cfg.monitoring.persistence.k} of the last {cfg.monitoring.persistence.n} checks"
+        k, n = cfg.monitoring.persistence.k, cfg.monitoring.persistence.n
+        confirmed = "one check" if n == 1 else f"{k} of the last {n} checks"
     answer = ("no retrain asked (this check ran without retraining)" if retrain is None
               else f"the retrain policy answered {retrain.verdict}")
     mlflow = mlflow_run if mlflow_run and mlflow_run.startswith(("http://", "https://")) else None

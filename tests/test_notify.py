@@ -1,0 +1,449 @@
+"""Notifications: each decision kind reaches a local HTTP receiver through a generic webhook
+block, by the automations `regrow serve` creates, on a real `prefect server`, once per quiet
+window; a block that cannot deliver never fails a training; the config, the sentences and the
+infra/ file on their own."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from regrow.configs.schema import NOTIFY_KINDS, ConfigError, load_config, parse_config
+from regrow.flows import notify
+from regrow.tasks import notify as nt
+from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+from tests.procs import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "hdr-token-5f0c1d2e3a4b"  # sent as a header by the block: must appear in no message
+
+
+# ----------------------------------------------------------------- config, sentences, infra
+
+@pytest.mark.parametrize("notify_section, message", [
+    ({"block": "custom-webhook/x", "on": ["gate_reject"]},
+     "notify.on: unknown decision kind(s) 'gate_reject'; known kinds: " + ", ".join(NOTIFY_KINDS)),
+    ({"block": "Slack Alerts"}, "notify.block: 'Slack Alerts' is not a Prefect block reference "
+                                "like slack-webhook/ml-alerts"),
+    ({"block": "slack-webhook/ml-alerts", "window": "5 minutes"},
+     "notify.window: '5 minutes' is not a duration like 90s"),
+    ({"block": "slack-webhook/ml-alerts", "on": []}, "notify.on: name at least one decision kind"),
+    ({"on": ["promoted"]}, "notify.block: Field required"),
+])
+def test_bad_notify_sections_name_the_key_and_what_is_allowed(notify_section, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(merge(BINARY_CONFIG, {"notify": notify_section}))
+    assert message in str(info.value)
+
+
+def test_notify_defaults_every_kind_and_an_hour():
+    cfg = parse_config(merge(BINARY_CONFIG, {"notify": {"block": "slack-webhook/ml-alerts"}}))
+    assert cfg.notify.on == list(NOTIFY_KINDS) and cfg.notify.window_seconds == 3600
+    assert parse_config(BINARY_CONFIG).notify is None
+
+
+def test_sentences_carry_numbers_and_a_link_and_no_secret(monkeypatch):
+    monkeypatch.setenv("REGROW_SOURCE_PASSWORD", "hunter2-very-secret")
+    links = nt.Links(run="http://admin:pw@prefect.example:4200/runs/flow-run/abc?token=t0k&x=1",
+                     mlflow="https://mlflow.example/#/experiments/1/runs/r1",
+                     report="file:///var/lib/regrow/reports/m/drift.html",
+                     card="https://bob:pw@mlflow.example/#/models/m/versions/3")
+    notices = [
+        nt.gate_rejected("m", "4", "roc_auc", 0.5123, "3", 0.8811, ["baseline"], links),
+        nt.promoted("m", "4", "3", "roc_auc", 0.9012, 0.8811, "alice", links),
+        nt.approval_waiting("m", "4", "3", "roc_auc", 0.8702, 0.8811, "24h", True, links),
+        nt.training_failed("m", "failed", "OperationalError: cannot connect to "
+                           "postgresql+psycopg://regrow:hunter2-very-secret@db:5432/regrow\n"
+                           "(traceback follows)", "drift", links),
+        nt.circuit_opened("m", 3, 3, "webhook", links),
+        nt.degradation_confirmed("m", "3", {"metric": "roc_auc", "current": 0.5213,
+                                            "reference": 0.8811, "drop": 0.3598,
+                                            "degraded": True, "estimated": False,
+                                            "labelled_rows": 1200, "tolerance_kind": "absolute"},
+                                 0.25, ["a", "b"], "2 of the last 3 checks",
+                                 "the retrain policy answered admitted", links),
+        nt.rolled_back("m", "4", "3", "roc_auc", 0.61, 0.84, 400, 0.01, links),
+    ]
+    assert sorted(n.kind for n in notices) == sorted(NOTIFY_KINDS)
+    for n in notices:
+        text = n.message
+        assert "\n" not in text and text.count(", see ") == 1, text
+        if n.kind not in ("circuit_opened", "training_failed"):  # the others carry metrics
+            assert re.search(r"\d\.\d{4}", text), text
+        assert re.search(r"(https?|file)://\S+$", text), text
+        for secret in ("pw@", "admin", "hunter2", "t0k", "bob:"):
+            assert secret not in json.dumps(n.payload()), (secret, n.payload())
+        assert n.payload()["message"] == text and n.payload()["kind"] == n.kind
+        assert n.event == nt.EVENTS[n.kind] and n.subject.startswith("regrow: m: ")
+    by = {n.kind: n for n in notices}
+    assert by["gate_rejected"].message == (
+        "The gate rejected m v4: roc_auc 0.5123 against champion v3's 0.8811 on the same "
+        "holdout (failed: baseline); v3 keeps serving, see "
+        "http://prefect.example:4200/runs/flow-run/abc?x=1")
+    assert "postgresql+psycopg://***@db:5432/regrow" in by["training_failed"].message
+    assert "circuit breaker of m is open: 3 consecutive trainings promoted nothing (limit 3)" \
+        in by["circuit_opened"].message
+    assert by["degradation_confirmed"].message.startswith(
+        "m v3 has degraded: roc_auc 0.5213 on 1,200 labelled rows against 0.8811 at training "
+        "(drop 0.3598), confirmed by 2 of the last 3 checks; the retrain policy answered admitted"
+        ", see file:///var/lib/regrow/reports/m/drift.html")
+
+
+def test_a_notice_that_cannot_be_built_is_a_warning_not_an_error(caplog):
+    with caplog.at_level("WARNING", logger="regrow.notify"):
+        assert notify.training_done(None, None, None, None) is None
+    assert "notification training_done not emitted: AttributeError" in caplog.text
+
+
+def test_infra_file_parses_into_prefect_automations_and_matches_the_code():
+    from prefect.events.schemas.automations import AutomationCore
+
+    doc = yaml.safe_load((ROOT / "infra" / "automations.yaml").read_text())
+    parsed = [AutomationCore.model_validate(a) for a in doc["automations"]]
+    assert [a.trigger.expect for a in parsed] == [{nt.EVENTS[k]} for k in NOTIFY_KINDS]
+    for a in parsed:
+        assert a.trigger.posture.value == "Reactive" and a.trigger.threshold == 1
+        assert a.trigger.within.total_seconds() == 3600
+        assert a.trigger.for_each == {"prefect.resource.id"}
+        assert a.actions[0].type == "send-notification"
+    assert doc == notify.automations_file()  # the file is what the code builds
+
+
+# ----------------------------------------------------------------- a real Prefect server
+
+class Receiver:
+    """A local HTTP endpoint that keeps every JSON body posted to it."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                size = int(self.headers.get("content-length", 0))
+                outer.bodies.append(json.loads(self.rfile.read(size) or b"{}"))
+                outer.headers.append(dict(self.headers))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def about(self, model: str) -> list[dict]:
+        return [b for b in self.bodies if f"regrow: {model}: " in b.get("subject", "")]
+
+
+def _drain_workers() -> None:
+    """Flush this process's Prefect event and log workers, so the next ones bind to the API
+    URL in force (another test module may have bound them to its own server)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=30, at_exit=False)
+
+
+@pytest.fixture(scope="module")
+def api(prefect_server: str):
+    """Flows in this process run against the session's `prefect server` (its triggers and
+    actions services deliver notifications)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _drain_workers()
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+        _drain_workers()
+
+
+@pytest.fixture(scope="module")
+def receiver(api: str) -> Receiver:
+    """The receiver, saved as the generic webhook block ``custom-webhook/nt-receiver``."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    rec = Receiver()
+    CustomWebhookNotificationBlock(
+        name="regrow-tests", url=rec.url, json_data={"subject": "{{subject}}", "text": "{{body}}"},
+        headers={"Authorization": "Bearer {{token}}"}, secrets={"token": TOKEN},
+    ).save("nt-receiver", overwrite=True)
+    return rec
+
+
+def _wait_for(check, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(message() if callable(message) else message)
+
+
+def _events(model: str, name: str) -> list:
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(EventFilter(event=EventNameFilter(name=[name]),
+                                              resource=EventResourceFilter(
+                                                  id=[f"regrow.model.{model}"])), limit=50)
+    return page.events
+
+
+def _set_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    monkeypatch.setenv("REGROW_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("REGROW_DATABASE_URL", raising=False)
+    monkeypatch.setenv("REGROW_PROGRESS", "0")
+
+
+def _config(name: str, **patch) -> dict:
+    return merge(merge(BINARY_CONFIG, {"registry": {"model_name": name}}), patch)
+
+
+def _flipped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same inputs under the opposite concept (every label flipped)."""
+    out = frame.copy()
+    out["label"] = 1 - out["label"]
+    return out
+
+
+def _score_and_label(cfg_path: Path, frame: pd.DataFrame, folder: Path) -> None:
+    from regrow.flows.monitoring import score_flow
+    from regrow.tasks import scoring
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
+
+    rows = folder / f"rows-{frame['row_id'].iloc[0]}.parquet"
+    frame.drop(columns=["label"]).to_parquet(rows)
+    score_flow(str(cfg_path), str(rows))
+    store = Store(Settings.from_env().database_url)
+    scoring.record_labels(load_config(cfg_path).config, frame[["row_id", "label"]], store)
+    store.dispose()
+
+
+def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    from regrow.flows.monitoring import drift_check_flow
+    from regrow.flows.training import train_flow
+
+    _set_home(monkeypatch, tmp_path / "home")
+    model = "nt-all"
+    cfg = _config(model, notify={"block": "custom-webhook/nt-receiver", "window": "1h"},
+                  retrain={"circuit_breaker_after": 2},
+                  promotion={"bake": {"windows": 1, "tolerance": 0.0, "min_labels": 50}},
+                  monitoring={"window": {"rows": 600, "min_rows": 100},
+                              "persistence": {"k": 1, "n": 1},
+                              "performance": {"min_labels": 50}})
+    case = tmp_path / "case"
+    paths = {}
+    for name, frame in {"bad": binary_frame(900, seed=1, shuffle_labels=True),
+                        "good": binary_frame(900, seed=1),
+                        "invalid": binary_frame(900, seed=1).assign(age=500.0),
+                        "bad2": binary_frame(900, seed=2, shuffle_labels=True),
+                        "concept-b": _flipped(binary_frame(900, seed=3))}.items():
+        paths[name] = str(write_case(case / name, frame, cfg))
+    loaded = load_config(paths["good"])
+    assert notify.sync_automations(loaded) == [f"regrow notify {k} {model}" for k in NOTIFY_KINDS]
+
+    assert train_flow(paths["bad"]).decision["verdict"] == "reject"        # gate_rejected
+    assert train_flow(paths["good"]).champion_after == "2"                 # promoted
+    with pytest.raises(Exception, match="validation failed"):
+        train_flow(paths["invalid"])                                       # training_failed
+    assert train_flow(paths["bad2"]).decision["verdict"] == "reject"       # again: quiet
+    # ... and that was the second training in a row that promoted nothing: circuit_opened
+    manual = train_flow(paths["concept-b"], overrides={"promotion.mode": "manual",
+                                                       "promotion.timeout": "2s"})
+    assert not manual.promoted and manual.approval["how"] == "timeout"     # approval_waiting
+    baking = train_flow(paths["concept-b"])
+    assert baking.promoted and baking.champion_before == "2"               # promoted: quiet
+    # The new champion bakes against v2: on rows of the old concept it loses -> rolled_back.
+    old = binary_frame(300, seed=4, start="2025-01-01").assign(row_id=lambda f: f.row_id + 10_000)
+    _score_and_label(Path(paths["good"]), old, tmp_path)
+    check = drift_check_flow(paths["good"], retrain=False)
+    assert check.bake["state"] == "rolled_back"
+    # v2 serves again; on rows of the new concept it has degraded -> degradation_confirmed.
+    new = _flipped(binary_frame(300, seed=5, start="2025-03-01")).assign(
+        row_id=lambda f: f.row_id + 20_000)
+    _score_and_label(Path(paths["good"]), new, tmp_path)
+    check = drift_check_flow(paths["good"], retrain=False)
+    assert check.version == "2" and check.assessment["persistent"]
+
+    def arrived():
+        return {b["subject"] for b in receiver.about(model)} >= \
+            {f"regrow: {model}: {t}" for t in nt.TITLES.values()}
+    _wait_for(arrived, 60, lambda: f"not every kind arrived: {receiver.about(model)}")
+    time.sleep(3)  # anything the window should have held back would have arrived by now
+    got = {nt_kind: [b["text"] for b in receiver.about(model)
+                     if b["subject"] == f"regrow: {model}: {title}"]
+           for nt_kind, title in nt.TITLES.items()}
+    assert {k: len(v) for k, v in got.items()} == dict.fromkeys(NOTIFY_KINDS, 1), got
+    # Twice emitted, once delivered: the quiet window is the automation's doing.
+    assert len(_events(model, nt.EVENTS["gate_rejected"])) == 2
+    assert len(_events(model, nt.EVENTS["promoted"])) == 2
+
+    text = {k: v[0] for k, v in got.items()}
+    run_link = re.compile(re.escape(api_ui(receiver)) + r"/runs/flow-run/[0-9a-f-]{36}$")
+    assert re.match(r"The gate rejected nt-all v1: roc_auc 0\.\d{4} with no champion to compare "
+                    r"\(failed: [a-z_:=, ]*baseline", text["gate_rejected"])
+    assert run_link.search(text["gate_rejected"])
+    assert re.match(r"nt-all v2 is the first champion: roc_auc 0\.9\d{3} on its holdout, see "
+                    r"file://.*/card/model_card\.html$", text["promoted"])
+    assert text["training_failed"].startswith("A manual training of nt-all failed: "
+                                              "ValidationFailed: validation failed: 1 of ")
+    assert text["circuit_opened"].startswith("The retrain circuit breaker of nt-all is open: "
+                                             "2 consecutive trainings promoted nothing (limit 2)")
+    assert re.match(r"nt-all v4 passed the gate and waits for approval \(roc_auc 0\.9\d{3} "
+                    r"against champion v2's 0\.\d{4} on the same holdout\); no decision within 2s",
+                    text["approval_waiting"])
+    assert run_link.search(text["approval_waiting"])
+    assert re.match(r"nt-all rolled back from v5 to v2: on 300 labelled rows of its bake v5 "
+                    r"scored roc_auc 0\.\d{4} against v2's 0\.9\d{3}", text["rolled_back"])
+    assert re.match(r"nt-all v2 has degraded: roc_auc 0\.\d{4} on 300 labelled rows against "
+                    r"0\.9\d{3} at training \(drop 0\.\d{4}\), confirmed by one check; no retrain "
+                    r"asked .*, see file://.*/drift-.*\.html$",
+                    text["degradation_confirmed"])
+    assert all(TOKEN not in t for t in text.values())
+    assert all(h.get("Authorization") == f"Bearer {TOKEN}" for h in receiver.headers)
+
+
+def api_ui(receiver: Receiver) -> str:
+    from prefect.settings import PREFECT_UI_URL
+
+    return PREFECT_UI_URL.value().rstrip("/")
+
+
+def test_the_next_message_comes_once_the_window_has_passed(receiver: Receiver, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    from regrow.flows.training import train_flow
+
+    _set_home(monkeypatch, tmp_path / "home")
+    model, window = "nt-quick", 12.0
+    cfg = _config(model, notify={"block": "custom-webhook/nt-receiver", "on": ["training_failed"],
+                                 "window": f"{window:g}s"})
+    path = str(write_case(tmp_path / "m", binary_frame(300, seed=1).assign(age=500.0), cfg))
+    notify.sync_automations(load_config(path))
+
+    def fail() -> float:
+        started = time.time()
+        with pytest.raises(Exception, match="validation failed"):
+            train_flow(path)
+        return started
+
+    first = fail()
+    fail()  # within the window: held back
+    _wait_for(lambda: receiver.about(model), 30, "the first failure was never delivered")
+    time.sleep(max(0.0, first + window + 0.5 - time.time()))
+    fail()  # the window has passed: delivered
+    _wait_for(lambda: len(receiver.about(model)) >= 2, 30, "the failure after the window was "
+              "never delivered")
+    time.sleep(2)
+    assert len(receiver.about(model)) == 2 and len(_events(model, nt.EVENTS["training_failed"])) == 3
+
+
+def test_a_block_that_cannot_deliver_never_fails_the_training(api: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from regrow.flows.training import train_flow
+
+    _set_home(monkeypatch, tmp_path / "home")
+    CustomWebhookNotificationBlock(name="dead", url=f"http://127.0.0.1:{free_port()}/nobody",
+                                   json_data={"text": "{{body}}"}).save("nt-dead", overwrite=True)
+    model = "nt-dead"
+    cfg = write_case(tmp_path / "m", binary_frame(900, seed=1),
+                     _config(model, notify={"block": "custom-webhook/nt-dead", "on": ["promoted"]}))
+    (name,) = notify.sync_automations(load_config(cfg))
+    out = train_flow(str(cfg))
+    assert out.promoted and out.champion_after == "1"
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    with get_client(sync_client=True) as client:
+        (auto,) = client.read_automations_by_name(name)
+
+        def failed():
+            page = client.read_events(EventFilter(event=EventNameFilter(
+                name=["prefect.automation.action.failed"])), limit=50)
+            return [e for e in page.events if e.resource.id == f"prefect.automation.{auto.id}"]
+        events = _wait_for(failed, 30, "the server never tried the dead block")
+    assert events[0].payload["reason"] == "Notification failed"
+
+
+def test_sync_keeps_unchanged_automations_and_drops_kinds_no_longer_named(api: str, receiver,
+                                                                          tmp_path: Path):
+    from prefect import get_client
+
+    base = _config("nt-sync", notify={"block": "custom-webhook/nt-receiver",
+                                      "on": ["promoted", "gate_rejected"]})
+    first = write_case(tmp_path / "a", None, base)
+    notify.sync_automations(load_config(first))
+
+    def mine():
+        with get_client(sync_client=True) as client:
+            return {a.name: a.id for a in client.read_automations() if "model:nt-sync" in a.tags}
+    before = mine()
+    assert set(before) == {"regrow notify promoted nt-sync", "regrow notify gate_rejected nt-sync"}
+    notify.sync_automations(load_config(first))
+    assert mine() == before  # a restart keeps them (and their quiet windows)
+    fewer = write_case(tmp_path / "b", None, merge(base, {"notify": {"on": ["promoted"],
+                                                                     "window": "10m"}}))
+    notify.sync_automations(load_config(fewer))
+    after = mine()
+    assert set(after) == {"regrow notify promoted nt-sync"}
+    assert after["regrow notify promoted nt-sync"] != before["regrow notify promoted nt-sync"]
+    off = write_case(tmp_path / "c", None, merge(base, {"notify": None}))
+    assert notify.sync_automations(load_config(off)) == [] and mine() == {}
+
+
+def test_regrow_notify_print_is_a_file_prefect_reads(api: str, receiver, tmp_path: Path, capsys):
+    import argparse
+
+    from prefect.events.schemas.automations import AutomationCore
+
+    from regrow.flows.cli import cmd_notify
+
+    cfg = write_case(tmp_path / "a", None, _config("nt-print", notify={
+        "block": "custom-webhook/nt-receiver", "on": ["rolled_back"], "window": "30m"}))
+    assert cmd_notify(argparse.Namespace(configs=[str(cfg)], print=True, set=None)) == 0
+    (auto,) = [AutomationCore.model_validate(a)
+               for a in yaml.safe_load(capsys.readouterr().out)["automations"]]
+    assert auto.name == "regrow notify rolled_back nt-print"
+    assert auto.trigger.within.total_seconds() == 1800
+    assert auto.trigger.match.model_dump() == {"prefect.resource.id": "regrow.model.nt-print"}
+    assert auto.actions[0].block_document_id == notify.block_id("custom-webhook/nt-receiver", "x")
+
+
+@pytest.mark.slow
+def test_serve_with_a_missing_block_says_how_to_create_it(prefect_server: str, tmp_path: Path):
+    import os
+
+    cfg = write_case(tmp_path / "m", None, _config("nt-missing", notify={
+        "block": "slack-webhook/no-such-block"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
+    env.update(PREFECT_API_URL=prefect_server, REGROW_HOME=str(tmp_path / "home"),
+               PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "regrow.flows.cli", "serve", str(cfg)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("note:")]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith(f"error: {cfg}: notify.block 'slack-webhook/no-such-block' does "
+                               f"not exist on the Prefect server at {prefect_server}; create it")
+    assert "prefect block create slack-webhook" in lines[0]
+    assert "SlackWebhook(url=...).save('no-such-block')" in lines[0]
