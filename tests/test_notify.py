@@ -266,9 +266,9 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
         train_flow(paths["invalid"])                                       # training_failed
     assert train_flow(paths["bad2"]).decision["verdict"] == "reject"       # again: quiet
     # ... and that was the second training in a row that promoted nothing: circuit_opened
-    manual = train_flow(paths["concept-b"], overrides={"promotion.mode": "manual",
+    manual = train_flow(paths["concept-b"], overrides={"promotion.mode": "manual",  # approval_waiting
                                                        "promotion.timeout": "2s"})
-    assert not manual.promoted and manual.approval["how"] == "timeout"     # approval_waiting
+    assert manual.decision["verdict"] == "promote" and manual.champion_after == "2"  # timed out
     baking = train_flow(paths["concept-b"])
     assert baking.promoted and baking.champion_before == "2"               # promoted: quiet
     # The new champion bakes against v2: on rows of the old concept it loses -> rolled_back.
