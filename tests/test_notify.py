@@ -127,6 +127,7 @@ class Receiver:
     def __init__(self):
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
+        self.times: list[float] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -134,6 +135,7 @@ class Receiver:
                 size = int(self.headers.get("content-length", 0))
                 outer.bodies.append(json.loads(self.rfile.read(size) or b"{}"))
                 outer.headers.append(dict(self.headers))
+                outer.times.append(time.time())
                 self.send_response(200)
                 self.end_headers()
 
@@ -338,16 +340,16 @@ def test_the_next_message_comes_once_the_window_has_passed(receiver: Receiver, t
     path = str(write_case(tmp_path / "m", binary_frame(300, seed=1).assign(age=500.0), cfg))
     notify.sync_automations(load_config(path))
 
-    def fail() -> float:
-        started = time.time()
+    def fail() -> None:
         with pytest.raises(Exception, match="validation failed"):
             train_flow(path)
-        return started
 
-    first = fail()
+    fail()
     fail()  # within the window: held back
     _wait_for(lambda: receiver.about(model), 30, "the first failure was never delivered")
-    time.sleep(max(0.0, first + window + 0.5 - time.time()))
+    # The window runs from the first event, which was emitted before it was delivered.
+    delivered = receiver.times[receiver.bodies.index(receiver.about(model)[0])]
+    time.sleep(max(0.0, delivered + window + 0.5 - time.time()))
     fail()  # the window has passed: delivered
     _wait_for(lambda: len(receiver.about(model)) >= 2, 30, "the failure after the window was "
               "never delivered")
@@ -377,12 +379,16 @@ def test_a_block_that_cannot_deliver_never_fails_the_training(api: str, tmp_path
     with get_client(sync_client=True) as client:
         (auto,) = client.read_automations_by_name(name)
 
-        def failed():
-            page = client.read_events(EventFilter(event=EventNameFilter(
-                name=["prefect.automation.action.failed"])), limit=50)
+        def automation_events(prefix: str) -> list:
+            page = client.read_events(EventFilter(event=EventNameFilter(prefix=[prefix])),
+                                      limit=50)
             return [e for e in page.events if e.resource.id == f"prefect.automation.{auto.id}"]
-        events = _wait_for(failed, 30, "the server never tried the dead block")
-    assert events[0].payload["reason"] == "Notification failed"
+        # The automation fired for the promotion; its webhook met a closed port (Prefect's
+        # server logs the connection error and retries the action, then drops it).
+        _wait_for(lambda: automation_events("prefect.automation.triggered"), 30,
+                  "the automation never fired")
+        time.sleep(2)
+        assert not automation_events("prefect.automation.action.executed")
 
 
 def test_sync_keeps_unchanged_automations_and_drops_kinds_no_longer_named(api: str, receiver,
