@@ -463,3 +463,29 @@ def test_serve_with_a_missing_block_says_how_to_create_it(prefect_server: str, t
                                f"not exist on the Prefect server at {prefect_server}; create it")
     assert "prefect block create slack-webhook" in lines[0]
     assert "SlackWebhook(url=...).save('no-such-block')" in lines[0]
+
+
+def test_a_training_whose_process_died_is_announced_as_crashed(api: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    from regrow.flows.training import train_flow
+    from regrow.tasks.registry import Registry
+    from regrow.tasks.settings import Settings
+    from regrow.tasks.store import Store
+
+    _set_home(monkeypatch, tmp_path / "home")
+    model = "nt-crash"
+    cfg = write_case(tmp_path / "m", binary_frame(900, seed=1), _config(model))
+    # What a `kill -9` leaves: a running training record whose lease stops being renewed,
+    # and its MLflow run still RUNNING.
+    settings = Settings.from_env()
+    registry, store = Registry(settings), Store(settings.database_url)
+    dead_run = registry.start_run(model, f"train-{model}-schedule", {})
+    store.start_training(model, "schedule", "nightly", dead_run, 2.0)
+    time.sleep(2.5)
+    assert train_flow(str(cfg)).promoted  # the next training finds it and closes it
+    assert registry.run_info(dead_run)["status"] == "FAILED"
+    (event,) = _events_at_least(model, nt.EVENTS["training_failed"], 1)
+    assert event.payload["how"] == "crashed" and event.payload["trigger"] == "schedule"
+    assert event.payload["message"].startswith(f"A schedule training of {model} crashed: no "
+                                               "heartbeat since ")
+    store.dispose()
