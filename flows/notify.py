@@ -94,10 +94,14 @@ def _training_links(ctx: Any, version: str | None, report: str = "gate/decision.
     from regrow.tasks.card import CARD_HTML
     from regrow.tasks.registry import artifact_link, run_url, version_url
 
-    reg = ctx.registry
-    return nt.Links(run=flow_run_url(), mlflow=run_url(reg, ctx.run_id) if ctx.run_id else None,
-                    report=artifact_link(reg, ctx.run_id, report) if ctx.run_id else None,
-                    card=version_url(reg, ctx.model_name, version, CARD_HTML) if version else None)
+    reg, run = ctx.registry, flow_run_url()
+    try:
+        return nt.Links(run=run, mlflow=run_url(reg, ctx.run_id) if ctx.run_id else None,
+                        report=artifact_link(reg, ctx.run_id, report) if ctx.run_id else None,
+                        card=version_url(reg, ctx.model_name, version, CARD_HTML)
+                        if version else None)
+    except Exception:  # noqa: BLE001 - MLflow unreachable (perhaps why the run failed): tell anyway
+        return nt.Links(run=run)
 
 
 def _scores(evals: Any) -> tuple[str, float | None, float | None]:
@@ -128,10 +132,9 @@ def training_failed(ctx: Any, err: BaseException) -> None:
     """A training failed (an exception) or crashed (interrupted, terminated)."""
     how = "failed" if isinstance(err, Exception) else "crashed"
     text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    report = "validation/report.md" if type(err).__name__ == "ValidationFailed" else "gate/decision.json"
-    links = _training_links(ctx, None, report)
-    if report == "gate/decision.json":
-        links = nt.Links(run=links.run, mlflow=links.mlflow)  # no gate record to show
+    links = _training_links(ctx, None, "validation/report.md")
+    if type(err).__name__ != "ValidationFailed":  # no report: the run and the MLflow run
+        links = nt.Links(run=links.run, mlflow=links.mlflow)
     announce(nt.training_failed(ctx.model_name, how, text.splitlines()[0], ctx.trigger.kind, links))
     if ctx.row_id:
         circuit_check(ctx.store, ctx.model_name, ctx.loaded.config.retrain, links)
