@@ -92,3 +92,18 @@ def prefect_api_url(run_dir: Path) -> str | None:
                 if part_alive(part, check_cmdline=False):
                     return part.get("api_url")
     return None
+
+
+def serving_mlflow_url(run_dir: Path, store_uri: str) -> str | None:
+    """The URL of the plane's MLflow UI when the plane is up and serves the store `store_uri`
+    (its command line names it); None otherwise. One JSON read and one ``/proc`` read."""
+    state = read_state(run_dir)
+    if not state or not state.get("ready"):
+        return None
+    for part in state["parts"]:
+        if isinstance(part, dict) and part.get("name") == "mlflow" \
+                and store_uri in (part.get("argv") or []):
+            with contextlib.suppress(Exception):
+                if part_alive(part, check_cmdline=False):
+                    return part.get("url")
+    return None

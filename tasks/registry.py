@@ -534,9 +534,14 @@ def run_link(registry: Registry, run_id: str) -> str:
 
 def ui_url(registry: Registry) -> str | None:
     """The MLflow UI's address: ``REGROW_MLFLOW_UI_URL``, else the tracking URI when it is a
-    tracking server; None for a local store nobody serves."""
+    tracking server, else the control plane's MLflow UI when it serves this local store (see
+    `tasks.plane`); None for a local store nobody serves."""
+    from regrow.tasks.plane import serving_mlflow_url
+
     explicit = os.environ.get("REGROW_MLFLOW_UI_URL", "").strip()
     uri = explicit or registry.settings.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        uri = serving_mlflow_url(registry.settings.run_dir, uri) or ""
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
 
 

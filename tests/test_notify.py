@@ -489,3 +489,30 @@ def test_a_training_whose_process_died_is_announced_as_crashed(api: str, tmp_pat
     assert event.payload["message"].startswith(f"A schedule training of {model} crashed: no "
                                                "heartbeat since ")
     store.dispose()
+
+
+def test_links_use_the_control_planes_mlflow_ui_for_its_local_store(home, monkeypatch):
+    """With the control plane up and serving this home's embedded MLflow store, links are
+    pages of its MLflow UI; another store, a plane that is down, or no plane: no UI address."""
+    import os
+
+    from regrow.tasks import plane
+    from regrow.tasks.registry import Registry, ui_url
+    from regrow.tasks.settings import Settings
+
+    monkeypatch.delenv("REGROW_MLFLOW_UI_URL", raising=False)
+    settings = Settings.from_env()
+    registry = Registry(settings)
+    assert ui_url(registry) is None
+    me = {"name": "mlflow", "pid": os.getpid(), "starttime": plane.start_time(os.getpid()),
+          "argv": ["mlflow", "server", "--backend-store-uri", settings.tracking_uri],
+          "url": "http://127.0.0.1:5999"}
+    plane.write_state(settings.run_dir, {"ready": True, "parts": [me]})
+    assert ui_url(registry) == "http://127.0.0.1:5999"
+    plane.write_state(settings.run_dir, {"ready": True, "parts": [
+        {**me, "argv": ["mlflow", "server", "--backend-store-uri", "sqlite:///elsewhere.db"]}]})
+    assert ui_url(registry) is None
+    plane.write_state(settings.run_dir, {"ready": True, "parts": [{**me, "starttime": -1}]})
+    assert ui_url(registry) is None  # that process is gone
+    monkeypatch.setenv("REGROW_MLFLOW_UI_URL", "http://mlflow.internal:80/")
+    assert ui_url(registry) == "http://mlflow.internal:80"
