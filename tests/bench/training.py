@@ -72,15 +72,15 @@ WARMUP_ROWS = 5_000
 
 DEFAULT_SIZES = [10_000, 100_000, 1_000_000]
 TARGET_SIZE, TARGET_RATIO, TARGET_HELP_S = 100_000, 1.3, 1.0
-STEPS = ["start-run", "ingest", "validate", "split", "train", "evaluate", "gate", "register",
-         "promote"]
+STEPS = ["start-run", "ingest", "validate", "split", "features", "train", "evaluate", "gate",
+         "register", "promote"]
 # Project functions timed inside the steps during flow runs: (step, label, module, attribute).
 # Patch the name where the caller looks it up (flows.steps imports some names directly).
 PROBES = [
     ("ingest", "content fingerprint", "regrow.tasks.ingest", "fingerprint"),
     ("evaluate", "bootstrap CI", "regrow.tasks.evaluate", "bootstrap_ci"),
-    ("evaluate", "load champion", "regrow.tasks.registry", "Registry.load"),
-    ("register", "MLflow log_model", "regrow.tasks.registry", "Registry.log_model"),
+    ("evaluate", "load champion (own thread)", "regrow.tasks.registry", "Registry.load"),
+    ("register", "MLflow log_model (own thread)", "regrow.tasks.registry", "Registry.log_model"),
     ("register", "build drift reference", "regrow.flows.steps", "build_reference"),
     ("register", "log drift reference", "regrow.flows.steps", "log_reference"),
 ]
