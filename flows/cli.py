@@ -413,9 +413,18 @@ def cmd_notify(args: argparse.Namespace) -> int:
     for path in args.configs:
         args.config = path
         _load_or_exit(args)
+    from prefect.settings import PREFECT_API_URL
+
     from regrow.configs.schema import load_config
     from regrow.flows import notify
 
+    server = bool(PREFECT_API_URL.value())  # the user's (env or profile), or `regrow up`'s
+    if not server and not args.print:
+        print("error: regrow notify keeps automations on a Prefect server, and none is "
+              "configured (a temporary server would forget them when this command ends): run "
+              "`regrow up`, or set PREFECT_API_URL to your server; `regrow notify --print` "
+              "writes them as a file instead", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         if args.print:
             import yaml
@@ -424,10 +433,15 @@ def cmd_notify(args: argparse.Namespace) -> int:
             for path in args.configs:
                 cfg = load_config(path).config
                 if cfg.notify is not None:
-                    bid = notify.block_id(cfg.notify.block, path)
+                    bid = notify.block_id(cfg.notify.block, path) if server \
+                        else notify.PLACEHOLDER_BLOCK_ID
                     docs += notify.automations_file(bid, cfg.notify.window_seconds,
                                                     cfg.registry.model_name,
                                                     cfg.notify.on)["automations"]
+            if not server and docs:
+                print(f"note: no Prefect server is configured, so the block id is left as "
+                      f"{notify.PLACEHOLDER_BLOCK_ID}: replace it with your block's (`prefect "
+                      "block inspect <type>/<name>` shows it)", file=sys.stderr)
             print(yaml.safe_dump({"automations": docs}, sort_keys=False), end="")
             return 0
         for path in args.configs:

@@ -516,3 +516,30 @@ def test_links_use_the_control_planes_mlflow_ui_for_its_local_store(home, monkey
     assert ui_url(registry) is None  # that process is gone
     monkeypatch.setenv("REGROW_MLFLOW_UI_URL", "http://mlflow.internal:80/")
     assert ui_url(registry) == "http://mlflow.internal:80"
+
+
+def test_regrow_notify_without_a_prefect_server_says_so(tmp_path: Path):
+    """Without a Prefect server, `regrow notify` refuses in one sentence (a temporary server
+    would forget the automations) and `--print` writes the file with the placeholder block."""
+    import os
+
+    from prefect.events.schemas.automations import AutomationCore
+
+    cfg = write_case(tmp_path / "n", None, _config("nt-noserver", notify={
+        "block": "slack-webhook/ml-alerts", "on": ["promoted"]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
+    env.update(REGROW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"),
+               PYTHONPATH=str(ROOT))
+    regrow = [sys.executable, "-m", "regrow.flows.cli", "notify", str(cfg)]
+    out = subprocess.run(regrow, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("error: regrow notify keeps automations on a Prefect server, "
+                                 "and none is configured")
+    out = subprocess.run([*regrow, "--print"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert str(notify.PLACEHOLDER_BLOCK_ID) in out.stderr
+    (auto,) = [AutomationCore.model_validate(a)
+               for a in yaml.safe_load(out.stdout)["automations"]]
+    assert auto.name == "regrow notify promoted nt-noserver"
+    assert auto.actions[0].block_document_id == notify.PLACEHOLDER_BLOCK_ID
