@@ -41,6 +41,18 @@ def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = 
     raise TimeoutError(f"{url} did not come up within {timeout} s")
 
 
+def wait_for(check, timeout: float, message, interval: float = 0.3):
+    """Poll `check` until it returns something truthy (returned) or `timeout` seconds pass
+    (AssertionError with `message`, or what `message()` returns)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message() if callable(message) else message)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds."""
     if proc.poll() is None:

@@ -22,7 +22,7 @@ from regrow.configs.schema import NOTIFY_KINDS, ConfigError, load_config, parse_
 from regrow.flows import notify
 from regrow.tasks import notify as nt
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
-from tests.procs import free_port
+from tests.procs import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hdr-token-5f0c1d2e3a4b"  # sent as a header by the block: must appear in no message
@@ -185,23 +185,13 @@ def receiver(api: str) -> Receiver:
     return rec
 
 
-def _wait_for(check, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(message() if callable(message) else message)
-
-
 def _events_at_least(model: str, name: str, count: int) -> list:
     """The model's events of a name, once the server has stored at least `count` of them (its
     event persister writes in batches, after the triggers have seen them)."""
     def stored():
         found = _events(model, name)
         return found if len(found) >= count else None
-    return _wait_for(stored, 30, f"fewer than {count} {name} events of {model} were stored")
+    return wait_for(stored, 30, f"fewer than {count} {name} events of {model} were stored")
 
 
 def _events(model: str, name: str) -> list:
@@ -297,7 +287,7 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
     def arrived():
         return {b["subject"] for b in receiver.about(model)} >= \
             {f"regrow: {model}: {t}" for t in nt.TITLES.values()}
-    _wait_for(arrived, 60, lambda: f"not every kind arrived: {receiver.about(model)}")
+    wait_for(arrived, 60, lambda: f"not every kind arrived: {receiver.about(model)}")
     time.sleep(3)  # anything the window should have held back would have arrived by now
     got = {nt_kind: [b["text"] for b in receiver.about(model)
                      if b["subject"] == f"regrow: {model}: {title}"]
@@ -355,12 +345,12 @@ def test_the_next_message_comes_once_the_window_has_passed(receiver: Receiver, t
 
     fail()
     fail()  # within the window: held back
-    _wait_for(lambda: receiver.about(model), 30, "the first failure was never delivered")
+    wait_for(lambda: receiver.about(model), 30, "the first failure was never delivered")
     # The window runs from the first event, which was emitted before it was delivered.
     delivered = receiver.times[receiver.bodies.index(receiver.about(model)[0])]
     time.sleep(max(0.0, delivered + window + 0.5 - time.time()))
     fail()  # the window has passed: delivered
-    _wait_for(lambda: len(receiver.about(model)) >= 2, 30, "the failure after the window was "
+    wait_for(lambda: len(receiver.about(model)) >= 2, 30, "the failure after the window was "
               "never delivered")
     time.sleep(2)
     assert len(_events_at_least(model, nt.EVENTS["training_failed"], 3)) == 3
@@ -395,7 +385,7 @@ def test_a_block_that_cannot_deliver_never_fails_the_training(api: str, tmp_path
             return [e for e in page.events if e.resource.id == f"prefect.automation.{auto.id}"]
         # The automation fired for the promotion; its webhook met a closed port (Prefect's
         # server logs the connection error and retries the action, then drops it).
-        _wait_for(lambda: automation_events("prefect.automation.triggered"), 30,
+        wait_for(lambda: automation_events("prefect.automation.triggered"), 30,
                   "the automation never fired")
         time.sleep(2)
         assert not automation_events("prefect.automation.action.executed")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
-from tests.procs import free_port, stop, wait_http
+from tests.procs import free_port, stop, wait_for, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -50,8 +50,9 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
                             cwd=ROOT)
     try:
         with _api(prefect_server):
-            _wait_for(lambda: _deployment("srv-timeout", "train") is not None, 120,
-                      f"deployments never appeared; serve log:\n{(base / 'serve.log').read_text()}")
+            wait_for(lambda: _deployment("srv-timeout", "train") is not None, 120,
+                     lambda: "deployments never appeared; serve log:\n"
+                     + (base / "serve.log").read_text(), interval=1)
         yield {"server": prefect_server, "home": home, "configs": configs, "log": base / "serve.log"}
     finally:
         stop(proc)
@@ -70,16 +71,6 @@ def _api(url: str):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     return temporary_settings({PREFECT_API_URL: url})
-
-
-def _wait_for(check, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(message)
 
 
 def _deployment(model: str, kind: str):
@@ -120,11 +111,11 @@ def _paused(run_id, timeout: float = 240):
             return paused_run(run_id)
         except RuntimeError:
             return None
-    return _wait_for(check, timeout, "the training never paused")
+    return wait_for(check, timeout, "the training never paused", interval=1)
 
 
 def _final(run_id, timeout: float = 300):
-    return _wait_for(lambda: (s := _state(run_id)).is_final() and s, timeout,
+    return wait_for(lambda: (s := _state(run_id)).is_final() and s, timeout,
                      f"flow run {run_id} did not finish")
 
 
@@ -207,7 +198,7 @@ def test_admitted_event_starts_a_training_run(served):
                 runs = c.read_flow_runs(deployment_filter=DeploymentFilter(
                     id=DeploymentFilterId(any_=[dep.id])))
             return [r for r in runs if r.parameters["request"].get("request_id") == answer.request_id]
-        (run,) = _wait_for(started, 60, "the admitted event created no flow run")
+        (run,) = wait_for(started, 60, "the admitted event created no flow run", interval=1)
         assert run.parameters["request"]["kind"] == "webhook"
         state = _final(run.id)
     assert state.is_completed(), state.message
@@ -231,7 +222,7 @@ def test_drift_check_cron_creates_scheduled_runs(served):
                 runs = c.read_flow_runs(deployment_filter=DeploymentFilter(
                     id=DeploymentFilterId(any_=[dep.id])))
             return [r for r in runs if r.state and r.state.is_scheduled()]
-        assert len(_wait_for(scheduled, 90, "the scheduler created no runs")) >= 1
+        assert len(wait_for(scheduled, 90, "the scheduler created no runs", interval=1)) >= 1
 
 
 def _cli(served, *args: str) -> subprocess.CompletedProcess:
@@ -338,7 +329,7 @@ def _train_runs(model: str) -> list:
 
 def _quiet(model: str) -> None:
     """Wait until no training run of the model is pending or running, and the cooldown passed."""
-    _wait_for(lambda: all(r.state.is_final() for r in _train_runs(model) if r.state), 300,
+    wait_for(lambda: all(r.state.is_final() for r in _train_runs(model) if r.state), 300,
               "a training run never finished")
     time.sleep(1.5)
 
@@ -352,9 +343,9 @@ def test_signed_webhook_trains_a_new_champion(served, receiver):
         assert answer.status_code == 202, answer.text
         body = answer.json()
         assert body["verdict"] == "admitted"
-        runs = _wait_for(lambda: [r for r in _train_runs("srv-auto") if
+        runs = wait_for(lambda: [r for r in _train_runs("srv-auto") if
                                   r.parameters["request"].get("request_id") == body["request_id"]],
-                         60, "the webhook created no training run")
+                         60, "the webhook created no training run", interval=1)
         assert _final(runs[0].id).is_completed()
     reg = _registry(served["home"])
     champion = reg.alias_version("srv-auto", "champion")
@@ -500,9 +491,9 @@ def test_webhook_refuses_overrides_outside_the_allowed_keys(served, receiver, tm
                                "overrides": {"data.source.path": data}})
         assert res.status_code == 202, res.text
         assert res.json()["verdict"] == "admitted"
-        runs = _wait_for(lambda: [r for r in _train_runs("srv-auto") if r.parameters["request"]
+        runs = wait_for(lambda: [r for r in _train_runs("srv-auto") if r.parameters["request"]
                                   .get("request_id") == res.json()["request_id"]],
-                         120, "the admitted webhook created no training run")
+                         120, "the admitted webhook created no training run", interval=1)
         assert runs[0].parameters["request"]["overrides"] == {"data.source.path": data}
         state = _final(runs[0].id, timeout=600)
     assert state.is_completed(), state.message
