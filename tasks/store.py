@@ -321,7 +321,8 @@ class Store:
                 if self._engine is None:
                     sqlite = self.url.startswith("sqlite")
                     engine = sa.create_engine(
-                        self.url, pool_pre_ping=True,
+                        # a local file needs no liveness ping before each transaction
+                        self.url, pool_pre_ping=not sqlite,
                         # writers queue instead of failing fast with "database is locked"
                         connect_args={"timeout": 60} if sqlite else {})
                     _ensure_schema(engine)
