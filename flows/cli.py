@@ -410,12 +410,12 @@ def cmd_notify(args: argparse.Namespace) -> int:
     """Create (or update) the notification automations of the given configs on the Prefect
     server, as `regrow serve` does; with --print, print them as a file for
     `prefect automation create --from-file` instead."""
+    configs = []
     for path in args.configs:
         args.config = path
-        _load_or_exit(args)
+        configs.append(_load_or_exit(args))
     from prefect.settings import PREFECT_API_URL
 
-    from regrow.configs.schema import load_config
     from regrow.flows import notify
 
     server = bool(PREFECT_API_URL.value())  # the user's (env or profile), or `regrow up`'s
@@ -430,10 +430,10 @@ def cmd_notify(args: argparse.Namespace) -> int:
             import yaml
 
             docs = []
-            for path in args.configs:
-                cfg = load_config(path).config
+            for loaded in configs:
+                cfg = loaded.config
                 if cfg.notify is not None:
-                    bid = notify.block_id(cfg.notify.block, path) if server \
+                    bid = notify.block_id(cfg.notify.block, str(loaded.path)) if server \
                         else notify.PLACEHOLDER_BLOCK_ID
                     docs += notify.automations_file(bid, cfg.notify.window_seconds,
                                                     cfg.registry.model_name,
@@ -444,8 +444,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                       "block inspect <type>/<name>` shows it)", file=sys.stderr)
             print(yaml.safe_dump({"automations": docs}, sort_keys=False), end="")
             return 0
-        for path in args.configs:
-            loaded = load_config(path)
+        for loaded in configs:
             print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
     except notify.NotifySetupError as err:
         print(f"error: {err}", file=sys.stderr)

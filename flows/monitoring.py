@@ -103,10 +103,9 @@ class RetrainOutcome:
 def run_request(env: Env, config_path: str, *, kind: str, reason: str, ref: str | None,
                 overrides: dict[str, Any] | None, actor: str = "regrow") -> RetrainOutcome:
     """Ask the policy; when admitted, start the training: here (inline) or by event (served)."""
-    answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
+    answer = notify.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
                                     reason=reason, ref=ref)
     if not answer.admitted:
-        notify.circuit_refused(env.store, env.model, env.loaded.config.retrain, answer.verdict, kind)
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
     if dispatch.mode() == "events":
         event_id = dispatch.emit_admitted(env.model, str(env.loaded.path), answer.request_id,

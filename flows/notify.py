@@ -35,11 +35,6 @@ AUTOMATION_TAG = "regrow-notify"
 PLACEHOLDER_BLOCK_ID = UUID(int=0)
 BODY = "{{ event.payload.message }}"
 SUBJECT = "{{ event.payload.subject }}"
-_BLOCK_CLASSES = {"slack-webhook": "SlackWebhook", "ms-teams-webhook": "MicrosoftTeamsWebhook",
-                  "custom-webhook": "CustomWebhookNotificationBlock",
-                  "discord-webhook": "DiscordWebhook", "mattermost-webhook": "MattermostWebhook",
-                  "sendgrid-email": "SendgridEmail", "pager-duty-webhook": "PagerDutyWebHook",
-                  "opsgenie-webhook": "OpsgenieWebhook", "twilio-sms": "TwilioSMS"}
 
 
 class NotifySetupError(RuntimeError):
@@ -170,6 +165,17 @@ def circuit_check(store: Any, model: str, retrain: Any, links: nt.Links) -> None
                                    nt.Links(run=links.run, mlflow=links.mlflow)))
 
 
+def request_retrain(store: Any, model: str, retrain: Any, *, kind: str, reason: str,
+                    ref: str | None) -> Any:
+    """`tasks.policy.request_retrain`, announcing a request the open circuit breaker refused:
+    how every retrain request (command, served run, webhook) reaches the policy."""
+    from regrow.tasks import policy
+
+    answer = policy.request_retrain(store, model, retrain, kind=kind, reason=reason, ref=ref)
+    circuit_refused(store, model, retrain, answer.verdict, kind)
+    return answer
+
+
 @never_raises
 def circuit_refused(store: Any, model: str, retrain: Any, verdict: str, kind: str) -> None:
     """A retrain request met an open circuit breaker."""
@@ -263,6 +269,18 @@ def automations_file(block_id: UUID = PLACEHOLDER_BLOCK_ID, window_seconds: floa
                             for k in kinds]}
 
 
+def _block_class(slug: str) -> str:
+    """The Python class of a Prefect block type (its registry knows every installed one)."""
+    import prefect.blocks.notifications  # noqa: F401 - registers the notification blocks
+    from prefect.blocks.core import Block
+    from prefect.utilities.dispatch import lookup_type
+
+    try:
+        return lookup_type(Block, slug).__name__
+    except KeyError:
+        return "<its block class>"
+
+
 def block_id(ref: str, where: str) -> UUID:
     """The id of the notification block document ``<type>/<name>``.
 
@@ -274,7 +292,7 @@ def block_id(ref: str, where: str) -> UUID:
     from prefect.settings import PREFECT_API_URL
 
     slug, name = ref.split("/", 1)
-    cls = _BLOCK_CLASSES.get(slug, "<its block class>")
+    cls = _block_class(slug)
     try:
         with get_client(sync_client=True) as client:
             doc = client.read_block_document_by_name(name=name, block_type_slug=slug,

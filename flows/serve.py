@@ -84,12 +84,10 @@ def _train_request(request: TrainRequest) -> Any:
         return _checked(execute_request(env, request.config_path, answer, kind=request.kind,
                                         reason=request.reason, ref=request.ref or None,
                                         overrides=request.overrides or None, actor=request.actor))
-    answer = policy.request_retrain(env.store, env.model, env.loaded.config.retrain,
+    answer = notify.request_retrain(env.store, env.model, env.loaded.config.retrain,
                                     kind=request.kind, reason=request.reason,
                                     ref=request.ref or None)
     if not answer.admitted:
-        notify.circuit_refused(env.store, env.model, env.loaded.config.retrain, answer.verdict,
-                               request.kind)
         print(f"retrain request #{answer.request_id}: {answer.verdict} -- {answer.detail}")
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
     return _checked(execute_request(env, request.config_path, answer, kind=request.kind,

@@ -323,11 +323,9 @@ class Receiver:
             answer, state = earlier.verdict, earlier.state
         else:
             with self.deliveries.writing():
-                answer = policy.request_retrain(self.store, req.model, loaded.config.retrain,
+                answer = notify.request_retrain(self.store, req.model, loaded.config.retrain,
                                                 kind="webhook", reason=reason, ref=ref)
             state = "admitted" if answer.admitted else "none"
-            notify.circuit_refused(self.store, req.model, loaded.config.retrain, answer.verdict,
-                                   "webhook")
         progress["request_id"] = answer.request_id
         status, detail, event_id = 202, answer.detail, None
         if answer.admitted and state != "admitted":

@@ -78,8 +78,9 @@ def part_alive(part: dict[str, Any], check_cmdline: bool = True) -> bool:
     return argv is not None and argv == part.get("argv")
 
 
-def prefect_api_url(run_dir: Path) -> str | None:
-    """The API URL of the plane's Prefect server when the plane is up and that server runs.
+def live_part(run_dir: Path, name: str, argv_has: str | None = None) -> dict[str, Any] | None:
+    """The plane's part `name` when the plane is up and that part's process runs (and, with
+    `argv_has`, its command line holds that argument); None otherwise.
 
     Cheap enough for every command: one JSON read and one ``/proc`` read, no HTTP call.
     """
@@ -87,23 +88,22 @@ def prefect_api_url(run_dir: Path) -> str | None:
     if not state or not state.get("ready"):
         return None
     for part in state["parts"]:
-        if isinstance(part, dict) and part.get("name") == "prefect":
+        if isinstance(part, dict) and part.get("name") == name \
+                and (argv_has is None or argv_has in (part.get("argv") or [])):
             with contextlib.suppress(Exception):
                 if part_alive(part, check_cmdline=False):
-                    return part.get("api_url")
+                    return part
     return None
+
+
+def prefect_api_url(run_dir: Path) -> str | None:
+    """The API URL of the plane's Prefect server when the plane is up and that server runs."""
+    part = live_part(run_dir, "prefect")
+    return None if part is None else part.get("api_url")
 
 
 def serving_mlflow_url(run_dir: Path, store_uri: str) -> str | None:
     """The URL of the plane's MLflow UI when the plane is up and serves the store `store_uri`
-    (its command line names it); None otherwise. One JSON read and one ``/proc`` read."""
-    state = read_state(run_dir)
-    if not state or not state.get("ready"):
-        return None
-    for part in state["parts"]:
-        if isinstance(part, dict) and part.get("name") == "mlflow" \
-                and store_uri in (part.get("argv") or []):
-            with contextlib.suppress(Exception):
-                if part_alive(part, check_cmdline=False):
-                    return part.get("url")
-    return None
+    (its command line names it); None otherwise."""
+    part = live_part(run_dir, "mlflow", argv_has=store_uri)
+    return None if part is None else part.get("url")

@@ -524,12 +524,13 @@ def log_drift_check(registry: Registry, model: str, version: str, champion_run_i
 
 
 def run_link(registry: Registry, run_id: str) -> str:
-    """Where a run can be seen: a URL on a tracking server, else the store and the run id."""
-    uri = registry.settings.tracking_uri
+    """Where a run can be seen: its page in the MLflow UI (`run_url`), else the store and the
+    run id."""
     exp = registry.run_info(run_id)["experiment_id"]
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
-    return f"MLflow store {uri}, experiment {exp}, run {run_id}"
+    base = ui_url(registry)
+    if base is not None:
+        return f"{base}/#/experiments/{exp}/runs/{run_id}"
+    return f"MLflow store {registry.settings.tracking_uri}, experiment {exp}, run {run_id}"
 
 
 def ui_url(registry: Registry) -> str | None:
@@ -547,10 +548,9 @@ def ui_url(registry: Registry) -> str | None:
 
 def run_url(registry: Registry, run_id: str) -> str | None:
     """A run's page in the MLflow UI (None without a UI address)."""
-    base = ui_url(registry)
-    if base is None or not run_id:
+    if not run_id or ui_url(registry) is None:
         return None
-    return f"{base}/#/experiments/{registry.run_info(run_id)['experiment_id']}/runs/{run_id}"
+    return run_link(registry, run_id)
 
 
 def artifact_link(registry: Registry, run_id: str, path: str) -> str | None:
