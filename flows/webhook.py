@@ -46,12 +46,17 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from regrow.configs.schema import LoadedConfig
+from regrow.flows import dispatch, notify
+from regrow.tasks import policy
+from regrow.tasks.deliveries import Claim, Deliveries, Settled
+from regrow.tasks.policy import PolicyVerdict
 from regrow.tasks.signing import (  # noqa: F401 - re-exported: senders import them from here
     DELIVERY_HEADER,
     MIN_SECRET_LENGTH,
@@ -70,7 +75,6 @@ from regrow.tasks.signing import (  # noqa: F401 - re-exported: senders import t
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from regrow.tasks.deliveries import Claim
     from regrow.tasks.settings import Settings
     from regrow.tasks.store import Store
 
@@ -177,8 +181,6 @@ class Receiver:
             abandoned_after: a delivery still "processing" after this many seconds is
                 taken over (its process died between claiming and answering).
         """
-        from regrow.tasks.deliveries import Deliveries
-
         self.configs = configs
         self.store = store
         self._secrets = secrets
@@ -186,6 +188,8 @@ class Receiver:
         self.tolerance = tolerance_seconds
         self.deliveries = Deliveries(store, wait_seconds=wait_seconds,
                                      abandoned_after=abandoned_after)
+        for model in configs:  # the policy's lock rows, which a delivery's transaction needs
+            policy.ensure_lock_row(store, model)
 
     # -- authentication ---------------------------------------------------------------
 
@@ -220,6 +224,10 @@ class Receiver:
                client: str = "?") -> Answer:
         """Authenticate, claim, validate and process one delivery.
 
+        A fresh delivery is claimed, processed and answered in one transaction of the store
+        (`Deliveries.claim` with a `settle`); only an admitted retrain request commits first,
+        then emits its event and stores the answer.
+
         Args:
             endpoint: ``retrain`` or ``data-arrived``.
             headers: the request headers (case-insensitive mapping).
@@ -238,41 +246,90 @@ class Receiver:
         if not _DELIVERY_ID.match(delivery_id):
             return _err(400, f"{DELIVERY_HEADER} is required: 1-128 characters of letters, digits "
                              "and . _ : - (a UUID is fine), unique per delivery")
-        claim = self.deliveries.claim(delivery_id, endpoint, hashlib.sha256(body).hexdigest())
+        retrain = endpoint == RETRAIN_ENDPOINT
+        progress: dict[str, Any] = {}  # filled as side effects happen
+        try:
+            req, bad = self._retrain_body(body) if retrain else self._parse(DataArrivedBody, body)
+            settle = (partial(self._settle_retrain, delivery_id, req) if retrain else
+                      partial(self._settle_data, delivery_id, req)) if bad is None else \
+                partial(_settled_with, bad, getattr(req, "model", None))
+            claim = self.deliveries.claim(delivery_id, endpoint, hashlib.sha256(body).hexdigest(),
+                                          settle)
+        except Exception:
+            log.exception("%s %s: failed", endpoint, delivery_id)  # nothing was stored
+            return _err(500, "internal error; retry with the same delivery id",
+                        delivery_id=delivery_id)
         if not claim.owned:
             answer = self._claimed_already(delivery_id, claim)
             log.info("%s %s: repeated delivery, answered %s", endpoint, delivery_id,
                      answer.status_code)
             return answer
-        progress: dict[str, Any] = {}  # filled as side effects happen
+        settled = claim.settled
+        if settled is not None and settled.answered:
+            assert settled.status_code is not None and settled.body is not None
+            answer = Answer(settled.status_code, settled.body)
+            if settled.verdict is not None:
+                notify.circuit_refused(self.store, req.model, self.configs[req.model].config.retrain,
+                                       settled.verdict, "webhook")
+        else:  # admitted (its event is yet to go), or taken over from an attempt that died
+            answer = self._process_claimed(endpoint, delivery_id, body, claim, progress)
+            if answer is None:
+                return _err(500, "internal error; retry with the same delivery id",
+                            delivery_id=delivery_id)
+        log.info("%s %s: %s %s", endpoint, delivery_id, answer.status_code,
+                 answer.body.get("verdict") or answer.body.get("event_id") or answer.body)
+        return answer
+
+    def _process_claimed(self, endpoint: str, delivery_id: str, body: bytes, claim: Claim,
+                         progress: dict[str, Any]) -> Answer | None:
+        """The rest of a delivery claimed but not answered in the claim's transaction: an
+        admitted request's event, or a delivery taken over (`Claim.outcome` ``recovered``).
+
+        Returns:
+            The answer, stored; None when processing failed (the claim is released).
+        """
         try:
-            process = self._retrain if endpoint == RETRAIN_ENDPOINT else self._data_arrived
-            answer = process(delivery_id, body, claim.outcome == "recovered", progress)
+            if claim.settled is not None:  # admitted in the claim's transaction
+                req, _ = self._retrain_body(body)
+                progress.update(model=req.model, request_id=claim.settled.request_id)
+                verdict = PolicyVerdict(claim.settled.request_id or 0, policy.ADMITTED,
+                                        (claim.settled.body or {}).get("detail", ""))
+                answer = self._after_verdict(delivery_id, req, verdict, "admitted")
+            elif endpoint == RETRAIN_ENDPOINT:
+                answer = self._retrain_recovered(delivery_id, body, progress)
+            else:  # a recovered data-arrived delivery emits again: delivery is at least once
+                req, bad = self._parse(DataArrivedBody, body)
+                progress["model"] = getattr(req, "model", None)
+                answer = bad or self._emit_data(delivery_id, req)
         except Exception:
             log.exception("%s %s: failed", endpoint, delivery_id)
             self.deliveries.release(delivery_id, request_made="request_id" in progress)
-            return _err(500, "internal error; retry with the same delivery id",
-                        delivery_id=delivery_id)
+            return None
         try:
             self.deliveries.finish(delivery_id, answer.status_code, answer.body,
                                    progress.get("model"), progress.get("request_id"))
         except Exception:  # noqa: BLE001 - the answer stands; the claim is taken over later
             log.exception("%s %s: could not record the answer", endpoint, delivery_id)
-        log.info("%s %s: %s %s", endpoint, delivery_id, answer.status_code,
-                 answer.body.get("verdict") or answer.body.get("event_id") or answer.body)
         return answer
 
-    def _parse(self, cls: type[BaseModel], body: bytes,
-               progress: dict[str, Any]) -> tuple[Any, Answer | None]:
+    def _parse(self, cls: type[BaseModel], body: bytes) -> tuple[Any, Answer | None]:
+        """The body as `cls`, or the 422 / 404 answer (the parsed body is returned with a 404,
+        so that its model is known)."""
         try:
             parsed = cls.model_validate_json(body)
         except ValidationError as err:
             return None, _err(422, _field_errors(err))
-        progress["model"] = parsed.model
         if parsed.model not in self.configs:
             return parsed, _err(404, f"unknown model {parsed.model!r}; this receiver serves "
                                      f"{sorted(self.configs)}")
         return parsed, None
+
+    def _retrain_body(self, body: bytes) -> tuple[RetrainBody | None, Answer | None]:
+        """A retrain body, its model known and its overrides allowed, or the 4xx answer."""
+        req, bad = self._parse(RetrainBody, body)
+        if bad is None and req.overrides:
+            bad = self._check_overrides(self.configs[req.model], req.overrides)
+        return req, bad
 
     @staticmethod
     def _check_overrides(loaded: LoadedConfig, overrides: dict[str, Any]) -> Answer | None:
@@ -303,60 +360,87 @@ class Receiver:
                                "type": "config_invalid"}])
         return None
 
-    def _retrain(self, delivery_id: str, body: bytes, recovered: bool,
-                 progress: dict[str, Any]) -> Answer:
-        """Policy first; when admitted, the event for the training deployment (refused by an
-        open circuit breaker: its notice, `flows.notify`)."""
-        from regrow.flows import dispatch, notify
-        from regrow.tasks import policy
+    @staticmethod
+    def _reason(req: RetrainBody) -> str:
+        return req.reason.strip() + (f" [ref: {req.ref}]" if req.ref else "")
 
-        req, bad = self._parse(RetrainBody, body, progress)
-        if bad is None and req.overrides:
-            bad = self._check_overrides(self.configs[req.model], req.overrides)
+    def _settle_retrain(self, delivery_id: str, req: RetrainBody, conn: Any) -> Settled:
+        """Ask the policy inside the claim's transaction; answered at once unless admitted."""
+        verdict = policy.record_request(conn, req.model, self.configs[req.model].config.retrain,
+                                        kind="webhook", reason=self._reason(req),
+                                        ref=f"webhook:{delivery_id}")
+        if verdict.admitted:  # the event goes after the commit: see _after_verdict
+            return Settled(req.model, verdict.request_id, body={"detail": verdict.detail},
+                           verdict=verdict.verdict)
+        answer = self._verdict_answer(delivery_id, verdict, verdict.detail)
+        return Settled(req.model, verdict.request_id, answer.status_code, answer.body,
+                       verdict.verdict)
+
+    def _settle_data(self, delivery_id: str, req: DataArrivedBody, conn: Any) -> Settled:
+        """Emit the data event inside the claim's transaction (queued, not yet sent: a
+        claim that fails to commit is answered 500, and the sender's retry emits again)."""
+        answer = self._emit_data(delivery_id, req)
+        return Settled(req.model, None, answer.status_code, answer.body)
+
+    def _retrain_recovered(self, delivery_id: str, body: bytes,
+                           progress: dict[str, Any]) -> Answer:
+        """A retrain delivery taken over from an attempt that died: its request, if it made
+        one, is reused."""
+        req, bad = self._retrain_body(body)
+        progress["model"] = getattr(req, "model", None)
         if bad is not None:
             return bad
-        loaded = self.configs[req.model]
-        reason = req.reason.strip() + (f" [ref: {req.ref}]" if req.ref else "")
-        ref = f"webhook:{delivery_id}"
-        earlier = self.deliveries.earlier_request(req.model, ref) if recovered else None
+        earlier = self.deliveries.earlier_request(req.model, f"webhook:{delivery_id}")
         if earlier is not None:
-            answer, state = earlier.verdict, earlier.state
+            verdict, state = earlier.verdict, earlier.state
         else:
             with self.deliveries.writing():
-                answer = notify.request_retrain(self.store, req.model, loaded.config.retrain,
-                                                kind="webhook", reason=reason, ref=ref)
-            state = "admitted" if answer.admitted else "none"
-        progress["request_id"] = answer.request_id
-        status, detail, event_id = 202, answer.detail, None
-        if answer.admitted and state != "admitted":
-            detail += f" (an earlier attempt of this delivery; the training is {state})"
-        elif answer.admitted:
-            try:
-                event_id = dispatch.emit_admitted(
-                    req.model, str(loaded.path), answer.request_id, "webhook", reason, ref=ref,
-                    overrides={**loaded.overrides, **req.overrides})
-            except Exception:  # noqa: BLE001 - answered below
-                log.exception("delivery %s: emitting %s failed", delivery_id,
-                              dispatch.ADMITTED_EVENT)
-            if event_id is None:
-                with self.deliveries.writing():
-                    policy.mark_request(self.store, answer.request_id, "failed")
-                status = 503
-                detail = (f"admitted, but the {dispatch.ADMITTED_EVENT} event could not be "
-                          "emitted (is the Prefect API reachable?); the request was marked "
-                          "failed: send a new delivery once Prefect is back")
-        return Answer(status, {"delivery_id": delivery_id, "request_id": answer.request_id,
-                               "verdict": answer.verdict, "detail": detail, "event_id": event_id})
+                verdict = notify.request_retrain(self.store, req.model,
+                                                 self.configs[req.model].config.retrain,
+                                                 kind="webhook", reason=self._reason(req),
+                                                 ref=f"webhook:{delivery_id}")
+            state = "admitted" if verdict.admitted else "none"
+        progress["request_id"] = verdict.request_id
+        return self._after_verdict(delivery_id, req, verdict, state)
 
-    def _data_arrived(self, delivery_id: str, body: bytes, recovered: bool,
-                      progress: dict[str, Any]) -> Answer:
-        """The ``regrow.data.arrived`` event for the model's scoring / drift-check deployments.
-        (A recovered delivery emits again: delivery is at least once.)"""
-        from regrow.flows import dispatch
+    @staticmethod
+    def _verdict_answer(delivery_id: str, verdict: PolicyVerdict, detail: str,
+                        status: int = 202, event_id: str | None = None) -> Answer:
+        return Answer(status, {"delivery_id": delivery_id, "request_id": verdict.request_id,
+                               "verdict": verdict.verdict, "detail": detail,
+                               "event_id": event_id})
 
-        req, bad = self._parse(DataArrivedBody, body, progress)
-        if bad is not None:
-            return bad
+    def _after_verdict(self, delivery_id: str, req: RetrainBody, verdict: PolicyVerdict,
+                       state: str) -> Answer:
+        """The answer to a policy verdict; an admitted request (still ``admitted``) emits the
+        event for the training deployment first."""
+        if not verdict.admitted:
+            return self._verdict_answer(delivery_id, verdict, verdict.detail)
+        if state != "admitted":
+            return self._verdict_answer(delivery_id, verdict, f"{verdict.detail} (an earlier "
+                                        f"attempt of this delivery; the training is {state})")
+        loaded, ref = self.configs[req.model], f"webhook:{delivery_id}"
+        event_id = None
+        try:
+            event_id = dispatch.emit_admitted(
+                req.model, str(loaded.path), verdict.request_id, "webhook", self._reason(req),
+                ref=ref, overrides={**loaded.overrides, **req.overrides})
+        except Exception:  # noqa: BLE001 - answered below
+            log.exception("delivery %s: emitting %s failed", delivery_id,
+                          dispatch.ADMITTED_EVENT)
+        if event_id is not None:
+            return self._verdict_answer(delivery_id, verdict, verdict.detail, event_id=event_id)
+        with self.deliveries.writing():
+            policy.mark_request(self.store, verdict.request_id, "failed")
+        return self._verdict_answer(
+            delivery_id, verdict, status=503,
+            detail=(f"admitted, but the {dispatch.ADMITTED_EVENT} event could not be emitted "
+                    "(is the Prefect API reachable?); the request was marked failed: send a "
+                    "new delivery once Prefect is back"))
+
+    def _emit_data(self, delivery_id: str, req: DataArrivedBody) -> Answer:
+        """The ``regrow.data.arrived`` event for the model's scoring / drift-check
+        deployments."""
         loaded = self.configs[req.model]
         source = req.source.model_dump() if req.source is not None else None
         event_id = dispatch.emit(dispatch.DATA_EVENT, req.model, {
@@ -370,6 +454,11 @@ class Receiver:
                              "Prefect API reachable?)", delivery_id=delivery_id)
         return Answer(202, {"delivery_id": delivery_id, "model": req.model,
                             "event": dispatch.DATA_EVENT, "event_id": event_id})
+
+
+def _settled_with(answer: Answer, model: str | None, conn: Any) -> Settled:
+    """A delivery refused on its body (422, 404), answered in its claim's transaction."""
+    return Settled(model, None, answer.status_code, answer.body)
 
 
 # ------------------------------------------------------------------------------ the app

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,40 @@ ClaimOutcome = Literal["owned", "recovered", "done", "conflict", "busy"]
 
 
 @dataclass(frozen=True)
+class Settled:
+    """What a fresh delivery came to inside the transaction that claimed it.
+
+    Attributes:
+        model: the model the delivery named, if it named a known one.
+        request_id: the retrain request it raised, if any.
+        status_code: the HTTP status answered; None when the delivery is not answered yet
+            (its row stays "processing" until `Deliveries.finish`).
+        body: the JSON body answered (with `status_code`).
+        verdict: the retrain policy's verdict, when it was asked.
+    """
+
+    model: str | None = None
+    request_id: int | None = None
+    status_code: int | None = None
+    body: dict[str, Any] | None = None
+    verdict: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """True when the delivery was answered (and the answer stored) in the claim's
+        transaction."""
+        return self.status_code is not None
+
+
+# Work done inside a claim's transaction, on its connection.
+Settle = Callable[[sa.Connection], Settled]
+
+
+class _Taken(Exception):
+    """The delivery id is claimed already."""
+
+
+@dataclass(frozen=True)
 class Claim:
     """The outcome of claiming a delivery id.
 
@@ -47,12 +82,14 @@ class Claim:
         body: the stored answer's JSON body (``done`` only).
         conflict: ``endpoint`` or ``body``, whichever differs from the first use of the id
             (``conflict`` only).
+        settled: what `settle` came to (a fresh ``owned`` claim made with one only).
     """
 
     outcome: ClaimOutcome
     status_code: int | None = None
     body: dict[str, Any] | None = None
     conflict: Literal["endpoint", "body"] | None = None
+    settled: Settled | None = None
 
     @property
     def owned(self) -> bool:
@@ -115,6 +152,24 @@ class FairLock:
                 self._held = False
 
 
+_WD = webhook_deliveries
+# Built once: every delivery runs them (see tasks/policy.py on statements built per call).
+_CLAIM = _WD.insert()
+_ANSWER = _WD.update().where(_WD.c.delivery_id == sa.bindparam("d")).values(
+    status=sa.bindparam("status"), status_code=sa.bindparam("status_code"),
+    model=sa.bindparam("model"), response=sa.bindparam("response"),
+    request_id=sa.bindparam("request_id"))
+_GET = sa.select(_WD).where(_WD.c.delivery_id == sa.bindparam("d"))
+
+
+def _answer_values(delivery_id: str, status_code: int | None, body: dict[str, Any] | None,
+                   model: str | None, request_id: int | None) -> dict[str, Any]:
+    return {"d": delivery_id, "status": "processing" if status_code is None else "done",
+            "status_code": status_code, "model": model, "request_id": request_id,
+            # values that JSON cannot hold are stored as text
+            "response": None if status_code is None else json.dumps(body, default=str)}
+
+
 class Deliveries:
     """Claims and answers of webhook deliveries, safe to use from many threads."""
 
@@ -140,14 +195,14 @@ class Deliveries:
 
     def get(self, delivery_id: str) -> Delivery | None:
         """The stored row of a delivery, or None."""
-        wd = webhook_deliveries
         with self.store.engine.connect() as conn:
-            row = conn.execute(sa.select(wd).where(wd.c.delivery_id == delivery_id)).first()
+            row = conn.execute(_GET, {"d": delivery_id}).first()
         if row is None:
             return None
         return Delivery(**{k: v for k, v in row._mapping.items() if k != "id"})
 
-    def claim(self, delivery_id: str, endpoint: str, digest: str) -> Claim:
+    def claim(self, delivery_id: str, endpoint: str, digest: str,
+              settle: Settle | None = None) -> Claim:
         """Claim a delivery: insert its "processing" row, or learn what an earlier attempt left.
 
         A row that is still processing is waited for (up to `wait_seconds`), and taken over
@@ -157,9 +212,15 @@ class Deliveries:
             delivery_id: the sender's delivery id.
             endpoint: which endpoint it was sent to.
             digest: SHA-256 (hex) of the raw body.
+            settle: processing to do in the transaction that inserts a fresh claim, after the
+                insert: its `Settled` is stored on the row (as the answer, when it has one)
+                and the whole commits at once -- one transaction per delivery instead of
+                three. Should it raise, nothing of the delivery is stored, as if it had not
+                arrived. Not called for a claim taken over (``recovered``).
 
         Returns:
-            The `Claim`; only an ``owned`` or ``recovered`` one may be processed.
+            The `Claim`; only an ``owned`` or ``recovered`` one may be processed further, and
+            an ``owned`` one whose `settled` is answered needs nothing more.
         """
         deadline = time.monotonic() + self.wait_seconds
         pause = 0.02
@@ -167,12 +228,9 @@ class Deliveries:
         while True:
             if row is None:
                 try:
-                    with self.writing(), self.store.engine.begin() as conn:
-                        conn.execute(webhook_deliveries.insert().values(
-                            delivery_id=delivery_id, endpoint=endpoint, body_sha256=digest,
-                            status="processing", received_at=now()))
-                    return Claim("owned")
-                except sa.exc.IntegrityError:
+                    return Claim("owned", settled=self._insert(delivery_id, endpoint, digest,
+                                                               settle))
+                except _Taken:
                     pass
             row = self.get(delivery_id)
             if row is not None:
@@ -189,6 +247,27 @@ class Deliveries:
             if row is not None:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.25)
+
+    def _insert(self, delivery_id: str, endpoint: str, digest: str,
+                settle: Settle | None) -> Settled | None:
+        """Insert a fresh claim (then `settle` and its outcome), in one transaction.
+
+        Raises:
+            _Taken: the delivery id has a row already.
+        """
+        with self.writing(), self.store.engine.begin() as conn:
+            try:
+                conn.execute(_CLAIM, {"delivery_id": delivery_id, "endpoint": endpoint,
+                                      "body_sha256": digest, "status": "processing",
+                                      "received_at": now()})
+            except sa.exc.IntegrityError as err:
+                raise _Taken(delivery_id) from err  # leaves the block: rolled back
+            if settle is None:
+                return None
+            settled = settle(conn)
+            conn.execute(_ANSWER, _answer_values(delivery_id, settled.status_code, settled.body,
+                                                 settled.model, settled.request_id))
+            return settled
 
     def _take_over(self, delivery_id: str, received_at: dt.datetime) -> bool:
         """Claim a delivery whose first attempt died while processing (atomic; one winner)."""
@@ -218,11 +297,9 @@ class Deliveries:
             model: the model the delivery named, if it named a known one.
             request_id: the retrain request it raised, if any.
         """
-        wd = webhook_deliveries
         with self.writing(), self.store.engine.begin() as conn:
-            conn.execute(wd.update().where(wd.c.delivery_id == delivery_id).values(
-                status="done", status_code=status_code, model=model,
-                response=json.dumps(body, default=str), request_id=request_id))
+            conn.execute(_ANSWER, _answer_values(delivery_id, status_code, body, model,
+                                                 request_id))
 
     def release(self, delivery_id: str, request_made: bool) -> None:
         """Give up a claim whose processing failed, so that a retry redoes it.

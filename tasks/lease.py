@@ -112,6 +112,11 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+# Run by the retrain policy for every request (and so every webhook delivery): built once.
+_EXPIRED = sa.select(training_leases).where(training_leases.c.model == sa.bindparam("m"),
+                                            training_leases.c.expires_at < sa.bindparam("at"))
+
+
 def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
     """Close the work of a model whose lease ran out: trainings ``crashed``, requests ``failed``.
 
@@ -125,7 +130,7 @@ def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
     """
     tl, tr, rr = training_leases, training_runs, retrain_requests
     notes = []
-    for lease in conn.execute(sa.select(tl).where(tl.c.model == model, tl.c.expires_at < at)).all():
+    for lease in conn.execute(_EXPIRED, {"m": model, "at": at}).all():
         kind, _, ident = lease.key.partition(":")
         why = (f"no heartbeat since {_utc(lease.renewed_at):%Y-%m-%d %H:%M:%S} UTC from "
                f"{lease.holder}; the process died")

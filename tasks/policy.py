@@ -76,7 +76,20 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _ensure_lock_row(store: Store, model: str) -> None:
+# Training record statuses that end a run without a model that trained to a verdict.
+FAILED_STATUSES = ("failed", "crashed")
+# A run that stopped after ingest because data and config were the champion's: it trained
+# nothing (no cooldown, no budget) and it is no failure (the circuit breaker ignores it).
+SKIPPED = "skipped"
+NOT_TRAINED = (*FAILED_STATUSES, SKIPPED)
+
+
+class NoLockRow(Exception):
+    """The model has no row in ``policy_locks`` yet: `ensure_lock_row` first."""
+
+
+def ensure_lock_row(store: Store, model: str) -> None:
+    """Create the model's lock row if it does not exist (`record_request` needs it)."""
     with store.engine.connect() as conn:
         if conn.execute(sa.select(policy_locks.c.model).where(policy_locks.c.model == model)).first():
             return
@@ -87,29 +100,30 @@ def _ensure_lock_row(store: Store, model: str) -> None:
         pass  # another process created it first
 
 
+# The policy answers every webhook delivery, so its statements are built once, with bound
+# parameters: SQLAlchemy then reuses their cache keys and compiled forms, where statements
+# built per call cost about three times as much CPU to run (see tests/bench/webhook.py).
+_M = sa.bindparam("m")
+_LOCK = policy_locks.update().where(policy_locks.c.model == _M).values(
+    touched_at=sa.bindparam("touched"))
+_LAST_RESET = sa.select(sa.func.max(circuit_resets.c.at)).where(circuit_resets.c.model == _M)
+_RECENT_ENDS = (sa.select(training_runs.c.status, training_runs.c.verdict, training_runs.c.ended_at)
+                .where(training_runs.c.model == _M,
+                       training_runs.c.status.in_(("finished", *FAILED_STATUSES)))
+                .order_by(training_runs.c.id.desc()).limit(200))
+
+
 def _lock(conn: sa.Connection, model: str) -> None:
-    conn.execute(policy_locks.update().where(policy_locks.c.model == model).values(touched_at=now()))
-
-
-# Training record statuses that end a run without a model that trained to a verdict.
-FAILED_STATUSES = ("failed", "crashed")
-# A run that stopped after ingest because data and config were the champion's: it trained
-# nothing (no cooldown, no budget) and it is no failure (the circuit breaker ignores it).
-SKIPPED = "skipped"
-NOT_TRAINED = (*FAILED_STATUSES, SKIPPED)
+    if conn.execute(_LOCK, {"m": model, "touched": now()}).rowcount == 0:
+        raise NoLockRow(model)
 
 
 def consecutive_rejections(conn: sa.Connection, model: str) -> int:
     """Trainings that promoted nothing (gate rejections, failures, crashes) since the last
     passing training or circuit reset, whichever is later."""
-    last_reset = conn.execute(sa.select(sa.func.max(circuit_resets.c.at))
-                              .where(circuit_resets.c.model == model)).scalar()
-    q = (sa.select(training_runs.c.status, training_runs.c.verdict, training_runs.c.ended_at)
-         .where(training_runs.c.model == model,
-                training_runs.c.status.in_(("finished", *FAILED_STATUSES)))
-         .order_by(training_runs.c.id.desc()).limit(200))
+    last_reset = conn.execute(_LAST_RESET, {"m": model}).scalar()
     count = 0
-    for status, verdict, ended in conn.execute(q):
+    for status, verdict, ended in conn.execute(_RECENT_ENDS, {"m": model}):
         if last_reset is not None and _utc(ended) and _utc(ended) <= _utc(last_reset):
             break
         if status == "finished" and verdict != "reject":
@@ -125,35 +139,52 @@ def rejection_streak(store: Store, model: str) -> int:
         return consecutive_rejections(conn, model)
 
 
+def _decide_statements() -> dict[str, sa.Executable]:
+    rr, tr = retrain_requests, training_runs
+    stale, since = sa.bindparam("stale"), sa.bindparam("since")
+    # Cooldown and budget count trainings that trained, whatever started them, and admitted
+    # requests not known to have failed; a failed run trained nothing (see the module doc).
+    skipped_runs = sa.select(tr.c.run_id).where(tr.c.model == _M, tr.c.status == SKIPPED,
+                                                 tr.c.run_id.is_not(None))
+    req_counts = sa.and_(rr.c.model == _M, rr.c.verdict == ADMITTED, rr.c.state != "failed",
+                         sa.or_(rr.c.run_id.is_(None), rr.c.run_id.not_in(skipped_runs)))
+    run_counts = sa.and_(tr.c.model == _M, tr.c.status.not_in(NOT_TRAINED))
+    return {
+        "inflight": sa.select(rr.c.id).where(rr.c.model == _M, rr.c.state.in_(IN_FLIGHT),
+                                             rr.c.created_at >= stale)
+                    .order_by(rr.c.id.desc()).limit(1),
+        "running": sa.select(tr.c.id, tr.c.trigger).where(
+            tr.c.model == _M, tr.c.status == "running", tr.c.started_at >= stale)
+            .order_by(tr.c.id.desc()).limit(1),
+        "last_request": sa.select(sa.func.max(rr.c.created_at)).where(req_counts),
+        "last_training": sa.select(sa.func.max(tr.c.started_at)).where(run_counts),
+        "admitted": sa.select(sa.func.count()).select_from(rr).where(
+            req_counts, rr.c.created_at >= since),
+        "trained": sa.select(sa.func.count()).select_from(tr).where(
+            run_counts, tr.c.started_at >= since),
+        "insert": retrain_requests.insert(),
+    }
+
+
+_Q = _decide_statements()
+
+
 def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datetime) -> tuple[str, str]:
-    rr = retrain_requests
     reap_expired(conn, model, at)  # work whose process died stops coalescing (tasks/lease.py)
     rejections = consecutive_rejections(conn, model)
     if rejections >= policy.circuit_breaker_after:
         return CIRCUIT_OPEN, (f"{rejections} consecutive trainings promoted nothing (gate "
                               f"rejections or failures; limit {policy.circuit_breaker_after}); "
                               "reset with `regrow reset-circuit`")
-    tr = training_runs
     stale = at - dt.timedelta(seconds=parse_duration(policy.stale_after))
-    inflight = conn.execute(sa.select(rr.c.id).where(
-        rr.c.model == model, rr.c.state.in_(IN_FLIGHT), rr.c.created_at >= stale)
-        .order_by(rr.c.id.desc()).limit(1)).first()
+    inflight = conn.execute(_Q["inflight"], {"m": model, "stale": stale}).first()
     if inflight:
         return COALESCED, f"training for request #{inflight.id} is already in flight"
-    running = conn.execute(sa.select(tr.c.id, tr.c.trigger).where(
-        tr.c.model == model, tr.c.status == "running", tr.c.started_at >= stale)
-        .order_by(tr.c.id.desc()).limit(1)).first()
+    running = conn.execute(_Q["running"], {"m": model, "stale": stale}).first()
     if running:
         return COALESCED, f"a {running.trigger} training of this model is running"
-    # Cooldown and budget count trainings that trained, whatever started them, and admitted
-    # requests not known to have failed; a failed run trained nothing (see the module doc).
-    skipped_runs = sa.select(tr.c.run_id).where(tr.c.model == model, tr.c.status == SKIPPED,
-                                                 tr.c.run_id.is_not(None))
-    req_counts = sa.and_(rr.c.model == model, rr.c.verdict == ADMITTED, rr.c.state != "failed",
-                         sa.or_(rr.c.run_id.is_(None), rr.c.run_id.not_in(skipped_runs)))
-    run_counts = sa.and_(tr.c.model == model, tr.c.status.not_in(NOT_TRAINED))
-    last_request = conn.execute(sa.select(sa.func.max(rr.c.created_at)).where(req_counts)).scalar()
-    last_training = conn.execute(sa.select(sa.func.max(tr.c.started_at)).where(run_counts)).scalar()
+    last_request = conn.execute(_Q["last_request"], {"m": model}).scalar()
+    last_training = conn.execute(_Q["last_training"], {"m": model}).scalar()
     starts = [_utc(t) for t in (last_request, last_training) if t is not None]
     last = max(starts) if starts else None
     cooldown = dt.timedelta(seconds=parse_duration(policy.cooldown))
@@ -162,10 +193,8 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
         return COOLING, f"last training started {last:%Y-%m-%d %H:%M:%S}; cooldown " \
                         f"{policy.cooldown}, {int(wait.total_seconds())} s left"
     since = at - dt.timedelta(seconds=parse_duration(policy.budget_period))
-    admitted = conn.execute(sa.select(sa.func.count()).select_from(rr).where(
-        req_counts, rr.c.created_at >= since)).scalar()
-    trained = conn.execute(sa.select(sa.func.count()).select_from(tr).where(
-        run_counts, tr.c.started_at >= since)).scalar()
+    admitted = conn.execute(_Q["admitted"], {"m": model, "since": since}).scalar()
+    trained = conn.execute(_Q["trained"], {"m": model, "since": since}).scalar()
     used = max(admitted, trained)
     if used >= policy.max_trainings:
         return OVER_BUDGET, f"{used} trainings in the last {policy.budget_period} " \
@@ -176,6 +205,34 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
                       f"{policy.budget_period}")
 
 
+def _check(kind: str, reason: str) -> None:
+    if kind not in REQUEST_KINDS:
+        raise ValueError(f"unknown trigger kind {kind!r}; one of {REQUEST_KINDS}")
+    if not reason.strip():
+        raise ValueError("a retrain request needs a reason")
+
+
+def record_request(conn: sa.Connection, model: str, policy: RetrainPolicy, *, kind: str,
+                   reason: str, ref: str | None = None,
+                   at: dt.datetime | None = None) -> PolicyVerdict:
+    """`request_retrain` inside the caller's transaction, which it locks for the model (the
+    caller commits; a webhook delivery records its claim and answer in the same one).
+
+    Raises:
+        ValueError: an unknown trigger kind or an empty reason.
+        NoLockRow: the model has never been asked about: `ensure_lock_row` first.
+    """
+    _check(kind, reason)
+    at = at or now()
+    _lock(conn, model)
+    verdict, detail = _decide(conn, model, policy, at)
+    res = conn.execute(_Q["insert"], {
+        "model": model, "kind": kind, "reason": reason, "ref": ref, "verdict": verdict,
+        "detail": detail, "state": "admitted" if verdict == ADMITTED else "none",
+        "created_at": at, "updated_at": at})
+    return PolicyVerdict(int(res.inserted_primary_key[0]), verdict, detail)
+
+
 def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: str, reason: str,
                     ref: str | None = None, at: dt.datetime | None = None) -> PolicyVerdict:
     """Record a retrain request and answer it (see the module docstring).
@@ -183,19 +240,14 @@ def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: st
     Raises:
         ValueError: an unknown trigger kind or an empty reason.
     """
-    if kind not in REQUEST_KINDS:
-        raise ValueError(f"unknown trigger kind {kind!r}; one of {REQUEST_KINDS}")
-    if not reason.strip():
-        raise ValueError("a retrain request needs a reason")
-    at = at or now()
-    _ensure_lock_row(store, model)
+    _check(kind, reason)
+    try:
+        with store.engine.begin() as conn:
+            return record_request(conn, model, policy, kind=kind, reason=reason, ref=ref, at=at)
+    except NoLockRow:
+        ensure_lock_row(store, model)
     with store.engine.begin() as conn:
-        _lock(conn, model)
-        verdict, detail = _decide(conn, model, policy, at)
-        res = conn.execute(retrain_requests.insert().values(
-            model=model, kind=kind, reason=reason, ref=ref, verdict=verdict, detail=detail,
-            state="admitted" if verdict == ADMITTED else "none", created_at=at, updated_at=at))
-        return PolicyVerdict(int(res.inserted_primary_key[0]), verdict, detail)
+        return record_request(conn, model, policy, kind=kind, reason=reason, ref=ref, at=at)
 
 
 def mark_request(store: Store, request_id: int, state: str, run_id: str | None = None,
