@@ -347,8 +347,8 @@ def use_wal(store: Store) -> bool:
     """On SQLite, write-ahead logging with ``synchronous=NORMAL`` for the store's connections.
 
     In SQLite's default rollback-journal mode every commit costs several fsyncs (about 9 ms
-    on the reference machine), and a delivery commits three times (claim, policy decision,
-    answer): a receiver would top out near 30 deliveries a second. In WAL mode a commit costs
+    on the reference machine), and a delivery commits once or twice (an admitted request
+    commits before its event goes, then stores the answer). In WAL mode a commit costs
     no fsync (durable across a crash of the process, not of the machine) and readers no longer
     block the writer. The journal mode is a property of the database file, so other processes
     using the same store switch to WAL as well, which SQLite supports on a local file system.

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from regrow.configs.schema import RetrainPolicy
 from regrow.tasks import policy
-from regrow.tasks.deliveries import Deliveries, FairLock, use_wal
+from regrow.tasks.deliveries import Deliveries, FairLock, Settled, use_wal
 from regrow.tasks.store import Store, webhook_deliveries
 from tests.procs import pg_database
 
@@ -131,6 +131,45 @@ def test_release_deletes_or_marks_abandoned(store: Store):
     d.finish("d-7", 500, {"detail": "x"}, None, None)
     d.release("d-7", request_made=True)  # an answered delivery is not released
     assert d.get("d-7").status == "done"
+
+
+def test_settle_commits_with_the_claim_or_not_at_all(store: Store):
+    """Work done in the claim's transaction is stored with it: answered, pending, or (when it
+    raises) nothing at all, as if the delivery had not arrived."""
+    d = Deliveries(store, wait_seconds=0.3, abandoned_after=60)
+    rules = RetrainPolicy(cooldown="1h")
+    policy.ensure_lock_row(store, "m")
+
+    def decide(conn: sa.Connection) -> Settled:
+        verdict = policy.record_request(conn, "m", rules, kind="webhook", reason="r",
+                                        ref="webhook:s-1")
+        if verdict.admitted:
+            return Settled("m", verdict.request_id, verdict=verdict.verdict)
+        return Settled("m", verdict.request_id, 202, {"verdict": verdict.verdict},
+                       verdict.verdict)
+
+    pending = d.claim("s-1", "retrain", DIGEST, settle=decide)
+    assert pending.outcome == "owned" and not pending.settled.answered
+    row = d.get("s-1")
+    assert (row.status, row.model, row.request_id) == ("processing", "m",
+                                                        pending.settled.request_id)
+    answered = d.claim("s-2", "retrain", DIGEST, settle=decide)
+    assert answered.settled.answered and answered.settled.verdict == policy.COALESCED
+    row = d.get("s-2")
+    assert (row.status, row.status_code, row.request_id) == ("done", 202,
+                                                              answered.settled.request_id)
+    replay = d.claim("s-2", "retrain", DIGEST, settle=decide)  # not called again
+    assert (replay.outcome, replay.body) == ("done", {"verdict": policy.COALESCED})
+
+    def boom(conn: sa.Connection) -> Settled:
+        decide(conn)
+        raise RuntimeError("the process failed mid-delivery")
+
+    with pytest.raises(RuntimeError):
+        d.claim("s-3", "retrain", DIGEST, settle=boom)
+    assert d.get("s-3") is None  # neither the claim ...
+    assert len(policy.recent_requests(store, "m")) == 2  # ... nor the request it made
+    assert d.claim("s-3", "retrain", DIGEST, settle=decide).settled.answered
 
 
 def test_earlier_request_finds_what_an_abandoned_attempt_asked(store: Store):
