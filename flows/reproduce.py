@@ -93,7 +93,7 @@ def reproduce_flow(run_id: str, allow_data_change: bool = False,
         steps.validate(ctx, data)
         parts = steps.split(ctx, data)
         trained = steps.train(ctx, parts, steps.features(ctx, parts))
-        evals = steps.evaluate(ctx, parts, trained, with_champion=False)
+        evals = steps.evaluate(ctx, parts, trained)
         result = compare(ctx, plan, evals, tolerance)
     except BaseException as err:
         steps.close_run(ctx, error=err)

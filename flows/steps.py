@@ -11,7 +11,6 @@ import functools
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,51 +300,95 @@ class Evaluations:
     scored: ev.Scored | None = None  # the candidate's predictions on the holdout, reused
 
 
-@step("evaluate")
-def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
-             with_champion: bool = True) -> Evaluations:
-    """Score the candidate and the trivial baseline on the holdout and (unless `with_champion`
-    is False) the current champion on the same holdout, and candidate and champion on the
-    champion's trusted set."""
+@dataclass(frozen=True)
+class Baselines:
+    """What the candidates are judged against, scored on the same holdout: the trivial model
+    and the champion (its version, the model, its scores or why it could not be scored, and
+    its trusted set with its score there)."""
+
+    trivial: ev.Evaluation
+    version: str | None = None
+    model: Any = None
+    champion: ev.Evaluation | None = None
+    error: str | None = None
+    trusted: ts.TrustedSet | None = None
+    trusted_score: tuple[float | None, str] | None = None
+    trusted_refused: gt.TrustedCheck | None = None  # why the trusted set cannot judge
+
+
+@step("baselines")
+def baselines(ctx: RunContext, parts: tr.SplitResult) -> Baselines:
+    """Score the trivial model and the current champion on the holdout, and the champion on
+    its trusted set.
+
+    Nothing here depends on the candidates, so the training flow submits it to run while they
+    train (`.submit`), and `evaluate` takes its result. A champion that cannot be loaded or
+    scored is recorded, never fatal: the gate then refuses to promote.
+    """
     started = time.perf_counter()
-    say("evaluate", "scoring the candidate, the trivial model" + (" and the champion"
-        if with_champion else "") + " on the holdout ...")
-    g = ctx.loaded.config.gate
-    kw = {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
-    version = ctx.registry.alias_version(ctx.model_name, CHAMPION) if with_champion else None
-    # The champion is loaded and scored on a thread of its own while the candidate is scored
-    # here: the estimators' predictions run outside the GIL.
-    with ThreadPoolExecutor(1, thread_name_prefix="regrow-champion") as pool:
-        champion_side = None if version is None else pool.submit(
-            tr.carry_native_threads(_score_champion), ctx, version, parts, trained, kw)
-        scored = ev.predict(trained.model, parts.holdout, trained.target)
-        cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
-                           bootstrap_samples=g.bootstrap_samples, scored=scored, **kw)
-        base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
-        ctx.registry.log_metrics(ctx.run_id, {
-            **{f"holdout_{k}": v for k, v in cand.metrics.items()},
-            f"baseline_holdout_{trained.metric}": base.value,
-            **({f"holdout_{trained.metric}_ci_low": cand.ci[0],
-                f"holdout_{trained.metric}_ci_high": cand.ci[1]} if cand.ci else {})})
-        champ, error, trusted = (None, None, None) if champion_side is None \
-            else champion_side.result()
-    evals = Evaluations(cand, champ, version, error, base, trusted, scored)
-    say("evaluate", f"{time.perf_counter() - started:.1f} s: {_evaluated(trained.metric, evals)}")
-    return evals
-
-
-def _score_champion(ctx: RunContext, version: str, parts: tr.SplitResult,
-                    trained: tr.TrainResult, kw: dict[str, Any]):
-    """(the champion's holdout evaluation, why it could not be scored, the trusted-set check):
-    the champion side of `evaluate`."""
+    cfg = ctx.loaded.config
+    target, metric = tr.resolve_target(cfg, parts.train), cfg.gate.primary_metric
+    trivial = ev.evaluate_baseline(parts.train, parts.holdout, target, metric)
+    version = ctx.registry.alias_version(ctx.model_name, CHAMPION)
+    if version is None:
+        say("baselines", f"trivial model {metric} {_num(trivial.value)}; no champion yet")
+        return Baselines(trivial)
     try:
         model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
-        champ = ev.evaluate(model, parts.holdout, trained.target, trained.metric, **kw)
-        ctx.registry.log_metrics(ctx.run_id, {f"champion_holdout_{k}": v
-                                              for k, v in champ.metrics.items()})
+        champ = ev.evaluate(model, parts.holdout, target, metric, **_evaluate_kw(ctx))
     except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote
-        return None, _first_line(err), None
-    return champ, None, _trusted_check(ctx, version, model, trained)
+        say("baselines", f"champion v{version} could not be scored: {_first_line(err)}")
+        return Baselines(trivial, version, error=_first_line(err))
+    try:
+        run_id = ctx.registry.version_info(ctx.model_name, version).run_id
+        kept = load_trusted_set(ctx.registry, run_id) if run_id else None
+    except Exception as err:  # noqa: BLE001 - reported in the decision record
+        refused = gt.TrustedCheck(False, note=f"trusted set of v{version} unreadable: "
+                                  f"{_first_line(err)}")
+        return Baselines(trivial, version, model, champ, trusted_refused=refused)
+    refused = ts.usable(kept, metric, version)
+    score = None if refused is not None else ts.score(model, kept, target, metric)
+    say("baselines", f"{time.perf_counter() - started:.1f} s: {metric} on the holdout: "
+        f"champion v{version} {_num(champ.value)}, trivial model {_num(trivial.value)}")
+    return Baselines(trivial, version, model, champ, None, kept, score, refused)
+
+
+def _evaluate_kw(ctx: RunContext) -> dict[str, Any]:
+    g = ctx.loaded.config.gate
+    return {"slice_columns": [s.column for s in g.slices], "seed": ctx.loaded.config.split.seed}
+
+
+@step("evaluate")
+def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
+             against: Baselines | None = None) -> Evaluations:
+    """Score the candidate on the holdout beside the trivial model and the champion (`against`:
+    `baselines`, scored on the same holdout; None: the trivial model only, scored here), and
+    candidate and champion on the champion's trusted set."""
+    started = time.perf_counter()
+    say("evaluate", "scoring the candidate on the holdout ...")
+    g = ctx.loaded.config.gate
+    scored = ev.predict(trained.model, parts.holdout, trained.target)
+    cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
+                       bootstrap_samples=g.bootstrap_samples, scored=scored, **_evaluate_kw(ctx))
+    base = against.trivial if against is not None else \
+        ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
+    champ = against.champion if against is not None else None
+    ctx.registry.log_metrics(ctx.run_id, {
+        **{f"holdout_{k}": v for k, v in cand.metrics.items()},
+        f"baseline_holdout_{trained.metric}": base.value,
+        **({f"holdout_{trained.metric}_ci_low": cand.ci[0],
+            f"holdout_{trained.metric}_ci_high": cand.ci[1]} if cand.ci else {}),
+        **({f"champion_holdout_{k}": v for k, v in champ.metrics.items()} if champ else {})})
+    trusted = None
+    if champ is not None:
+        trusted = against.trusted_refused or ts.check(
+            against.trusted, against.model, trained.model, trained.target, trained.metric,
+            against.version, champion_score=against.trusted_score)
+    version = against.version if against is not None else None
+    evals = Evaluations(cand, champ, version, None if against is None else against.error,
+                        base, trusted, scored)
+    say("evaluate", f"{time.perf_counter() - started:.1f} s: {_evaluated(trained.metric, evals)}")
+    return evals
 
 
 def _evaluated(metric: str, evals: Evaluations) -> str:
@@ -372,19 +415,6 @@ def _num(value: float | None) -> str:
 
 def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-
-
-def _trusted_check(ctx: RunContext, version: str, champion: Any,
-                   trained: tr.TrainResult) -> gt.TrustedCheck:
-    """Champion and candidate on the champion's trusted set; a set that cannot be read is
-    reported, never fatal (the other rules still judge)."""
-    try:
-        run_id = ctx.registry.version_info(ctx.model_name, version).run_id
-        kept = load_trusted_set(ctx.registry, run_id) if run_id else None
-    except Exception as err:  # noqa: BLE001 - reported in the decision record
-        return gt.TrustedCheck(False, note=f"trusted set of v{version} unreadable: "
-                               f"{_first_line(err)}")
-    return ts.check(kept, champion, trained.model, trained.target, trained.metric, version)
 
 
 @step("gate")
@@ -444,21 +474,14 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     say("register", "logging the model, its drift reference and trusted set ...")
     pause_point("log_model")
     scored = evals.scored
-    # The model is serialised, logged and loaded back (MLflow's serving check) on a thread of
-    # its own while the reference and the trusted set are built: much of either side runs
-    # outside the GIL (compression, file and database writes; the estimators' predictions).
-    with ThreadPoolExecutor(1, thread_name_prefix="regrow-log-model") as pool:
-        logged = pool.submit(tr.carry_native_threads(reg.log_model), ctx.run_id, trained.model,
-                             example)
-        reference = build_reference(ctx.loaded.config, trained, parts.train,
-                                    evals.candidate.metrics, parts.holdout,
-                                    None if scored is None else scored.proba)
-        log_reference(reg, ctx.run_id, reference)
-        trusted = ts.build(ctx.loaded.config, trained.model, parts.train, parts.holdout,
-                           trained.target, trained.metric, scored)
-        if trusted is not None:
-            log_trusted_set(reg, ctx.run_id, trusted)
-        uri = logged.result()
+    reference = build_reference(ctx.loaded.config, trained, parts.train, evals.candidate.metrics,
+                                parts.holdout, None if scored is None else scored.proba)
+    log_reference(reg, ctx.run_id, reference)
+    trusted = ts.build(ctx.loaded.config, trained.model, parts.train, parts.holdout,
+                       trained.target, trained.metric, scored)
+    if trusted is not None:
+        log_trusted_set(reg, ctx.run_id, trusted)
+    uri = reg.log_model(ctx.run_id, trained.model, example)
     tags = {"regrow.gate.verdict": decision.verdict, "regrow.trigger": ctx.trigger.kind,
             "regrow.trigger_reason": ctx.trigger.reason or "-",
             "regrow.metric": trained.metric, **reference.spec.to_tags(),

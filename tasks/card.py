@@ -585,7 +585,7 @@ def publish_card(registry: Registry, store: Store, model: str, version: str,
         run_id = card.run_id
         registry.log_text(run_id, card.to_markdown(), CARD_MD)
         registry.log_text(run_id, card.to_html(), CARD_HTML)
-        base = str(registry.run_info(run_id)["artifact_uri"]).rstrip("/")
+        base = registry.run_place(run_id)[1].rstrip("/")
         md, page = f"{base}/{CARD_MD}", f"{base}/{CARD_HTML}"
         info = registry.version_info(model, version)
         registry.set_version_description(model, version,

@@ -1050,6 +1050,17 @@ def _table(config: Config, roles: FeatureRoles, derived: list[DerivedFeature],
     return rows
 
 
+def _fitted_width(prep: Any, frame: pd.DataFrame) -> int:
+    """Fit the preprocessing on `frame`; the number of columns it makes. Named outputs are
+    counted without transforming the rows (each candidate's Pipeline transforms them anyway);
+    a step that cannot name its outputs is counted on the transformed rows."""
+    prep.fit(frame)
+    try:
+        return len(prep.get_feature_names_out())
+    except (AttributeError, ValueError, TypeError):
+        return prep.transform(frame).shape[1]
+
+
 def build_features(config: Config, frame: pd.DataFrame, y: np.ndarray | None = None) -> FeatureSet:
     """Build the feature stage from the config and fit it on `frame` (the training part only):
     roles, every derived and custom feature (`y`, the encoded target, for target encoding),
@@ -1082,7 +1093,7 @@ def build_features(config: Config, frame: pd.DataFrame, y: np.ndarray | None = N
                               [o for d in derived if d.role == "numeric" for o in d.outputs],
                               [o for d in derived if d.role == "categorical" for o in d.outputs])
     try:
-        width = prep.fit_transform(out).shape[1]
+        width = _fitted_width(prep, out)
     except (ValueError, TypeError) as err:
         raise FeatureError(f"features: preprocessing failed on the training part: "
                            f"{type(err).__name__}: {err}") from None

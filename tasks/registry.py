@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class Registry:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._client = None
+        self._places: dict[str, tuple[str, str]] = {}  # run id -> (experiment id, artifact URI)
 
     @property
     def client(self):
@@ -128,6 +130,7 @@ class Registry:
         """Open a run in the model's experiment; returns its id."""
         run = self.client.create_run(self.experiment_id(model_name), run_name=run_name,
                                      tags={k: str(v) for k, v in tags.items()})
+        self._places[run.info.run_id] = (str(run.info.experiment_id), str(run.info.artifact_uri))
         return run.info.run_id
 
     def log_dataset(self, run_id: str, *, name: str, fingerprint: str, source: str,
@@ -341,17 +344,50 @@ class Registry:
         """Artifact paths directly under `path`."""
         return [a.path for a in self.client.list_artifacts(run_id, path)]
 
+    def run_place(self, run_id: str) -> tuple[str, str]:
+        """(experiment id, artifact URI) of a run: neither ever changes, so each run is asked
+        once per process."""
+        if run_id not in self._places:
+            info = self.client.get_run(run_id).info
+            self._places[run_id] = (str(info.experiment_id), str(info.artifact_uri))
+        return self._places[run_id]
+
+    def _local_artifacts(self, run_id: str) -> Path | None:
+        """The run's artifact folder when it is on this file system, else None."""
+        from mlflow.utils.file_utils import local_file_uri_to_path
+        from mlflow.utils.uri import is_local_uri
+
+        uri = self.run_place(run_id)[1]
+        return Path(local_file_uri_to_path(uri)) if is_local_uri(uri) else None
+
+    @contextlib.contextmanager
+    def local_artifact(self, run_id: str, path: str) -> Iterator[Path]:
+        """A run's artifact (file or folder) as a local path: in place when the run's artifacts
+        are on this file system, else a temporary download (a round of the tracking store and
+        a copy, ~30 ms) removed afterwards.
+
+        Raises:
+            MlflowException, OSError: no such run or artifact.
+        """
+        folder = self._local_artifacts(run_id)
+        if folder is not None:
+            target = folder / path
+            if not target.exists():
+                raise FileNotFoundError(f"run {run_id} has no artifact {path}")
+            yield target
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(self.client.download_artifacts(run_id, path, tmp))
+
     def read_text_artifact(self, run_id: str, path: str) -> str | None:
         """A text artifact of a run, or None when the run has no such file."""
         from mlflow.exceptions import MlflowException
 
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = self.client.download_artifacts(run_id, path, tmp)
-            except (MlflowException, OSError):
-                return None
-            target = Path(local)
-            return target.read_text(encoding="utf-8") if target.is_file() else None
+        try:
+            with self.local_artifact(run_id, path) as target:
+                return target.read_text(encoding="utf-8") if target.is_file() else None
+        except (MlflowException, OSError):
+            return None
 
     def read_json_artifact(self, run_id: str, path: str) -> Any:
         """A JSON artifact of a run, or None when it is missing or not JSON."""
@@ -389,20 +425,16 @@ def load_reference(registry: Registry, run_id: str) -> Any:
     Raises:
         RegistryError: the run has no reference (trained before references were kept).
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from regrow.tasks.reference import Reference
 
-    registry.client  # noqa: B018
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="reference",
-                                                        dst_path=tmp)
-        except (MlflowException, OSError) as err:
-            raise RegistryError(f"run {run_id} has no drift reference: {err}") from None
-        frame = pd.read_parquet(Path(local) / "reference.parquet")
-        meta = json.loads((Path(local) / "meta.json").read_text())
+    try:
+        with registry.local_artifact(run_id, "reference") as local:
+            frame = pd.read_parquet(local / "reference.parquet")
+            meta = json.loads((local / "meta.json").read_text())
+    except (MlflowException, OSError) as err:
+        raise RegistryError(f"run {run_id} has no drift reference: {err}") from None
     return Reference.from_parts(frame, meta)
 
 
@@ -442,21 +474,16 @@ def log_trusted_set(registry: Registry, run_id: str, trusted: Any) -> None:
 def load_trusted_set(registry: Registry, run_id: str) -> Any:
     """The trusted evaluation set stored with a run, or None for runs that kept none (versions
     registered before trusted sets were kept)."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     from regrow.tasks.trusted import TrustedSet
 
-    if TRUSTED_DIR not in {Path(p).name for p in registry.list_artifacts(run_id)}:
+    try:
+        with registry.local_artifact(run_id, TRUSTED_DIR) as local:
+            frame = pd.read_parquet(local / "holdout.parquet")
+            meta = json.loads((local / "meta.json").read_text())
+    except (MlflowException, OSError):
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRUSTED_DIR,
-                                                        dst_path=tmp)
-        except (MlflowException, OSError):
-            return None
-        frame = pd.read_parquet(Path(local) / "holdout.parquet")
-        meta = json.loads((Path(local) / "meta.json").read_text())
     return TrustedSet(frame, meta)
 
 
@@ -526,7 +553,7 @@ def log_drift_check(registry: Registry, model: str, version: str, champion_run_i
 def run_link(registry: Registry, run_id: str) -> str:
     """Where a run can be seen: its page in the MLflow UI (`run_url`), else the store and the
     run id."""
-    exp = registry.run_info(run_id)["experiment_id"]
+    exp = registry.run_place(run_id)[0]
     base = ui_url(registry)
     if base is not None:
         return f"{base}/#/experiments/{exp}/runs/{run_id}"
@@ -561,7 +588,7 @@ def artifact_link(registry: Registry, run_id: str, path: str) -> str | None:
     page = run_url(registry, run_id)
     if page is not None:
         return f"{page}/artifacts/{path}"
-    return f"{str(registry.run_info(run_id)['artifact_uri']).rstrip('/')}/{path}"
+    return f"{registry.run_place(run_id)[1].rstrip('/')}/{path}"
 
 
 def version_url(registry: Registry, model: str, version: str, card_path: str) -> str | None:

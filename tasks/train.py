@@ -248,28 +248,6 @@ def native_threads(config: Config):
     return threadpool_limits(limits=n) if n else contextlib.nullcontext()
 
 
-def carry_native_threads(fn):
-    """`fn`, to run on another thread under this thread's OpenMP thread count.
-
-    OpenMP's count is per thread (BLAS's is process-wide): on a thread of its own, a tree
-    ensemble's predict would otherwise use every core whatever `native_threads` set.
-    """
-    import functools
-
-    from threadpoolctl import threadpool_info
-
-    n = next((i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"), None)
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        if n is None:
-            return fn(*args, **kwargs)
-        with threadpool_limits(limits=n, user_api="openmp"):
-            return fn(*args, **kwargs)
-
-    return run
-
-
 def train(config: Config, train_frame: pd.DataFrame,
           features: FeatureSet | None = None) -> TrainResult:
     """Fit every candidate with a grid search on the training part; keep the best.

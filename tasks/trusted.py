@@ -51,16 +51,33 @@ def _score(model: Any, trusted: TrustedSet, target: Target, metric: str) -> tupl
         return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
-def check(trusted: TrustedSet | None, champion: Any, candidate: Any, target: Target,
-          metric: str, version: str) -> TrustedCheck:
-    """Score champion and candidate on the champion's trusted set (see `tasks.gate`)."""
+def usable(trusted: TrustedSet | None, metric: str, version: str) -> TrustedCheck | None:
+    """None when the champion's trusted set can judge this metric; else the check that says
+    why not."""
     if trusted is None:
         return TrustedCheck(False, note=f"champion v{version} has no trusted evaluation set "
                             "(registered before trusted sets were kept, or trusted_rows: 0)")
     if trusted.meta.get("metric") != metric:
         return TrustedCheck(False, note=f"champion v{version}'s trusted set was scored with "
                             f"{trusted.meta.get('metric')}, not {metric}")
-    champ, champ_err = _score(champion, trusted, target, metric)
+    return None
+
+
+def score(model: Any, trusted: TrustedSet, target: Target, metric: str) -> tuple[float | None, str]:
+    """(the model's score on the trusted set, why it could not be scored)."""
+    return _score(model, trusted, target, metric)
+
+
+def check(trusted: TrustedSet | None, champion: Any, candidate: Any, target: Target,
+          metric: str, version: str,
+          champion_score: tuple[float | None, str] | None = None) -> TrustedCheck:
+    """Score champion and candidate on the champion's trusted set (see `tasks.gate`);
+    `champion_score`: the champion's `score` on it, when already known."""
+    refused = usable(trusted, metric, version)
+    if refused is not None:
+        return refused
+    assert trusted is not None
+    champ, champ_err = champion_score or _score(champion, trusted, target, metric)
     cand, cand_err = _score(candidate, trusted, target, metric)
     notes = [f"{who} could not be scored on it: {e}"
              for who, e in (("champion", champ_err), ("candidate", cand_err)) if e]

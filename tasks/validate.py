@@ -165,13 +165,21 @@ def validate(config: Config, frame: pd.DataFrame) -> ValidationReport:
         .add_dataframe_asset("batch")
         .add_batch_definition_whole_dataframe("whole")
     )
-    suite = gx.ExpectationSuite(name=f"{config.registry.model_name}-suite")
+    # Built in one go: `ExpectationSuite.add_expectation` compares each new expectation with
+    # every one before it (two pydantic dumps per pair), 0.17 s for 39 of them; the same
+    # set semantics (a repeated expectation runs once) cost nothing on the specs themselves.
+    expectations, seen = [], set()
     for name, kwargs in expectation_specs(config, list(frame.columns)):
+        key = (name, json.dumps(kwargs, sort_keys=True, default=str))
+        if key in seen:
+            continue
+        seen.add(key)
         try:
-            impl = get_expectation_impl(name)
-            suite.add_expectation(impl(**kwargs))
+            expectations.append(get_expectation_impl(name)(**kwargs))
         except Exception as err:  # noqa: BLE001 - GX raises several types here
             raise ValueError(f"expectations: cannot build {name}({kwargs}): {err}") from None
+    suite = gx.ExpectationSuite(name=f"{config.registry.model_name}-suite",
+                                expectations=expectations)
     result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
         suite, result_format="SUMMARY"
     )
