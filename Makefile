@@ -11,6 +11,7 @@ help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv and install regrow with its pinned dependencies (uv: seconds)
+	@$(BIN)/python -m regrow.tasks.prefect_home
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -68,6 +68,11 @@ def configure_process_env(verbose: bool = False) -> Settings:
         if api:
             os.environ["PREFECT_API_URL"] = api
     os.environ.setdefault("PREFECT_HOME", str(s.prefect_home))
+    if os.environ["PREFECT_HOME"] == str(s.prefect_home) and \
+            not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        from regrow.tasks.prefect_home import seed
+
+        seed(s.prefect_home)  # a new home starts from a ready database (see the module)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A fresh Prefect home runs its migrations on first start: give a busy machine time.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -1,0 +1,102 @@
+"""The ready Prefect home (tasks.prefect_home): built once by starting a real Prefect server,
+copied into new homes only, and a server started on a seeded home answers with its block types
+already registered."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from regrow.tasks import prefect_home as ph
+from regrow.tasks.settings import configure_process_env
+from tests.procs import free_port, stop, wait_http
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A template built from scratch in a cache of its own."""
+    cache = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get(ph.CACHE_ENV)
+    os.environ[ph.CACHE_ENV] = str(cache)
+    try:
+        built, seconds = ph.build_template()
+        assert seconds > 0 and built.parent == cache
+        assert ph.build_template() == (built, 0.0)  # kept: built once per Prefect version
+        yield built
+    finally:
+        if saved is None:
+            os.environ.pop(ph.CACHE_ENV, None)
+        else:
+            os.environ[ph.CACHE_ENV] = saved
+
+
+def test_the_template_is_a_checkpointed_database_and_the_block_memo(template: Path):
+    assert sorted(p.name for p in template.iterdir()) == sorted(ph.KEPT)
+    assert (template / ph.DB_FILE).stat().st_size > 100_000
+    assert "block_auto_registration" in (template / "memo_store.toml").read_text()
+
+
+def test_seed_fills_a_new_home_and_never_an_existing_one(template: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(ph.CACHE_ENV, str(template.parent))
+    fresh = tmp_path / "fresh" / "prefect"
+    assert ph.seed(fresh)
+    assert (fresh / ph.DB_FILE).read_bytes() == (template / ph.DB_FILE).read_bytes()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / ph.DB_FILE).write_bytes(b"someone's runs")
+    assert not ph.seed(used)
+    assert (used / ph.DB_FILE).read_bytes() == b"someone's runs"
+    assert not (used / "memo_store.toml").exists()
+    monkeypatch.setenv(ph.CACHE_ENV, str(tmp_path / "empty-cache"))  # nothing built there
+    assert not ph.seed(tmp_path / "other")
+    assert not (tmp_path / "other" / ph.DB_FILE).exists()
+
+
+def test_commands_seed_their_home_unless_told_where_the_database_is(template: Path,
+                                                                   tmp_path: Path):
+    saved = dict(os.environ)  # configure_process_env sets more than these
+    try:
+        os.environ[ph.CACHE_ENV] = str(template.parent)
+        for key in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+            os.environ.pop(key, None)
+        os.environ["REGROW_HOME"] = str(tmp_path / "home")
+        settings = configure_process_env()
+        assert (settings.prefect_home / ph.DB_FILE).is_file()
+        os.environ["REGROW_HOME"] = str(tmp_path / "elsewhere")
+        os.environ.pop("PREFECT_HOME")
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = "postgresql://x@127.0.0.1/p"
+        settings = configure_process_env()
+        assert not (settings.prefect_home / ph.DB_FILE).exists()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_a_server_on_a_seeded_home_answers_with_its_block_types(template: Path,
+                                                               tmp_path: Path):
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               **{ph.CACHE_ENV: str(template.parent)})
+    assert ph.seed(home)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", 120)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/block_types/filter",
+                                     data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as res:
+            slugs = {b["slug"] for b in json.loads(res.read())}
+        assert {"secret", "webhook"} <= slugs, slugs
+    finally:
+        stop(proc)
