@@ -56,9 +56,10 @@ def seed(prefect_home: Path) -> bool:
         True when the home was seeded; False when it had a database, no template was built,
         or the copy failed (Prefect then creates the database itself).
     """
+    if (prefect_home / DB_FILE).exists():  # the common case: a stat, nothing more
+        return False
     template = template_dir()
-    if template is None or (prefect_home / DB_FILE).exists() or \
-            not (template / DB_FILE).is_file():
+    if template is None or not (template / DB_FILE).is_file():
         return False
     try:
         prefect_home.mkdir(parents=True, exist_ok=True)
