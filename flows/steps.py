@@ -321,9 +321,11 @@ def baselines(ctx: RunContext, parts: tr.SplitResult) -> Baselines:
     """Score the trivial model and the current champion on the holdout, and the champion on
     its trusted set.
 
-    Nothing here depends on the candidates, so the training flow submits it to run while they
-    train (`.submit`), and `evaluate` takes its result. A champion that cannot be loaded or
-    scored is recorded, never fatal: the gate then refuses to promote.
+    A step of its own, after `train`, so that the Prefect page shows what the candidates are
+    compared with and how long it took; `evaluate` takes its result. A champion that cannot be
+    loaded or scored is recorded, never fatal: the gate then refuses to promote. (Run beside
+    `train` on a thread, it cost more than it saved: both sides hold the GIL in turn, and the
+    fits of a small table slowed by more than this step took.)
     """
     started = time.perf_counter()
     cfg = ctx.loaded.config

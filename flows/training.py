@@ -75,9 +75,8 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         steps.validate(ctx, data)
         parts = steps.split(ctx, data)
         feats = steps.features(ctx, parts)
-        against = steps.baselines.submit(ctx, parts)  # scored while the candidates train
         trained = steps.train(ctx, parts, feats)
-        evals = steps.evaluate(ctx, parts, trained, against)
+        evals = steps.evaluate(ctx, parts, trained, steps.baselines(ctx, parts))
         decision = steps.gate(ctx, evals)
         reg = steps.register(ctx, parts, trained, evals, decision)
         reg = steps.promote(ctx, reg, decision, approval_for(ctx, decision, reg, evals))

@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import sqlite3
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 CACHE_ENV = "REGROW_CACHE_DIR"
@@ -43,6 +36,8 @@ def cache_dir() -> Path:
 
 def template_dir() -> Path | None:
     """The template home for the installed Prefect (None when Prefect is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return cache_dir() / f"prefect-home-{version('prefect')}"
     except PackageNotFoundError:
@@ -75,12 +70,16 @@ def seed(prefect_home: Path) -> bool:
 
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=2) as res:  # noqa: S310 - loopback only
             return res.status == 200
@@ -98,6 +97,11 @@ def build_template(timeout: float = 300.0) -> tuple[Path, float]:
         RuntimeError: Prefect is not installed, or its server did not answer within
             `timeout` seconds (its log is in the message).
     """
+    import sqlite3
+    import subprocess
+    import tempfile
+    import time
+
     target = template_dir()
     if target is None:
         raise RuntimeError("Prefect is not installed")

@@ -72,10 +72,8 @@ WARMUP_ROWS = 5_000
 
 DEFAULT_SIZES = [10_000, 100_000, 1_000_000]
 TARGET_SIZE, TARGET_RATIO, TARGET_HELP_S = 100_000, 1.3, 1.0
-STEPS = ["start-run", "ingest", "validate", "split", "features", "train", "evaluate", "gate",
-         "register", "promote"]
-# Steps that run beside another one (submitted to Prefect's task runner): shown, not summed.
-CONCURRENT = {"baselines": "train"}
+STEPS = ["start-run", "ingest", "validate", "split", "features", "train", "baselines",
+         "evaluate", "gate", "register", "promote"]
 # Project functions timed inside the steps during flow runs: (step, label, module, attribute).
 # Patch the name where the caller looks it up (flows.steps imports some names directly).
 PROBES = [
@@ -530,15 +528,13 @@ def steps_table(results: list[SizeResult]) -> str:
     lines = [head, "-" * len(head)]
     seen = {n for r in results for a in r.flow for n in a.steps}
     for name in STEPS + sorted(seen - set(STEPS)):
-        label = f"{name} (beside {CONCURRENT[name]})" if name in CONCURRENT else name
-        lines.append(f"{label:<34}" + "".join(f"{fmt_s(r.step_median(name)):>12}" for r in results))
+        lines.append(f"{name:<34}" + "".join(f"{fmt_s(r.step_median(name)):>12}" for r in results))
         for _, label, _, _ in (p for p in PROBES if p[0] == name):
             lines.append(f"{'  of which ' + label:<34}"
                          + "".join(f"{fmt_s(r.probe_median(label)):>12}" for r in results))
     rest = []
     for r in results:
-        sums = [sum(v for k, v in a.steps.items() if k not in CONCURRENT)
-                for a in r.flow if a.steps]
+        sums = [sum(a.steps.values()) for a in r.flow if a.steps]
         rest.append(r.flow_s - statistics.median(sums) if sums else None)
     lines.append(f"{'flow run outside tasks':<34}" + "".join(f"{fmt_s(v):>12}" for v in rest))
     lines.append(f"{'flow total':<34}" + "".join(f"{r.flow_s:>12.2f}" for r in results))
