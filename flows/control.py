@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from regrow.tasks import plane
-from regrow.tasks.settings import Settings
+from regrow.tasks.settings import Settings, seed_prefect_home
 
 PLANE_ENV = "REGROW_PLANE"
 LIFELINE_ENV = "REGROW_LIFELINE"  # flows.lifeline.ENV; not imported, to keep this module light
@@ -376,6 +376,7 @@ def up(opts: Options, models: list[str], out=print) -> int:
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         for part in parts:
             Path(part["log"]).unlink(missing_ok=True)  # each plane writes fresh logs
+        seed_prefect_home(settings)  # a new home's server starts without migrations
         try:
             ok = _start(parts, state, env, settings, opts.timeout, t0, out)
         except BaseException:

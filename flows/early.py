@@ -49,6 +49,9 @@ def start(command: str) -> int | None:
     if command not in COMMANDS or os.environ.get("PREFECT_API_URL") \
             or os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in _OFF:
         return None
+    from regrow.tasks.settings import Settings, seed_prefect_home
+
+    seed_prefect_home(Settings.from_env())  # a new home's server needs no migrations
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)

@@ -35,10 +35,16 @@ if TYPE_CHECKING:
 __all__ = ["train", "score", "labels", "watch", "retrain", "status"]
 
 
-def _setup() -> None:
-    from regrow.tasks.settings import configure_process_env
+def _setup(flows: bool = True) -> None:
+    """The process environment; with `flows`, a new Prefect home's ready database (for the
+    temporary server Prefect starts when no server is configured)."""
+    import os
 
-    configure_process_env(verbose=True)  # keep the caller's logging as it is
+    from regrow.tasks.settings import configure_process_env, seed_prefect_home
+
+    settings = configure_process_env(verbose=True)  # keep the caller's logging as it is
+    if flows and not os.environ.get("PREFECT_API_URL"):
+        seed_prefect_home(settings)
 
 
 def train(config: str | Path, *, overrides: dict[str, Any] | None = None, reason: str = "",
@@ -74,7 +80,7 @@ def labels(config: str | Path, rows: pd.DataFrame, *,
            overrides: dict[str, Any] | None = None) -> LabelResult:
     """Record labels that arrived later, joined to logged predictions by the id column
     (`regrow labels`)."""
-    _setup()
+    _setup(flows=False)
     from regrow.configs.schema import load_config
     from regrow.tasks.scoring import record_labels
     from regrow.tasks.settings import Settings
@@ -107,7 +113,7 @@ def retrain(config: str | Path, reason: str, *, actor: str = "python",
 def status(config: str | Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The champion, recent drift checks, retrain requests and trainings, as
     `regrow status --json` prints them."""
-    _setup()
+    _setup(flows=False)
     from regrow.configs.schema import load_config
     from regrow.flows.report import status as collect
 

@@ -68,11 +68,6 @@ def configure_process_env(verbose: bool = False) -> Settings:
         if api:
             os.environ["PREFECT_API_URL"] = api
     os.environ.setdefault("PREFECT_HOME", str(s.prefect_home))
-    if os.environ["PREFECT_HOME"] == str(s.prefect_home) and \
-            not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
-        from regrow.tasks.prefect_home import seed
-
-        seed(s.prefect_home)  # a new home starts from a ready database (see the module)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A fresh Prefect home runs its migrations on first start: give a busy machine time.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -89,6 +84,23 @@ def configure_process_env(verbose: bool = False) -> Settings:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     return s
+
+
+def seed_prefect_home(s: Settings) -> bool:
+    """Before a Prefect server starts on regrow's Prefect home: give a home without a database
+    the ready copy (`tasks.prefect_home`). Only the home in ``PREFECT_HOME`` when it is
+    ``$REGROW_HOME/prefect``, and only when ``PREFECT_API_DATABASE_CONNECTION_URL`` does not
+    put the database elsewhere. Commands that start no server create no Prefect home.
+
+    Returns:
+        True when the home was seeded.
+    """
+    if os.environ.get("PREFECT_HOME") != str(s.prefect_home) \
+            or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return False
+    from regrow.tasks.prefect_home import seed
+
+    return seed(s.prefect_home)
 
 
 TRAIN_NICE_ENV = "REGROW_TRAIN_NICE"

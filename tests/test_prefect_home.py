@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from regrow.tasks import prefect_home as ph
-from regrow.tasks.settings import configure_process_env
+from regrow.tasks.settings import configure_process_env, seed_prefect_home
 from tests.procs import free_port, stop, wait_http
 
 
@@ -59,8 +59,8 @@ def test_seed_fills_a_new_home_and_never_an_existing_one(template: Path, tmp_pat
     assert not (tmp_path / "other" / ph.DB_FILE).exists()
 
 
-def test_commands_seed_their_home_unless_told_where_the_database_is(template: Path,
-                                                                   tmp_path: Path):
+def test_only_regrow_s_own_home_is_seeded_and_only_when_a_server_starts(template: Path,
+                                                                         tmp_path: Path):
     saved = dict(os.environ)  # configure_process_env sets more than these
     try:
         os.environ[ph.CACHE_ENV] = str(template.parent)
@@ -68,11 +68,16 @@ def test_commands_seed_their_home_unless_told_where_the_database_is(template: Pa
             os.environ.pop(key, None)
         os.environ["REGROW_HOME"] = str(tmp_path / "home")
         settings = configure_process_env()
+        assert not settings.prefect_home.exists()  # a command that starts no server
+        assert seed_prefect_home(settings)
         assert (settings.prefect_home / ph.DB_FILE).is_file()
+        os.environ["PREFECT_HOME"] = str(tmp_path / "the-user-s-own")
+        assert not seed_prefect_home(settings)
         os.environ["REGROW_HOME"] = str(tmp_path / "elsewhere")
         os.environ.pop("PREFECT_HOME")
         os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = "postgresql://x@127.0.0.1/p"
         settings = configure_process_env()
+        assert not seed_prefect_home(settings)
         assert not (settings.prefect_home / ph.DB_FILE).exists()
     finally:
         os.environ.clear()
