@@ -182,14 +182,6 @@ def _terminate(parts: list[dict[str, Any]], plane_id: str | None, grace: float =
 # --- health ---------------------------------------------------------------------------------
 
 
-def _get(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own http URL
-            return r.status == 200
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-
-
 def _deployments_served(api_url: str, names: list[str], timeout: float = 2.0) -> bool:
     """Whether the Prefect API lists every deployment name of ``regrow serve``."""
     body = json.dumps({"deployments": {"name": {"any_": names}}}).encode()
@@ -219,7 +211,7 @@ def answers(part: dict[str, Any], timeout: float = 2.0) -> bool:
         return _warm_ready(part)
     if part.get("deployments"):
         return _deployments_served(part["api_url"], part["deployments"], timeout)
-    return _get(part["health_url"], timeout)
+    return plane.http_ok(part["health_url"], timeout)
 
 
 def health(part: dict[str, Any]) -> str:

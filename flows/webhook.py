@@ -250,7 +250,7 @@ class Receiver:
         progress: dict[str, Any] = {}  # filled as side effects happen
         try:
             req, bad = self._retrain_body(body) if retrain else self._parse(DataArrivedBody, body)
-            settle = (partial(self._settle_retrain, delivery_id, req) if retrain else
+            settle = (partial(self._settle_retrain, delivery_id, req, progress) if retrain else
                       partial(self._settle_data, delivery_id, req)) if bad is None else \
                 partial(_settled_with, bad, getattr(req, "model", None))
             claim = self.deliveries.claim(delivery_id, endpoint, hashlib.sha256(body).hexdigest(),
@@ -272,7 +272,7 @@ class Receiver:
                 notify.circuit_refused(self.store, req.model, self.configs[req.model].config.retrain,
                                        settled.verdict, "webhook")
         else:  # admitted (its event is yet to go), or taken over from an attempt that died
-            answer = self._process_claimed(endpoint, delivery_id, body, claim, progress)
+            answer = self._process_claimed(endpoint, delivery_id, body, req, progress)
             if answer is None:
                 return _err(500, "internal error; retry with the same delivery id",
                             delivery_id=delivery_id)
@@ -280,20 +280,19 @@ class Receiver:
                  answer.body.get("verdict") or answer.body.get("event_id") or answer.body)
         return answer
 
-    def _process_claimed(self, endpoint: str, delivery_id: str, body: bytes, claim: Claim,
+    def _process_claimed(self, endpoint: str, delivery_id: str, body: bytes, req: Any,
                          progress: dict[str, Any]) -> Answer | None:
         """The rest of a delivery claimed but not answered in the claim's transaction: an
-        admitted request's event, or a delivery taken over (`Claim.outcome` ``recovered``).
+        admitted request's event (its verdict in `progress`), or a delivery taken over from an
+        attempt that died (`req`: the body as parsed before the claim).
 
         Returns:
             The answer, stored; None when processing failed (the claim is released).
         """
         try:
-            if claim.settled is not None:  # admitted in the claim's transaction
-                req, _ = self._retrain_body(body)
-                progress.update(model=req.model, request_id=claim.settled.request_id)
-                verdict = PolicyVerdict(claim.settled.request_id or 0, policy.ADMITTED,
-                                        (claim.settled.body or {}).get("detail", ""))
+            if "verdict" in progress:  # admitted in the claim's transaction
+                verdict = progress["verdict"]
+                progress.update(model=req.model, request_id=verdict.request_id)
                 answer = self._after_verdict(delivery_id, req, verdict, "admitted")
             elif endpoint == RETRAIN_ENDPOINT:
                 answer = self._retrain_recovered(delivery_id, body, progress)
@@ -364,14 +363,16 @@ class Receiver:
     def _reason(req: RetrainBody) -> str:
         return req.reason.strip() + (f" [ref: {req.ref}]" if req.ref else "")
 
-    def _settle_retrain(self, delivery_id: str, req: RetrainBody, conn: Any) -> Settled:
-        """Ask the policy inside the claim's transaction; answered at once unless admitted."""
+    def _settle_retrain(self, delivery_id: str, req: RetrainBody, progress: dict[str, Any],
+                        conn: Any) -> Settled:
+        """Ask the policy inside the claim's transaction; answered at once unless admitted
+        (the verdict is kept in `progress` for the event, which goes after the commit)."""
         verdict = policy.record_request(conn, req.model, self.configs[req.model].config.retrain,
                                         kind="webhook", reason=self._reason(req),
                                         ref=f"webhook:{delivery_id}")
-        if verdict.admitted:  # the event goes after the commit: see _after_verdict
-            return Settled(req.model, verdict.request_id, body={"detail": verdict.detail},
-                           verdict=verdict.verdict)
+        if verdict.admitted:  # see _after_verdict
+            progress["verdict"] = verdict
+            return Settled(req.model, verdict.request_id, verdict=verdict.verdict)
         answer = self._verdict_answer(delivery_id, verdict, verdict.detail)
         return Settled(req.model, verdict.request_id, answer.status_code, answer.body,
                        verdict.verdict)

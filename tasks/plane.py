@@ -107,3 +107,16 @@ def serving_mlflow_url(run_dir: Path, store_uri: str) -> str | None:
     (its command line names it); None otherwise."""
     part = live_part(run_dir, "mlflow", argv_has=store_uri)
     return None if part is None else part.get("url")
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether a local HTTP endpoint answers 200 within `timeout` seconds (a part's health URL;
+    commands that only read the state file never call it)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own http URL
+            return r.status == 200
+    except (OSError, ValueError, urllib.error.URLError):
+        return False

@@ -205,13 +205,6 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
                       f"{policy.budget_period}")
 
 
-def _check(kind: str, reason: str) -> None:
-    if kind not in REQUEST_KINDS:
-        raise ValueError(f"unknown trigger kind {kind!r}; one of {REQUEST_KINDS}")
-    if not reason.strip():
-        raise ValueError("a retrain request needs a reason")
-
-
 def record_request(conn: sa.Connection, model: str, policy: RetrainPolicy, *, kind: str,
                    reason: str, ref: str | None = None,
                    at: dt.datetime | None = None) -> PolicyVerdict:
@@ -222,7 +215,10 @@ def record_request(conn: sa.Connection, model: str, policy: RetrainPolicy, *, ki
         ValueError: an unknown trigger kind or an empty reason.
         NoLockRow: the model has never been asked about: `ensure_lock_row` first.
     """
-    _check(kind, reason)
+    if kind not in REQUEST_KINDS:
+        raise ValueError(f"unknown trigger kind {kind!r}; one of {REQUEST_KINDS}")
+    if not reason.strip():
+        raise ValueError("a retrain request needs a reason")
     at = at or now()
     _lock(conn, model)
     verdict, detail = _decide(conn, model, policy, at)
@@ -240,7 +236,6 @@ def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: st
     Raises:
         ValueError: an unknown trigger kind or an empty reason.
     """
-    _check(kind, reason)
     try:
         with store.engine.begin() as conn:
             return record_request(conn, model, policy, kind=kind, reason=reason, ref=ref, at=at)

@@ -77,16 +77,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _healthy(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as res:  # noqa: S310 - loopback only
-            return res.status == 200
-    except OSError:
-        return False
-
-
 def build_template(timeout: float = 300.0) -> tuple[Path, float]:
     """Build the template for the installed Prefect unless it exists.
 
@@ -101,6 +91,8 @@ def build_template(timeout: float = 300.0) -> tuple[Path, float]:
     import subprocess
     import tempfile
     import time
+
+    from regrow.tasks.plane import http_ok
 
     target = template_dir()
     if target is None:
@@ -121,7 +113,7 @@ def build_template(timeout: float = 300.0) -> tuple[Path, float]:
                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
-            while not _healthy(f"http://127.0.0.1:{port}/api/health"):
+            while not http_ok(f"http://127.0.0.1:{port}/api/health"):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the Prefect server for the template did not start: "
                                        + log.read_text(errors="replace")[-2000:])

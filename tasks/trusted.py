@@ -44,7 +44,8 @@ def build(config: Config, model: Any, train: pd.DataFrame, holdout: pd.DataFrame
                                "baseline": base.value, "seed": config.split.seed})
 
 
-def _score(model: Any, trusted: TrustedSet, target: Target, metric: str) -> tuple[float | None, str]:
+def score(model: Any, trusted: TrustedSet, target: Target, metric: str) -> tuple[float | None, str]:
+    """(the model's score on the trusted set, why it could not be scored)."""
     try:
         return ev.evaluate(model, trusted.frame, target, metric).value, ""
     except Exception as err:  # noqa: BLE001 - e.g. an input the old rows do not have: reported
@@ -63,11 +64,6 @@ def usable(trusted: TrustedSet | None, metric: str, version: str) -> TrustedChec
     return None
 
 
-def score(model: Any, trusted: TrustedSet, target: Target, metric: str) -> tuple[float | None, str]:
-    """(the model's score on the trusted set, why it could not be scored)."""
-    return _score(model, trusted, target, metric)
-
-
 def check(trusted: TrustedSet | None, champion: Any, candidate: Any, target: Target,
           metric: str, version: str,
           champion_score: tuple[float | None, str] | None = None) -> TrustedCheck:
@@ -77,8 +73,8 @@ def check(trusted: TrustedSet | None, champion: Any, candidate: Any, target: Tar
     if refused is not None:
         return refused
     assert trusted is not None
-    champ, champ_err = champion_score or _score(champion, trusted, target, metric)
-    cand, cand_err = _score(candidate, trusted, target, metric)
+    champ, champ_err = champion_score or score(champion, trusted, target, metric)
+    cand, cand_err = score(candidate, trusted, target, metric)
     notes = [f"{who} could not be scored on it: {e}"
              for who, e in (("champion", champ_err), ("candidate", cand_err)) if e]
     return TrustedCheck(True, int(trusted.meta.get("rows", len(trusted.frame))),
