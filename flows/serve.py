@@ -12,15 +12,14 @@ Per model:
   by the ``regrow.data.arrived`` event.
 """
 
-from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regrow.flows import dispatch, notify, pages
+from regrow.flows import dispatch, notify, pages, warm
 
 # The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: a deployment
 # run starts as a fresh process that imports this module first, and the time until the run
@@ -128,8 +127,15 @@ def _event_trigger(model: str, event: str, parameters: dict[str, Any]):
         match={"prefect.resource.id": f"regrow.model.{model}"}, parameters=parameters)
 
 
-def deployments_for(loaded: Any) -> list[Any]:
-    """The RunnerDeployments of one config."""
+class Served(NamedTuple):
+    """A flow and the options of its deployment (`prefect.runner.Runner.add_flow`)."""
+
+    flow: Any
+    options: dict[str, Any]
+
+
+def deployments_for(loaded: Any) -> list[Served]:
+    """The deployments of one config."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     from regrow.flows.monitoring import drift_check_flow, score_flow
@@ -139,38 +145,41 @@ def deployments_for(loaded: Any) -> list[Any]:
     strategy = ConcurrencyLimitStrategy.ENQUEUE if cfg.serve.collision_strategy == "enqueue" \
         else ConcurrencyLimitStrategy.CANCEL_NEW
     p = "{{ event.payload.%s }}"
-    train = train_request_flow.to_deployment(
-        name=f"train-{model}", parameters={"request": {"config_path": path}},
-        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
-        triggers=[_event_trigger(model, dispatch.ADMITTED_EVENT, {"request": {
-            "config_path": p % "config_path", "reason": p % "reason", "kind": p % "kind",
-            "request_id": p % "request_id", "ref": p % "ref", "overrides": p % "overrides",
-            "actor": "event"}})],
-        tags=["regrow", model], description=f"Train {model} (through the retrain policy).")
-    drift = drift_check_flow.to_deployment(
-        name=f"drift-check-{model}", parameters={"config_path": path},
-        cron=cfg.monitoring.schedule, tags=["regrow", model],
-        description=f"Drift check of {model}'s champion; asks for retrains by event.")
-    score = score_flow.to_deployment(
-        name=f"score-{model}", parameters={"config_path": path}, cron=cfg.serve.scoring_cron,
-        tags=["regrow", model], description=f"Score new rows with {model}'s champion.")
-    out = [train, drift, score]
+    train_triggers = [_event_trigger(model, dispatch.ADMITTED_EVENT, {"request": {
+        "config_path": p % "config_path", "reason": p % "reason", "kind": p % "kind",
+        "request_id": p % "request_id", "ref": p % "ref", "overrides": p % "overrides",
+        "actor": "event"}})]
+    out = [
+        Served(train_request_flow, dict(
+            name=f"train-{model}", parameters={"request": {"config_path": path}},
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
+            triggers=train_triggers, tags=["regrow", model],
+            description=f"Train {model} (through the retrain policy).")),
+        Served(drift_check_flow, dict(
+            name=f"drift-check-{model}", parameters={"config_path": path},
+            cron=cfg.monitoring.schedule, tags=["regrow", model],
+            description=f"Drift check of {model}'s champion; asks for retrains by event.")),
+        Served(score_flow, dict(
+            name=f"score-{model}", parameters={"config_path": path},
+            cron=cfg.serve.scoring_cron, tags=["regrow", model],
+            description=f"Score new rows with {model}'s champion.")),
+    ]
     if cfg.serve.data_arrived == "score_and_check":
-        out.append(data_arrived_flow.to_deployment(
+        out.append(Served(data_arrived_flow, dict(
             name=f"data-arrived-{model}", parameters={"config_path": path},
             triggers=[_event_trigger(model, dispatch.DATA_EVENT, {
                 "config_path": p % "config_path", "input_path": p % "input_path",
                 "query": p % "query", "ref": p % "ref"})],
-            tags=["regrow", model], description=f"New data for {model}: score, check drift."))
+            tags=["regrow", model], description=f"New data for {model}: score, check drift.")))
     else:  # data_arrived: retrain -> a policy-gated training request
-        train.triggers.append(_event_trigger(model, dispatch.DATA_EVENT, {"request": {
+        train_triggers.append(_event_trigger(model, dispatch.DATA_EVENT, {"request": {
             "config_path": p % "config_path", "reason": "new data arrived", "kind": "webhook",
             "ref": p % "ref", "actor": "event"}}))
     if cfg.serve.retrain_cron:
-        out.append(scheduled_retrain_flow.to_deployment(
+        out.append(Served(scheduled_retrain_flow, dict(
             name=f"scheduled-retrain-{model}", parameters={"config_path": path},
             cron=cfg.serve.retrain_cron, tags=["regrow", model],
-            description=f"Scheduled retrain request for {model} (through the policy)."))
+            description=f"Scheduled retrain request for {model} (through the policy).")))
     return out
 
 
@@ -185,7 +194,10 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
         regrow.flows.notify.NotifySetupError: a config names a notification block that does
             not exist (nothing is served).
     """
-    from prefect import serve
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
 
     from regrow.configs.schema import load_config
 
@@ -193,5 +205,16 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     for loaded in configs:
         print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
     os.environ["REGROW_DISPATCH"] = "events"
-    deployments = [d for loaded in configs for d in deployments_for(loaded)]
-    serve(*deployments, limit=limit)
+    warm_runs = warm.start_runs_warm()
+    # The runner is given the flows themselves (not only their deployments), so it starts a
+    # run from the flow object instead of a `python -m prefect.engine` that loads it again.
+    runner = Runner(limit=limit, pause_on_shutdown=True)
+    served = [d for loaded in configs for d in deployments_for(loaded)]
+    for d in served:
+        runner.add_flow(d.flow, **d.options)
+    print("serving " + ", ".join(f"{d.flow.name}/{d.options['name']}" for d in served)
+          + (" (runs start from a warm process)" if warm_runs else ""), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        print("regrow serve: stopped", flush=True)

@@ -53,7 +53,8 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
             wait_for(lambda: _deployment("srv-timeout", "train") is not None, 120,
                      lambda: "deployments never appeared; serve log:\n"
                      + (base / "serve.log").read_text(), interval=1)
-        yield {"server": prefect_server, "home": home, "configs": configs, "log": base / "serve.log"}
+        yield {"server": prefect_server, "home": home, "configs": configs, "log": base / "serve.log",
+               "pid": proc.pid}
     finally:
         stop(proc)
         log.close()
@@ -154,6 +155,52 @@ def test_ui_style_run_trains_with_its_parameters(served):
     assert info["tags"]["regrow.trigger"] == "ui"
     assert info["tags"]["regrow.trigger_reason"] == "clicked in the UI"
     assert info["tags"]["regrow.trigger_ref"].startswith("retrain_request:")
+
+
+def test_served_flows_travel_to_their_run_process_whole(tmp_path):
+    """The runner hands each run process the flow object itself (pickled by value), so its
+    parameters must validate without the module's namespace (no postponed annotations)."""
+    import cloudpickle
+
+    from regrow.configs.schema import load_config
+    from regrow.flows.serve import deployments_for
+
+    cfg = merge(BINARY_CONFIG, {"serve": {"retrain_cron": "0 3 * * *",
+                                          "data_arrived": "score_and_check"}})
+    served = deployments_for(load_config(write_case(tmp_path, binary_frame(50), cfg)))
+    assert len(served) == 5
+    for d in served:
+        copy = cloudpickle.loads(cloudpickle.dumps(d.flow))
+        assert copy.validate_parameters(d.options["parameters"]), d.options["name"]
+    request = next(d for d in served if d.options["name"].startswith("train-"))
+    checked = cloudpickle.loads(cloudpickle.dumps(request.flow)).validate_parameters(
+        {"request": {"config_path": "x.yaml", "kind": "webhook", "request_id": 7}})
+    assert checked["request"].request_id == 7 and checked["request"].kind == "webhook"
+
+
+def test_runs_start_from_the_warm_fork_server_and_keep_their_last_logs(served):
+    import psutil
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    cfg = str(served["configs"]["srv-auto"])
+    rows = _fresh_rows(served, "srv-auto", 21)
+    with _api(served["server"]):
+        run = _run("srv-auto", {"request": {"config_path": cfg, "reason": "warm start",
+                                            "overrides": {"data.source.path": rows}}})
+        assert _final(run.id).is_completed()
+
+        def last_line():
+            with get_client(sync_client=True) as c:
+                logs = c.read_logs(log_filter=LogFilter(
+                    flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            return any(log.message.startswith("Finished in state Completed") for log in logs)
+        # The engine writes its last line as the run process exits: it arrives only if the
+        # fork server's child drains Prefect's log worker as an interpreter exit would.
+        wait_for(last_line, 30, "the run's last log line never arrived", interval=1)
+    children = psutil.Process(served["pid"]).children()
+    assert any("multiprocessing.forkserver" in " ".join(p.cmdline()) for p in children), \
+        [p.cmdline() for p in children]
 
 
 def test_admitted_event_starts_a_training_run(served):
