@@ -20,18 +20,10 @@ import shutil
 import sys
 from pathlib import Path
 
-CACHE_ENV = "REGROW_CACHE_DIR"
+from regrow.tasks.settings import CACHE_ENV, cache_dir  # noqa: F401 - CACHE_ENV: the variable it reads
+
 DB_FILE = "prefect.db"
 KEPT = (DB_FILE, "memo_store.toml")  # the database and Prefect's record of its block types
-
-
-def cache_dir() -> Path:
-    """Where regrow keeps what it can rebuild (``REGROW_CACHE_DIR``, else the user cache)."""
-    explicit = os.environ.get(CACHE_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(base) / "regrow"
 
 
 def template_dir() -> Path | None:
@@ -144,15 +136,19 @@ def build_template(timeout: float = 300.0) -> tuple[Path, float]:
 
 
 def main() -> int:
-    """``python -m regrow.tasks.prefect_home``: build the template (run by `make setup`)."""
-    try:
-        target, seconds = build_template()
-    except RuntimeError as err:
-        print(f"regrow: no Prefect home template ({err}); new homes migrate on first start",
-              file=sys.stderr)
-        return 0  # an optimisation: set-up goes on without it
-    print(f"regrow: Prefect home template {target}"
-          + (f" built in {seconds:.1f} s" if seconds else " (already built)"))
+    """``python -m regrow.tasks.prefect_home``: build the templates of a new home's Prefect
+    and MLflow databases (run by `make setup`)."""
+    from regrow.tasks.registry import build_store_template
+
+    for what, build in (("Prefect home", build_template), ("MLflow store", build_store_template)):
+        try:
+            target, seconds = build()
+        except RuntimeError as err:
+            print(f"regrow: no {what} template ({err}); new homes migrate on first use",
+                  file=sys.stderr)
+            continue  # an optimisation: set-up goes on without it
+        print(f"regrow: {what} template {target}"
+              + (f" built in {seconds:.1f} s" if seconds else " (already built)"))
     return 0
 
 

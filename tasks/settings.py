@@ -50,6 +50,18 @@ class Settings:
         )
 
 
+CACHE_ENV = "REGROW_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where regrow keeps what it can rebuild (``REGROW_CACHE_DIR``, else the user cache)."""
+    explicit = os.environ.get(CACHE_ENV, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(base) / "regrow"
+
+
 def configure_process_env(verbose: bool = False) -> Settings:
     """Point Prefect and MLflow at the state directory before either is imported.
 

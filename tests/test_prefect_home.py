@@ -105,3 +105,49 @@ def test_a_server_on_a_seeded_home_answers_with_its_block_types(template: Path,
         assert {"secret", "webhook"} <= slugs, slugs
     finally:
         stop(proc)
+
+
+def test_mlflow_store_template_seeds_only_regrow_s_own_new_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    from regrow.tasks import registry as rg
+    from regrow.tasks.settings import Settings
+
+    monkeypatch.setenv(ph.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    built, seconds = rg.build_store_template()
+    assert seconds > 0 and built.is_relative_to(tmp_path / "cache")
+    assert rg.build_store_template() == (built, 0.0)
+
+    monkeypatch.setenv("REGROW_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env()
+    assert rg.seed_store(settings)
+    db = settings.home / rg.STORE_FILE
+    with sqlite3.connect(db) as con:
+        (location,) = con.execute(
+            "SELECT artifact_location FROM experiments WHERE experiment_id = 0").fetchone()
+    assert location == str(tmp_path / "mlruns" / "0")  # as MLflow would have set it here
+    # The seeded database is one MLflow uses as its own: runs, versions and aliases.
+    reg = rg.Registry(settings)
+    run_id = reg.start_run("seeded", "a run", {"k": "v"})
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    client.create_registered_model("seeded")
+    version = client.create_model_version("seeded", f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias("seeded", "champion", version.version)
+    assert client.get_model_version_by_alias("seeded", "champion").run_id == run_id
+
+    before = db.read_bytes()
+    assert not rg.seed_store(settings)  # an existing database is never replaced
+    assert db.read_bytes() == before
+    monkeypatch.setenv("REGROW_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'theirs.db'}")
+    assert not rg.seed_store(Settings.from_env())  # a store the user named is MLflow's to make
+    assert not (tmp_path / "theirs.db").exists()
+    monkeypatch.setenv(ph.CACHE_ENV, str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert not rg.seed_store(Settings.from_env())  # no template: MLflow migrates as before
+    assert not (tmp_path / "elsewhere" / rg.STORE_FILE).exists()
