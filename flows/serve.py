@@ -12,7 +12,9 @@ Per model:
   by the ``regrow.data.arrived`` event.
 """
 
-
+# No postponed annotations here: the runner hands a run process the flow object itself, its
+# function pickled by value, and the parameter types must travel as classes, not as names
+# to look up in this module (tests/test_serve.py checks every served flow).
 import os
 from typing import Any, NamedTuple
 
@@ -21,9 +23,9 @@ from pydantic import BaseModel, Field
 
 from regrow.flows import dispatch, notify, pages, warm
 
-# The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: a deployment
-# run starts as a fresh process that imports this module first, and the time until the run
-# shows Running is that import.
+# The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: with
+# ``REGROW_WARM=off`` a deployment run starts as a fresh process that imports this module
+# first, and the time until the run shows Running is that import.
 
 
 class TrainRequest(BaseModel):
@@ -212,8 +214,10 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     served = [d for loaded in configs for d in deployments_for(loaded)]
     for d in served:
         runner.add_flow(d.flow, **d.options)
-    print("serving " + ", ".join(f"{d.flow.name}/{d.options['name']}" for d in served)
-          + (" (runs start from a warm process)" if warm_runs else ""), flush=True)
+    print(f"serving {len(served)} deployments; runs start "
+          + ("as forks of a process that has imported the ML stack" if warm_runs
+             else "as fresh processes") + ":\n"
+          + "\n".join(f"  {d.flow.name}/{d.options['name']}" for d in served), flush=True)
     try:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated state dir per test, one Prefect test server per session."""
+"""Shared fixtures: an isolated state dir per test, one Prefect test server per session (per
+worker: the suite runs on one pytest-xdist worker per core, a test file to a worker)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["REGROW_HOME"] = str(_SESSION_DIR / "home")
 for _var in ("MLFLOW_TRACKING_URI", "REGROW_DATABASE_URL", "PREFECT_API_URL"):
     os.environ.pop(_var, None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with end-to-end (``slow``) tests first: workers take one file at a time, and a
+    long file taken last would run alone while the other workers sit idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")
