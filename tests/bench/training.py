@@ -473,8 +473,9 @@ class DemoTiming:
     tail: str = ""
 
 
-# render() prints "champion: v- -> v1" when a run promotes; the demo prints it per period.
-_PROMOTED = re.compile(r"champion: v\S* -> v\d+")
+# render() prints "champion: none -> v1" when a first version is promoted ("v1 -> v2" later);
+# the demo prints it per period.
+_PROMOTED = re.compile(r"champion: (?:none|v\S*) -> v\d+")
 
 
 def time_demo(env: dict[str, str], timeout: float = 900.0) -> DemoTiming:
