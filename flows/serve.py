@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regrow.flows import dispatch, notify, pages, warm
+from regrow.flows import dispatch, notify, pages, warm_runs
 
 # The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: with
 # ``REGROW_WARM=off`` a deployment run starts as a fresh process that imports this module
@@ -207,7 +207,7 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     for loaded in configs:
         print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
     os.environ["REGROW_DISPATCH"] = "events"
-    warm_runs = warm.start_runs_warm()
+    warm = warm_runs.start_runs_warm()
     # The runner is given the flows themselves (not only their deployments), so it starts a
     # run from the flow object instead of a `python -m prefect.engine` that loads it again.
     runner = Runner(limit=limit, pause_on_shutdown=True)
@@ -215,7 +215,7 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     for d in served:
         runner.add_flow(d.flow, **d.options)
     print(f"serving {len(served)} deployments; runs start "
-          + ("as forks of a process that has imported the ML stack" if warm_runs
+          + ("as forks of a process that has imported the ML stack" if warm
              else "as fresh processes") + ":\n"
           + "\n".join(f"  {d.flow.name}/{d.options['name']}" for d in served), flush=True)
     try:

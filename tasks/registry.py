@@ -157,7 +157,7 @@ def seed_store(settings: Settings) -> bool:
     template = store_template()
     if template is None or not template.is_file():
         return False
-    partial = db.with_name(f".{STORE_FILE}.copying")
+    partial = db.with_name(f".{STORE_FILE}.{os.getpid()}.copying")
     try:
         shutil.copyfile(template, partial)
         now = int(time.time() * 1000)
