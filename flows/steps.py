@@ -92,7 +92,10 @@ def pause_point(name: str) -> None:
     """
     if os.environ.get(PAUSE_ENV) != name:
         return
-    Settings.from_env().home.joinpath(f"paused-at-{name}").write_text(str(os.getpid()))
+    marker = Settings.from_env().home / f"paused-at-{name}"
+    partial = marker.with_name(f".{marker.name}.{os.getpid()}")
+    partial.write_text(str(os.getpid()))
+    os.replace(partial, marker)  # appears whole: a test waiting for it never reads it empty
     time.sleep(float(os.environ.get("REGROW_TEST_PAUSE_SECONDS", "600")))
 
 
