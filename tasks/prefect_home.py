@@ -20,10 +20,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from regrow.tasks.settings import CACHE_ENV, cache_dir  # noqa: F401 - CACHE_ENV: the variable it reads
+from regrow.tasks.settings import CACHE_ENV, cache_dir, place_copy  # noqa: F401 - CACHE_ENV: the variable it reads
 
 DB_FILE = "prefect.db"
-KEPT = (DB_FILE, "memo_store.toml")  # the database and Prefect's record of its block types
+MEMO_FILE = "memo_store.toml"
+KEPT = (DB_FILE, MEMO_FILE)  # the database and Prefect's record of its block types
 
 
 def template_dir() -> Path | None:
@@ -48,17 +49,9 @@ def seed(prefect_home: Path) -> bool:
     template = template_dir()
     if template is None or not (template / DB_FILE).is_file():
         return False
-    try:
-        prefect_home.mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
-            source = template / name
-            if source.is_file() and not (prefect_home / name).exists():
-                partial = prefect_home / f".{name}.copying"
-                shutil.copyfile(source, partial)
-                os.replace(partial, prefect_home / name)  # never a half-copied database
-    except OSError:
-        return False
-    return True
+    if (template / MEMO_FILE).is_file():
+        place_copy(template / MEMO_FILE, prefect_home / MEMO_FILE)
+    return place_copy(template / DB_FILE, prefect_home / DB_FILE)
 
 
 def _free_port() -> int:

@@ -147,9 +147,10 @@ def seed_store(settings: Settings) -> bool:
     False when the database exists, no template was built or the copy failed (MLflow then
     creates the database itself).
     """
-    import shutil
     import sqlite3
     import time
+
+    from regrow.tasks.settings import place_copy
 
     db = settings.home / STORE_FILE
     if settings.tracking_uri != f"sqlite:///{db}" or db.exists():
@@ -157,21 +158,17 @@ def seed_store(settings: Settings) -> bool:
     template = store_template()
     if template is None or not template.is_file():
         return False
-    partial = db.with_name(f".{STORE_FILE}.{os.getpid()}.copying")
-    try:
-        shutil.copyfile(template, partial)
+
+    def as_made_here(copy: Path) -> None:
         now = int(time.time() * 1000)
-        with contextlib.closing(sqlite3.connect(partial)) as con, con:
+        with contextlib.closing(sqlite3.connect(copy)) as con, con:
             con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, "
                         "last_update_time = ? WHERE experiment_id = 0",
                         (os.path.join(os.path.abspath("mlruns"), "0"), now, now))
-        os.link(partial, db)  # never over a database another process created meanwhile
-    except (OSError, sqlite3.Error):
+    try:
+        return place_copy(template, db, edit=as_made_here)
+    except sqlite3.Error:
         return False
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-    return True
 
 
 class Registry:

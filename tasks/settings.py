@@ -62,6 +62,36 @@ def cache_dir() -> Path:
     return Path(base) / "regrow"
 
 
+def place_copy(source: Path, target: Path, edit=None) -> bool:
+    """Copy `source` to `target` unless `target` exists. The copy is made (and `edit`ed, when
+    given a function of its path) under a temporary name, then hard-linked in: no reader
+    sees half a file, and a file another process placed meanwhile stands.
+
+    Returns:
+        True when this call placed the file; False when it existed or the copy failed.
+    Raises:
+        whatever `edit` raises besides OSError (the temporary copy is removed).
+    """
+    import contextlib
+    import shutil
+
+    if target.exists():
+        return False
+    partial = target.with_name(f".{target.name}.{os.getpid()}.copying")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, partial)
+        if edit is not None:
+            edit(partial)
+        os.link(partial, target)
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+    return True
+
+
 def configure_process_env(verbose: bool = False) -> Settings:
     """Point Prefect and MLflow at the state directory before either is imported.
 
