@@ -959,7 +959,8 @@ class FeatureColumn:
 @dataclass(frozen=True)
 class FeatureSet:
     """What the features step made: roles, derived features, the column table, the width
-    after preprocessing and the time it took."""
+    after preprocessing and the time it took; `prep`, the preprocessing fitted on those
+    training rows (reused by `tasks.train` for the final refit; not part of any record)."""
 
     roles: FeatureRoles
     derived: list[DerivedFeature]
@@ -967,6 +968,7 @@ class FeatureSet:
     model_inputs: int
     rows: int
     seconds: float
+    prep: Any = field(default=None, repr=False, compare=False)
 
     def outputs(self, role: str) -> list[str]:
         """Derived output columns with this role (numeric / categorical)."""
@@ -1099,7 +1101,7 @@ def build_features(config: Config, frame: pd.DataFrame, y: np.ndarray | None = N
                            f"{type(err).__name__}: {err}") from None
     columns = _table(config, roles, derived, out)
     return FeatureSet(roles, derived, columns, int(width), len(frame),
-                      round(time.perf_counter() - started, 4))
+                      round(time.perf_counter() - started, 4), prep)
 
 
 def feature_steps(config: Config, features: FeatureSet) -> list[tuple[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
@@ -285,13 +285,18 @@ def _search(config: Config, cand: Candidate, features: FeatureSet, X: pd.DataFra
     est = make_estimator(cand, config)
     pipe = Pipeline([*feature_steps(config, features), ("model", est)])
     grid = {f"model__{k}": v for k, v in cand.grid.items()}
+    # Without derived features the final refit's preprocessing is the one the features step
+    # already fitted on these same rows: refit only the estimator (see `_refit`).
+    reuse = features.prep is not None and not features.derived
     search = GridSearchCV(pipe, [grid] if grid else [{}], scoring=scorer_name(metric, task),
-                          cv=_cv(config, y), n_jobs=cluster.n_jobs(config), refit=True,
+                          cv=_cv(config, y), n_jobs=cluster.n_jobs(config), refit=not reuse,
                           error_score="raise")
     t0 = time.perf_counter()
     try:
         with native_threads(config):
             search.fit(X, y)
+            model = _refit(features.prep, est, search.best_params_, X, y) if reuse \
+                else search.best_estimator_
     except FeatureError:
         raise
     except ValueError as err:
@@ -304,4 +309,19 @@ def _search(config: Config, cand: Candidate, features: FeatureSet, X: pd.DataFra
         cv_score=float(sign * search.cv_results_["mean_test_score"][i]),
         cv_std=float(search.cv_results_["std_test_score"][i]),
         fit_seconds=round(time.perf_counter() - t0, 3),
-    ), search.best_estimator_
+    ), model
+
+
+def _refit(prep: Any, est: Any, best_params: dict[str, Any], X: pd.DataFrame,  # noqa: N803
+           y: np.ndarray) -> Pipeline:
+    """The Pipeline GridSearchCV's refit would make, from `prep` already fitted on `X`.
+
+    ``Pipeline.fit`` is ``prep.fit_transform(X)`` then the estimator's fit on the result; for
+    the preprocessing regrow builds (imputers, scalers, encoders) ``fit_transform`` is
+    ``fit`` then ``transform``, so transforming with the fitted `prep` and fitting a clone of
+    `est` with the best parameters gives the same model, without fitting `prep` again.
+    """
+    final = clone(est).set_params(**{k.removeprefix("model__"): v
+                                      for k, v in best_params.items()})
+    final.fit(prep.transform(X), y)
+    return Pipeline([("prep", prep), ("model", final)])

@@ -291,6 +291,35 @@ def test_pipeline_with_derived_features_round_trips_through_skops():
     same(loaded.predict_proba(new), model.predict_proba(new))
 
 
+@pytest.mark.parametrize("scaling", ["standard", "robust"])
+def test_final_refit_reuses_the_fitted_preprocessing_and_makes_the_search_s_model(scaling):
+    """Without derived features the best candidate is refitted on the features step's fitted
+    preprocessing: the same predictions as GridSearchCV's own refit of the whole Pipeline."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    cfg = parse_config(merge(BINARY_CONFIG, {"features": {"scaling": scaling}}))
+    frame = binary_frame(600)
+    frame.loc[frame.index % 7 == 0, "age"] = NAN  # the imputer's fitted median matters
+    frame.loc[frame.index % 11 == 0, "segment"] = None
+    parts = tr.split(cfg, frame)
+    y = parts.train["label"].to_numpy()
+    feats = fe.build_features(cfg, parts.train, y)
+    trained = tr.train(cfg, parts.train, feats)
+    assert trained.model.named_steps["prep"] is feats.prep
+    cand = next(c for c in cfg.candidates.estimators if c.name == trained.best.name)
+    search = GridSearchCV(
+        Pipeline([*fe.feature_steps(cfg, feats), ("model", tr.make_estimator(cand, cfg))]),
+        [{f"model__{k}": v for k, v in cand.grid.items()}], scoring="roc_auc",
+        cv=tr._cv(cfg, y), refit=True).fit(parts.train[feats.roles.inputs], y)
+    assert {k.removeprefix("model__"): v for k, v in search.best_params_.items()} == \
+        trained.best.best_params
+    same(trained.model.predict_proba(parts.holdout), search.predict_proba(parts.holdout))
+    with_derived = tr.train(derived_config({"name": "r", "ratio": ["amount", "age"]}),
+                            parts.train)  # derived features: the search's own refit
+    assert list(with_derived.model.named_steps) == ["derive", "prep", "model"]
+
+
 @pytest.mark.parametrize("derived, where, problem", [
     ({"name": "x", "sqrt": "amount"}, "features.derived.0",
      "unknown transform 'sqrt'; known transforms: expr, date_parts"),
