@@ -16,6 +16,8 @@ Per model:
 # function pickled by value, and the parameter types must travel as classes, not as names
 # to look up in this module (tests/test_serve.py checks every served flow).
 import os
+import signal
+import threading
 from typing import Any, NamedTuple
 
 from prefect import flow
@@ -185,6 +187,43 @@ def deployments_for(loaded: Any) -> list[Served]:
     return out
 
 
+PAUSE_SECONDS = 5.0  # on the way out, how long `serve` tries to pause its deployments' schedules
+
+
+def pause_schedules(deployment_ids: list[Any], seconds: float = PAUSE_SECONDS) -> str:
+    """Pause the schedules of the deployments a stopping `serve` served, so that the server
+    does not pile up runs nobody will start; give up after `seconds`. Returns what happened,
+    as a sentence.
+
+    Prefect's runner pauses them itself on shutdown (``pause_on_shutdown``), but on SIGTERM or
+    Ctrl-C its pause ran inside the cancelled runner and never reached the server; with the
+    server gone, it retried for about a minute before the process could end.
+    """
+    import threading
+
+    from prefect import get_client
+
+    outcome: list[BaseException | None] = []
+
+    def pause() -> None:
+        try:
+            with get_client(sync_client=True) as client:
+                for deployment_id in deployment_ids:
+                    client.pause_deployment(deployment_id)
+            outcome.append(None)
+        except Exception as err:  # noqa: BLE001 - reported below; the process ends anyway
+            outcome.append(err)
+
+    worker = threading.Thread(target=pause, name="regrow-pause-schedules", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if outcome and outcome[0] is None:
+        return f"paused the schedules of {len(deployment_ids)} deployments"
+    why = (f"the Prefect API did not answer within {seconds:.0f} s" if not outcome else
+           f"{type(outcome[0]).__name__}: {str(outcome[0]).splitlines()[0] if str(outcome[0]) else ''}")
+    return f"deployments' schedules left as they were (not paused): {why}"
+
+
 def serve_configs(paths: list[str], limit: int | None = None) -> None:
     """Create the notification automations and the deployments of every config and serve
     them until interrupted.
@@ -210,15 +249,37 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     warm = warm_runs.start_runs_warm()
     # The runner is given the flows themselves (not only their deployments), so it starts a
     # run from the flow object instead of a `python -m prefect.engine` that loads it again.
-    runner = Runner(limit=limit, pause_on_shutdown=True)
+    runner = Runner(limit=limit, pause_on_shutdown=False)  # paused below, bounded
     served = [d for loaded in configs for d in deployments_for(loaded)]
-    for d in served:
-        runner.add_flow(d.flow, **d.options)
-    print(f"serving {len(served)} deployments; runs start "
-          + ("as forks of a process that has imported the ML stack" if warm
-             else "as fresh processes") + ":\n"
-          + "\n".join(f"  {d.flow.name}/{d.options['name']}" for d in served), flush=True)
+    ids = []
+    if threading.current_thread() is threading.main_thread():  # until the runner sets its own
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        asyncio.run(runner.start())
+        for d in served:
+            ids.append(runner.add_flow(d.flow, **d.options))
+        print(f"serving {len(served)} deployments; runs start "
+              + ("as forks of a process that has imported the ML stack" if warm
+                 else "as fresh processes") + ":\n"
+              + "\n".join(f"  {d.flow.name}/{d.options['name']}" for d in served), flush=True)
+        asyncio.run(_run(runner))
     except (KeyboardInterrupt, TerminationSignal):
-        print("regrow serve: stopped", flush=True)
+        pass
+    finally:  # also on SystemExit, which Prefect's SIGTERM handler raises
+        print(f"regrow serve: stopped; {pause_schedules(ids)}", flush=True)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+async def _run(runner: Any) -> None:
+    """The runner until it stops. Its SIGTERM handler is replaced by `_exit_on_sigterm` once it
+    is installed: Prefect's calls a stop that, inside the event loop, only makes a coroutine
+    nobody awaits (a RuntimeWarning on every SIGTERM), then exits the same way."""
+    import asyncio
+
+    started = asyncio.ensure_future(runner.start())
+    await asyncio.sleep(0)  # start() sets its handler before its first await
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    await started

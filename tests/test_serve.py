@@ -564,3 +564,68 @@ def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
             dep = _deployment("rainfall-binary", kind)
             assert dep is not None and dep.work_pool_name == "regrow-process"
         assert _deployment("rainfall-binary", "drift-check").schedules[0].schedule.cron == "0 6 * * *"
+
+
+def _own_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """A `prefect server start` of this test's own (its home seeded from regrow's template
+    when `make setup` built one); (process, API URL)."""
+    from regrow.tasks.prefect_home import seed
+
+    home.mkdir(parents=True)
+    seed(home)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=(home / "server.log").open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    wait_http(f"{url}/health", proc=proc, log=home / "server.log")
+    return proc, url
+
+
+def _serve_then_terminate(cfg: Path, url: str, home: Path, log: Path,
+                          kill_first: subprocess.Popen | None = None) -> float:
+    """Start `regrow serve` for `cfg`, wait for its deployments, (stop `kill_first`, the
+    server,) send SIGTERM; seconds until the process ended."""
+    proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "serve", str(cfg)],
+                            env={**_env(url, home), "REGROW_WARM": "off"}, cwd=ROOT,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        with _api(url):
+            wait_for(lambda: "serving 4 deployments" in log.read_text(), 120,
+                     lambda: f"serve never started; its log:\n{log.read_text()}", interval=0.5)
+            assert not _deployment("srv-stop", "drift-check").paused
+        if kill_first is not None:
+            stop(kill_first)
+        t0 = time.monotonic()
+        proc.terminate()
+        proc.wait(timeout=120)
+        return time.monotonic() - t0
+    finally:
+        stop(proc)
+
+
+def test_serve_stops_promptly_with_or_without_its_prefect_server(tmp_path):
+    """SIGTERM: with the server up, `serve` pauses its deployments' schedules and ends (the
+    runner's own pause never reached the server); served again, they run again; with the
+    server gone, it stops trying after a few seconds (Prefect's own pause retried an
+    unreachable API for a minute) and says the schedules were left as they were."""
+    cfg = write_case(tmp_path / "m", binary_frame(300), merge(BINARY_CONFIG, {
+        "registry": {"model_name": "srv-stop"}, "monitoring": {"schedule": "0 * * * *"}}))
+    server, url = _own_server(tmp_path / "prefect")
+    try:
+        took = _serve_then_terminate(cfg, url, tmp_path / "home", tmp_path / "serve1.log")
+        assert took < 15, (took, (tmp_path / "serve1.log").read_text()[-2000:])
+        assert "regrow serve: stopped; paused the schedules of 4 deployments" in \
+            (tmp_path / "serve1.log").read_text()
+        with _api(url):
+            assert _deployment("srv-stop", "drift-check").paused  # the schedule was paused
+        # served again (schedules resumed), then its server goes away before it stops
+        took = _serve_then_terminate(cfg, url, tmp_path / "home", tmp_path / "serve2.log",
+                                     kill_first=server)
+    finally:
+        stop(server)
+    out = (tmp_path / "serve2.log").read_text()
+    assert took < 15, (took, out[-2000:])
+    assert "regrow serve: stopped; deployments' schedules left as they were (not paused)" in out
