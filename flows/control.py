@@ -298,7 +298,7 @@ def _plan(opts: Options, settings: Settings, models: list[str]) -> list[dict[str
     return parts
 
 
-def _spawn(part: dict[str, Any], env: dict[str, str], cwd: Path) -> None:
+def _spawn(part: dict[str, Any], env: dict[str, str], cwd: Path) -> subprocess.Popen:
     with open(part["log"], "ab") as log:
         proc = subprocess.Popen(part["argv"], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, close_fds=True,
@@ -306,7 +306,16 @@ def _spawn(part: dict[str, Any], env: dict[str, str], cwd: Path) -> None:
     part["pid"] = proc.pid
     part["starttime"] = plane.start_time(proc.pid)
     Path(part["pid_file"]).write_text(f"{proc.pid}\n")
-    proc.returncode = 0  # detached: `up` never waits for it (no ResourceWarning at exit)
+    return proc
+
+
+def _ended(proc: subprocess.Popen) -> str | None:
+    """How a part `up` started has ended (``exited with code 1``, ``was killed by signal 9``),
+    or None while it runs."""
+    code = proc.poll()
+    if code is None:
+        return None
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
 
 def _check_ports(parts: list[dict[str, Any]], host: str) -> None:
@@ -394,35 +403,42 @@ def _start(parts: list[dict[str, Any]], state: dict[str, Any], env: dict[str, st
     first = [p for p in parts if p["name"] in ("prefect", "mlflow")]
     later = [p for p in parts if p not in first]
     waiting: list[dict[str, Any]] = []
+    procs: dict[str, subprocess.Popen] = {}  # our own children: poll() says how one ended
 
     def start(group: list[dict[str, Any]]) -> None:
         for part in group:
-            _spawn(part, env, settings.home)
+            procs[part["name"]] = _spawn(part, env, settings.home)
             state["parts"].append(part)
             plane.write_state(settings.run_dir, state)  # `down` can clean up a broken `up`
             waiting.append(part)
 
-    start(first)
-    deadline = time.monotonic() + timeout
-    while waiting:
-        for part in list(waiting):
-            if not plane.part_alive(part):
-                out(f"error: {part['name']} ({' '.join(part['argv'][1:5])} ...) exited before "
-                    f"it answered; the end of {part['log']}:\n{_tail(part['log'])}")
+    try:
+        start(first)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for part in list(waiting):
+                ended = _ended(procs[part["name"]])
+                if ended is not None:
+                    out(f"error: {part['name']} ({' '.join(part['argv'][1:5])} ...) {ended} "
+                        f"before it answered; the end of {part['log']}:\n{_tail(part['log'])}")
+                    return False
+                if answers(part):
+                    out(_line(part, time.monotonic() - t0))
+                    waiting.remove(part)
+                    if part["name"] == "prefect":
+                        start(later)
+            if waiting and time.monotonic() > deadline:
+                part = waiting[0]
+                out(f"error: {part['name']} did not answer at {part['health_url'] or part['url']}"
+                    f" within {timeout:.0f} s; the end of {part['log']}:\n{_tail(part['log'])}")
                 return False
-            if answers(part):
-                out(_line(part, time.monotonic() - t0))
-                waiting.remove(part)
-                if part["name"] == "prefect":
-                    start(later)
-        if waiting and time.monotonic() > deadline:
-            part = waiting[0]
-            out(f"error: {part['name']} did not answer at {part['health_url'] or part['url']} "
-                f"within {timeout:.0f} s; the end of {part['log']}:\n{_tail(part['log'])}")
-            return False
-        if waiting:
-            time.sleep(0.25)
-    return True
+            if waiting:
+                time.sleep(0.25)
+        return True
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.returncode = 0  # detached: `up` never waits for it (no ResourceWarning)
 
 
 def down(out=print) -> int:

@@ -261,3 +261,18 @@ def test_ps_and_down_import_no_ml_library(tmp_path: Path, command: str):
     out = subprocess.run([sys.executable, "-c", LIGHT, command], capture_output=True, text=True,
                          env=_env(tmp_path / "home"), cwd=ROOT, timeout=120)
     assert out.stdout.splitlines()[-1] == "HEAVY=", out.stdout + out.stderr
+
+
+def test_a_part_that_ends_before_it_answers_is_named_with_how_it_ended(tmp_path):
+    """An MLflow store the server cannot create: `up` names the part and its exit code, shows
+    the end of its log, and leaves nothing running."""
+    home = tmp_path / "home"
+    out = run(["up", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port())], home,
+              timeout=300, MLFLOW_TRACKING_URI="sqlite:////proc/regrow-no-such-dir/mlflow.db")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "error: mlflow (-m mlflow server --backend-store-uri ...) exited with code 1 before it " \
+        "answered" in out.stdout
+    assert "No such file or directory: '/proc/regrow-no-such-dir'" in out.stdout  # its log's end
+    assert out.stdout.rstrip().endswith("nothing of the plane is left running")
+    assert not related(home)
+    assert not (home / "run" / "plane.json").exists()
