@@ -199,8 +199,6 @@ def pause_schedules(deployment_ids: list[Any], seconds: float = PAUSE_SECONDS) -
     Ctrl-C its pause ran inside the cancelled runner and never reached the server; with the
     server gone, it retried for about a minute before the process could end.
     """
-    import threading
-
     from prefect import get_client
 
     outcome: list[BaseException | None] = []
