@@ -47,7 +47,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return h
 
 
-from tests.procs import free_port, stop, wait_http  # noqa: E402 - after the env set-up
+from tests.procs import start_prefect_server, stop  # noqa: E402 - after the env set-up
 
 
 @pytest.fixture(scope="session")
@@ -56,23 +56,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
 
     Yields the API URL. The scheduler loops every 2 s so cron schedules show up quickly.
     """
-    import subprocess
-    import sys
-
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-               PREFECT_API_SERVICES_SCHEDULER_LOOP_SECONDS="2")
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-server"),
+                                     PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+                                     PREFECT_API_SERVICES_SCHEDULER_LOOP_SECONDS="2")
     try:
-        wait_http(f"{url}/health", proc=proc, log=home / "server.log")
         yield url
     finally:
         stop(proc)
-        log.close()

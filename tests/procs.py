@@ -41,6 +41,30 @@ def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = 
     raise TimeoutError(f"{url} did not come up within {timeout} s")
 
 
+def start_prefect_server(home: Path, timeout: float = 180.0,
+                         **env: str) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on a free loopback port, on its own PREFECT_HOME (the caller's
+    other PREFECT_ variables dropped, `env` added), logging to ``home/server.log``; returns
+    once it answers: (process, API URL). End it with `stop`."""
+    import sys
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    full.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", **env)
+    with open(home / "server.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=full, stdout=log,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_http(f"{url}/health", timeout, proc=proc, log=home / "server.log")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
+
+
 def wait_for(check, timeout: float, message, interval: float = 0.3):
     """Poll `check` until it returns something truthy (returned) or `timeout` seconds pass
     (AssertionError with `message`, or what `message()` returns)."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from regrow.tasks import prefect_home as ph
 from regrow.tasks.settings import configure_process_env, seed_prefect_home
-from tests.procs import free_port, stop, wait_http
+from tests.procs import start_prefect_server, stop
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +85,10 @@ def test_only_regrow_s_own_home_is_seeded_and_only_when_a_server_starts(template
 def test_a_server_on_a_seeded_home_answers_with_its_block_types(template: Path,
                                                                tmp_path: Path):
     home = tmp_path / "prefect"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               **{ph.CACHE_ENV: str(template.parent)})
     assert ph.seed(home)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                             "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc, url = start_prefect_server(home, 120, **{ph.CACHE_ENV: str(template.parent)})
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", 120)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/block_types/filter",
+        req = urllib.request.Request(f"{url}/block_types/filter",
                                      data=b"{}", method="POST",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as res:

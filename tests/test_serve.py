@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
-from tests.procs import free_port, stop, wait_for, wait_http
+from tests.procs import free_port, start_prefect_server, stop, wait_for, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -571,17 +571,8 @@ def _own_server(home: Path) -> tuple[subprocess.Popen, str]:
     when `make setup` built one); (process, API URL)."""
     from regrow.tasks.prefect_home import seed
 
-    home.mkdir(parents=True)
     seed(home)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                             "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=(home / "server.log").open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-    wait_http(f"{url}/health", proc=proc, log=home / "server.log")
-    return proc, url
+    return start_prefect_server(home)
 
 
 def _serve_then_terminate(cfg: Path, url: str, home: Path, log: Path,
