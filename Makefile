@@ -11,13 +11,15 @@ help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv and install regrow with its pinned dependencies (uv: seconds)
-	@$(BIN)/python -m regrow.tasks.prefect_home
+	@$(BIN)/python -m regrow.runtime.prefect_home
 
-$(STAMP): pyproject.toml requirements.lock
+# The editable install is a tree of links (strict mode): a module added or removed changes its
+# folder, and the next `make` links it in.
+$(STAMP): pyproject.toml requirements.lock $(shell find regrow configs flows tasks -type d -not -name __pycache__)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
 	$(BIN)/uv pip sync -q --compile-bytecode --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -C editable_mode=strict -e .
 	touch $(STAMP)
 
 demo: setup  ## run the end-to-end demo on the embedded default (no servers)

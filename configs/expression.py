@@ -11,7 +11,7 @@ never passed to ``eval``. Allowed:
 
 Anything else (attribute access, subscripts, strings outside ``col()``, keywords, other
 names called as functions, lambdas, comprehensions) is refused with one sentence naming it.
-The evaluation over columns lives in `tasks.features`.
+The evaluation over columns lives in `tasks.data.features`.
 """
 
 from __future__ import annotations

@@ -630,7 +630,7 @@ class Persistence(Strict):
 
 
 # Drift methods whose thresholds `thresholds_mode: calibrated` computes, with the default
-# effect-size floor of each (see tasks/calibration.py).
+# effect-size floor of each (see tasks/monitoring/calibration.py).
 CALIBRATED_MIN_EFFECT = {"wasserstein": 0.05, "jensenshannon": 0.05}
 
 
@@ -792,7 +792,7 @@ class Serve(Strict):
         return value
 
 
-# Decisions a person may want to hear about; each is a Prefect event (tasks/notify.py names
+# Decisions a person may want to hear about; each is a Prefect event (tasks/policy/notices.py names
 # them) that the automations `regrow serve` creates can send through a notification block.
 NOTIFY_KINDS: tuple[str, ...] = ("gate_rejected", "promoted", "degradation_confirmed",
                                  "approval_waiting", "training_failed", "circuit_opened",

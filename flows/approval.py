@@ -11,7 +11,7 @@ from regrow.configs.schema import parse_duration
 
 if TYPE_CHECKING:  # `regrow approve/reject` import this module: keep the ML stack out of it
     from regrow.flows.steps import Approval, Evaluations, Registration, RunContext
-    from regrow.tasks.gate import GateDecision
+    from regrow.tasks.model.gate import GateDecision
 
 
 class PromotionDecision(RunInput):
@@ -24,9 +24,9 @@ class PromotionDecision(RunInput):
 
 def approval_for(ctx: RunContext, decision: GateDecision, reg: Registration,
                  evals: Evaluations) -> Approval | None:
-    """None when the gate alone decides; otherwise announce the wait (`flows.notify`) and pause
+    """None when the gate alone decides; otherwise announce the wait (`flows.events`) and pause
     until approved, rejected or timed out."""
-    from regrow.flows import notify
+    from regrow.flows import events as notify
     from regrow.flows.steps import Approval, needs_person
 
     if not needs_person(ctx, decision):

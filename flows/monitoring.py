@@ -11,18 +11,27 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from regrow.configs.schema import LoadedConfig, load_config
-from regrow.flows import dispatch, notify, pages
+from regrow.flows import dispatch, pages
+from regrow.flows import events as notify
 from regrow.flows.progress import say, timed
 from regrow.flows.steps import step
 from regrow.flows.training import TrainingOutcome, train_flow
-from regrow.tasks import bake as baking
-from regrow.tasks import governance as gov
-from regrow.tasks import ingest as ing
-from regrow.tasks import monitor, policy, scoring
-from regrow.tasks import store as st
-from regrow.tasks.lease import Heartbeat
-from regrow.tasks.registry import CHAMPION, Registry, load_reference, log_drift_check, run_link
-from regrow.tasks.settings import Settings
+from regrow.tasks.data import ingest as ing
+from regrow.tasks.monitoring import assess as monitor
+from regrow.tasks.monitoring import scoring
+from regrow.tasks.policy import retrain as policy
+from regrow.tasks.policy.lease import Heartbeat
+from regrow.tasks.registry import bake as baking
+from regrow.tasks.registry import governance as gov
+from regrow.tasks.registry.mlflow_registry import (
+    CHAMPION,
+    Registry,
+    load_reference,
+    log_drift_check,
+    run_link,
+)
+from regrow.tasks.store import database as st
+from regrow.tasks.store.settings import Settings
 
 
 class NoChampion(RuntimeError):
@@ -122,7 +131,7 @@ def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *,
     """Run the training for an admitted request, recording its state and provenance.
 
     The request holds a lease while it executes, so a process that dies before (or while)
-    its training runs does not keep it in flight (tasks/lease.py).
+    its training runs does not keep it in flight (tasks/policy/lease.py).
     """
     with Heartbeat(env.store, f"request:{answer.request_id}", env.model):
         policy.mark_request(env.store, answer.request_id, "running")

@@ -18,12 +18,14 @@ Per model:
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from regrow.flows import dispatch, notify, pages, warm_runs
+from regrow.flows import dispatch, pages
+from regrow.flows import events as notify
 
 # The ML stack (pandas, scikit-learn, MLflow, ...) is imported inside the flows: with
 # ``REGROW_WARM=off`` a deployment run starts as a fresh process that imports this module
@@ -66,8 +68,7 @@ def train_request_flow(request: TrainRequest) -> Any:
 def _train_request(request: TrainRequest) -> Any:
     from regrow.configs.schema import check_external_overrides, load_config
     from regrow.flows.monitoring import Env, RetrainOutcome, execute_request
-    from regrow.tasks import policy
-
+    from regrow.tasks.policy import retrain as policy
     # Overrides from the form or an event come from outside: only the keys the config allows.
     # Refused ones fail the run (and its admitted request) before anything else happens.
     try:
@@ -222,15 +223,17 @@ def pause_schedules(deployment_ids: list[Any], seconds: float = PAUSE_SECONDS) -
     return f"deployments' schedules left as they were (not paused): {why}"
 
 
-def serve_configs(paths: list[str], limit: int | None = None) -> None:
+def serve_configs(paths: list[str], limit: int | None = None,
+                  start_warm: Callable[[], bool] | None = None) -> None:
     """Create the notification automations and the deployments of every config and serve
-    them until interrupted.
+    them until interrupted. `start_warm` (the runtime's `start_runs_warm`) makes the runs
+    start as forks of a process that imported the stack once; it returns whether it did.
 
     Admitted retrains are dispatched as events from here on (``REGROW_DISPATCH=events``),
     so every training runs in its deployment, under its concurrency limit.
 
     Raises:
-        regrow.flows.notify.NotifySetupError: a config names a notification block that does
+        regrow.flows.events.NotifySetupError: a config names a notification block that does
             not exist (nothing is served).
     """
     import asyncio
@@ -244,7 +247,7 @@ def serve_configs(paths: list[str], limit: int | None = None) -> None:
     for loaded in configs:
         print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
     os.environ["REGROW_DISPATCH"] = "events"
-    warm = warm_runs.start_runs_warm()
+    warm = bool(start_warm and start_warm())
     # The runner is given the flows themselves (not only their deployments), so it starts a
     # run from the flow object instead of a `python -m prefect.engine` that loads it again.
     runner = Runner(limit=limit, pause_on_shutdown=False)  # paused below, bounded

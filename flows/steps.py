@@ -19,22 +19,22 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from regrow.configs.schema import LoadedConfig
-from regrow.flows import notify, pages
+from regrow.flows import events as notify
+from regrow.flows import pages
 from regrow.flows.progress import say, timed
-from regrow.tasks import bake as baking
-from regrow.tasks import evaluate as ev
-from regrow.tasks import features as fe
-from regrow.tasks import gate as gt
-from regrow.tasks import ingest as ing
-from regrow.tasks import train as tr
-from regrow.tasks import trusted as ts
-from regrow.tasks import validate as va
-from regrow.tasks.card import publish_card
-from regrow.tasks.governance import clear_challenger, move_alias, sync_aliases
-from regrow.tasks.lease import Heartbeat, exclusive, lease_seconds, reap
-from regrow.tasks.provenance import Trigger, git_commit, package_version
-from regrow.tasks.reference import build_reference
-from regrow.tasks.registry import (
+from regrow.tasks.data import features as fe
+from regrow.tasks.data import ingest as ing
+from regrow.tasks.data import validate as va
+from regrow.tasks.model import evaluate as ev
+from regrow.tasks.model import gate as gt
+from regrow.tasks.model import train as tr
+from regrow.tasks.model import trusted as ts
+from regrow.tasks.monitoring.reference import build_reference
+from regrow.tasks.policy.lease import Heartbeat, exclusive, lease_seconds, reap
+from regrow.tasks.registry import bake as baking
+from regrow.tasks.registry.card import publish_card
+from regrow.tasks.registry.governance import clear_challenger, move_alias, sync_aliases
+from regrow.tasks.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
     Registry,
@@ -42,8 +42,9 @@ from regrow.tasks.registry import (
     log_reference,
     log_trusted_set,
 )
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store
+from regrow.tasks.registry.provenance import Trigger, git_commit, package_version
+from regrow.tasks.store.database import Store
+from regrow.tasks.store.settings import Settings
 
 
 class ValidationFailed(RuntimeError):

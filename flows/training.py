@@ -11,12 +11,13 @@ from typing import Any
 from prefect import flow
 
 from regrow.configs.schema import load_config
-from regrow.flows import notify, pages, steps
+from regrow.flows import events as notify
+from regrow.flows import pages, steps
 from regrow.flows.approval import approval_for
-from regrow.tasks.provenance import Trigger
-from regrow.tasks.registry import Registry
-from regrow.tasks.settings import Settings, lower_priority_for_training
-from regrow.tasks.store import Store
+from regrow.tasks.registry.mlflow_registry import Registry
+from regrow.tasks.registry.provenance import Trigger
+from regrow.tasks.store.database import Store
+from regrow.tasks.store.settings import Settings, lower_priority_for_training
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
     The run ends ``Completed``, or ``Completed`` named ``Skipped`` or ``Rejected``
     (`flows.pages`); calling the flow returns the `TrainingOutcome` either way. A rejection, a
     promotion, a failure (and an approval it waits for) are announced as events
-    (`flows.notify`).
+    (`flows.events`).
     """
     started = time.perf_counter()
     settings = Settings.from_env()

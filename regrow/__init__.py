@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from regrow.flows.monitoring import DriftOutcome, RetrainOutcome
     from regrow.flows.training import TrainingOutcome
-    from regrow.tasks.scoring import LabelResult, ScoringResult
+    from regrow.tasks.monitoring.scoring import LabelResult, ScoringResult
 
 __all__ = ["train", "score", "labels", "watch", "retrain", "status"]
 
@@ -40,7 +40,8 @@ def _setup(flows: bool = True) -> None:
     temporary server Prefect starts when no server is configured)."""
     import os
 
-    from regrow.tasks.settings import configure_process_env, seed_prefect_home
+    from regrow.runtime.prefect_home import seed_prefect_home
+    from regrow.tasks.store.settings import configure_process_env
 
     settings = configure_process_env(verbose=True)  # keep the caller's logging as it is
     if flows and not os.environ.get("PREFECT_API_URL"):
@@ -82,9 +83,9 @@ def labels(config: str | Path, rows: pd.DataFrame, *,
     (`regrow labels`)."""
     _setup(flows=False)
     from regrow.configs.schema import load_config
-    from regrow.tasks.scoring import record_labels
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.monitoring.scoring import record_labels
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     loaded = load_config(config, overrides)
     return record_labels(loaded.config, rows, Store(Settings.from_env().database_url))
@@ -114,7 +115,7 @@ def status(config: str | Path, *, overrides: dict[str, Any] | None = None) -> di
     """The champion, recent drift checks, retrain requests and trainings, as
     `regrow status --json` prints them."""
     _setup(flows=False)
+    from regrow.app.report import status as collect
     from regrow.configs.schema import load_config
-    from regrow.flows.report import status as collect
 
     return collect(load_config(config, overrides))

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from regrow.configs.schema import load_config
-from regrow.tasks import backtest as bt
+from regrow.tasks.monitoring import backtest as bt
 from tests.helpers import BINARY_CONFIG, merge, write_case
 
 WINDOW = 500
@@ -170,7 +170,7 @@ def test_command_writes_reports_and_leaves_live_state_alone(tmp_path: Path) -> N
     path = write_case(tmp_path / "case", frame, CONFIG)
     home = tmp_path / "home"
     env = {"REGROW_HOME": str(home), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
-    cmd = [sys.executable, "-m", "regrow.flows.cli", "backtest", str(path), "--history",
+    cmd = [sys.executable, "-m", "regrow.app.cli", "backtest", str(path), "--history",
            str(tmp_path / "case" / "data.csv"), "--start", str(frame["ts"].iloc[WARMUP])]
     root = Path(__file__).resolve().parent.parent
     res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, cwd=root,

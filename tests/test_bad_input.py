@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regrow.flows.report import known_errors
+from regrow.app.report import known_errors
 from regrow.flows.training import train_flow
-from regrow.tasks.registry import CHAMPION, Registry
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store
+from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+from regrow.tasks.store.database import Store
+from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -1,7 +1,7 @@
-"""Calibrated drift thresholds (tasks/calibration.py) on synthetic data with known answers.
+"""Calibrated drift thresholds (tasks/monitoring/calibration.py) on synthetic data with known answers.
 
 Pure functions, no Prefect. The statistics are checked once against Evidently's own scores
-(through `tasks.drift.check_drift`); the false-alarm tests then use them directly, so 200
+(through `tasks.monitoring.drift.check_drift`); the false-alarm tests then use them directly, so 200
 windows cost seconds.
 """
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from regrow.configs.schema import parse_config
-from regrow.tasks.calibration import (
+from regrow.tasks.monitoring.calibration import (
     Calibration,
     CalibrationError,
     calibrate,
@@ -78,7 +78,7 @@ def reference() -> pd.DataFrame:
 # ----------------------------------------------------------------- the statistics are Evidently's
 
 def test_statistics_equal_evidentlys_scores():
-    from regrow.tasks.drift import check_drift
+    from regrow.tasks.monitoring.drift import check_drift
 
     rng = np.random.default_rng(3)
     ref, cur = draw(4, 3000), draw(5, 700)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from regrow.tasks.card import (
+from regrow.tasks.registry.card import (
     CARD_HTML,
     CARD_MD,
     LINK_PREFIX,
@@ -24,9 +24,9 @@ from regrow.tasks.card import (
     publish_card,
     with_card_link,
 )
-from regrow.tasks.registry import Registry
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store, version_drift_checks
+from regrow.tasks.registry.mlflow_registry import Registry
+from regrow.tasks.store.database import Store, version_drift_checks
+from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 MODEL = "card-binary"
@@ -82,7 +82,7 @@ def state(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> tuple[Registry, 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], capture_output=True, text=True,
                           env=env, timeout=300, cwd=ROOT)
 
 
@@ -267,7 +267,7 @@ def test_cli_refuses_a_missing_version_or_champion(trained: Trained):
 
 def test_card_command_stays_light(trained: Trained, tmp_path: Path):
     """No scikit-learn, Evidently, Prefect or Great Expectations in the command's process."""
-    code = ("import sys; from regrow.flows.cli import main; rc = main(['card', sys.argv[1], '--html', "
+    code = ("import sys; from regrow.app.cli import main; rc = main(['card', sys.argv[1], '--html', "
             "'--out', sys.argv[2]]); print(rc, sorted(m for m in ('sklearn', 'evidently', "
             "'prefect', 'great_expectations') if m in sys.modules))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}

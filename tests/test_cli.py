@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
-REGROW = [sys.executable, "-m", "regrow.flows.cli"]
+REGROW = [sys.executable, "-m", "regrow.app.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +30,7 @@ def test_help_is_cheap(tmp_path: Path):
     out = run(["--help"], tmp_path / "h")
     assert out.returncode == 0 and "train" in out.stdout and "config" in out.stdout
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, regrow.flows.cli as cli; cli.build_parser(); "
+        [sys.executable, "-c", "import sys, regrow.app.cli as cli; cli.build_parser(); "
          "print(sorted(m for m in ('prefect','mlflow','great_expectations','sklearn','evidently')"
          " if m in sys.modules))"], capture_output=True, text=True, cwd=ROOT)
     assert probe.stdout.strip() == "[]", "the CLI imports heavy libraries before parsing"
@@ -76,8 +76,8 @@ def test_train_end_to_end_then_bad_data(tmp_path: Path):
     assert refused.returncode == 3, refused.stderr[-3000:]
     assert "NO CHAMPION: test-binary has no champion yet" in refused.stderr
 
-    from regrow.tasks.registry import CHAMPION, Registry
-    from regrow.tasks.settings import Settings
+    from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+    from regrow.tasks.store.settings import Settings
 
     os.environ["REGROW_HOME"], saved = str(home), os.environ["REGROW_HOME"]
     try:
@@ -162,9 +162,9 @@ LIGHT_PROBE = """
 import sys, atexit
 heavy = ("sklearn", "evidently", "great_expectations", "prefect", "mlflow")
 atexit.register(lambda: print("HEAVY=" + ",".join(sorted(m for m in heavy if m in sys.modules))))
-import regrow.flows.cli
+import regrow.app.cli
 try:
-    regrow.flows.cli.main(sys.argv[1:])
+    regrow.app.cli.main(sys.argv[1:])
 except SystemExit:
     pass
 """
@@ -202,7 +202,7 @@ def test_command_flows_run_without_prefect_heartbeats_unless_configured(prefect_
     from prefect import flow
     from prefect.settings import get_current_settings
 
-    from regrow.flows.early import flow_settings
+    from regrow.runtime.early import flow_settings
 
     @flow
     def frequency() -> int | None:

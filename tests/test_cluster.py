@@ -37,8 +37,7 @@ def _config(base, patch):
 
 
 def _train(config, frame):
-    from regrow.tasks import train as tr
-
+    from regrow.tasks.model import train as tr
     parts = tr.split(config, frame)
     return tr.train(config, parts.train), parts
 
@@ -78,8 +77,7 @@ def test_dask_search_matches_the_local_one(cluster, monkeypatch, case):
 
 
 def test_backend_without_an_address_or_a_scheduler_is_a_sentence(monkeypatch):
-    from regrow.tasks import cluster as cl
-
+    from regrow.tasks.model import cluster as cl
     cfg = _config(BINARY_CONFIG, {"candidates": {"backend": "dask"}})
     monkeypatch.delenv(cl.ADDRESS_ENV, raising=False)
     with pytest.raises(cl.ClusterError, match="REGROW_DASK_ADDRESS is not set"):
@@ -107,7 +105,7 @@ def test_cli_train_on_a_missing_cluster_exits_2_with_one_sentence(tmp_path: Path
         "candidates": {"backend": "dask"}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REGROW_", "PREFECT_"))}
     env.update(REGROW_HOME=str(tmp_path / "home"), REGROW_WARM="off", PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "regrow.flows.cli", "train", str(cfg)],
+    out = subprocess.run([sys.executable, "-m", "regrow.app.cli", "train", str(cfg)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert out.returncode == 2, out.stderr
     assert "error: candidates.backend is 'dask' but REGROW_DASK_ADDRESS is not set" in out.stderr

@@ -165,7 +165,7 @@ def test_estimators_come_only_from_sklearn_or_listed_modules():
         parse_config(bad)
     bad["modules"] = ["subprocess"]  # listed: the schema lets the path through ...
     cfg = parse_config(bad)
-    from regrow.tasks.train import check_estimators, make_estimator
+    from regrow.tasks.model.train import check_estimators, make_estimator
 
     with pytest.raises(ConfigError, match="is not a scikit-learn estimator class"):
         check_estimators(cfg)  # ... but it is no estimator class, and nothing was called
@@ -177,7 +177,7 @@ def test_estimators_come_only_from_sklearn_or_listed_modules():
     wrong["candidates"]["estimators"][0].update(estimator="sklearn.preprocessing.StandardScaler",
                                                 params={}, grid={})
     cfg = parse_config(wrong)
-    from regrow.tasks.train import TrainingError
+    from regrow.tasks.model.train import TrainingError
 
     with pytest.raises(TrainingError, match="is not a classifier"):
         make_estimator(cfg.candidates.estimators[0], cfg)

@@ -18,7 +18,7 @@ from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-REGROW = [sys.executable, "-m", "regrow.flows.cli"]
+REGROW = [sys.executable, "-m", "regrow.app.cli"]
 SECRET = "control-plane-test-secret-0123456789"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -129,7 +129,7 @@ def test_up_again_says_it_is_up(plane):
 
 def test_commands_use_the_plane(plane):
     api = f"http://127.0.0.1:{plane['ports']['prefect']}/api"
-    probe = ("from tasks.settings import configure_process_env; import os; "
+    probe = ("from tasks.store.settings import configure_process_env; import os; "
              "configure_process_env(); print(os.environ.get('PREFECT_API_URL'))")
     got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          env=_env(plane["home"]), cwd=ROOT)
@@ -180,7 +180,7 @@ def test_down_stops_everything(plane):
     assert ps.returncode == 0 and "not up" in ps.stdout
     again = run(["down"], home)
     assert again.returncode == 0 and "not up" in again.stdout
-    probe = ("from tasks.settings import configure_process_env; import os; "
+    probe = ("from tasks.store.settings import configure_process_env; import os; "
              "configure_process_env(); print(os.environ.get('PREFECT_API_URL'))")
     got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          env=_env(home), cwd=ROOT)
@@ -246,9 +246,9 @@ def test_a_stale_pid_is_never_signalled(tmp_path: Path):
 
 
 LIGHT = """
-import sys, regrow.flows.cli
+import sys, regrow.app.cli
 try:
-    regrow.flows.cli.main(sys.argv[1:])
+    regrow.app.cli.main(sys.argv[1:])
 except SystemExit:
     pass
 heavy = ("sklearn", "mlflow", "prefect", "evidently", "great_expectations", "pandas", "numpy")

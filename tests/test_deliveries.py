@@ -1,4 +1,4 @@
-"""Webhook delivery claims in the monitoring store (tasks.deliveries), on SQLite and on the real
+"""Webhook delivery claims in the monitoring store (tasks.policy.deliveries), on SQLite and on the real
 PostgreSQL: one owner per delivery id, stored answers, conflicts, take-overs, releases, the
 request an earlier attempt made, WAL tuning and the fair writer lock."""
 
@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from regrow.configs.schema import RetrainPolicy
-from regrow.tasks import policy
-from regrow.tasks.deliveries import Deliveries, FairLock, Settled, use_wal
-from regrow.tasks.store import Store, webhook_deliveries
+from regrow.tasks.policy import retrain as policy
+from regrow.tasks.policy.deliveries import Deliveries, FairLock, Settled, use_wal
+from regrow.tasks.store.database import Store, webhook_deliveries
 from tests.procs import pg_database
 
 DIGEST = hashlib.sha256(b'{"model": "m"}').hexdigest()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from regrow.tasks.drift import ColumnDrift, DriftError, DriftSummary, check_drift
+from regrow.tasks.monitoring.drift import ColumnDrift, DriftError, DriftSummary, check_drift
 
 # Numeric feature generators of different shapes; a shift adds `k` reference standard
 # deviations to every value (a pure location shift).

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from regrow.configs.schema import parse_config
-from regrow.tasks import estimate as est
-from regrow.tasks import monitor
+from regrow.tasks.monitoring import assess as monitor
+from regrow.tasks.monitoring import estimate as est
 from tests.helpers import BINARY_CONFIG, merge, write_case
 
 BASE = merge(BINARY_CONFIG, {
@@ -62,7 +62,7 @@ def _fit(seed: int = 0):
 
 
 def _realized(model, frame: pd.DataFrame) -> dict[str, float]:
-    from regrow.tasks.evaluate import score_arrays
+    from regrow.tasks.model.evaluate import score_arrays
 
     X = frame[["amount", "age", "score", "noise"]]
     proba = model.predict_proba(X)
@@ -131,9 +131,9 @@ def test_tolerance_kinds():
 @pytest.fixture(scope="module")
 def trained():
     """A reference (with its holdout calibration) and the model, trained as regrow does."""
-    from regrow.tasks import train as tr
-    from regrow.tasks.evaluate import evaluate
-    from regrow.tasks.reference import build_reference
+    from regrow.tasks.model import train as tr
+    from regrow.tasks.model.evaluate import evaluate
+    from regrow.tasks.monitoring.reference import build_reference
 
     cfg = parse_config(BASE)
     parts = tr.split(cfg, world(3000, 0))
@@ -148,7 +148,7 @@ def trained():
 
 
 def _window(model, frame: pd.DataFrame, labels: bool) -> pd.DataFrame:
-    from regrow.tasks.reference import predict_columns
+    from regrow.tasks.monitoring.reference import predict_columns
 
     X = frame[INPUTS].reset_index(drop=True)
     out = X.assign(**predict_columns(model, X, "binary"))
@@ -229,8 +229,8 @@ def test_no_drift_control_no_retrain(trained):
 
 
 def test_regression_has_no_estimate():
-    from regrow.tasks.reference import Reference
-    from regrow.tasks.scoring import InputSpec
+    from regrow.tasks.monitoring.reference import Reference
+    from regrow.tasks.monitoring.scoring import InputSpec
     from tests.helpers import REGRESSION_CONFIG
 
     cfg = parse_config(merge(REGRESSION_CONFIG, {"monitoring": {"window": {"min_rows": 10}}}))
@@ -248,10 +248,10 @@ def test_drift_check_flow_warns_under_performance_and_retrains_under_drift(home:
                                                                           tmp_path: Path):
     from regrow.flows.monitoring import drift_check_flow, drift_payload, score_flow
     from regrow.flows.training import train_flow
-    from regrow.tasks import policy
-    from regrow.tasks.registry import Registry, load_reference
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store, recent_drift_checks
+    from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.registry.mlflow_registry import Registry, load_reference
+    from regrow.tasks.store.database import Store, recent_drift_checks
+    from regrow.tasks.store.settings import Settings
 
     cfg_dict = merge(BASE, {"monitoring": {"drift": {"drift_share": 0.2}}})
     cfg = write_case(tmp_path / "m", world(2000, 1), cfg_dict)
@@ -291,7 +291,7 @@ def test_expected_auc_equals_the_weighted_roc_auc_with_ties():
     """The one-sort form gives scikit-learn's weighted ROC AUC on the doubled rows."""
     from sklearn.metrics import roc_auc_score
 
-    from regrow.tasks.estimate import expected_auc
+    from regrow.tasks.monitoring.estimate import expected_auc
 
     rng = np.random.default_rng(3)
     for n, levels in ((50, 7), (5000, 40), (20000, None)):
@@ -310,10 +310,9 @@ def test_holdout_scored_once_gives_what_scoring_again_gives(estimator):
     """The candidate's holdout predictions, made once, give the same holdout metrics, trusted
     set and reference calibration as predicting again in each (a one-pass classifier and one
     whose probabilities are a separate pass)."""
-    from regrow.tasks import evaluate as ev
-    from regrow.tasks import train as tr
-    from regrow.tasks import trusted as ts
-
+    from regrow.tasks.model import evaluate as ev
+    from regrow.tasks.model import train as tr
+    from regrow.tasks.model import trusted as ts
     cfg = parse_config(merge(BASE, {"candidates": {"estimators": [estimator]},
                                     "gate": {"trusted_rows": 500}}))
     parts = tr.split(cfg, world(3000, 1))

@@ -24,7 +24,7 @@ from tests.procs import free_port, pg_database
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-REGROW = [sys.executable, "-m", "regrow.flows.cli"]
+REGROW = [sys.executable, "-m", "regrow.app.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = 4  # seconds: renewed every second, so a dead run is noticed within 4 s
 CONFIG = merge(BINARY_CONFIG, {
@@ -98,9 +98,9 @@ def kill9(proc: subprocess.Popen) -> float:
 
 
 def open_stores(home: Path, db_url: str | None = None):
-    from regrow.tasks.registry import Registry
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.registry.mlflow_registry import Registry
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     old = os.environ.get("REGROW_HOME")
     os.environ["REGROW_HOME"] = str(home)
@@ -143,9 +143,9 @@ def champion(home: Path) -> str | None:
 
 def test_expired_lease_is_recorded_crashed_and_the_next_request_admitted(tmp_path: Path):
     from regrow.configs.schema import RetrainPolicy
-    from regrow.tasks import policy
-    from regrow.tasks.lease import Heartbeat
-    from regrow.tasks.store import Store, now
+    from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.policy.lease import Heartbeat
+    from regrow.tasks.store.database import Store, now
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     rules = RetrainPolicy(cooldown="1s")
@@ -173,9 +173,9 @@ def test_expired_lease_is_recorded_crashed_and_the_next_request_admitted(tmp_pat
 
 def test_a_renewed_lease_keeps_a_long_training_in_flight(tmp_path: Path):
     from regrow.configs.schema import RetrainPolicy
-    from regrow.tasks import policy
-    from regrow.tasks.lease import Heartbeat
-    from regrow.tasks.store import Store
+    from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.policy.lease import Heartbeat
+    from regrow.tasks.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     row = store.start_training("m", "manual", "test", "run-1", lease_seconds=2)
@@ -191,8 +191,8 @@ def test_a_renewed_lease_keeps_a_long_training_in_flight(tmp_path: Path):
 
 
 def test_alias_lock_excludes_others_until_released_or_expired(tmp_path: Path):
-    from regrow.tasks.lease import exclusive
-    from regrow.tasks.store import Store
+    from regrow.tasks.policy.lease import exclusive
+    from regrow.tasks.store.database import Store
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     with exclusive(store, "aliases:m", "m", seconds=30):
@@ -207,7 +207,7 @@ def test_alias_lock_excludes_others_until_released_or_expired(tmp_path: Path):
 
 def test_helpers_of_a_killed_command_are_ended(tmp_path: Path):
     home = tmp_path / "lifeline"
-    script = ("import subprocess, sys, time; from flows.lifeline import hold; hold(); "
+    script = ("import subprocess, sys, time; from regrow.runtime.lifeline import hold; hold(); "
               "c = subprocess.Popen(['sleep', '300']); print(c.pid, flush=True); time.sleep(300)")
     proc = subprocess.Popen([sys.executable, "-c", script], env=env_for(home, None), cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
@@ -240,8 +240,7 @@ def kill_at(case, point: str, api_url: str | None) -> tuple[float, dict]:
 def admitted_after(case, t0: float) -> float:
     """Poll the policy until it admits a request again; seconds since the kill."""
     from regrow.configs.schema import load_config
-    from regrow.tasks import policy
-
+    from regrow.tasks.policy import retrain as policy
     cfg, home = case
     rules = load_config(cfg).config.retrain
     store = open_stores(home)[1]
@@ -351,8 +350,8 @@ def test_tracking_server_unreachable_fails_within_seconds(case, prefect_server):
     before = champion(home)
     dead = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run([sys.executable, "-c", (
-        "import time; from tasks.settings import configure_process_env; configure_process_env(); "
-        "from tasks.registry import Registry; from tasks.settings import Settings; "
+        "import time; from tasks.store.settings import configure_process_env; configure_process_env(); "
+        "from tasks.registry.mlflow_registry import Registry; from tasks.store.settings import Settings; "
         "r = Registry(Settings.from_env()); r.client; t0 = time.monotonic()\n"
         "try:\n    r.experiment_id('faults')\n"
         "except Exception as e:\n    print(f'{time.monotonic() - t0:.1f}', type(e).__name__)")],

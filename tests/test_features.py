@@ -14,9 +14,9 @@ import pytest
 
 from regrow.configs import expression
 from regrow.configs.schema import ConfigError, parse_config
-from regrow.tasks import evaluate as ev
-from regrow.tasks import features as fe
-from regrow.tasks import train as tr
+from regrow.tasks.data import features as fe
+from regrow.tasks.model import evaluate as ev
+from regrow.tasks.model import train as tr
 from tests.helpers import BINARY_CONFIG, STAYS_CONFIG, binary_frame, merge, stays_frame
 
 NAN = np.nan

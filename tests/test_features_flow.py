@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import STAYS_CONFIG, merge, stays_frame, write_case
 
-REGROW = [sys.executable, "-m", "regrow.flows.cli"]
+REGROW = [sys.executable, "-m", "regrow.app.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 USER_MODULE = textwrap.dedent('''
@@ -89,13 +89,13 @@ def test_train_shows_the_features_step_and_records_the_table(case, prefect_serve
     assert by_column["guests_half"]["transform"] == "regrow_stays_feats.Halve(factor=0.5)"
     assert {"arr_month_sin", "arr_month_cos", "guests"} <= set(by_column)
 
-    from regrow.tasks.registry import Registry
-    from regrow.tasks.settings import Settings
+    from regrow.tasks.registry.mlflow_registry import Registry
+    from regrow.tasks.store.settings import Settings
 
     os.environ["REGROW_HOME"], saved = str(home), os.environ["REGROW_HOME"]
     try:
-        from regrow.tasks.card import build_card
-        from regrow.tasks.store import Store
+        from regrow.tasks.registry.card import build_card
+        from regrow.tasks.store.database import Store
 
         settings = Settings.from_env()
         reg = Registry(settings)
@@ -126,10 +126,10 @@ def test_score_applies_the_derived_features_as_trained(case, monkeypatch: pytest
 
     monkeypatch.setenv("REGROW_HOME", str(home))
     monkeypatch.syspath_prepend(str(root / "user"))
-    from regrow.tasks.registry import CHAMPION, Registry
-    from regrow.tasks.scoring import load_window
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.monitoring.scoring import load_window
+    from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     settings = Settings.from_env()
     model = Registry(settings).load("stays", alias=CHAMPION)

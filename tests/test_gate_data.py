@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from regrow.configs.schema import ConfigError, load_config, parse_config
-from regrow.tasks import evaluate as ev
-from regrow.tasks import gate as gt
-from regrow.tasks import ingest as ing
-from regrow.tasks import train as tr
-from regrow.tasks.timecol import TimeUnitError, infer_unit, to_time, to_times
+from regrow.tasks.data import ingest as ing
+from regrow.tasks.data.timecol import TimeUnitError, infer_unit, to_time, to_times
+from regrow.tasks.model import evaluate as ev
+from regrow.tasks.model import gate as gt
+from regrow.tasks.model import train as tr
 from tests.helpers import BINARY_CONFIG, REGRESSION_CONFIG, binary_frame, merge, write_case
 
 SHIPPED_GATE = {"gate": {"primary_metric": "roc_auc"}}  # the defaults: no floors, no slices

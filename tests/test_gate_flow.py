@@ -14,11 +14,11 @@ import pytest
 
 from regrow.flows.monitoring import retrain_flow, score_flow
 from regrow.flows.training import train_flow
-from regrow.tasks import policy
-from regrow.tasks.predlog import read_batches
-from regrow.tasks.registry import CHAMPION, Registry
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store, prediction_batches
+from regrow.tasks.monitoring.predlog import read_batches
+from regrow.tasks.policy import retrain as policy
+from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+from regrow.tasks.store.database import Store, prediction_batches
+from regrow.tasks.store.settings import Settings
 from tests.helpers import (
     BINARY_CONFIG,
     REGRESSION_CONFIG,

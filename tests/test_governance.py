@@ -15,12 +15,12 @@ import pytest
 from regrow.configs.schema import load_config
 from regrow.flows.monitoring import drift_check_flow, score_flow
 from regrow.flows.training import train_flow
-from regrow.tasks import bake as baking
-from regrow.tasks import governance as gov
-from regrow.tasks.registry import CHALLENGER, CHAMPION, Registry
-from regrow.tasks.scoring import record_labels
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store
+from regrow.tasks.monitoring.scoring import record_labels
+from regrow.tasks.registry import bake as baking
+from regrow.tasks.registry import governance as gov
+from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
+from regrow.tasks.store.database import Store
+from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 from tests.procs import pg_database
 
@@ -64,7 +64,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items()
             if k not in ("REGROW_DATABASE_URL", "MLFLOW_TRACKING_URI")}
     full.update(env)
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], capture_output=True,
                           text=True, env=full, cwd=ROOT, timeout=300)
 
 

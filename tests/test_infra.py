@@ -120,8 +120,8 @@ def test_compose_volumes_are_writable_by_the_image_user():
 
 
 def test_compose_demo_data_writes_what_the_shipped_config_reads(tmp_path, monkeypatch):
+    from regrow.app.demo import write_demo_data
     from regrow.configs.schema import load_config
-    from regrow.flows.demo import write_demo_data
 
     services = _compose()["services"]
     script = services["demo-data"]["command"][-1]

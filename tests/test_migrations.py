@@ -97,13 +97,12 @@ def regrow(*args: str, home: Path, url: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REGROW_", "PREFECT_"))}
     env.update(REGROW_HOME=str(home), REGROW_DATABASE_URL=url, REGROW_WARM="off",
                PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=300)
 
 
 def _upgrade_keeps_every_row(url: str, tmp_path: Path) -> None:
-    from regrow.tasks import store as st
-
+    from regrow.tasks.store import database as st
     make_release_0_1_store(url)
     before = dump(url)
     assert all(len(rows) == 1 for rows in before.values())
@@ -121,7 +120,7 @@ def _upgrade_keeps_every_row(url: str, tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert result["before"] is None and result["stamped_baseline"] is True
     assert result["after"] == st.SCHEMA_REVISION
-    from regrow.tasks.migrate import revisions
+    from regrow.tasks.store.migrate import revisions
 
     assert result["applied"] == revisions()[1:]  # every revision after the baseline ran
     assert dump(url) == before  # nothing lost, nothing changed
@@ -133,7 +132,7 @@ def _upgrade_keeps_every_row(url: str, tmp_path: Path) -> None:
     # and the store works for today's code: reads the old rows, takes new ones
     store = st.Store(url)
     assert [r["new_version"] for r in store.alias_history("m")] == ["2"]
-    from regrow.tasks.scoring import load_window
+    from regrow.tasks.monitoring.scoring import load_window
 
     window = load_window(store, "m", rows=10)  # predictions logged as JSON rows stay readable
     assert window[["__row_id", "__prediction", "__score", "x", "city", "__label"]].to_dict(
@@ -149,9 +148,8 @@ def _schema_matches_metadata(url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from regrow.tasks import migrate
-    from regrow.tasks import store as st
-
+    from regrow.tasks.store import database as st
+    from regrow.tasks.store import migrate
     result = migrate.upgrade(url)
     assert result.before is None and result.applied == migrate.revisions()
     engine = sa.create_engine(url)
@@ -162,9 +160,8 @@ def _schema_matches_metadata(url: str) -> None:
 
 
 def test_scripts_and_code_agree_on_the_newest_revision():
-    from regrow.tasks import migrate
-    from regrow.tasks import store as st
-
+    from regrow.tasks.store import database as st
+    from regrow.tasks.store import migrate
     known = migrate.revisions()
     assert known[0] == migrate.BASELINE and known[-1] == st.SCHEMA_REVISION
     assert migrate.BASELINE_TABLES == set(ROWS)
@@ -179,8 +176,7 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path):
 
 
 def test_fresh_store_is_created_at_the_newest_revision(tmp_path: Path):
-    from regrow.tasks import store as st
-
+    from regrow.tasks.store import database as st
     url = f"sqlite:///{tmp_path / 'new.db'}"
     engine = st.Store(url).engine
     assert st.schema_revision(engine) == st.SCHEMA_REVISION
@@ -188,9 +184,9 @@ def test_fresh_store_is_created_at_the_newest_revision(tmp_path: Path):
 
 
 def test_a_partial_or_newer_store_is_refused_untouched(tmp_path: Path):
-    from regrow.tasks import migrate
-    from regrow.tasks import store as st
-    from regrow.tasks.settings import StoreSchemaError
+    from regrow.tasks.store import database as st
+    from regrow.tasks.store import migrate
+    from regrow.tasks.store.settings import StoreSchemaError
 
     partial = f"sqlite:///{tmp_path / 'partial.db'}"
     engine = sa.create_engine(partial)

@@ -14,12 +14,14 @@ import pytest
 from regrow.configs.schema import load_config, parse_config
 from regrow.flows.monitoring import drift_check_flow, retrain_flow, score_flow
 from regrow.flows.training import train_flow
-from regrow.tasks import monitor, policy, scoring
-from regrow.tasks.predict import ARGMAX_PREDICT, one_pass, predict_with_proba
-from regrow.tasks.reference import build_reference
-from regrow.tasks.registry import CHAMPION, Registry, load_reference, monitoring_experiment
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store, recent_drift_checks, training_runs
+from regrow.tasks.model.predict import ARGMAX_PREDICT, one_pass, predict_with_proba
+from regrow.tasks.monitoring import assess as monitor
+from regrow.tasks.monitoring import scoring
+from regrow.tasks.monitoring.reference import build_reference
+from regrow.tasks.policy import retrain as policy
+from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry, load_reference, monitoring_experiment
+from regrow.tasks.store.database import Store, recent_drift_checks, training_runs
+from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 MONITORED = merge(BINARY_CONFIG, {
@@ -87,19 +89,18 @@ def test_labels_for_unknown_ids_are_kept_and_reported(tmp_path: Path):
 
 
 def _reference_and_model(cfg, seed: int = 0):
-    from regrow.tasks import train as tr
-
+    from regrow.tasks.model import train as tr
     frame = binary_frame(3000, seed=seed)
     parts = tr.split(cfg, frame)
     trained = tr.train(cfg, parts.train)
-    from regrow.tasks.evaluate import evaluate
+    from regrow.tasks.model.evaluate import evaluate
 
     ev = evaluate(trained.model, parts.holdout, trained.target, "roc_auc")
     return build_reference(cfg, trained, parts.train, ev.metrics), trained.model
 
 
 def _window(model, frame: pd.DataFrame, labels: bool = False) -> pd.DataFrame:
-    from regrow.tasks.reference import predict_columns
+    from regrow.tasks.monitoring.reference import predict_columns
 
     X = frame[["amount", "age", "score", "noise", "segment"]].reset_index(drop=True)
     out = X.assign(**predict_columns(model, X, "binary"))

@@ -58,9 +58,9 @@ def test_a_project_with_its_own_flows_and_tasks_keeps_them(wheel_venv: Path, tmp
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(f"MINE = {name!r}\n")
     probe = (
-        "import flows, tasks, configs, regrow, regrow.flows.cli, regrow.tasks.store\n"
+        "import flows, tasks, configs, regrow, regrow.app.cli, regrow.tasks.store.database\n"
         "assert (flows.MINE, tasks.MINE, configs.MINE) == ('flows', 'tasks', 'configs')\n"
-        "assert 'site-packages' in regrow.flows.cli.__file__, regrow.flows.cli.__file__\n"
+        "assert 'site-packages' in regrow.app.cli.__file__, regrow.app.cli.__file__\n"
         "import sys\n"
         "heavy = [m for m in ('prefect', 'mlflow', 'sklearn', 'evidently') if m in sys.modules]\n"
         "print('OK', sorted(regrow.__all__), heavy)\n")
@@ -100,8 +100,10 @@ def test_python_api_trains_scores_labels_watches_and_reports(home: Path, tmp_pat
     assert answer.verdict == "cooling_down" and answer.training is None
 
 
-def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path):
-    """Models regrow 0.1.0 registered name their transformers `tasks.features.*`."""
+@pytest.mark.parametrize("old_module", ["tasks.features", "regrow.tasks.features"])
+def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path, old_module: str):
+    """Models regrow 0.1.0 registered name their transformers `tasks.features.*`; those of the
+    flat `tasks/` layout, `regrow.tasks.features.*`."""
     import mlflow.sklearn
     import skops.io
     from sklearn.compose import ColumnTransformer
@@ -109,7 +111,7 @@ def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from regrow.tasks import features
+    from regrow.tasks.data import features
 
     frame = binary_frame(300)
     text = Pipeline([("s", features.ToString()), ("o", OneHotEncoder(sparse_output=False))])
@@ -117,14 +119,14 @@ def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path):
                                                   ("n", "passthrough", ["amount"])])),
                       ("m", LogisticRegression())])
     model.fit(frame[["segment", "amount"]], frame["label"])
-    features.ToString.__module__ = "tasks.features"  # as 0.1.0 wrote it
+    features.ToString.__module__ = old_module  # as that layout wrote it
     try:
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-        assert "tasks.features.ToString" in trusted
+        assert f"{old_module}.ToString" in trusted
         mlflow.sklearn.save_model(model, tmp_path / "old", serialization_format="skops",
                                   skops_trusted_types=trusted)
     finally:
-        features.ToString.__module__ = "regrow.tasks.features"
+        features.ToString.__module__ = "regrow.tasks.data.features"
     expected = model.predict_proba(frame[["segment", "amount"]])
     frame[["segment", "amount"]].to_parquet(tmp_path / "rows.parquet")
     np.save(tmp_path / "expected.npy", expected)
@@ -132,11 +134,11 @@ def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path):
     # regrow), the old names resolve only through the aliases, and only during the load.
     probe = (
         "import sys, numpy as np, pandas as pd, mlflow.sklearn\n"
-        "from regrow.tasks.registry import legacy_module_names\n"
+        "from regrow.tasks.registry.mlflow_registry import legacy_module_names\n"
         "assert 'tasks' not in sys.modules\n"
         "with legacy_module_names():\n"
         "    loaded = mlflow.sklearn.load_model('old')\n"
-        "assert 'tasks' not in sys.modules and 'tasks.features' not in sys.modules\n"
+        f"assert 'tasks' not in sys.modules and {old_module!r} not in sys.modules\n"
         "got = loaded.predict_proba(pd.read_parquet('rows.parquet'))\n"
         "np.testing.assert_array_equal(got, np.load('expected.npy'))\n"
         "print('LOADED', type(loaded.steps[0][1].transformers_[0][1].steps[0][1]).__module__)\n")
@@ -145,4 +147,4 @@ def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
                          text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "LOADED regrow.tasks.features"
+    assert out.stdout.strip() == "LOADED regrow.tasks.data.features"

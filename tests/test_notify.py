@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from regrow.configs.schema import NOTIFY_KINDS, ConfigError, load_config, parse_config
-from regrow.flows import notify
-from regrow.tasks import notify as nt
+from regrow.flows import events as notify
+from regrow.tasks.policy import notices as nt
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 from tests.procs import free_port, wait_for
 
@@ -225,9 +225,9 @@ def _flipped(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _score_and_label(cfg_path: Path, frame: pd.DataFrame, folder: Path) -> None:
     from regrow.flows.monitoring import score_flow
-    from regrow.tasks import scoring
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.monitoring import scoring
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     rows = folder / f"rows-{frame['row_id'].iloc[0]}.parquet"
     frame.drop(columns=["label"]).to_parquet(rows)
@@ -422,7 +422,7 @@ def test_regrow_notify_print_is_a_file_prefect_reads(api: str, receiver, tmp_pat
 
     from prefect.events.schemas.automations import AutomationCore
 
-    from regrow.flows.cli import cmd_notify
+    from regrow.app.cli import cmd_notify
 
     cfg = write_case(tmp_path / "a", None, _config("nt-print", notify={
         "block": "custom-webhook/nt-receiver", "on": ["rolled_back"], "window": "30m"}))
@@ -444,7 +444,7 @@ def test_serve_with_a_missing_block_says_how_to_create_it(prefect_server: str, t
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
     env.update(PREFECT_API_URL=prefect_server, REGROW_HOME=str(tmp_path / "home"),
                PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "regrow.flows.cli", "serve", str(cfg)],
+    out = subprocess.run([sys.executable, "-m", "regrow.app.cli", "serve", str(cfg)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     assert out.returncode == 2, out.stdout + out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("note:")]
@@ -458,9 +458,9 @@ def test_serve_with_a_missing_block_says_how_to_create_it(prefect_server: str, t
 def test_a_training_whose_process_died_is_announced_as_crashed(api: str, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch):
     from regrow.flows.training import train_flow
-    from regrow.tasks.registry import Registry
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.registry.mlflow_registry import Registry
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     _set_home(monkeypatch, tmp_path / "home")
     model = "nt-crash"
@@ -486,9 +486,9 @@ def test_links_use_the_control_planes_mlflow_ui_for_its_local_store(home, monkey
     pages of its MLflow UI; another store, a plane that is down, or no plane: no UI address."""
     import os
 
-    from regrow.tasks import plane
-    from regrow.tasks.registry import Registry, ui_url
-    from regrow.tasks.settings import Settings
+    from regrow.tasks.registry.mlflow_registry import Registry, ui_url
+    from regrow.tasks.store import plane_state as plane
+    from regrow.tasks.store.settings import Settings
 
     monkeypatch.delenv("REGROW_MLFLOW_UI_URL", raising=False)
     settings = Settings.from_env()
@@ -520,7 +520,7 @@ def test_regrow_notify_without_a_prefect_server_says_so(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
     env.update(REGROW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"),
                PYTHONPATH=str(ROOT))
-    regrow = [sys.executable, "-m", "regrow.flows.cli", "notify", str(cfg)]
+    regrow = [sys.executable, "-m", "regrow.app.cli", "notify", str(cfg)]
     out = subprocess.run(regrow, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("error: regrow notify keeps automations on a Prefect server, "

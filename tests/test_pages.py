@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from regrow.tasks.registry import CHAMPION, Registry, monitoring_experiment
-from regrow.tasks.settings import Settings
+from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry, monitoring_experiment
+from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
 MODEL = "pages-binary"
@@ -58,7 +58,6 @@ def story(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Story:
         cfg = write_case(base / "m", binary_frame(1200), CONFIG)
         binary_frame(1200, shuffle_labels=True).to_csv(base / "m" / "shuffled.csv", index=False)
         from regrow.flows import progress
-
         mp.setattr(progress, "_console_on", True)
         console = io.StringIO()
         with contextlib.redirect_stderr(console):
@@ -203,7 +202,6 @@ def test_console_lines_tell_the_progress(story: Story):
 def test_progress_is_off_with_json_or_verbose(monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture, tmp_path: Path):
     from regrow.flows import progress
-
     monkeypatch.setattr(progress, "_console_on", None)
     monkeypatch.delenv(progress.ENV, raising=False)
     assert not progress.enabled()  # flows called from Python print nothing extra
@@ -236,7 +234,7 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], capture_output=True,
                           text=True, env=env, timeout=300, cwd=ROOT)
 
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from regrow.configs.schema import RetrainPolicy
-from regrow.tasks import policy
-from regrow.tasks.store import Store
+from regrow.tasks.policy import retrain as policy
+from regrow.tasks.store.database import Store
 from tests.procs import pg_database
 
 MODEL = "storm-model"
@@ -105,7 +105,7 @@ def test_circuit_opens_after_rejections_until_reset(store: Store):
     ("skipped", None, False, False),    # data and config were the champion's: trained nothing
 ])
 def test_what_a_finished_run_counts_for(store: Store, status, verdict, cools, spends):
-    """The table in tasks/policy.py: only runs that trained cool down and spend budget."""
+    """The table in tasks/policy/retrain.py: only runs that trained cool down and spend budget."""
     row = store.start_training(MODEL, "manual", "x")
     store.finish_training(row, status=status, verdict=verdict)
     cooling = RetrainPolicy(cooldown="6h", max_trainings=100)

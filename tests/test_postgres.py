@@ -24,7 +24,7 @@ def pg_url():
 
 def test_ingest_streams_a_postgres_table(pg_url: str, tmp_path: Path, monkeypatch):
     from regrow.configs.schema import load_config
-    from regrow.tasks.ingest import ingest
+    from regrow.tasks.data.ingest import ingest
 
     frame = binary_frame(2500)
     engine = sa.create_engine(pg_url)
@@ -47,7 +47,7 @@ def test_ingest_streams_a_postgres_table(pg_url: str, tmp_path: Path, monkeypatc
 def test_training_from_postgres_with_postgres_store(pg_url: str, tmp_path: Path, home: Path,
                                                     monkeypatch):
     from regrow.flows.training import train_flow
-    from regrow.tasks.store import Store
+    from regrow.tasks.store.database import Store
 
     engine = sa.create_engine(pg_url)
     binary_frame(1000).to_sql("events", engine, index=False)
@@ -71,8 +71,8 @@ def test_labels_and_prediction_index_on_postgres(pg_url: str, tmp_path: Path, mo
     import pandas as pd
 
     from regrow.configs.schema import parse_config
-    from regrow.tasks import scoring
-    from regrow.tasks.store import Store, labels
+    from regrow.tasks.monitoring import scoring
+    from regrow.tasks.store.database import Store, labels
 
     monkeypatch.setenv("REGROW_HOME", str(tmp_path / "home"))
     cfg = parse_config(BINARY_CONFIG)

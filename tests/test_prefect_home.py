@@ -1,4 +1,4 @@
-"""The ready Prefect home (tasks.prefect_home): built once by starting a real Prefect server,
+"""The ready Prefect home (regrow.runtime.prefect_home): built once by starting a real Prefect server,
 copied into new homes only, and a server started on a seeded home answers with its block types
 already registered."""
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from regrow.tasks import prefect_home as ph
-from regrow.tasks.settings import configure_process_env, seed_prefect_home
+from regrow.runtime import prefect_home as ph
+from regrow.runtime.prefect_home import seed_prefect_home
+from regrow.tasks.store.settings import configure_process_env
 from tests.procs import start_prefect_server, stop
 
 
@@ -104,8 +105,8 @@ def test_mlflow_store_template_seeds_only_regrow_s_own_new_database(
 
     from mlflow import MlflowClient
 
-    from regrow.tasks import registry as rg
-    from regrow.tasks.settings import Settings
+    from regrow.tasks.registry import mlflow_registry as rg
+    from regrow.tasks.store.settings import Settings
 
     monkeypatch.setenv(ph.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -18,15 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
+from regrow.app.demo import CONFIG, write_demo_data
+from regrow.app.reproduce_cli import resolve_run, run_reproduce
 from regrow.configs.schema import overrides_block
-from regrow.flows.demo import CONFIG, write_demo_data
-from regrow.flows.reproduce import reproduce_flow
-from regrow.flows.reproduce_cli import resolve_run, run_reproduce
+from regrow.flows.reproduction import reproduce_flow
 from regrow.flows.training import train_flow
-from regrow.tasks import reproduce as rp
-from regrow.tasks.registry import CHALLENGER, CHAMPION, Registry
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store
+from regrow.tasks.registry import reproduce as rp
+from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
+from regrow.tasks.store.database import Store
+from regrow.tasks.store.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = yaml.safe_load(CONFIG.read_text())["registry"]["model_name"]
@@ -109,7 +109,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", "reproduce", *args],
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", "reproduce", *args],
                           capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
 
 

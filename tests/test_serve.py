@@ -44,7 +44,7 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
     # cron drift check would otherwise both migrate the fresh SQLite file at the same time.
     _registry(home).alias_version(next(iter(MODELS)), "champion")
     log = open(base / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "-v", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "regrow.app.cli", "-v", "serve",
                              *map(str, configs.values())],
                             env=_env(prefect_server, home), stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT)
@@ -121,8 +121,8 @@ def _final(run_id, timeout: float = 300):
 
 
 def _registry(home: Path):
-    from regrow.tasks.registry import Registry
-    from regrow.tasks.settings import Settings
+    from regrow.tasks.registry.mlflow_registry import Registry
+    from regrow.tasks.store.settings import Settings
 
     saved = os.environ.get("REGROW_HOME")
     os.environ["REGROW_HOME"] = str(home)
@@ -206,9 +206,9 @@ def test_runs_start_from_the_warm_fork_server_and_keep_their_last_logs(served):
 def test_admitted_event_starts_a_training_run(served):
     from regrow.configs.schema import load_config
     from regrow.flows import dispatch
-    from regrow.tasks import policy
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     cfg = served["configs"]["srv-auto"]
     loaded = load_config(cfg)
@@ -273,7 +273,7 @@ def test_drift_check_cron_creates_scheduled_runs(served):
 
 
 def _cli(served, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], capture_output=True,
                           text=True, env=_env(served["server"], served["home"]), cwd=ROOT,
                           timeout=120)
 
@@ -303,8 +303,8 @@ def test_manual_promotion_approve_then_reject(served):
     assert reg.alias_version("srv-manual", "challenger") is None  # rejected: it waits no more
     second_version = str(int(v1) + 1)
     assert reg.version_info("srv-manual", second_version).tags["regrow.approval"] == "rejected"
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     os.environ["REGROW_HOME"], saved = str(served["home"]), os.environ.get("REGROW_HOME", "")
     try:
@@ -337,7 +337,7 @@ def receiver(served, tmp_path_factory: pytest.TempPathFactory):
     env = _env(served["server"], served["home"])
     env["REGROW_WEBHOOK_SECRET"] = SECRET
     log = open(tmp_path_factory.mktemp("receiver") / "webhook.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "webhook",
+    proc = subprocess.Popen([sys.executable, "-m", "regrow.app.cli", "webhook",
                              *map(str, served["configs"].values()), "--port", str(port),
                              "--no-access-log"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=ROOT)
@@ -356,7 +356,7 @@ def _post(url: str, payload, *, secret: str = SECRET, ts: int | None = None,
 
     import httpx
 
-    from regrow.flows.webhook import sign
+    from regrow.app.webhook import sign
 
     body = raw if raw is not None else json.dumps(payload).encode()
     h = sign(secret, body, ts or int(time.time()), delivery_id=delivery or uuid.uuid4().hex)
@@ -458,8 +458,8 @@ def _popen(target: Path) -> dict:
 
 
 def _store(home: Path):
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     saved = os.environ.get("REGROW_HOME")
     os.environ["REGROW_HOME"] = str(home)
@@ -473,8 +473,7 @@ def _store(home: Path):
 
 
 def _requests(store, model: str) -> list[int]:
-    from regrow.tasks import policy
-
+    from regrow.tasks.policy import retrain as policy
     return [r["id"] for r in policy.recent_requests(store, model, limit=1000)]
 
 
@@ -569,7 +568,7 @@ def test_infra_prefect_yaml_deploys_to_a_work_pool(prefect_server, tmp_path):
 def _own_server(home: Path) -> tuple[subprocess.Popen, str]:
     """A `prefect server start` of this test's own (its home seeded from regrow's template
     when `make setup` built one); (process, API URL)."""
-    from regrow.tasks.prefect_home import seed
+    from regrow.runtime.prefect_home import seed
 
     seed(home)
     return start_prefect_server(home)
@@ -579,7 +578,7 @@ def _serve_then_terminate(cfg: Path, url: str, home: Path, log: Path,
                           kill_first: subprocess.Popen | None = None) -> float:
     """Start `regrow serve` for `cfg`, wait for its deployments, (stop `kill_first`, the
     server,) send SIGTERM; seconds until the process ended."""
-    proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "serve", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "regrow.app.cli", "serve", str(cfg)],
                             env={**_env(url, home), "REGROW_WARM": "off"}, cwd=ROOT,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from regrow.configs.schema import load_config, parse_config
-from regrow.tasks import evaluate as ev
-from regrow.tasks import gate as gt
-from regrow.tasks import ingest as ing
-from regrow.tasks import train as tr
-from regrow.tasks import validate as va
-from regrow.tasks.features import resolve_roles
+from regrow.tasks.data import ingest as ing
+from regrow.tasks.data import validate as va
+from regrow.tasks.data.features import resolve_roles
+from regrow.tasks.model import evaluate as ev
+from regrow.tasks.model import gate as gt
+from regrow.tasks.model import train as tr
 from tests.helpers import BINARY_CONFIG, REGRESSION_CONFIG, binary_frame, merge, write_case
 
 

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from regrow.flows import term
+from regrow.app import term
 
 
 class Tty(io.StringIO):

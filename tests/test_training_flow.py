@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from regrow.flows.training import train_flow
-from regrow.tasks.registry import CHALLENGER, CHAMPION, Registry
-from regrow.tasks.settings import Settings
-from regrow.tasks.store import Store
+from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
+from regrow.tasks.store.database import Store
+from regrow.tasks.store.settings import Settings
 from tests.helpers import (
     BINARY_CONFIG,
     REGRESSION_CONFIG,

@@ -1,4 +1,4 @@
-"""Warm commands (`flows.warm`): a command forwarded to the warm process behaves as the same
+"""Warm commands (`regrow.runtime.warm`): a command forwarded to the warm process behaves as the same
 command run on its own -- output, exit code, terminal -- and dies with its caller."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path,
     log = home / "warm.log"
     sock = home / "run" / "warm.sock"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "regrow.flows.warm", str(sock)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "regrow.app.warm_main", str(sock)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 start_new_session=True)
     deadline = time.monotonic() + 300
@@ -48,7 +48,7 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path,
 
 
 def _regrow(args: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "regrow.flows.cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -82,7 +82,7 @@ def test_the_command_dies_with_its_caller(warm, tmp_path: Path) -> None:
     home, log, env = warm
     cfg = write_case(tmp_path / "m", binary_frame(300), BINARY_CONFIG)
     marker = home / "paused-at-ingest"
-    caller = subprocess.Popen([sys.executable, "-m", "regrow.flows.cli", "train", str(cfg)], env=env,
+    caller = subprocess.Popen([sys.executable, "-m", "regrow.app.cli", "train", str(cfg)], env=env,
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not marker.exists():

@@ -23,10 +23,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from regrow.app.webhook import WebhookConfigError, create_app, sign
 from regrow.configs.schema import SAFE_OVERRIDES
 from regrow.flows.dispatch import ADMITTED_EVENT, DATA_EVENT
-from regrow.flows.webhook import WebhookConfigError, create_app, sign
-from regrow.tasks.store import Store, retrain_requests, webhook_deliveries
+from regrow.tasks.store.database import Store, retrain_requests, webhook_deliveries
 from tests.helpers import BINARY_CONFIG, merge, write_case
 from tests.procs import free_port, pg_database, stop
 
@@ -72,7 +72,7 @@ class ReceiverProcess:
 def start_receiver(tmp: Path, api: str, configs: list[Path], *, port: int | None = None,
                    extra_args: list[str] | None = None,
                    env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, Path]:
-    """`python -m flows.webhook` on a free loopback port; returns (process, url, log path).
+    """`python -m regrow.app.webhook` on a free loopback port; returns (process, url, log path).
 
     Waits until ``/healthz`` answers.
     """
@@ -86,7 +86,7 @@ def start_receiver(tmp: Path, api: str, configs: list[Path], *, port: int | None
     log = tmp / f"receiver-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "regrow.flows.webhook", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "regrow.app.webhook", "--host", "127.0.0.1", "--port", str(port),
              *(extra_args or []), *map(str, configs)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -559,7 +559,7 @@ def test_command_line_reports_a_missing_secret(tmp_path: Path):
     cfg = write_case(tmp_path, None, model_config("wh-cfg"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGROW_WEBHOOK")}
     env["REGROW_HOME"] = str(tmp_path / "home")
-    res = subprocess.run([sys.executable, "-m", "regrow.flows.webhook", str(cfg)], cwd=ROOT, env=env,
+    res = subprocess.run([sys.executable, "-m", "regrow.app.webhook", str(cfg)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "no webhook secret" in res.stderr

@@ -35,4 +35,4 @@ def timed(argv: list[str], home: Path) -> float:
 
 def timed_regrow(args: list[str], home: Path) -> float:
     """`regrow ARGS` as a fresh process; its wall time in seconds."""
-    return timed([sys.executable, "-m", "regrow.flows.cli", *args], home)
+    return timed([sys.executable, "-m", "regrow.app.cli", *args], home)

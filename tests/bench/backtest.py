@@ -34,10 +34,9 @@ def main(argv: list[str]) -> int:
     args, _ = p.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as home:
         os.environ["REGROW_HOME"] = home
+        from regrow.app.demo import CONFIG, load_rainfall, write_demo_data
         from regrow.configs.schema import load_config
-        from regrow.flows.demo import CONFIG, load_rainfall, write_demo_data
-        from regrow.tasks import backtest as bt
-
+        from regrow.tasks.monitoring import backtest as bt
         write_demo_data(Path(home))
         loaded = load_config(CONFIG)
         frame = load_rainfall()

@@ -5,9 +5,9 @@ False alarms: one 20,000-row reference of 10 columns (6 numeric, two of them hea
 4 categorical, one with 200 levels; see tests/test_calibration.py) and 200 windows drawn
 fresh from the same distribution (new seeds) at 500, 1,000 and 10,000 rows. A window is a
 false alarm when any column is flagged. Baseline: Evidently's fixed thresholds (normed
-Wasserstein 0.1, Jensen-Shannon 0.1) on the same windows; calibrated: `tasks.calibration`
+Wasserstein 0.1, Jensen-Shannon 0.1) on the same windows; calibrated: `tasks.monitoring.calibration`
 at alpha 0.01 (Bonferroni over the 10 columns), default floors. Scores use the statistics
-of `tasks.calibration`, equal to Evidently's to 1e-9 (tests/test_calibration.py).
+of `tasks.monitoring.calibration`, equal to Evidently's to 1e-9 (tests/test_calibration.py).
 
 Cost: `calibrate` for 20 features plus a prediction column at 20,000 reference rows and a
 1,000-row window (median of 3, wall and CPU), against one pass of the same 21 statistics
@@ -30,7 +30,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from regrow.tasks.calibration import calibrate, jensenshannon, normed_wasserstein
+from regrow.tasks.monitoring.calibration import calibrate, jensenshannon, normed_wasserstein
 from tests.test_calibration import KINDS, METHODS, draw
 
 ALPHA, FIXED = 0.01, 0.1

@@ -2,7 +2,7 @@
 
 A synthetic binary table (10 numeric and 3 categorical columns) of `--rows` rows (default
 100,000); one HistGradientBoosting candidate with a grid of 4 learning rates, 3 folds: 12
-cross-validation fits and the refit, through `tasks.train.train` (regrow's own search code).
+cross-validation fits and the refit, through `tasks.model.train.train` (regrow's own search code).
 
 Arms, interleaved, `--repeats` each (medians):
 
@@ -71,8 +71,8 @@ def main(argv: list[str]) -> int:
     args, _ = p.parse_known_args(argv)
     from distributed import LocalCluster
 
-    from regrow.tasks import cluster as cl
-    from regrow.tasks.train import train
+    from regrow.tasks.model import cluster as cl
+    from regrow.tasks.model.train import train
 
     data = frame(args.rows)
     t0 = time.perf_counter()

@@ -75,10 +75,10 @@ def _fill(home: Path, versions: int, predictions: int) -> None:
     os.environ["REGROW_HOME"] = str(home)
     import pandas as pd
 
-    from regrow.tasks.registry import CHAMPION, Registry
-    from regrow.tasks.scoring import log_batch
-    from regrow.tasks.settings import Settings
-    from regrow.tasks.store import Store
+    from regrow.tasks.monitoring.scoring import log_batch
+    from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
 
     settings = Settings.from_env()
     reg = Registry(settings)
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--predictions", type=int, default=1_000_000)
     p.add_argument("--versions", type=int, default=50)
     args, _ = p.parse_known_args(argv)
-    from regrow.flows.demo import load_rainfall
+    from regrow.app.demo import load_rainfall
     from tests.procs import free_port
 
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as tmp:

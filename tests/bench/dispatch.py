@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
 
     import httpx
 
-    from regrow.flows.webhook import sign
+    from regrow.app.webhook import sign
     from tests.procs import free_port, stop, wait_http
 
     tmp = Path(tempfile.mkdtemp(prefix="regrow-bench-dispatch-"))
@@ -80,9 +80,9 @@ def main(argv: list[str]) -> int:
         print(f"[dispatch] prefect server up in {time.monotonic() - t0:.1f} s")
         env = {**base, "PREFECT_API_URL": api, "REGROW_HOME": str(tmp / "home"),
                "PREFECT_RUNNER_POLL_FREQUENCY": str(args.poll), "REGROW_WEBHOOK_SECRET": SECRET}
-        procs.append(_start([sys.executable, "-m", "regrow.flows.cli", "serve", str(cfg)], env,
+        procs.append(_start([sys.executable, "-m", "regrow.app.cli", "serve", str(cfg)], env,
                             tmp / "serve.log"))
-        procs.append(_start([sys.executable, "-m", "regrow.flows.webhook", str(cfg), "--port",
+        procs.append(_start([sys.executable, "-m", "regrow.app.webhook", str(cfg), "--port",
                              str(hook_port)], env, tmp / "webhook.log"))
         wait_http(f"http://127.0.0.1:{hook_port}/healthz")
         os.environ["PREFECT_API_URL"] = api

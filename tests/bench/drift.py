@@ -1,4 +1,4 @@
-"""Drift benchmark: ``tasks.drift.check_drift`` against a plain Evidently ``DataDriftPreset``.
+"""Drift benchmark: ``tasks.monitoring.drift.check_drift`` against a plain Evidently ``DataDriftPreset``.
 
 Both arms compare a reference and a current frame of the same size (20 columns: 16 numeric
 of several shapes, 4 categorical strings; 5 columns shifted by a known amount, one of them
@@ -104,7 +104,7 @@ def _maxrss_mb() -> float:
 
 
 def _run_ours(ref: pd.DataFrame, cur: pd.DataFrame, max_rows: int | None) -> dict:
-    from regrow.tasks.drift import check_drift
+    from regrow.tasks.monitoring.drift import check_drift
 
     s = check_drift(ref, cur, NUMERIC, CATEGORICAL, max_rows=max_rows)
     return {
@@ -149,7 +149,7 @@ def child(arm: str, rows: int, repeats: int, max_rows: int | None) -> dict:
     import evidently  # noqa: F401 - the import (8-9 s) is not part of either arm's time
     import evidently.presets  # noqa: F401
 
-    import regrow.tasks.drift  # noqa: F401
+    import regrow.tasks.monitoring.drift  # noqa: F401
 
     before = _maxrss_mb()
     seconds, out = [], {}

@@ -1,4 +1,4 @@
-"""Estimate benchmark: performance estimated without labels (``tasks.estimate``, CBPE) against
+"""Estimate benchmark: performance estimated without labels (``tasks.monitoring.estimate``, CBPE) against
 the realized performance on shifted windows whose labels are known.
 
 Data: 4 numeric inputs and a label drawn from a fixed logistic P(y|x); a window is moved by a
@@ -63,8 +63,8 @@ def models() -> dict:
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from regrow.tasks import estimate as est
-    from regrow.tasks.evaluate import score_arrays
+    from regrow.tasks.model.evaluate import score_arrays
+    from regrow.tasks.monitoring import estimate as est
 
     train, holdout = world(8000, SEED), world(4000, SEED + 1)
     out = {}
@@ -82,8 +82,8 @@ def models() -> dict:
 def run(seeds: int, rows: int) -> list[dict]:
     """One result per (model, scenario): per metric the realized and estimated values over
     seeds, the estimate's absolute errors and the baseline's."""
-    from regrow.tasks import estimate as est
-    from regrow.tasks.evaluate import score_arrays
+    from regrow.tasks.model.evaluate import score_arrays
+    from regrow.tasks.monitoring import estimate as est
 
     results = []
     for name, (model, cal, ref) in models().items():

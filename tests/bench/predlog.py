@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     args, _ = p.parse_known_args(argv)
     import numpy as np
 
-    from regrow.flows.demo import load_rainfall
+    from regrow.app.demo import load_rainfall
 
     with tempfile.TemporaryDirectory(prefix="bench-predlog-") as tmp:
         home, data = Path(tmp) / "home", Path(tmp) / "data"
@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
                               str(free_port())], home)
             try:
                 for i in range(args.repeats):
-                    checks[mode].append(_peak([sys.executable, "-m", "regrow.flows.cli", *watch], home))
+                    checks[mode].append(_peak([sys.executable, "-m", "regrow.app.cli", *watch], home))
                     print(f"  repeat {i + 1}, {mode}: regrow watch {checks[mode][-1][0]:.1f} s, "
                           f"peak {checks[mode][-1][1]:.0f} MB", flush=True)
             finally:

@@ -77,16 +77,16 @@ STEPS = ["start-run", "ingest", "validate", "split", "features", "train", "basel
 # Project functions timed inside the steps during flow runs: (step, label, module, attribute).
 # Patch the name where the caller looks it up (flows.steps imports some names directly).
 PROBES = [
-    ("ingest", "content fingerprint", "regrow.tasks.ingest", "fingerprint"),
-    ("evaluate", "bootstrap CI", "regrow.tasks.evaluate", "bootstrap_ci"),
-    ("baselines", "load champion", "regrow.tasks.registry", "Registry.load"),
-    ("register", "MLflow log_model", "regrow.tasks.registry", "Registry.log_model"),
+    ("ingest", "content fingerprint", "regrow.tasks.data.ingest", "fingerprint"),
+    ("evaluate", "bootstrap CI", "regrow.tasks.model.evaluate", "bootstrap_ci"),
+    ("baselines", "load champion", "regrow.tasks.registry.mlflow_registry", "Registry.load"),
+    ("register", "MLflow log_model", "regrow.tasks.registry.mlflow_registry", "Registry.log_model"),
     ("register", "build drift reference", "regrow.flows.steps", "build_reference"),
-    ("register", "  reference predictions", "regrow.tasks.reference", "predict_columns"),
-    ("register", "  permutation importance", "regrow.tasks.reference", "importance"),
-    ("register", "  drift thresholds", "regrow.tasks.reference", "calibrate_reference"),
-    ("register", "  probability calibration", "regrow.tasks.reference", "reference_calibration"),
-    ("register", "build trusted set", "regrow.tasks.trusted", "build"),
+    ("register", "  reference predictions", "regrow.tasks.monitoring.reference", "predict_columns"),
+    ("register", "  permutation importance", "regrow.tasks.monitoring.reference", "importance"),
+    ("register", "  drift thresholds", "regrow.tasks.monitoring.reference", "calibrate_reference"),
+    ("register", "  probability calibration", "regrow.tasks.monitoring.reference", "reference_calibration"),
+    ("register", "build trusted set", "regrow.tasks.model.trusted", "build"),
     ("register", "log drift reference", "regrow.flows.steps", "log_reference"),
 ]
 
@@ -257,9 +257,9 @@ def run_bare(data_path: Path) -> ArmResult:
 
 def run_flow(config_path: Path) -> ArmResult:
     """One ``train_flow`` call in this process, with Prefect's task-run durations, under the
-    Prefect settings ``regrow train`` gives its flow (`flows.early.flow_settings`)."""
-    from regrow.flows.early import flow_settings
+    Prefect settings ``regrow train`` gives its flow (`regrow.runtime.early.flow_settings`)."""
     from regrow.flows.training import train_flow
+    from regrow.runtime.early import flow_settings
 
     spent: dict[str, float] = {}
     with probes(spent), flow_settings("train"):
@@ -612,7 +612,7 @@ def main(argv: list[str]) -> int:
         if not args.no_flow:
             os.environ.clear()
             os.environ.update(clean_env(saved_env, work / "home"))
-            from regrow.tasks.settings import configure_process_env
+            from regrow.tasks.store.settings import configure_process_env
 
             configure_process_env()  # before prefect or mlflow is imported
             warm, results = compare(args, work, log)

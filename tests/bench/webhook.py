@@ -3,7 +3,7 @@
 Set-up, all on loopback, all temporary:
 
 - a real ``prefect server start`` (fresh SQLite home) -- the receiver emits its events there;
-- the receiver, ``python -m flows.webhook`` (uvicorn, one process, access log off), on a
+- the receiver, ``python -m regrow.app.webhook`` (uvicorn, one process, access log off), on a
   SQLite monitoring store in a temporary ``REGROW_HOME`` (or ``--database-url=``);
 - a load generator in a second process that starts requests on a fixed schedule (``--rate``
   per second for ``--seconds``; a late answer does not delay the next request), each one
@@ -78,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--access-log", action="store_true", help="keep uvicorn's access log on")
     p.add_argument("--policy-indexes", action="store_true",
                    help="create the composite retrain_requests indexes proposed for "
-                        "tasks/store.py before the run (the policy's queries scan a model's "
+                        "tasks/store/database.py before the run (the policy's queries scan a model's "
                         "requests without them)")
     p.add_argument("--no-training", action="store_true",
                    help="skip the two phases with a training running on the same machine")
@@ -112,7 +112,7 @@ def _loopback(url: str) -> str:
 def request_for(i: int, phase: str, run: str, secret: str,
                 data_every: int) -> tuple[str, str, bytes, dict[str, str]]:
     """(method, path, body, headers) of request `i`, signed now."""
-    from regrow.flows.webhook import sign
+    from regrow.app.webhook import sign
 
     if phase == "healthz":
         return "GET", "/healthz", b"", {}
@@ -376,7 +376,7 @@ def add_policy_indexes(database_url: str) -> None:
     """Create the store's tables and the proposed policy indexes (see --policy-indexes)."""
     import sqlalchemy as sa
 
-    from regrow.tasks.store import Store
+    from regrow.tasks.store.database import Store
 
     store = Store(database_url)
     try:
@@ -391,7 +391,7 @@ def check_store(database_url: str, delivered: int) -> list[str]:
     """What the monitoring store holds after the run, as lines for the report."""
     import sqlalchemy as sa
 
-    from regrow.tasks.store import Store, retrain_requests, webhook_deliveries
+    from regrow.tasks.store.database import Store, retrain_requests, webhook_deliveries
 
     store = Store(database_url)
     try:
@@ -422,12 +422,12 @@ class TrainingLoad:
     def __init__(self, tmp: Path, env: dict[str, str], nice: int | None) -> None:
         import threading
 
-        from regrow.flows.demo import load_rainfall
+        from regrow.app.demo import load_rainfall
 
         data = tmp / "training-load.csv"
         if not data.exists():
             load_rainfall().iloc[:6000].to_csv(data, index=False)
-        self.argv = [sys.executable, "-m", "regrow.flows.cli", "train",
+        self.argv = [sys.executable, "-m", "regrow.app.cli", "train",
                      str(ROOT / "configs" / "rainfall.yaml"), "--set",
                      f"data.source.path={data}", "--reason", "webhook bench load"]
         self.env = {**env, "REGROW_HOME": str(tmp / "training-home"), "REGROW_WARM": "off",
@@ -483,7 +483,7 @@ def main(argv: list[str]) -> int:
     def log(msg: str) -> None:
         print(f"[bench webhook] {msg}", file=sys.stderr, flush=True)
 
-    from regrow.flows.webhook import DEFAULT_PORT  # noqa: F401 - fail fast if the module is broken
+    from regrow.app.webhook import DEFAULT_PORT  # noqa: F401 - fail fast if the module is broken
     from tests.helpers import BINARY_CONFIG, merge, write_case
 
     secret = uuid.uuid4().hex + uuid.uuid4().hex
@@ -520,7 +520,7 @@ def main(argv: list[str]) -> int:
                       "REGROW_WEBHOOK_SECRET": secret}
             t = time.monotonic()
             receiver = start(
-                [sys.executable, "-m", "regrow.flows.webhook", "--host", "127.0.0.1", "--port",
+                [sys.executable, "-m", "regrow.app.webhook", "--host", "127.0.0.1", "--port",
                  str(port), "--log-level", "warning",
                  *([] if args.access_log else ["--no-access-log"]), *map(str, configs)],
                 rx_env, tmp / "receiver.log", f"{url}/healthz", 120)
@@ -554,7 +554,7 @@ def main(argv: list[str]) -> int:
     print(f"\nwebhook benchmark -- {os.cpu_count()} cores, python {sys.version.split()[0]}, "
           f"load average {' -> '.join(loads)} (1/5/15 min, start -> end)")
     store = "SQLite (temp)" if not args.database_url else "the given URL"
-    store += " + proposed policy indexes" if args.policy_indexes else " as tasks/store.py makes it"
+    store += " + proposed policy indexes" if args.policy_indexes else " as tasks/store/database.py makes it"
     print(f"receiver: 1 uvicorn process, store {store}, events to a real Prefect server; "
           f"load: open loop {args.rate:g}/s from a second process ({args.client} client), "
           f"models {MODELS}, "

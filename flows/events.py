@@ -1,0 +1,362 @@
+"""Notifications through Prefect's own machinery.
+
+- **Events.** Each decision a person may care about is emitted as a Prefect event on the
+  model's resource (``regrow.model.<name>``; names in `regrow.tasks.policy.notices.EVENTS`), its
+  payload the notice: kind, subject, one sentence with the numbers and a link, every link,
+  the numbers themselves. Emitting never fails a training or a drift check: any error is a
+  warning in the run's log.
+- **Automations.** For a config with a ``notify`` section, `regrow serve` (or `regrow notify`)
+  creates one automation per decision kind on the Prefect server: a reactive `EventTrigger` on
+  that kind's event for the model's resource, ``threshold`` 1 and ``within`` the quiet window,
+  evaluated per resource (``for_each``), whose `SendNotification` action renders the notice's
+  subject and sentence into the configured notification block (Slack, Microsoft Teams, e-mail,
+  a generic webhook, ...). The server's triggers and actions services do the rest, so a block
+  that cannot deliver fails an action on the server, never a run here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from regrow.flows import dispatch
+from regrow.tasks.policy import notices as nt
+
+if TYPE_CHECKING:
+    from regrow.configs.schema import LoadedConfig
+
+log = logging.getLogger("regrow.notify")
+AUTOMATION_TAG = "regrow-notify"
+# A block id for automation files written before the block exists (infra/automations.yaml):
+# replace it with the id of yours (`prefect block inspect <type>/<name>`).
+PLACEHOLDER_BLOCK_ID = UUID(int=0)
+BODY = "{{ event.payload.message }}"
+SUBJECT = "{{ event.payload.subject }}"
+
+
+class NotifySetupError(RuntimeError):
+    """The automations cannot be set up (the block is missing or sends no notifications)."""
+
+
+def _warn(message: str) -> None:
+    """A warning in the current run's log (the Prefect UI), or the process log outside runs."""
+    try:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().warning(message)
+    except Exception:  # noqa: BLE001 - no run context: the plain logger
+        log.warning(message)
+
+
+def never_raises(fn):
+    """Run a notice-building function; any error becomes a warning and None."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - a notice never fails the work it reports
+            _warn(f"notification {fn.__name__} not emitted: {type(err).__name__}: "
+                  f"{nt.redact(str(err).splitlines()[0] if str(err) else '')}")
+            return None
+
+    return guarded
+
+
+@never_raises
+def announce(notice: nt.Notice) -> str | None:
+    """Emit a notice as its Prefect event; returns the event id (None when events are off)."""
+    return dispatch.emit(notice.event, notice.model, notice.payload())
+
+
+def flow_run_url() -> str | None:
+    """The Prefect UI page of the current flow run (None outside a run or without a UI address)."""
+    from prefect.context import FlowRunContext
+    from prefect.utilities.urls import url_for
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    return url_for("flow-run", obj_id=ctx.flow_run.id) or None
+
+
+# ----------------------------------------------------------------------- training decisions
+
+def _training_links(ctx: Any, version: str | None, report: str = "gate/decision.json") -> nt.Links:
+    from regrow.tasks.registry.card import CARD_HTML
+    from regrow.tasks.registry.mlflow_registry import artifact_link, run_url, version_url
+
+    reg, run = ctx.registry, flow_run_url()
+    try:
+        return nt.Links(run=run, mlflow=run_url(reg, ctx.run_id) if ctx.run_id else None,
+                        report=artifact_link(reg, ctx.run_id, report) if ctx.run_id else None,
+                        card=version_url(reg, ctx.model_name, version, CARD_HTML)
+                        if version else None)
+    except Exception:  # noqa: BLE001 - MLflow unreachable (perhaps why the run failed): tell anyway
+        return nt.Links(run=run)
+
+
+def _scores(evals: Any) -> tuple[str, float | None, float | None]:
+    """(primary metric, candidate's value, champion's value on the same holdout)."""
+    champion = evals.champion.value if evals.champion is not None else None
+    return evals.candidate.primary, evals.candidate.value, champion
+
+
+@never_raises
+def training_done(ctx: Any, decision: Any, reg: Any, evals: Any) -> None:
+    """After a training reached a verdict: the gate rejected it, or it became champion (and
+    the circuit breaker, if this rejection opened it)."""
+    metric, candidate, champion = _scores(evals)
+    links = _training_links(ctx, reg.version)
+    if reg.promoted:
+        approver = (reg.approval or {}).get("approver")
+        announce(nt.promoted(ctx.model_name, reg.version, reg.champion_before, metric, candidate,
+                             champion, approver, links))
+    elif not decision.passed:
+        failed = [r.rule for r in decision.rules if not r.passed]
+        announce(nt.gate_rejected(ctx.model_name, reg.version, metric, candidate,
+                                  decision.champion_version, champion, failed, links))
+        circuit_check(ctx.store, ctx.model_name, ctx.loaded.config.retrain, links)
+
+
+@never_raises
+def training_failed(ctx: Any, err: BaseException) -> None:
+    """A training failed (an exception) or crashed (interrupted, terminated)."""
+    how = "failed" if isinstance(err, Exception) else "crashed"
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    links = _training_links(ctx, None, "validation/report.md")
+    if type(err).__name__ != "ValidationFailed":  # no report: the run and the MLflow run
+        links = nt.Links(run=links.run, mlflow=links.mlflow)
+    announce(nt.training_failed(ctx.model_name, how, text.splitlines()[0], ctx.trigger.kind, links))
+    if ctx.row_id:
+        circuit_check(ctx.store, ctx.model_name, ctx.loaded.config.retrain, links)
+
+
+@never_raises
+def training_crashed(ctx: Any, row: dict[str, Any]) -> None:
+    """A training whose process died (found by its expired lease), told once: when regrow
+    closes its MLflow run."""
+    from regrow.tasks.registry.mlflow_registry import run_url
+
+    links = nt.Links(mlflow=run_url(ctx.registry, row["run_id"]) if row.get("run_id") else None)
+    announce(nt.training_failed(ctx.model_name, "crashed", row.get("detail") or "the process died",
+                                row.get("trigger") or "unknown", links))
+
+
+@never_raises
+def approval_waiting(ctx: Any, decision: Any, reg: Any, evals: Any) -> None:
+    """A candidate passed the gate and waits for a person."""
+    metric, candidate, champion = _scores(evals)
+    announce(nt.approval_waiting(ctx.model_name, reg.version, reg.champion_before, metric,
+                                 candidate, champion, ctx.loaded.config.promotion.timeout,
+                                 decision.borderline, _training_links(ctx, reg.version)))
+
+
+def circuit_check(store: Any, model: str, retrain: Any, links: nt.Links) -> None:
+    """Announce the circuit breaker when the training just recorded opened it."""
+    from regrow.tasks.policy import retrain as policy
+    streak = policy.rejection_streak(store, model)
+    if streak == retrain.circuit_breaker_after:
+        announce(nt.circuit_opened(model, streak, retrain.circuit_breaker_after, None,
+                                   nt.Links(run=links.run, mlflow=links.mlflow)))
+
+
+def request_retrain(store: Any, model: str, retrain: Any, *, kind: str, reason: str,
+                    ref: str | None) -> Any:
+    """`tasks.policy.retrain.request_retrain`, announcing a request the open circuit breaker refused:
+    how every retrain request (command, served run, webhook) reaches the policy."""
+    from regrow.tasks.policy import retrain as policy
+    answer = policy.request_retrain(store, model, retrain, kind=kind, reason=reason, ref=ref)
+    circuit_refused(store, model, retrain, answer.verdict, kind)
+    return answer
+
+
+@never_raises
+def circuit_refused(store: Any, model: str, retrain: Any, verdict: str, kind: str) -> None:
+    """A retrain request met an open circuit breaker."""
+    from regrow.tasks.policy import retrain as policy
+    if verdict != policy.CIRCUIT_OPEN:
+        return
+    announce(nt.circuit_opened(model, policy.rejection_streak(store, model),
+                               retrain.circuit_breaker_after, kind, nt.Links(run=flow_run_url())))
+
+
+# ----------------------------------------------------------------------- monitoring decisions
+
+@never_raises
+def drift_checked(env: Any, version: str, assessment: Any, report: str | None,
+                  mlflow_run: str | None, retrain: Any) -> None:
+    """A drift check that confirmed degradation (its signals persisted under `retrain.on`).
+    `mlflow_run`: where the check's MLflow run is (`registry.run_link`); `report`: its HTML."""
+    from pathlib import Path
+
+    from regrow.tasks.monitoring import assess as monitor
+    from regrow.tasks.registry.card import CARD_HTML
+    from regrow.tasks.registry.mlflow_registry import version_url
+
+    if not assessment.persistent:
+        return
+    cfg = env.loaded.config
+    perf = assessment.performance
+    immediate = cfg.monitoring.performance.immediate
+    if immediate is not None and perf is not None and perf.drop is not None \
+            and perf.drop >= immediate:
+        confirmed = f"one check (a drop of at least {immediate:g})"
+    else:
+        k, n = cfg.monitoring.persistence.k, cfg.monitoring.persistence.n
+        confirmed = "one check" if n == 1 else f"{k} of the last {n} checks"
+    answer = ("no retrain asked (this check ran without retraining)" if retrain is None
+              else f"the retrain policy answered {retrain.verdict}")
+    mlflow = mlflow_run if mlflow_run and mlflow_run.startswith(("http://", "https://")) else None
+    links = nt.Links(run=flow_run_url(), mlflow=mlflow,
+                     report=Path(report).as_uri() if report else mlflow,
+                     card=version_url(env.registry, env.model, version, CARD_HTML))
+    announce(nt.degradation_confirmed(env.model, version, monitor.performance_payload(perf),
+                                      assessment.drift_share, assessment.drifted_columns,
+                                      confirmed, answer, links))
+
+
+@never_raises
+def rolled_back(env: Any, version: str, bake: Any, judged: Any) -> None:
+    """A baking champion was rolled back to the version it replaced."""
+    from regrow.tasks.registry.card import CARD_HTML
+    from regrow.tasks.registry.mlflow_registry import version_url
+
+    links = nt.Links(run=flow_run_url(),
+                     card=version_url(env.registry, env.model, bake.previous_version, CARD_HTML))
+    announce(nt.rolled_back(env.model, version, bake.previous_version, judged.metric,
+                            judged.champion, judged.shadow, judged.labelled_rows, bake.tolerance,
+                            links))
+
+
+# ----------------------------------------------------------------------- automations
+
+def automation(kind: str, block_id: UUID, window_seconds: float, model: str | None = None):
+    """The automation that sends one decision kind through a notification block: for one
+    model, or (``model=None``) for every model, each with its own quiet window.
+
+    Prefect's reactive trigger with ``threshold=1`` fires on the first event and then counts
+    nothing until ``within`` has passed; ``for_each`` keeps one such window per resource, that
+    is per model.
+    """
+    from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+
+    target = f"regrow.model.{model}" if model else "regrow.model.*"
+    who = model or "every regrow model"
+    return AutomationCore(
+        name=f"regrow notify {kind}" + (f" {model}" if model else ""),
+        description=f"regrow: the {nt.EVENTS[kind]} events ({nt.TITLES[kind]}) of {who} "
+                    f"through a notification block, at most one message per model every "
+                    f"{window_seconds:g} s.",
+        tags=["regrow", AUTOMATION_TAG] + ([f"model:{model}"] if model else []),
+        trigger=EventTrigger(expect={nt.EVENTS[kind]}, match={"prefect.resource.id": target},
+                             for_each={"prefect.resource.id"}, posture=Posture.Reactive,
+                             threshold=1, within=dt.timedelta(seconds=window_seconds)),
+        actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)])
+
+
+def automations_file(block_id: UUID = PLACEHOLDER_BLOCK_ID, window_seconds: float = 3600,
+                     model: str | None = None, kinds: tuple[str, ...] | list[str] = nt.KINDS):
+    """The automations as ``prefect automation create --from-file`` reads them (a mapping with
+    ``automations``: a list of JSON-able automations)."""
+    return {"automations": [automation(k, block_id, window_seconds, model).model_dump(mode="json")
+                            for k in kinds]}
+
+
+def _block_class(slug: str) -> str:
+    """The Python class of a Prefect block type (its registry knows every installed one)."""
+    import prefect.blocks.notifications  # noqa: F401 - registers the notification blocks
+    from prefect.blocks.core import Block
+    from prefect.utilities.dispatch import lookup_type
+
+    try:
+        return lookup_type(Block, slug).__name__
+    except KeyError:
+        return "<its block class>"
+
+
+def block_id(ref: str, where: str) -> UUID:
+    """The id of the notification block document ``<type>/<name>``.
+
+    Raises:
+        NotifySetupError: no such block on the server, or it is not a notification block.
+    """
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    slug, name = ref.split("/", 1)
+    cls = _block_class(slug)
+    try:
+        with get_client(sync_client=True) as client:
+            doc = client.read_block_document_by_name(name=name, block_type_slug=slug,
+                                                     include_secrets=False)
+    except ObjectNotFound:
+        raise NotifySetupError(
+            f"{where}: notify.block {ref!r} does not exist on the Prefect server at "
+            f"{PREFECT_API_URL.value() or 'the temporary local server'}; create it first, with "
+            f"`prefect block create {slug}` (a form in the Prefect UI) or in Python: "
+            f"`from prefect.blocks.notifications import {cls}; {cls}(url=...).save({name!r})`"
+        ) from None
+    capabilities = doc.block_schema.capabilities if doc.block_schema else []
+    if "notify" not in capabilities:
+        raise NotifySetupError(f"{where}: notify.block {ref!r} is a {slug} block, which sends no "
+                               "notifications; name a notification block such as "
+                               "slack-webhook/<name>, ms-teams-webhook/<name> or "
+                               "custom-webhook/<name>")
+    return doc.id
+
+
+def describe_sync(loaded: LoadedConfig, names: list[str]) -> str:
+    """One line: what a model's notifications are now."""
+    cfg = loaded.config
+    model = cfg.registry.model_name
+    if cfg.notify is None:
+        return f"{model}: no notifications (the config has no notify section)"
+    return (f"{model}: notifications through {cfg.notify.block} for {', '.join(cfg.notify.on)}, "
+            f"at most one per kind every {cfg.notify.window} ({len(names)} automations)")
+
+
+def _same(existing: Any, wanted: Any) -> bool:
+    keys = {"name", "description", "enabled", "tags", "trigger", "actions"}
+    return existing.model_dump(mode="json", include=keys) == wanted.model_dump(mode="json",
+                                                                               include=keys)
+
+
+def sync_automations(loaded: LoadedConfig) -> list[str]:
+    """Make the server's regrow notification automations of one model what its config says:
+    create the missing ones, replace changed ones, delete those of kinds no longer named (all
+    of them when the config has no ``notify``). An unchanged automation is kept, and with it
+    its quiet window.
+
+    Returns:
+        The names of the model's notification automations now on the server.
+
+    Raises:
+        NotifySetupError: see `block_id`.
+    """
+    from prefect import get_client
+
+    cfg = loaded.config
+    model = cfg.registry.model_name
+    wanted = []
+    if cfg.notify is not None:
+        bid = block_id(cfg.notify.block, str(loaded.path))
+        wanted = [automation(k, bid, cfg.notify.window_seconds, model) for k in cfg.notify.on]
+    with get_client(sync_client=True) as client:
+        mine = [a for a in client.read_automations()
+                if AUTOMATION_TAG in a.tags and f"model:{model}" in a.tags]
+        kept = set()
+        for found in mine:
+            match = next((w for w in wanted if _same(found, w)), None)
+            if match is not None and match.name not in kept:
+                kept.add(match.name)
+            else:
+                client.delete_automation(found.id)
+        for w in wanted:
+            if w.name not in kept:
+                client.create_automation(w)
+    return [w.name for w in wanted]

@@ -1,1 +1,0 @@
-"""Alembic migrations of the monitoring store (`tasks.migrate` runs them; `regrow db upgrade`)."""

@@ -1,0 +1,298 @@
+"""A drift check's decision: feature drift, prediction drift and performance (realized on
+matured labels, or estimated without them), calibrated against false alarms (minimum window,
+persistence, weights, tolerance); `retrain.on` says which of them may ask for a retrain."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regrow.configs.schema import METRICS, Config, PerformanceRule
+from regrow.tasks.model.evaluate import score_arrays
+from regrow.tasks.monitoring import estimate as est
+from regrow.tasks.monitoring.calibration import resolve_thresholds
+from regrow.tasks.monitoring.reference import PRED, SCORE, Reference
+
+INSUFFICIENT, OK, DRIFT = "insufficient_data", "ok", "drift"
+
+
+@dataclass(frozen=True)
+class Performance:
+    """The primary metric of a window against the reference (holdout) value: realized on its
+    labelled rows, or, with `estimated`, expected from calibrated probabilities (CBPE).
+    `drop` and `tolerance` are in `tolerance_kind` units: the metric's own (absolute) or a
+    fraction of the reference value (relative)."""
+
+    metric: str
+    labelled_rows: int
+    current: float | None
+    reference: float | None
+    drop: float | None
+    tolerance: float
+    degraded: bool
+    note: str = ""
+    estimated: bool = False
+    tolerance_kind: str = "absolute"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What one drift check concluded.
+
+    Attributes:
+        verdict: ``insufficient_data``, ``ok`` or ``drift``.
+        reasons: why, one line per signal.
+        drift_share: the (weighted, if configured) share of drifted features.
+        persistent: a retrain should be requested: under ``retrain.on`` the signals that may
+            ask for one showed in at least k of the last n checks (this one included), or the
+            performance drop reached ``monitoring.performance.immediate``.
+        warning: drift was seen, and under ``retrain.on: performance`` this check asks for no
+            retrain.
+        retrain_on: the ``retrain.on`` mode this check was decided under.
+    """
+
+    verdict: str
+    window_rows: int
+    reasons: list[str]
+    drift_share: float | None = None
+    drifted_columns: list[str] = field(default_factory=list)
+    prediction_drift: bool | None = None
+    performance: Performance | None = None
+    persistent: bool = False
+    summary: dict[str, Any] | None = None
+    markdown: str = ""
+    warning: bool = False
+    retrain_on: str = "drift"
+
+    @property
+    def drifted(self) -> bool:
+        """True when this check saw drift."""
+        return self.verdict == DRIFT
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def performance_payload(perf: Performance | None) -> dict[str, Any] | None:
+    """The short, JSON-able form of a check's performance for events."""
+    if perf is None:
+        return None
+    return {k: getattr(perf, k) for k in ("metric", "current", "reference", "drop", "degraded",
+                                          "estimated", "labelled_rows", "tolerance_kind")}
+
+
+def _labels(window: pd.DataFrame, ref: Reference,
+            task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    lab = window[window["__label"].notna()]
+    if task == "regression":
+        y = pd.to_numeric(lab["__label"], errors="coerce").to_numpy(dtype=float)
+        return y, pd.to_numeric(lab[PRED], errors="coerce").to_numpy(dtype=float), None
+    if task == "binary":
+        y = (lab["__label"].astype(str) == str(ref.positive_label)).to_numpy(dtype=int)
+        pred = pd.to_numeric(lab[PRED], errors="coerce").fillna(0).to_numpy(dtype=int)
+        score = lab[SCORE].to_numpy(dtype=float) if SCORE in lab else None
+        proba = None if score is None else np.column_stack([1 - score, score])
+        return y, pred, proba
+    return lab["__label"].astype(str).to_numpy(), lab[PRED].astype(str).to_numpy(), None
+
+
+def window_metric(config: Config, ref: Reference, window: pd.DataFrame) -> tuple[int, float | None]:
+    """(labelled rows, the primary metric on them) for a window's predictions; None without
+    labels or when the metric is undefined on them (e.g. one class only)."""
+    n = int(window["__label"].notna().sum()) if "__label" in window else 0
+    if n == 0:
+        return 0, None
+    y, pred, proba = _labels(window, ref, config.data.task)
+    value = score_arrays(config.data.task, y, pred, proba).get(ref.metric, math.nan)
+    return n, None if math.isnan(value) else float(value)
+
+
+def metric_drop(metric: str, reference: float, value: float, kind: str) -> float:
+    """How much worse `value` is than `reference` (positive = worse): in the metric's units
+    (``absolute``) or as a fraction of the reference's magnitude (``relative``)."""
+    drop = (reference - value) if METRICS[metric][1] else (value - reference)
+    if kind == "relative":
+        return drop / abs(reference) if reference else (math.inf if drop > 0 else 0.0)
+    return drop
+
+
+def performance(config: Config, ref: Reference, window: pd.DataFrame,
+                estimate: bool = False) -> Performance:
+    """The primary metric and its drop against the reference performance: realized on labelled
+    rows when at least `performance.min_labels` have matured; otherwise, with `estimate` (and
+    `performance.estimate`), estimated without labels for a binary classifier."""
+    rule, metric, task = config.monitoring.performance, ref.metric, config.data.task
+    n = int(window["__label"].notna().sum()) if "__label" in window else 0
+    reference = ref.performance.get(metric)
+    if n < rule.min_labels:
+        if estimate and rule.estimate:
+            return estimated_performance(config, ref, window, n)
+        return Performance(metric, n, None, reference, None, rule.tolerance, False,
+                           f"{n} labelled rows < {rule.min_labels}: not judged",
+                           tolerance_kind=rule.tolerance_kind)
+    y, pred, proba = _labels(window, ref, task)
+    value = score_arrays(task, y, pred, proba).get(metric, math.nan)
+    return _judged(rule, metric, n, value, reference, estimated=False)
+
+
+def _judged(rule: PerformanceRule, metric: str, n: int, value: float, reference: float | None,
+            estimated: bool) -> Performance:
+    if reference is None or math.isnan(value):
+        return Performance(metric, n, None if math.isnan(value) else value, reference, None,
+                           rule.tolerance, False, f"{metric} not available on this window",
+                           estimated, rule.tolerance_kind)
+    drop = metric_drop(metric, reference, value, rule.tolerance_kind)
+    return Performance(metric, n, value, reference, drop, rule.tolerance, drop > rule.tolerance,
+                       "", estimated, rule.tolerance_kind)
+
+
+def estimated_performance(config: Config, ref: Reference, window: pd.DataFrame,
+                          labelled: int) -> Performance:
+    """The primary metric estimated without labels (`tasks.monitoring.estimate`, CBPE) on every window
+    row; not judged (with a note saying why) where no estimate exists."""
+    rule, metric, task = config.monitoring.performance, ref.metric, config.data.task
+    reference = ref.performance.get(metric)
+    short = f"{labelled} labelled rows < {rule.min_labels}"
+
+    def unjudged(why: str) -> Performance:
+        return Performance(metric, labelled, None, reference, None, rule.tolerance, False,
+                           f"{short}; {why}: not judged", tolerance_kind=rule.tolerance_kind)
+
+    if task != "binary":
+        return unjudged(f"no estimate without labels for {task}")
+    calibration = est.Calibration.from_dict(ref.calibration)
+    if calibration is None:
+        return unjudged("no calibration stored with this version")
+    if metric not in est.ESTIMABLE or SCORE not in window:
+        return unjudged(f"{metric} cannot be estimated")
+    yhat = pd.to_numeric(window[PRED], errors="coerce").fillna(0).to_numpy(dtype=int)
+    value = est.estimate_metrics(calibration, window[SCORE].to_numpy(dtype=float), yhat)[metric]
+    return _judged(rule, metric, labelled, value, reference, estimated=True)
+
+
+def _weighted_share(summary, importance: dict[str, float]) -> float:
+    total = sum(importance.get(c.column, 0.0) for c in summary.columns)
+    if total <= 0:
+        return summary.drift_share
+    return sum(importance.get(c.column, 0.0) for c in summary.columns if c.drifted) / total
+
+
+def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[bool],
+           report_html: Path | None = None,
+           previous_performance: list[bool] | None = None) -> Assessment:
+    """Decide one drift check.
+
+    `previous` are the drifted flags of earlier checks of this version, newest first;
+    `previous_performance` the performance-degraded flags of earlier checks of this model,
+    whatever version served, newest first. See `decide` for when the check is persistent.
+    """
+    from regrow.tasks.monitoring.drift import check_drift
+
+    m = config.monitoring
+    rows = len(window)
+    if rows < m.window.min_rows:
+        return Assessment(INSUFFICIENT, rows, [f"window has {rows} rows < "
+                                               f"monitoring.window.min_rows {m.window.min_rows}"])
+    spec, d = ref.spec, m.drift
+    refx = ref.frame
+    pred_col, pred_kind = (SCORE, "numeric") if SCORE in refx and SCORE in window and \
+        config.data.task != "multiclass" else (PRED, "categorical")
+    # Config thresholds are keyed by feature name, and "prediction" for the prediction column.
+    thresholds = {pred_col if k == "prediction" else k: v for k, v in d.thresholds.items()
+                  if k in {*spec.numeric, *spec.categorical} or k == "prediction"}
+    if not d.prediction_drift:
+        thresholds.pop(pred_col, None)
+    checked = {c: "numeric" for c in spec.numeric} | {c: "categorical" for c in spec.categorical}
+    if d.prediction_drift:
+        checked[pred_col] = pred_kind
+    thresholds, threshold_notes = resolve_thresholds(
+        d.thresholds_mode, ref.drift_thresholds, thresholds, checked,
+        {"numeric": d.numeric_method, "categorical": d.categorical_method},
+        min(rows, d.max_rows), d.min_effect, d.alpha)
+    summary = check_drift(
+        refx, window, spec.numeric, spec.categorical,
+        prediction=pred_col if d.prediction_drift else None, prediction_kind=pred_kind,
+        thresholds=thresholds, numeric_method=d.numeric_method,
+        numeric_threshold=d.numeric_threshold, categorical_method=d.categorical_method,
+        categorical_threshold=d.categorical_threshold, drift_share=d.drift_share,
+        max_rows=d.max_rows, seed=config.candidates.seed, report_html=report_html)
+    summary = replace(summary, notes=[*threshold_notes, *summary.notes])
+    share = _weighted_share(summary, ref.importance) if d.weight_by_importance and ref.importance \
+        else summary.drift_share
+    reasons = []
+    feature_drift = share >= d.drift_share
+    if feature_drift:
+        reasons.append(f"feature drift: share {share:.2f} >= {d.drift_share:.2f} "
+                       f"({', '.join(summary.drifted_columns)})")
+    pdrift = summary.prediction_drift.drifted if summary.prediction_drift else None
+    if pdrift:
+        p = summary.prediction_drift
+        reasons.append(f"prediction drift: {p.method} {p.score:.4f} ({p.rule})")
+    mode = config.retrain.on
+    # Under `drift` the check behaves as it always did: realized performance only.
+    perf = performance(config, ref, window, estimate=mode != "drift")
+    if perf.degraded:
+        reasons.append(f"performance{' (estimated without labels)' if perf.estimated else ''}: "
+                       f"{perf.metric} {perf.current:.4f} vs reference {perf.reference:.4f}, "
+                       f"drop {perf.drop:.4f} > {perf.tolerance} ({perf.tolerance_kind})")
+    elif perf.current is not None:
+        reasons.append(f"performance{' (estimated without labels)' if perf.estimated else ''}: "
+                       f"{perf.metric} {perf.current:.4f} vs reference {perf.reference:.4f}, "
+                       f"within tolerance")
+    drift_seen = feature_drift or bool(pdrift)
+    drifted = drift_seen or perf.degraded
+    if not drifted:
+        reasons.append(f"no drift: share {share:.2f} < {d.drift_share:.2f}"
+                       + (f"; {perf.note}" if perf.note else ""))
+    persistent, warning, why = decide(config, drifted, drift_seen, perf, previous,
+                                      previous_performance or [])
+    reasons += why
+    return Assessment(DRIFT if drifted else OK, rows, reasons, share, summary.drifted_columns,
+                      pdrift, perf, persistent, summary.to_dict(), summary.to_markdown(),
+                      warning, mode)
+
+
+def decide(config: Config, drifted: bool, drift_seen: bool, perf: Performance,
+           previous: list[bool], previous_performance: list[bool]) -> tuple[bool, bool, list[str]]:
+    """Whether a check asks for a retrain under `retrain.on`, and whether it is a warning.
+
+    - drift signals (feature or prediction drift, and under ``drift`` a realized performance
+      drop) persist per version: k of the last n checks of this version (`previous`);
+    - performance degradation persists per model (`previous_performance`, any version), so a
+      degradation is not forgotten because a retrain or rollback changed the version; a drop
+      of at least `performance.immediate` asks at once.
+
+    Returns:
+        (persistent, warning, extra reasons).
+    """
+    m, mode = config.monitoring, config.retrain.on
+    k, n = m.persistence.k, m.persistence.n
+    immediate = (perf.degraded and m.performance.immediate is not None
+                 and perf.drop is not None and perf.drop >= m.performance.immediate)
+    drift_recent = [drifted, *previous][:n]
+    drift_persistent = drifted and (sum(drift_recent) >= k or immediate)
+    perf_recent = [perf.degraded, *previous_performance][:n]
+    perf_persistent = perf.degraded and (sum(perf_recent) >= k or immediate)
+    persistent = {"drift": drift_persistent, "performance": perf_persistent,
+                  "any": drift_persistent or perf_persistent}[mode]
+    warning = mode == "performance" and drift_seen and not persistent
+    why = []
+    if immediate and persistent:
+        why.append(f"drop {perf.drop:.4f} >= performance.immediate {m.performance.immediate}: "
+                   "retrain asked without waiting for persistence")
+    elif mode != "drift" and perf.degraded and not perf_persistent:
+        why.append(f"performance not yet persistent: degraded in {sum(perf_recent)} of the last "
+                   f"{len(perf_recent)} checks of the model, {k} of {n} needed")
+    if mode != "performance" and drifted and not drift_persistent and not persistent:
+        why.append(f"not yet persistent: drift in {sum(drift_recent)} of the last "
+                   f"{len(drift_recent)} checks, {k} of {n} needed")
+    if warning:
+        why.append("warning: drift asks for no retrain under retrain.on: performance "
+                   "(only a persistent performance degradation does)")
+    return persistent, warning, why

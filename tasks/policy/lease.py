@@ -1,0 +1,186 @@
+"""Leases: an in-flight training, and the request executing it, prove that they are alive.
+
+The process doing the work renews a row of ``training_leases`` from a daemon thread every
+quarter of the lease (``REGROW_LEASE_SECONDS``, 45 s by default: a renewal every ~11 s).
+When the process dies -- ``kill -9``, the OOM killer, a lost node -- the renewals stop; once
+the lease has run out, the retrain policy (`reap_expired`, called under its per-model lock)
+records the training as ``crashed`` and its request as ``failed``, each with the time of
+the last heartbeat, and admits the next request. A record without a lease (written by an
+older version, or an event-dispatched request not yet picked up) still falls back to
+``retrain.stale_after``.
+
+`exclusive` uses the same rows as short locks between processes (one model's alias moves).
+
+Times come from the writers' clocks: hosts sharing one store need synchronised clocks (skew
+well below the lease).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from regrow.tasks.store.database import Store, retrain_requests, training_leases, training_runs
+
+DEFAULT_SECONDS = 45.0
+ENV_SECONDS = "REGROW_LEASE_SECONDS"
+log = logging.getLogger("regrow.lease")
+
+
+def lease_seconds() -> float:
+    """The lease length from ``REGROW_LEASE_SECONDS`` (default 45).
+
+    Raises:
+        ValueError: not a number, or below 2 seconds.
+    """
+    raw = os.environ.get(ENV_SECONDS, "").strip()
+    if not raw:
+        return DEFAULT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_SECONDS} must be a number of seconds, got {raw!r}") from None
+    if value < 2:
+        raise ValueError(f"{ENV_SECONDS} must be at least 2 seconds, got {raw!r}")
+    return value
+
+
+class Heartbeat:
+    """Renews one lease from a daemon thread until stopped (a context manager too).
+
+    Args:
+        store: the monitoring store.
+        key: ``training:<row id>`` or ``request:<id>``.
+        model: the model the work belongs to (the policy reaps per model).
+        seconds: the lease length; renewed every quarter of it.
+    """
+
+    def __init__(self, store: Store, key: str, model: str, seconds: float | None = None):
+        self.store, self.key, self.model = store, key, model
+        self.seconds = seconds or lease_seconds()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, written: bool = False) -> Heartbeat:
+        """Write the lease (unless `written` already) and start renewing it.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the store cannot be reached (nothing started).
+        """
+        if not written:
+            self.store.renew_lease(self.key, self.model, self.seconds)
+        self._thread = threading.Thread(target=self._renew, name=f"regrow-lease-{self.key}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 4):
+            try:
+                self.store.renew_lease(self.key, self.model, self.seconds)
+            except Exception as err:  # noqa: BLE001 - the store may be back before the lease ends
+                log.warning("lease %s not renewed: %s", self.key, str(err).splitlines()[0])
+
+    def stop(self, release: bool = True) -> None:
+        """Stop renewing; with `release`, drop the lease (the work's end is recorded)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.seconds)
+        if release:
+            try:
+                self.store.release_lease(self.key)
+            except Exception as err:  # noqa: BLE001 - an expired lease of a closed record is inert
+                log.warning("lease %s not released: %s", self.key, str(err).splitlines()[0])
+
+    def __enter__(self) -> Heartbeat:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# Run by the retrain policy for every request (and so every webhook delivery): built once.
+_EXPIRED = sa.select(training_leases).where(training_leases.c.model == sa.bindparam("m"),
+                                            training_leases.c.expires_at < sa.bindparam("at"))
+
+
+def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
+    """Close the work of a model whose lease ran out: trainings ``crashed``, requests ``failed``.
+
+    Args:
+        conn: a connection inside the caller's transaction (the policy's lock).
+        model: the model.
+        at: now.
+
+    Returns:
+        One line per record closed, saying what died and when it was last alive.
+    """
+    tl, tr, rr = training_leases, training_runs, retrain_requests
+    notes = []
+    for lease in conn.execute(_EXPIRED, {"m": model, "at": at}).all():
+        kind, _, ident = lease.key.partition(":")
+        why = (f"no heartbeat since {_utc(lease.renewed_at):%Y-%m-%d %H:%M:%S} UTC from "
+               f"{lease.holder}; the process died")
+        if kind == "training" and ident.isdigit():
+            done = conn.execute(tr.update().where(tr.c.id == int(ident), tr.c.status == "running")
+                                .values(status="crashed", detail=why, ended_at=at)).rowcount
+        elif kind == "request" and ident.isdigit():
+            old = conn.execute(sa.select(rr.c.detail).where(rr.c.id == int(ident))).scalar()
+            done = conn.execute(rr.update().where(rr.c.id == int(ident),
+                                                  rr.c.state.in_(("admitted", "running")))
+                                .values(state="failed", updated_at=at,
+                                        detail=f"{old or ''}; crashed: {why}"[:4000])).rowcount
+        else:
+            done = 0
+        if done:
+            notes.append(f"{lease.key} crashed: {why}")
+        conn.execute(tl.delete().where(tl.c.key == lease.key, tl.c.expires_at < at))
+    return notes
+
+
+def reap(store: Store, model: str) -> list[str]:
+    """`reap_expired` in a transaction of its own (a training started outside the policy)."""
+    from regrow.tasks.store.database import now
+
+    with store.engine.begin() as conn:
+        return reap_expired(conn, model, now())
+
+
+class Busy(RuntimeError):
+    """Another process held a lock lease for longer than we could wait."""
+
+
+@contextlib.contextmanager
+def exclusive(store: Store, key: str, model: str, seconds: float = 30.0,
+              wait: float = 120.0) -> Iterator[None]:
+    """Hold a short lock between processes (a lease row), e.g. around one model's alias moves.
+
+    Only short transactions touch the store, so the holder may write to it meanwhile; a
+    holder that dies frees the lock when its lease (`seconds`) runs out.
+
+    Raises:
+        Busy: the lock stayed taken for `wait` seconds.
+    """
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait
+    while not store.try_lease(key, model, holder, seconds):
+        if time.monotonic() > deadline:
+            raise Busy(f"{key} stayed locked for {wait:.0f} s")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        store.release_lease(key, holder)
