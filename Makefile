@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test bench lint lock clean
+.PHONY: help setup demo test test-fast bench lint docs lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -28,11 +28,20 @@ demo: setup  ## run the end-to-end demo on the embedded default (no servers)
 test: setup  ## run the whole test suite
 	$(BIN)/python -m pytest
 
+test-fast: setup  ## the quick loop: everything but the end-to-end runs, 120 s per test at most
+	$(BIN)/python -m pytest -m "not slow" --timeout=120
+
 bench: setup  ## run the benchmarks and print their tables
 	$(BIN)/python -m tests.bench
 
-lint: setup  ## static checks
-	$(BIN)/ruff check regrow configs tasks flows tests
+lint: setup  ## static checks: ruff, the layers contract, mypy
+	$(BIN)/ruff check regrow/*.py regrow/app regrow/runtime configs tasks flows tests
+	$(BIN)/python -m tests.layout
+	$(BIN)/mypy -p regrow
+
+docs: setup  ## build the docs site into site/ (strict: a broken link or missing page fails)
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/mkdocs build --strict --quiet
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile -q --python $(BIN)/python pyproject.toml --extra dev -o requirements.lock
