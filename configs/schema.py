@@ -223,13 +223,15 @@ def _column_shorthand(value: Any) -> Any:
     return {"column": value} if isinstance(value, str) else value
 
 
+def _default_date_parts() -> list[DatePart]:
+    return ["year", "month", "day", "dayofweek", "hour", "dayofyear"]
+
+
 class DatePartsSpec(Strict):
     """Parts of a date or time column, as numbers (optionally as sine/cosine pairs)."""
 
     column: str
-    parts: list[DatePart] = Field(
-        default_factory=lambda: ["year", "month", "day", "dayofweek", "hour", "dayofyear"],
-        min_length=1)
+    parts: list[DatePart] = Field(default_factory=_default_date_parts, min_length=1)
     cyclical: bool = Field(default=False, description="Encode cyclical parts (quarter, month, "
                            "week, day, dayofweek, dayofyear, hour, minute) as <part>_sin and "
                            "<part>_cos instead of the number.")
@@ -1158,6 +1160,18 @@ class LoadedConfig(BaseModel):
     sha256: str
     text: str
     overrides: dict[str, Any] = {}
+
+    def with_overrides(self, overrides: dict[str, Any]) -> LoadedConfig:
+        """This config (as read, without overrides) with `overrides` applied: the same file's
+        text, not read again.
+
+        Raises:
+            ConfigError: an override names a missing key or a value the schema refuses.
+            ValueError: this config carries overrides already.
+        """
+        if self.overrides:
+            raise ValueError("with_overrides applies to a config read without overrides")
+        return config_from_text(self.text, self.path, overrides)
 
     def resolve_path(self, relative: str) -> Path:
         """Resolve a config path: ``${VAR}`` and ``~`` expanded (``${REGROW_HOME}`` defaults to

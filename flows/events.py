@@ -166,9 +166,11 @@ def circuit_check(store: Any, model: str, retrain: Any, links: nt.Links) -> None
 
 def request_retrain(store: Any, model: str, retrain: Any, *, kind: str, reason: str,
                     ref: str | None) -> Any:
-    """`tasks.policy.retrain.request_retrain`, announcing a request the open circuit breaker refused:
-    how every retrain request (command, served run, webhook) reaches the policy."""
+    """The policy's one door (`tasks.policy.retrain.request_retrain`), announcing a request the
+    open circuit breaker refused. (A webhook delivery calls the door inside its claim's
+    transaction and announces after the commit.)"""
     from regrow.tasks.policy import retrain as policy
+
     answer = policy.request_retrain(store, model, retrain, kind=kind, reason=reason, ref=ref)
     circuit_refused(store, model, retrain, answer.verdict, kind)
     return answer

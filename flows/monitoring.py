@@ -1,4 +1,8 @@
-"""Scoring, drift-check and retrain flows."""
+"""Scoring, drift-check and retrain flows.
+
+A drift check's steps: ``assess-drift``, ``log-check``, then ``judge-bake`` (a champion in its
+bake period is judged on the same window and may be rolled back: `flows.bake_judgement`),
+then a retrain request through the policy when the degradation persists."""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from regrow.configs.schema import LoadedConfig, load_config
 from regrow.flows import dispatch, pages
 from regrow.flows import events as notify
+from regrow.flows.bake_judgement import judge_bake
+from regrow.flows.model_env import Env, NoChampion
 from regrow.flows.progress import say, timed
 from regrow.flows.steps import step
 from regrow.flows.training import TrainingOutcome, train_flow
@@ -22,55 +27,12 @@ from regrow.tasks.monitoring import scoring
 from regrow.tasks.policy import retrain as policy
 from regrow.tasks.policy.lease import Heartbeat
 from regrow.tasks.registry import bake as baking
-from regrow.tasks.registry import governance as gov
 from regrow.tasks.registry.mlflow_registry import (
-    CHAMPION,
-    Registry,
     load_reference,
     log_drift_check,
     run_link,
 )
 from regrow.tasks.store import database as st
-from regrow.tasks.store.settings import Settings
-
-
-class NoChampion(RuntimeError):
-    """The model has no champion yet: train first."""
-
-
-@dataclass
-class Env:
-    """Config, stores and the champion, resolved once per flow run."""
-
-    loaded: LoadedConfig
-    settings: Settings
-    registry: Registry
-    store: st.Store
-
-    @property
-    def model(self) -> str:
-        """The registered model name."""
-        return self.loaded.config.registry.model_name
-
-    @classmethod
-    def open(cls, config_path: str, overrides: dict[str, Any] | None = None) -> Env:
-        """Load the config and connect the stores."""
-        settings = Settings.from_env()
-        return cls(load_config(config_path, overrides), settings, Registry(settings),
-                   st.Store(settings.database_url))
-
-    def champion(self) -> tuple[str, str]:
-        """(version, run id) of the champion.
-
-        Raises:
-            NoChampion: nothing has been promoted yet.
-        """
-        for found in gov.sync_aliases(self.registry, self.store, self.model, "a drift check or scoring"):
-            print(f"alias moved outside regrow, now recorded: {found.describe()}")
-        version = self.registry.alias_version(self.model, CHAMPION)
-        if version is None:
-            raise NoChampion(f"model {self.model!r} has no champion yet; run `regrow train` first")
-        return version, self.registry.version_info(self.model, version).run_id
 
 
 @step("score-rows")
@@ -173,37 +135,6 @@ class DriftOutcome:
     bake: dict[str, Any] | None = None
 
 
-@step("bake-window")
-def _bake_window(env: Env, version: str, run_id: str, window) -> dict[str, Any] | None:
-    """Judge the champion against its shadow on this window; roll back when it is worse."""
-    bake = baking.active(env.store, env.model, version)
-    if bake is None or window is None or window.empty:
-        return None
-    ref = load_reference(env.registry, run_id)
-    shadow_rows = baking.shadow_window(env.store, env.model, bake.previous_version, window,
-                                       "__prediction", "__score")
-    shadow_rows = shadow_rows[shadow_rows["__label"].notna()]
-    champ_rows = window[window["__row_id"].isin(shadow_rows["__row_id"])]
-    labelled, champ = monitor.window_metric(env.loaded.config, ref, champ_rows)
-    _, shadow = monitor.window_metric(env.loaded.config, ref, shadow_rows)
-    judged = baking.judge(env.loaded.config, bake, champ, shadow, labelled, ref.metric)
-    state = baking.record_window(env.store, bake, judged)
-    print(f"bake of v{version} against v{bake.previous_version}: {judged.describe()} "
-          f"-> {state.state}")
-    payload = {"version": version, "previous_version": bake.previous_version,
-               "window": judged.describe(), "state": state.state, "detail": state.detail}
-    if state.state == baking.ROLLED_BACK:
-        gov.rollback(env.registry, env.store, env.model, by="bake", actor="bake",
-                     to=bake.previous_version, reason=f"bake failed: {state.detail}")
-        dispatch.emit("regrow.bake.rolled_back", env.model, payload)
-        notify.rolled_back(env, version, bake, judged)
-    elif state.state == baking.PASSED:
-        gov.clear_challenger(env.registry, env.store, env.model, version,
-                             f"bake passed: {state.detail}", "bake")
-        dispatch.emit("regrow.bake.passed", env.model, payload)
-    return {**state.to_dict(), "window": judged.describe()}
-
-
 @step("assess-drift")
 def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, str | None, Any]:
     cfg = env.loaded.config
@@ -265,7 +196,7 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
     assessment, report, window = _assess(env, version, run_id)
     check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
     mlflow_run = _log_check(env, version, run_id, check_id, assessment, report)
-    bake = _bake_window(env, version, run_id, window)
+    bake = judge_bake(env, version, run_id, window)
     if bake is not None and bake["state"] == baking.ROLLED_BACK:
         # The champion that was just judged is gone; its drift asks for no retrain.
         return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, None, bake)

@@ -69,15 +69,17 @@ def _train_request(request: TrainRequest) -> Any:
     from regrow.configs.schema import check_external_overrides, load_config
     from regrow.flows.monitoring import Env, RetrainOutcome, execute_request
     from regrow.tasks.policy import retrain as policy
-    # Overrides from the form or an event come from outside: only the keys the config allows.
-    # Refused ones fail the run (and its admitted request) before anything else happens.
+    # The config is read once; overrides from the form or an event come from outside: only
+    # the keys the config allows. Refused ones fail the run (and its admitted request) before
+    # anything else happens.
+    base = load_config(request.config_path)
     try:
-        check_external_overrides(load_config(request.config_path).config, request.overrides)
+        check_external_overrides(base.config, request.overrides)
     except ValueError:
         if request.request_id is not None:
-            policy.mark_request(Env.open(request.config_path).store, request.request_id, "failed")
+            policy.mark_request(Env.of(base).store, request.request_id, "failed")
         raise
-    env = Env.open(request.config_path, request.overrides or None)
+    env = Env.of(base.with_overrides(request.overrides) if request.overrides else base)
     if request.request_id is not None:
         state = policy.request_state(env.store, request.request_id)
         if state != "admitted":  # a repeated event: this request is running or done already

@@ -141,8 +141,8 @@ def test_settle_commits_with_the_claim_or_not_at_all(store: Store):
     policy.ensure_lock_row(store, "m")
 
     def decide(conn: sa.Connection) -> Settled:
-        verdict = policy.record_request(conn, "m", rules, kind="webhook", reason="r",
-                                        ref="webhook:s-1")
+        verdict = policy.request_retrain(store, "m", rules, kind="webhook", reason="r",
+                                         ref="webhook:s-1", conn=conn)
         if verdict.admitted:
             return Settled("m", verdict.request_id, verdict=verdict.verdict)
         return Settled("m", verdict.request_id, 202, {"verdict": verdict.verdict},

@@ -104,21 +104,29 @@ def test_promote_refuses_a_failed_gate_then_records_the_override_and_rollback_re
 
 def test_moves_made_outside_regrow_are_found_and_recorded(trained):
     reg, store = _stores()
+    before = store.alias_history(MODEL, CHAMPION)
     reg.client.set_registered_model_alias(MODEL, CHAMPION, "2")  # as the MLflow UI would
     out = _cli(trained["env"], "status", str(trained["good"]))
     assert out.returncode == 0, out.stderr
     assert "MISMATCH: champion: v1 -> v2 was moved outside regrow" in out.stdout
-    external = store.alias_history(MODEL, CHAMPION)[-1]
-    assert (external["old_version"], external["new_version"], external["actor"]) == \
-        ("1", "2", gov.EXTERNAL)
+    # A read writes nothing: the move is shown by every read until a move records it.
+    assert store.alias_history(MODEL, CHAMPION) == before
     again = _cli(trained["env"], "status", str(trained["good"]))
-    assert "MISMATCH" not in again.stdout  # recorded once
-    # A rollback from there goes back to the champion before the outside move.
+    assert "MISMATCH: champion: v1 -> v2" in again.stdout
+    assert store.alias_history(MODEL, CHAMPION) == before
+    # A rollback from there records the outside move first, then goes back to the champion
+    # before it.
     out = _cli(trained["env"], "rollback", str(trained["good"]), "--by", "carol", "--reason",
                "undo the UI edit")
     assert out.returncode == 0, out.stderr
     assert "champion: v2 -> v1" in out.stdout
     assert reg.alias_version(MODEL, CHAMPION) == "1"
+    external, rollback = store.alias_history(MODEL, CHAMPION)[-2:]
+    assert (external["old_version"], external["new_version"], external["actor"]) == \
+        ("1", "2", gov.EXTERNAL)
+    assert (rollback["old_version"], rollback["new_version"]) == ("2", "1")
+    recorded = _cli(trained["env"], "status", str(trained["good"]))
+    assert "MISMATCH" not in recorded.stdout  # recorded once
     hist = _cli(trained["env"], "history", str(trained["good"]))
     assert hist.returncode == 0 and "by external" in hist.stdout and "by person:carol" in hist.stdout
 

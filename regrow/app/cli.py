@@ -266,13 +266,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     loaded, reg, store = _governance(args)
     from regrow.tasks.registry import governance as gov
     model = loaded.config.registry.model_name
-    found = gov.sync_aliases(reg, store, model, "regrow history")
+    found = gov.outside_moves(reg, store, model, "regrow history")
     entries = gov.history(reg, store, model)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
         return 0
     for f in found:
-        print(f"note: {f.describe()} was moved outside regrow; recorded now as actor 'external'")
+        print(f"note: {f.describe()} was moved outside regrow (not in the history until the "
+              "next promotion or rollback records it as actor 'external')")
     if not entries:
         print(f"model {model}: no alias moves recorded yet")
     for e in entries:
@@ -333,12 +334,12 @@ def cmd_card(args: argparse.Namespace) -> int:
 
     loaded, reg, store = _governance(args)
     from regrow.tasks.registry.card import CardError, build_card
-    from regrow.tasks.registry.governance import sync_aliases
+    from regrow.tasks.registry.governance import outside_moves
 
     model = loaded.config.registry.model_name
-    for found in sync_aliases(reg, store, model, "regrow card"):  # the card shows alias history
-        print(f"note: {found.describe()} was moved outside regrow; recorded now as actor 'external'",
-              file=sys.stderr)
+    for found in outside_moves(reg, store, model, "regrow card"):  # the card shows alias history
+        print(f"note: {found.describe()} was moved outside regrow (not in the history until the "
+              "next promotion or rollback records it)", file=sys.stderr)
     try:
         card = build_card(reg, store, model, None if args.version is None else str(args.version))
     except CardError as err:

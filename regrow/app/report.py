@@ -196,7 +196,7 @@ def status(loaded) -> dict[str, Any]:
     settings = Settings.from_env()
     name = loaded.config.registry.model_name
     reg, store = Registry(settings), st.Store(settings.database_url)
-    found = gov.sync_aliases(reg, store, name, "regrow status")
+    found = gov.outside_moves(reg, store, name, "regrow status")
     champion = reg.alias_version(name, CHAMPION)
     info: dict[str, Any] = {"model": name, "champion": champion,
                             "challenger": reg.alias_version(name, CHALLENGER)}
@@ -228,8 +228,8 @@ def render_status(info: dict[str, Any]) -> str:
         lines.append(f"  champion trained by {t['trigger']}: {t['trigger_reason']}"
                      + (f" [{t['trigger_ref']}]" if t.get("trigger_ref") else ""))
     for move in info.get("external_moves", []):
-        lines.append(f"  MISMATCH: {move} was moved outside regrow (now recorded, actor "
-                     "'external'; see `regrow history`)")
+        lines.append(f"  MISMATCH: {move} was moved outside regrow (recorded as actor "
+                     "'external' by the next promotion or rollback)")
     for b in info.get("bakes", [])[:1]:
         lines.append(f"  bake of v{b['version']} against v{b['previous_version']}: {b['state']}, "
                      f"{b['windows_done']}/{b['windows']} windows ({b['detail'] or 'no window yet'})")

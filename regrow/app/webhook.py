@@ -368,9 +368,10 @@ class Receiver:
                         conn: Any) -> Settled:
         """Ask the policy inside the claim's transaction; answered at once unless admitted
         (the verdict is kept in `progress` for the event, which goes after the commit)."""
-        verdict = policy.record_request(conn, req.model, self.configs[req.model].config.retrain,
-                                        kind="webhook", reason=self._reason(req),
-                                        ref=f"webhook:{delivery_id}")
+        verdict = policy.request_retrain(self.store, req.model,
+                                         self.configs[req.model].config.retrain, kind="webhook",
+                                         reason=self._reason(req), ref=f"webhook:{delivery_id}",
+                                         conn=conn)  # a refusal is announced after the commit (`handle`)
         if verdict.admitted:  # see _after_verdict
             progress["verdict"] = verdict
             return Settled(req.model, verdict.request_id, verdict=verdict.verdict)

@@ -96,7 +96,8 @@ class NoLockRow(Exception):
 
 
 def ensure_lock_row(store: Store, model: str) -> None:
-    """Create the model's lock row if it does not exist (`record_request` needs it)."""
+    """Create the model's lock row if it does not exist (a request in the caller's transaction
+    needs it: `request_retrain` with `conn`)."""
     with store.engine.connect() as conn:
         if conn.execute(sa.select(policy_locks.c.model).where(policy_locks.c.model == model)).first():
             return
@@ -212,11 +213,9 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
                       f"{policy.budget_period}")
 
 
-def record_request(conn: sa.Connection, model: str, policy: RetrainPolicy, *, kind: str,
-                   reason: str, ref: str | None = None,
-                   at: dt.datetime | None = None) -> PolicyVerdict:
-    """`request_retrain` inside the caller's transaction, which it locks for the model (the
-    caller commits; a webhook delivery records its claim and answer in the same one).
+def _record(conn: sa.Connection, model: str, policy: RetrainPolicy, *, kind: str,
+            reason: str, ref: str | None = None, at: dt.datetime | None = None) -> PolicyVerdict:
+    """Record and answer a request inside `conn`'s transaction, which it locks for the model.
 
     Raises:
         ValueError: an unknown trigger kind or an empty reason.
@@ -237,19 +236,29 @@ def record_request(conn: sa.Connection, model: str, policy: RetrainPolicy, *, ki
 
 
 def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: str, reason: str,
-                    ref: str | None = None, at: dt.datetime | None = None) -> PolicyVerdict:
-    """Record a retrain request and answer it (see the module docstring).
+                    ref: str | None = None, at: dt.datetime | None = None,
+                    conn: sa.Connection | None = None) -> PolicyVerdict:
+    """Record a retrain request and answer it (see the module docstring): the one function
+    through which every request -- webhook, UI form, event, schedule, drift, command line,
+    Python API, backtest -- reaches the policy.
+
+    With `conn`, the request is recorded inside the caller's transaction (the caller commits:
+    a webhook delivery records its claim, the request and its answer together); the model's
+    lock row must then exist (`ensure_lock_row`). Without it, in a transaction of its own.
 
     Raises:
         ValueError: an unknown trigger kind or an empty reason.
+        NoLockRow: with `conn`, the model has never been asked about.
     """
+    if conn is not None:
+        return _record(conn, model, policy, kind=kind, reason=reason, ref=ref, at=at)
     try:
-        with store.engine.begin() as conn:
-            return record_request(conn, model, policy, kind=kind, reason=reason, ref=ref, at=at)
+        with store.engine.begin() as own:
+            return _record(own, model, policy, kind=kind, reason=reason, ref=ref, at=at)
     except NoLockRow:
         ensure_lock_row(store, model)
-    with store.engine.begin() as conn:
-        return record_request(conn, model, policy, kind=kind, reason=reason, ref=ref, at=at)
+    with store.engine.begin() as own:
+        return _record(own, model, policy, kind=kind, reason=reason, ref=ref, at=at)
 
 
 def mark_request(store: Store, request_id: int, state: str, run_id: str | None = None,

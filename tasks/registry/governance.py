@@ -2,8 +2,9 @@
 
 MLflow keeps no alias history (mlflow#2169), so every move regrow makes is appended to the
 store's ``alias_history``. Moves made elsewhere (the MLflow UI's alias editor, another
-client) are found by `sync_aliases`, which every command that reads the registry calls, and
-recorded with actor ``external``.
+client) are found by `outside_moves`, which every command that reads the registry calls and
+shows, and recorded with actor ``external`` by the next move regrow makes (a read writes
+nothing).
 
 Aliases regrow manages:
 
@@ -78,8 +79,10 @@ def clear_challenger(registry: Registry, store: Store, model: str, version: str,
     return move_alias(registry, store, model, CHALLENGER, None, reason, actor, run_id)
 
 
-def sync_aliases(registry: Registry, store: Store, model: str, where: str) -> list[AliasMove]:
-    """Record alias moves made outside regrow (actor ``external``); returns what was found.
+def outside_moves(registry: Registry, store: Store, model: str, where: str) -> list[AliasMove]:
+    """Alias moves made outside regrow (actor ``external``), found but not recorded: a read
+    (``status``, ``history``, a card, scoring, a drift check) writes nothing. The next move
+    regrow makes records them first (`sync_aliases`, inside the move's critical section).
 
     Compares MLflow's ``champion`` and ``challenger`` with the last recorded move of each.
     """
@@ -89,9 +92,18 @@ def sync_aliases(registry: Registry, store: Store, model: str, where: str) -> li
     for alias in MANAGED_ALIASES:
         now, before = current.get(alias), recorded.get(alias)
         if now != before:
-            reason = f"moved outside regrow; found by `{where}`"
-            store.record_alias_move(model, alias, before, now, reason, EXTERNAL, None)
-            found.append(AliasMove(model, alias, before, now, reason, EXTERNAL))
+            found.append(AliasMove(model, alias, before, now,
+                                   f"moved outside regrow; found by `{where}`", EXTERNAL))
+    return found
+
+
+def sync_aliases(registry: Registry, store: Store, model: str, where: str) -> list[AliasMove]:
+    """Record the alias moves made outside regrow (`outside_moves`); returns what was found.
+    Only for a writer about to move an alias itself (promotion, rollback, a training's start)."""
+    found = outside_moves(registry, store, model, where)
+    for move in found:
+        store.record_alias_move(model, move.alias, move.old_version, move.new_version,
+                                move.reason, EXTERNAL, None)
     return found
 
 

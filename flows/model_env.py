@@ -1,0 +1,56 @@
+"""A monitoring run's environment: the config, the stores and the champion, resolved once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from regrow.configs.schema import LoadedConfig, load_config
+from regrow.tasks.registry import governance as gov
+from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+from regrow.tasks.store import database as st
+from regrow.tasks.store.settings import Settings
+
+
+class NoChampion(RuntimeError):
+    """The model has no champion yet: train first."""
+
+
+@dataclass
+class Env:
+    """Config, stores and the champion, resolved once per flow run."""
+
+    loaded: LoadedConfig
+    settings: Settings
+    registry: Registry
+    store: st.Store
+
+    @property
+    def model(self) -> str:
+        """The registered model name."""
+        return self.loaded.config.registry.model_name
+
+    @classmethod
+    def open(cls, config_path: str, overrides: dict[str, Any] | None = None) -> Env:
+        """Load the config and connect the stores."""
+        return cls.of(load_config(config_path, overrides))
+
+    @classmethod
+    def of(cls, loaded: LoadedConfig) -> Env:
+        """Connect the stores for a config loaded (and checked) already."""
+        settings = Settings.from_env()
+        return cls(loaded, settings, Registry(settings), st.Store(settings.database_url))
+
+    def champion(self) -> tuple[str, str]:
+        """(version, run id) of the champion.
+
+        Raises:
+            NoChampion: nothing has been promoted yet.
+        """
+        for found in gov.outside_moves(self.registry, self.store, self.model,
+                                       "a drift check or scoring"):  # a read: shown, not recorded
+            print(f"alias moved outside regrow: {found.describe()}")
+        version = self.registry.alias_version(self.model, CHAMPION)
+        if version is None:
+            raise NoChampion(f"model {self.model!r} has no champion yet; run `regrow train` first")
+        return version, self.registry.version_info(self.model, version).run_id
