@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench import record
+
 START_DAY, TRAIN_DAYS, WINDOW = 10_000, 4000, 1000
 
 
@@ -68,6 +70,21 @@ def main(argv: list[str]) -> int:
     print()
     for line in bt.summary_lines(report):
         print(line)
+    windows = len(report.windows)
+    record("backtest", [
+        {"measure": "one training of the config (baseline)", "median s": fit_s, "ratio": "1.00x"},
+        {"measure": f"backtest, {windows} windows, {report.totals.retrains} trainings",
+         "median s": run_s, "ratio": f"{run_s / fit_s:.2f}x"},
+        {"measure": "per window (mean)", "median s": run_s / windows,
+         "ratio": f"{run_s / windows / fit_s:.2f}x"}],
+        "one in-memory training of the same config on the first champion's rows, in the same run",
+        tables={"per window (last repeat)": [dict(zip([*rows[0], "s"], [*cells, f"{w.seconds:.2f}"],
+                                                      strict=True))
+                                             for w, cells in zip(report.windows, rows[1:],
+                                                                 strict=True)]},
+        notes=[f"days {START_DAY}..{len(frame) - 1} in windows of {WINDOW}, start {start}, train "
+               f"window {TRAIN_DAYS} days; {args.repeats} repeats",
+               *bt.summary_lines(report)])
     return 0
 
 

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from tests.bench import timed_regrow
+from tests.bench import record, timed_regrow
 
 
 def main(argv: list[str]) -> int:
@@ -67,4 +67,16 @@ def main(argv: list[str]) -> int:
         med = statistics.median(times[(name, "plane up")])
         print(f"| `regrow {name}` | {len(times[(name, 'plane up')])} | {base:.2f} | {med:.2f} | "
               f"{med / base:.2f}x |")
+    table = []
+    for name in commands:
+        base = statistics.median(times[(name, "no plane")])
+        med = statistics.median(times[(name, "plane up")])
+        table.append({"command": f"`regrow {name}`", "runs": len(times[(name, "plane up")]),
+                      "no plane: median s": base, "plane up: median s": med,
+                      "plane / no plane": f"{med / base:.2f}x"})
+    record("control", table,
+           "each command without the control plane, starting a temporary Prefect server",
+           tables={"`regrow up` (1 config: prefect, mlflow, serve)": [
+               {"start": f"{kind}, until every part answers", "s": took}
+               for kind, took in ups.items()]})
     return 0

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.bench import record
+
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20_26
 DEFAULT_SIZES = [100_000, 1_000_000]
@@ -361,6 +363,27 @@ def main(argv: list[str]) -> int:
     print(comparison_table(results))
     print(verdict_line(results))
     print("\n".join(detail_lines(results)))
+    table = []
+    for r in results:
+        if not r.ok:
+            table.append({"rows": r.rows, "failed": "; ".join(e.splitlines()[0] for e in r.errors)})
+            continue
+        o, p = r.ours, r.preset
+        table.append({
+            "rows": r.rows, "runs": len(o["seconds"]), "ours s": r.ours_s, "preset s": r.preset_s,
+            "speedup": f"{r.speedup:.1f}x",
+            "ours RSS MB": f"{o['rss_peak_mb']:.0f} (+{o['rss_peak_mb'] - o['rss_before_mb']:.0f})",
+            "preset RSS MB": f"{p['rss_peak_mb']:.0f} (+{p['rss_peak_mb'] - p['rss_before_mb']:.0f})",
+            "drifted": f"{len(o['drifted'])}/{len(o['columns'])}",
+            "agree": "yes" if r.agree else "NO",
+            "= shifted": "yes" if o["drifted"] == SHIFTED == p["drifted"] else "NO"})
+    record("drift", table,
+           "a plain Evidently Report([DataDriftPreset()], include_tests=True) on the same full "
+           "frames, in the same run",
+           notes=[f"evidently {version}; reference and current of the same size, {len(NUMERIC)} "
+                  f"numeric + {len(CATEGORICAL)} categorical columns; ours: check_drift, "
+                  f"max_rows={args.max_rows} per side; RSS = peak of the arm's process (+ growth "
+                  "during the timed calls)", verdict_line(results)])
     return 0 if all(r.ok for r in results) else 1
 
 

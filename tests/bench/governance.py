@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from tests.bench import timed_regrow
+from tests.bench import record, timed_regrow
 
 
 def main(argv: list[str]) -> int:
@@ -50,4 +50,9 @@ def main(argv: list[str]) -> int:
         med = statistics.median(ts)
         print(f"| `regrow {name}` | {len(ts)} | {med:.2f} | {min(ts):.2f} | {max(ts):.2f} | "
               f"{med / base:.1f}x |")
+    record("governance", [
+        {"command": f"`regrow {name}`", "runs": len(ts), "median s": statistics.median(ts),
+         "min s": min(ts), "max s": max(ts),
+         "vs `--help`": f"{statistics.median(ts) / base:.1f}x"} for name, ts in times.items()],
+        "`regrow --help` as a fresh process, in the same run (a store with two versions)")
     return 0

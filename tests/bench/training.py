@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.bench import record
+
 # --- what both arms train: one dataset layout, one estimator, one split ---------------------
 
 NUMERIC = [f"x{i}" for i in range(10)]
@@ -587,6 +589,50 @@ def print_report(args: argparse.Namespace, warm: Warmup | None, results: list[Si
             print("last lines of its output:\n" + demo.tail)
 
 
+def record_report(results: list[SizeResult], help_s: list[float] | None,
+                  demo: DemoTiming | None) -> None:
+    """The tables `print_report` prints, as docs/benchmarks/training.json."""
+    rows = []
+    for r in results:
+        rows.append({"rows": r.rows, "runs": len(r.flow), "bare s": r.bare_s, "flow s": r.flow_s,
+                     "flow-bare s": r.flow_s - r.bare_s, "ratio": f"{r.ratio:.2f}x",
+                     "AUC bare": statistics.median(a.auc for a in r.bare),
+                     "AUC flow": statistics.median(a.auc for a in r.flow)})
+    tables: dict[str, list[dict[str, Any]]] = {}
+    if results:
+        steps = []
+        seen = {n for r in results for a in r.flow for n in a.steps}
+        for name in STEPS + sorted(seen - set(STEPS)):
+            steps.append({"step": name, **{f"{r.rows:,} rows": fmt_s(r.step_median(name))
+                                           for r in results}})
+            for _, label, _, _ in (p for p in PROBES if p[0] == name):
+                steps.append({"step": "of which " + label,
+                              **{f"{r.rows:,} rows": fmt_s(r.probe_median(label))
+                                 for r in results}})
+        rest = {}
+        for r in results:
+            sums = [sum(a.steps.values()) for a in r.flow if a.steps]
+            rest[f"{r.rows:,} rows"] = fmt_s(r.flow_s - statistics.median(sums) if sums else None)
+        steps.append({"step": "flow run outside tasks", **rest})
+        steps.append({"step": "flow total", **{f"{r.rows:,} rows": fmt_s(r.flow_s) for r in results}})
+        steps.append({"step": "bare total (for scale)",
+                      **{f"{r.rows:,} rows": fmt_s(r.bare_s) for r in results}})
+        tables["where the flow's time goes (median seconds per Prefect task run)"] = steps
+    if help_s is not None:
+        tables["`regrow --help`"] = [{"runs": len(help_s), "median s": statistics.median(help_s),
+                                      "min s": min(help_s), "max s": max(help_s),
+                                      "target s": TARGET_HELP_S}]
+    if demo is not None:
+        tables["`regrow demo` on an empty REGROW_HOME"] = [{
+            "first champion s": "not reached" if demo.first_champion_s is None
+            else demo.first_champion_s,
+            "whole demo s": demo.total_s, "exit code": demo.returncode}]
+    record("training", rows,
+           "a bare script doing the same read, split, cross-validated fit, refit and holdout AUC "
+           "(both arms in-process, at the same native thread count), in the same run",
+           tables=tables, notes=[verdict_line(results)] if results else [])
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
@@ -625,6 +671,7 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work, ignore_errors=True)
     loads.append(load_average())
     print_report(args, warm, results, help_s, demo, loads)
+    record_report(results, help_s, demo)
     return 1 if demo is not None and demo.returncode != 0 else 0
 
 

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tests.bench import record
 from tests.procs import free_port, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -587,6 +588,21 @@ def main(argv: list[str]) -> int:
           f"training runs): {'MET' if met else 'NOT MET'} -- "
           + ", ".join(f"{p.name} p99 {p.p99:.1f} ms, {p.errors} errors, {p.rate:.1f}/s"
                       for p in judged))
+    record("webhook", [
+        {"phase": p.name, "sent": p.sent, "rate/s": p.rate, "ok": p.ok, "errors": p.errors,
+         "p50 ms": p.p50, "p90 ms": p.p90, "p99 ms": p.p99, "max ms": p.max,
+         "lag p99 ms": p.lag_p99, "rx cpu": f"{100 * p.receiver_cpu / p.elapsed:.0f}%",
+         "gen cpu": f"{100 * p.generator_cpu / p.elapsed:.0f}%",
+         "pf cpu": f"{100 * p.server_cpu / p.elapsed:.0f}%"} for p in phases],
+        "GET /healthz at the same rate (phase healthz); hooks+tr0: while a training loop runs "
+        "at normal priority, hooks+tr: at regrow's default (REGROW_TRAIN_NICE=10)",
+        notes=[f"receiver: 1 uvicorn process, store {store}; open loop {args.rate:g}/s from a "
+               f"second process ({args.client} client); latency: send -> answer read, ok "
+               "responses only; rx/gen/pf cpu: receiver / load generator / Prefect server CPU "
+               "over the phase (100% = one core)",
+               f"answers (hooks): {dict(sorted(hooks.verdicts.items()))}",
+               f"target (p99 <= {TARGET_P99_MS:g} ms, no errors, rate held; idle and while a "
+               f"training runs): {'MET' if met else 'NOT MET'}"])
     return 0 if met else 1
 
 
