@@ -15,8 +15,9 @@ and lists, so the registered model carries it and scoring applies exactly what t
 
 from __future__ import annotations
 
-import ast
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,136 +228,25 @@ class _Derived(BaseEstimator, TransformerMixin):
         return np.asarray(self.suffixes(), dtype=object)
 
 
-def _pair(a: Any, b: Any, op: str) -> np.ndarray:
-    """a - b, a / b ... of two values that may be dates (a Series) or numbers (arrays)."""
-    dates = isinstance(a, pd.Series), isinstance(b, pd.Series)
-    if any(dates):
-        if not all(dates):
-            raise FeatureError("a date can only be combined with another date")
-        if op == "-":
-            return ((a - b).dt.total_seconds() / 86400.0).to_numpy(dtype="float64")
-        if op in {"<", "<=", ">", ">=", "==", "!="}:
-            both = (a.notna() & b.notna()).to_numpy()
-            return np.where(both, _compare(a.to_numpy(), b.to_numpy(), op), np.nan)
-        raise FeatureError(f"dates can be subtracted (giving days) or compared, not combined "
-                           f"with {op!r}")
-    with np.errstate(all="ignore"):
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "/":
-            return np.divide(a, np.where(b == 0, np.nan, b))
-        if op == "**":
-            return np.power(a, b)
-        both = ~(np.isnan(a) | np.isnan(b))
-        return np.where(both, _compare(a, b, op), np.nan)
-
-
-def _compare(a: Any, b: Any, op: str) -> np.ndarray:
-    fn = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
-          "==": np.equal, "!=": np.not_equal}[op]
-    return fn(a, b).astype("float64")
-
-
-def _where_positive(x: np.ndarray, bound: float, inclusive: bool = False) -> np.ndarray:
-    ok = x >= bound if inclusive else x > bound
-    return np.where(ok, x, np.nan)
-
-
-def _round(x: np.ndarray, digits: Any = 0) -> np.ndarray:
-    d = np.asarray(digits)
-    if d.ndim:
-        raise FeatureError("round(x, digits): digits must be a number, not a column")
-    return np.round(x, int(d))
-
-
-def _min(*args: np.ndarray) -> np.ndarray:
-    out = args[0]
-    for a in args[1:]:
-        out = np.minimum(out, a)
-    return out
-
-
-def _max(*args: np.ndarray) -> np.ndarray:
-    out = args[0]
-    for a in args[1:]:
-        out = np.maximum(out, a)
-    return out
-
-
-def _where(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    cond = np.asarray(cond, dtype="float64")
-    return np.where(np.isnan(cond), np.nan, np.where(cond != 0, a, b))
-
-
-# The implementations of `configs.expression.FUNCTIONS` (the grammar is checked there).
-_FUNCTIONS = {
-    "log": lambda x: np.log(_where_positive(x, 0)),
-    "log1p": lambda x: np.log1p(_where_positive(x, -1)),
-    "log2": lambda x: np.log2(_where_positive(x, 0)),
-    "log10": lambda x: np.log10(_where_positive(x, 0)),
-    "exp": np.exp,
-    "sqrt": lambda x: np.sqrt(_where_positive(x, 0, inclusive=True)),
-    "abs": np.abs,
-    "sign": np.sign,
-    "floor": np.floor,
-    "ceil": np.ceil,
-    "round": _round,
-    "clip": lambda x, lo, hi: np.clip(x, lo, hi),
-    "min": _min,
-    "max": _max,
-    "where": _where,
-    "isnull": lambda x: np.isnan(x).astype("float64"),
-    "fillna": lambda x, v: np.where(np.isnan(x), v, x),
-}
+@contextmanager
+def _evaluation_errors() -> Iterator[None]:
+    """Raise an evaluation error of `configs.expression` as a FeatureError."""
+    try:
+        yield
+    except expression.EvaluationError as err:
+        raise FeatureError(str(err)) from None
 
 
 def evaluate(text: str, values: dict[str, Any]) -> Any:
-    """Evaluate an expression of the grammar in `configs.expression` over columns given as
-    float arrays (numbers) or datetime Series (dates). Never calls ``eval``.
+    """`configs.expression.evaluate` (the grammar, its functions and its evaluator live
+    there), with its evaluation errors as FeatureError.
 
     Raises:
         ExpressionError: the text is outside the grammar.
         FeatureError: a column it names is missing, or dates are combined with numbers.
     """
-    tree = expression.parse(text)
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Name):
-            return column(node.id)
-        if isinstance(node, ast.Constant):
-            return np.float64(node.value)
-        if isinstance(node, ast.BinOp):
-            return _pair(ev(node.left), ev(node.right), expression.BINARY_OPS[type(node.op)])
-        if isinstance(node, ast.UnaryOp):
-            value = ev(node.operand)
-            if isinstance(value, pd.Series):
-                raise FeatureError("a date cannot be negated")
-            return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, ast.Compare):
-            return _pair(ev(node.left), ev(node.comparators[0]),
-                         expression.COMPARE_OPS[type(node.ops[0])])
-        if isinstance(node, ast.Call):
-            name = node.func.id  # type: ignore[attr-defined]
-            if name == "col":
-                return column(node.args[0].value)  # type: ignore[attr-defined]
-            args = [ev(a) for a in node.args]
-            if any(isinstance(a, pd.Series) for a in args):
-                raise FeatureError(f"{name}() takes numbers, not dates (subtract two dates to "
-                                   "get days)")
-            with np.errstate(all="ignore"):
-                return _FUNCTIONS[name](*args)
-        raise expression.ExpressionError(f"{type(node).__name__} not allowed")  # parse() refused
-
-    def column(name: str) -> Any:
-        if name not in values:
-            raise FeatureError(f"column {name!r} is not in the data")
-        return values[name]
-
-    return ev(tree.body)
+    with _evaluation_errors():
+        return expression.evaluate(text, values)
 
 
 class Expression(_Derived):
@@ -453,7 +343,7 @@ class Log(_Derived):
     def transform(self, X):  # noqa: N803
         x = as_numbers(_frame(X).iloc[:, 0]) + self.offset
         with np.errstate(all="ignore"):
-            return _finite(np.log(_where_positive(x, 0))).reshape(-1, 1)
+            return _finite(np.log(expression.where_above(x, 0))).reshape(-1, 1)
 
 
 class Power(_Derived):
@@ -481,7 +371,7 @@ class Power(_Derived):
         with np.errstate(all="ignore"):
             if self.method:
                 if self.method == "box-cox":
-                    x = _where_positive(x, 0)
+                    x = expression.where_above(x, 0)
                 return _finite(self.power_.transform(x.reshape(-1, 1)))
             return _finite(np.power(x, float(self.exponent))).reshape(-1, 1)
 
@@ -508,7 +398,9 @@ class Combine(_Derived):
         a, b = X.iloc[:, 0], X.iloc[:, -1]
         dates = next(iter(self.kinds_.values())) == "datetime"
         a, b = (as_dates(a), as_dates(b)) if dates else (as_numbers(a), as_numbers(b))
-        return _finite(_pair(a, b, "/" if self.op == "ratio" else "-")).reshape(-1, 1)
+        with _evaluation_errors():
+            out = expression.pair(a, b, "/" if self.op == "ratio" else "-")
+        return _finite(out).reshape(-1, 1)
 
 
 class Bins(_Derived):
