@@ -5,26 +5,33 @@ The sources are the version's MLflow run (tags, params, metrics and the artifact
 ``gate/decision.json``), the version's own tags (approval) and the monitoring store (alias
 history, drift checks). A card regenerated later therefore shows the same training facts plus
 whatever happened to the version since. The card is one typed structure rendered twice: as
-Markdown and as a small self-contained HTML page.
+Markdown and as a small self-contained HTML page (the jinja2 template
+``templates/model_card.html.j2`` beside this module, autoescaped).
 """
 
 from __future__ import annotations
 
 import ast
 import datetime as dt
-import html
+import functools
 import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
+from markupsafe import Markup, escape
 
 from regrow.tasks.registry.mlflow_registry import CHAMPION, ModelVersionInfo, Registry
 from regrow.tasks.store.database import Store, version_drift_checks
 
 CARD_MD, CARD_HTML = "card/model_card.md", "card/model_card.html"
+# Beside this module (resolved: the strict editable install links each file on its own, so
+# a development checkout finds them where they are; a wheel ships them as package data).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 LINK_PREFIX = "Model card: "
 _COMPARATORS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than",
                 "==": "equal to"}
@@ -93,53 +100,31 @@ class ModelCard:
         return "\n".join(out).rstrip() + "\n"
 
     def to_html(self) -> str:
-        """The card as one self-contained HTML page (inline style, no scripts, no fetches)."""
-        e = html.escape
-        body = [f"<h1>{e(self.title)}</h1>", f"<p>{_html_text(self.intro)}</p>"]
-        for sec in self.sections:
-            body.append(f"<h2>{e(sec.title)}</h2>")
-            for block in sec.blocks:
-                if isinstance(block, Table):
-                    head = "".join(f"<th>{e(h)}</th>" for h in block.headers)
-                    head = f"<thead><tr>{head}</tr></thead>" if any(block.headers) else ""
-                    rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>"
-                                   for row in block.rows)
-                    body.append(f"<table>{head}<tbody>{rows}</tbody></table>")
-                elif isinstance(block, list):
-                    body.append("<ul>" + "".join(f"<li>{_html_text(i)}</li>" for i in block) + "</ul>")
-                else:
-                    body.append(f"<p>{_html_text(block)}</p>")
-        return _PAGE.format(title=e(self.title), body="\n".join(body))
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem;
-       color: #222; line-height: 1.4; }}
-h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ccc; }}
-table {{ border-collapse: collapse; margin: .5rem 0; font-size: .9rem; }}
-th, td {{ border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; vertical-align: top; }}
-th {{ background: #f3f3f3; }} td.pass {{ color: #17622a; }} td.fail {{ color: #a11; font-weight: bold; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
+        """The card as one self-contained HTML page (inline style, no scripts, no fetches),
+        rendered from ``templates/model_card.html.j2``."""
+        return _html_template().render(card=self)
 
 
 def _md_cell(value: str) -> str:
     return str(value).replace("\n", " ").replace("|", "\\|")
 
 
-def _html_text(value: str) -> str:
+def _code_spans(value: Any) -> Markup:
     """Escaped text; `code spans` become <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(value)))
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(str(value)))))
 
 
-def _html_cell(value: str) -> str:
-    cls = {"pass": ' class="pass"', "FAIL": ' class="fail"'}.get(value, "")
-    return f"<td{cls}>{html.escape(value)}</td>"
+@functools.cache
+def _html_template() -> jinja2.Template:
+    """The card's HTML page template, loaded once. Autoescaped: a block is a `table`, a list
+    of `bullets` or a paragraph, and text is escaped unless it passes `code_spans`."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["code_spans"] = _code_spans
+    env.tests["table"] = lambda block: isinstance(block, Table)
+    env.tests["bullets"] = lambda block: isinstance(block, list)
+    return env.get_template("model_card.html.j2")
 
 
 def fmt(value: Any) -> str:
