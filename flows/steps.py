@@ -30,10 +30,10 @@ from regrow.tasks.model import gate as gt
 from regrow.tasks.model import train as tr
 from regrow.tasks.model import trusted as ts
 from regrow.tasks.monitoring.reference import build_reference
-from regrow.tasks.policy.lease import Heartbeat, exclusive, lease_seconds, reap
+from regrow.tasks.policy.lease import Heartbeat, lease_seconds, reap
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.card import publish_card
-from regrow.tasks.registry.governance import clear_challenger, move_alias, sync_aliases
+from regrow.tasks.registry.governance import alias_section, clear_challenger, move_alias
 from regrow.tasks.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -136,9 +136,9 @@ def start_run(ctx: RunContext) -> RunContext:
         # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.
         ctx.registry.log_dict(ctx.run_id, ctx.loaded.overrides, "config/overrides.json")
         if ctx.record_training:  # a reproduction leaves the training and alias records alone
-            with exclusive(ctx.store, f"aliases:{ctx.model_name}", ctx.model_name):  # see _move
-                for found in sync_aliases(ctx.registry, ctx.store, ctx.model_name, "regrow train"):
-                    ctx.notes.append(f"alias moved outside regrow, now recorded: {found.describe()}")
+            with alias_section(ctx.registry, ctx.store, ctx.model_name, "regrow train") as found:
+                ctx.notes.extend(f"alias moved outside regrow, now recorded: {m.describe()}"
+                                 for m in found)
             _close_crashed(ctx)
             seconds = lease_seconds()
             # the record and its lease in one transaction: a crash cannot leave one without the other
@@ -349,11 +349,11 @@ def baselines(ctx: RunContext, parts: tr.SplitResult) -> Baselines:
         run_id = ctx.registry.version_info(ctx.model_name, version).run_id
         kept = load_trusted_set(ctx.registry, run_id) if run_id else None
     except Exception as err:  # noqa: BLE001 - reported in the decision record
-        refused = gt.TrustedCheck(False, note=f"trusted set of v{version} unreadable: "
-                                  f"{_first_line(err)}")
-        return Baselines(trivial, version, model, champ, trusted_refused=refused)
+        unreadable = gt.TrustedCheck(False, note=f"trusted set of v{version} unreadable: "
+                                     f"{_first_line(err)}")
+        return Baselines(trivial, version, model, champ, trusted_refused=unreadable)
     refused = ts.usable(kept, metric, version)
-    score = None if refused is not None else ts.score(model, kept, target, metric)
+    score = None if refused is not None or kept is None else ts.score(model, kept, target, metric)
     say("baselines", f"{time.perf_counter() - started:.1f} s: {metric} on the holdout: "
         f"champion v{version} {_num(champ.value)}, trivial model {_num(trivial.value)}")
     return Baselines(trivial, version, model, champ, None, kept, score, refused)
@@ -386,7 +386,7 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
             f"holdout_{trained.metric}_ci_high": cand.ci[1]} if cand.ci else {}),
         **({f"champion_holdout_{k}": v for k, v in champ.metrics.items()} if champ else {})})
     trusted = None
-    if champ is not None:
+    if champ is not None and against is not None and against.version is not None:  # champ: against's
         trusted = against.trusted_refused or ts.check(
             against.trusted, against.model, trained.model, trained.target, trained.metric,
             against.version, champion_score=against.trusted_score)
@@ -595,7 +595,8 @@ def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | N
           expect: object = _ANY) -> bool:
     # One model's aliases move one at a time, so racing trainings neither interleave history
     # rows nor promote over a champion their gate never saw: with `expect`, move only from it.
-    with exclusive(ctx.store, f"aliases:{ctx.model_name}", ctx.model_name):
+    with alias_section(ctx.registry, ctx.store, ctx.model_name, "regrow train") as found:
+        ctx.notes.extend(f"alias moved outside regrow, now recorded: {m.describe()}" for m in found)
         if expect is not _ANY and ctx.registry.alias_version(ctx.model_name, alias) != expect:
             return False
         move_alias(ctx.registry, ctx.store, ctx.model_name, alias, version, reason,

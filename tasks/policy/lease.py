@@ -18,6 +18,7 @@ well below the lease).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -163,24 +164,38 @@ class Busy(RuntimeError):
     """Another process held a lock lease for longer than we could wait."""
 
 
+# The `exclusive` keys this thread (or task) holds, so that a nested ask does not wait for itself.
+_HELD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("regrow_held_leases",
+                                                                       default=frozenset())
+
+
 @contextlib.contextmanager
 def exclusive(store: Store, key: str, model: str, seconds: float = 30.0,
               wait: float = 120.0) -> Iterator[None]:
     """Hold a short lock between processes (a lease row), e.g. around one model's alias moves.
 
     Only short transactions touch the store, so the holder may write to it meanwhile; a
-    holder that dies frees the lock when its lease (`seconds`) runs out.
+    holder that dies frees the lock when its lease (`seconds`) runs out. The lease row lives
+    in the monitoring store, so on PostgreSQL the lock holds across machines. Re-entrant: a
+    holder that asks again for the same key (a promotion that also clears the challenger)
+    already has it.
 
     Raises:
         Busy: the lock stayed taken for `wait` seconds.
     """
+    held = _HELD.get()
+    if key in held:
+        yield
+        return
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait
     while not store.try_lease(key, model, holder, seconds):
         if time.monotonic() > deadline:
             raise Busy(f"{key} stayed locked for {wait:.0f} s")
         time.sleep(0.05)
+    token = _HELD.set(held | {key})
     try:
         yield
     finally:
+        _HELD.reset(token)
         store.release_lease(key, holder)

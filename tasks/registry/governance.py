@@ -16,10 +16,13 @@ Aliases regrow manages:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from regrow.configs.schema import Bake
+from regrow.tasks.policy.lease import exclusive
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from regrow.tasks.store.database import Store
@@ -54,29 +57,42 @@ class AliasMove:
         return f"{self.alias}: {v(self.old_version)} -> {v(self.new_version)}"
 
 
+@contextmanager
+def alias_section(registry: Registry, store: Store, model: str, where: str) -> Iterator[list[AliasMove]]:
+    """The one critical section of a model's alias moves: held across processes (a lease row
+    in the monitoring store, so across machines on PostgreSQL), it records any move made
+    outside regrow first, then lets the caller read and move aliases with no other mover in
+    between. Re-entrant. Yields the outside moves it recorded.
+    """
+    with exclusive(store, f"aliases:{model}", model):
+        yield sync_aliases(registry, store, model, where)
+
+
 def move_alias(registry: Registry, store: Store, model: str, alias: str, version: str | None,
                reason: str, actor: str, run_id: str | None = None) -> AliasMove:
-    """Point `alias` at `version` (None removes it) in MLflow and append the move to the history.
+    """Point `alias` at `version` (None removes it) in MLflow and append the move to the
+    history, inside the model's `alias_section`.
 
-    The MLflow change comes first: a crash between the two leaves a move that `sync_aliases`
-    records as ``external`` at the next command, never a history entry for a move that did not
-    happen.
+    The MLflow change comes first: a crash between the two leaves a move that the next
+    section records as ``external``, never a history entry for a move that did not happen.
     """
-    old = registry.alias_version(model, alias)
-    if version is None:
-        registry.delete_alias(model, alias)
-    else:
-        registry.set_alias(model, alias, version)
-    store.record_alias_move(model, alias, old, version, reason, actor, run_id)
+    with alias_section(registry, store, model, "a move"):
+        old = registry.alias_version(model, alias)
+        if version is None:
+            registry.delete_alias(model, alias)
+        else:
+            registry.set_alias(model, alias, version)
+        store.record_alias_move(model, alias, old, version, reason, actor, run_id)
     return AliasMove(model, alias, old, version, reason, actor, run_id)
 
 
 def clear_challenger(registry: Registry, store: Store, model: str, version: str, reason: str,
                      actor: str, run_id: str | None = None) -> AliasMove | None:
     """Remove ``challenger`` when it points at `version` (it no longer waits or bakes)."""
-    if registry.alias_version(model, CHALLENGER) != version:
-        return None
-    return move_alias(registry, store, model, CHALLENGER, None, reason, actor, run_id)
+    with alias_section(registry, store, model, "a move"):
+        if registry.alias_version(model, CHALLENGER) != version:
+            return None
+        return move_alias(registry, store, model, CHALLENGER, None, reason, actor, run_id)
 
 
 def outside_moves(registry: Registry, store: Store, model: str, where: str) -> list[AliasMove]:
@@ -189,6 +205,16 @@ def _require_version(registry: Registry, model: str, version: str) -> ModelVersi
 
 def promote(registry: Registry, store: Store, model: str, version: str, *, by: str, reason: str,
             override_gate: str | None = None, bake: Bake | None = None) -> list[AliasMove]:
+    """A person makes `version` the champion (see `_promote`), inside the model's
+    `alias_section`: racing promotions and rollbacks take turns, each seeing the last one's
+    result."""
+    with alias_section(registry, store, model, "regrow promote"):
+        return _promote(registry, store, model, version, by=by, reason=reason,
+                        override_gate=override_gate, bake=bake)
+
+
+def _promote(registry: Registry, store: Store, model: str, version: str, *, by: str, reason: str,
+             override_gate: str | None = None, bake: Bake | None = None) -> list[AliasMove]:
     """A person makes `version` the champion.
 
     A version that did not pass its gate is refused unless `override_gate` gives a reason;
@@ -198,7 +224,6 @@ def promote(registry: Registry, store: Store, model: str, version: str, *, by: s
     Raises:
         GovernanceError: no such version, already champion, or a failed gate without override.
     """
-    sync_aliases(registry, store, model, "regrow promote")
     info = _require_version(registry, model, version)
     if registry.alias_version(model, CHAMPION) == version:
         raise GovernanceError(f"{model} v{version} is already the champion")
@@ -238,6 +263,14 @@ def previous_champion(store: Store, model: str, current: str) -> str | None:
 
 def rollback(registry: Registry, store: Store, model: str, *, by: str, reason: str,
              to: str | None = None, actor: str | None = None) -> list[AliasMove]:
+    """Put the previous champion (or version `to`) back (see `_rollback`), inside the
+    model's `alias_section`."""
+    with alias_section(registry, store, model, "regrow rollback"):
+        return _rollback(registry, store, model, by=by, reason=reason, to=to, actor=actor)
+
+
+def _rollback(registry: Registry, store: Store, model: str, *, by: str, reason: str,
+              to: str | None = None, actor: str | None = None) -> list[AliasMove]:
     """Put the previous champion (or version `to`) back.
 
     `to` must have been champion before or have passed its gate (else use `promote` with
@@ -246,7 +279,6 @@ def rollback(registry: Registry, store: Store, model: str, *, by: str, reason: s
     Raises:
         GovernanceError: no champion, no earlier champion, or an unfit target.
     """
-    sync_aliases(registry, store, model, "regrow rollback")
     current = registry.alias_version(model, CHAMPION)
     if current is None:
         raise GovernanceError(f"model {model!r} has no champion to roll back")

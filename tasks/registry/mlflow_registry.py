@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,26 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 class RegistryError(RuntimeError):
     """The tracking or registry store failed."""
+
+
+class RegistryUnavailable(RegistryError):
+    """MLflow gave no answer (server down, store unreadable): never read as "nothing there"."""
+
+
+# What MLflow answers for a model, version or alias that does not exist; anything else (a
+# connection refused, a timeout, a server error) is an outage, not an absence.
+_ABSENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def _absent_or_raise(err: Exception, where: str, what: str) -> None:
+    """Return when `err` says `what` does not exist; else raise `RegistryUnavailable`."""
+    if getattr(err, "error_code", None) in _ABSENT_CODES:
+        return
+    from regrow.tasks.data.ingest import mask_url
+
+    first = mask_url(str(err).splitlines()[0])[:300] if str(err) else type(err).__name__
+    raise RegistryUnavailable(f"MLflow at {where} did not answer while reading {what}: "
+                              f"{first}") from None
 
 
 @dataclass(frozen=True)
@@ -221,8 +241,8 @@ class Registry:
             location = (self.settings.artifact_root / model_name).as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
-    def start_run(self, model_name: str, run_name: str, tags: dict[str, str]) -> str:
-        """Open a run in the model's experiment; returns its id."""
+    def start_run(self, model_name: str, run_name: str, tags: Mapping[str, object]) -> str:
+        """Open a run in the model's experiment; returns its id (tag values are stringified)."""
         run = self.client.create_run(self.experiment_id(model_name), run_name=run_name,
                                      tags={k: str(v) for k, v in tags.items()})
         self._places[run.info.run_id] = (str(run.info.experiment_id), str(run.info.artifact_uri))
@@ -266,7 +286,7 @@ class Registry:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float | None]) -> None:
         """Log finite metrics."""
         import math
         import time
@@ -339,13 +359,24 @@ class Registry:
                                               description=description, model_id=model_id)
         return str(mv.version)
 
+    def where(self) -> str:
+        """The registry's address, with any password masked (for messages)."""
+        from regrow.tasks.data.ingest import mask_url
+
+        return mask_url(self.settings.tracking_uri)
+
     def alias_version(self, name: str, alias: str) -> str | None:
-        """The version an alias points to, or None (also when the model does not exist)."""
+        """The version an alias points to, or None (also when the model does not exist).
+
+        Raises:
+            RegistryUnavailable: MLflow did not answer (an outage is never "no alias").
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"the {alias} of {name!r}")
             return None
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
@@ -362,21 +393,31 @@ class Registry:
             pass
 
     def aliases(self, name: str) -> dict[str, str]:
-        """Every alias of a registered model -> its version ({} when the model does not exist)."""
+        """Every alias of a registered model -> its version ({} when the model does not exist).
+
+        Raises:
+            RegistryUnavailable: MLflow did not answer.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             return {a: str(v) for a, v in self.client.get_registered_model(name).aliases.items()}
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"the aliases of {name!r}")
             return {}
 
     def find_version(self, name: str, version: str) -> ModelVersionInfo | None:
-        """One version's run, tags and aliases, or None when there is no such version."""
+        """One version's run, tags and aliases, or None when there is no such version.
+
+        Raises:
+            RegistryUnavailable: MLflow did not answer.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             return self.version_info(name, version)
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"version {version} of {name!r}")
             return None
 
     def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
@@ -533,7 +574,7 @@ def load_reference(registry: Registry, run_id: str) -> Any:
     return Reference.from_parts(frame, meta)
 
 
-def describe_unreachable(err: BaseException, tracking_uri: str) -> str | None:
+def describe_unreachable(err: BaseException | None, tracking_uri: str) -> str | None:
     """A one-line message when `err` (or what caused it) says the MLflow server cannot be reached.
 
     MLflow gives up after ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (regrow sets 3, backoff 1 s).
@@ -675,7 +716,7 @@ def run_url(registry: Registry, run_id: str) -> str | None:
     return run_link(registry, run_id)
 
 
-def artifact_link(registry: Registry, run_id: str, path: str) -> str | None:
+def artifact_link(registry: Registry, run_id: str | None, path: str) -> str | None:
     """Where one of a run's artifacts can be opened: the run's page in the MLflow UI, else the
     artifact's own URI (a ``file://`` path for a local store)."""
     if not run_id:
