@@ -186,7 +186,7 @@ def test_fresh_store_is_created_at_the_newest_revision(tmp_path: Path):
 def test_a_partial_or_newer_store_is_refused_untouched(tmp_path: Path):
     from regrow.tasks.store import database as st
     from regrow.tasks.store import migrate
-    from regrow.tasks.store.settings import StoreSchemaError
+    from regrow.tasks.store.database import StoreSchemaError
 
     partial = f"sqlite:///{tmp_path / 'partial.db'}"
     engine = sa.create_engine(partial)

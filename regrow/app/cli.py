@@ -19,8 +19,9 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Bring the monitoring store's schema to this release's revision, keeping its rows."""
+    from regrow.tasks.store.database import StoreSchemaError
     from regrow.tasks.store.migrate import upgrade
-    from regrow.tasks.store.settings import Settings, StoreSchemaError
+    from regrow.tasks.store.settings import Settings
 
     url = args.database_url or Settings.from_env().database_url
     try:
@@ -789,13 +790,16 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
     from_cli(args.command, getattr(args, "json", False), args.verbose, runnable)
     if runnable:
         early.start(args.command)  # a temporary Prefect server boots while this process imports
-    from regrow.tasks.store.settings import StoreSchemaError
-
     try:
         with early.flow_settings(args.command):
             return args.func(args)
-    except StoreSchemaError as err:  # an earlier release's store: one sentence, no traceback
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        # imported only now: light commands (ps, down) do not load SQLAlchemy
+        from regrow.tasks.store.database import StoreSchemaError
+
+        if not isinstance(err, StoreSchemaError):
+            raise
+        print(f"error: {err}", file=sys.stderr)  # an earlier release's store: one sentence
         return 1
 
 

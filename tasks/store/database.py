@@ -245,6 +245,10 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         conn.execute(table.insert(), rows[i:i + 20_000])
 
 
+class StoreSchemaError(RuntimeError):
+    """The monitoring store's schema is not the one this regrow uses (`regrow db upgrade`)."""
+
+
 def schema_revision(engine: sa.Engine) -> str | None:
     """The store's schema revision, or None when it has no version table."""
     try:
@@ -283,8 +287,6 @@ def _ensure_schema(engine: sa.Engine) -> None:
     Raises:
         StoreSchemaError: the store was made by another release of regrow.
     """
-    from regrow.tasks.store.settings import StoreSchemaError
-
     found = schema_revision(engine)
     if found == SCHEMA_REVISION:
         return

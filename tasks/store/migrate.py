@@ -69,23 +69,21 @@ def upgrade(url: str, target: str = "head") -> UpgradeResult:
     """
     from alembic import command
 
-    from regrow.tasks.store.settings import StoreSchemaError
-
     engine = sa.create_engine(url)
     where = engine.url.render_as_string(hide_password=True)
     try:
         before = st.schema_revision(engine)
         known = revisions()
         if before is not None and before not in known:
-            raise StoreSchemaError(f"{where} is at schema revision {before}, which this regrow "
-                                   f"does not know (it knows {', '.join(known)}): a newer "
-                                   "release made it")
+            raise st.StoreSchemaError(f"{where} is at schema revision {before}, which this "
+                                      f"regrow does not know (it knows {', '.join(known)}): a "
+                                      "newer release made it")
         stamped = False
         if before is None:
             present = st.regrow_tables(engine)
             missing = sorted(set(st.metadata.tables) - set(present)) if present else []
             if present and _baseline_missing(missing):
-                raise StoreSchemaError(
+                raise st.StoreSchemaError(
                     f"{where} holds some regrow tables ({', '.join(present)}) but not "
                     f"{', '.join(missing)}, and no schema version: not a store regrow made; "
                     "nothing was changed")

@@ -172,7 +172,3 @@ def lower_priority_for_training() -> int:
         os.setpriority(os.PRIO_PROCESS, 0, target)
         return target
     return current
-
-
-class StoreSchemaError(RuntimeError):
-    """The monitoring store's schema is not the one this regrow uses (`regrow db upgrade`)."""
