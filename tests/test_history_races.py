@@ -116,7 +116,7 @@ def test_racing_movers_leave_an_unbroken_chain_and_no_invented_actor(stores, tmp
             assert out.startswith(("MOVED", "REFUSED")), out + err[-2000:]
     rows, champion = _history(env)
     assert [r["actor"] for r in rows if r["actor"] in ("external",)] == []
-    for before, after in zip(rows, rows[1:]):  # each move starts where the last one ended
+    for before, after in zip(rows, rows[1:], strict=False):  # each move starts where the last one ended
         assert after["old_version"] == before["new_version"], rows
         assert after["id"] > before["id"]
     assert rows[-1]["new_version"] == champion
