@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast bench lint docs lock clean
+.PHONY: help setup demo test test-fast faults bench lint docs lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: setup  ## run the whole test suite
 
 test-fast: setup  ## the quick loop: everything but the end-to-end runs, 120 s per test at most
 	$(BIN)/python -m pytest -m "not slow" --timeout=120
+
+faults: setup  ## run the fault suite (SQLite and PostgreSQL) and print its table
+	$(BIN)/python -m tests.faults
 
 bench: setup  ## run the benchmarks and print their tables
 	$(BIN)/python -m tests.bench
