@@ -114,5 +114,6 @@ def record(name: str, rows: list[dict[str, Any]], baseline_note: str, *,
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
-    print(f"[bench] {name}: table recorded in {path.relative_to(ROOT)}", flush=True)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    print(f"[bench] {name}: table recorded in {shown}", flush=True)
     return path
