@@ -89,7 +89,9 @@ PLAIN = {"config": "the model's config file (YAML)", "configs": "config files (Y
          "set": "override a config key", "json": "print JSON instead of text",
          "reason": "why (recorded with what it does)", "flow_run_id": "the paused run's id",
          "host": "the address to bind", "port": "the port to listen on",
-         "log_level": "the server's log level", "no_access_log": "no line per request"}
+         "log_level": "the server's log level", "no_access_log": "no line per request",
+         "prefect_port": "the Prefect server's (API and UI) port",
+         "mlflow_port": "the MLflow UI's port"}
 
 
 def _arguments_table(parser: argparse.ArgumentParser) -> list[str]:
@@ -412,6 +414,29 @@ API = """# Python API reference
       show_root_heading: true
       show_root_full_path: false
       show_if_no_docstring: true
+
+## Key modules
+
+The modules behind the gate, the retrain policy and a drift check's decision, from their
+docstrings (every module is listed in the [module map](modules.md)).
+
+::: regrow.tasks.model.gate
+    options:
+      heading_level: 3
+      show_root_heading: true
+      show_root_full_path: true
+
+::: regrow.tasks.policy.retrain
+    options:
+      heading_level: 3
+      show_root_heading: true
+      show_root_full_path: true
+
+::: regrow.tasks.monitoring.assess
+    options:
+      heading_level: 3
+      show_root_heading: true
+      show_root_full_path: true
 """
 
 
