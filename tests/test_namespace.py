@@ -50,7 +50,7 @@ def test_wheel_puts_only_regrow_at_the_top_level(wheel_venv: Path):
     inside = {p.name for p in (_site(wheel_venv) / "regrow").iterdir()}
     assert {"__init__.py", "flows", "tasks", "configs"} <= inside
     assert (_site(wheel_venv) / "regrow" / "configs" / "rainfall.yaml").is_file()
-    assert (_site(wheel_venv) / "regrow" / "tasks" / "migrations" / "versions").is_dir()
+    assert (_site(wheel_venv) / "regrow" / "tasks" / "store" / "migrations" / "versions").is_dir()
 
 
 def test_a_project_with_its_own_flows_and_tasks_keeps_them(wheel_venv: Path, tmp_path: Path):
@@ -120,11 +120,15 @@ def test_a_model_saved_under_the_old_module_names_still_loads(tmp_path: Path, ol
                       ("m", LogisticRegression())])
     model.fit(frame[["segment", "amount"]], frame["label"])
     features.ToString.__module__ = old_module  # as that layout wrote it
+    # While saving, the old name must resolve as it did in that layout: the same aliases.
+    from regrow.tasks.registry.mlflow_registry import legacy_module_names
+
     try:
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-        assert f"{old_module}.ToString" in trusted
-        mlflow.sklearn.save_model(model, tmp_path / "old", serialization_format="skops",
-                                  skops_trusted_types=trusted)
+        with legacy_module_names():
+            trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+            assert f"{old_module}.ToString" in trusted
+            mlflow.sklearn.save_model(model, tmp_path / "old", serialization_format="skops",
+                                      skops_trusted_types=trusted)
     finally:
         features.ToString.__module__ = "regrow.tasks.data.features"
     expected = model.predict_proba(frame[["segment", "amount"]])
