@@ -44,7 +44,7 @@ lint: setup  ## static checks: ruff, the layers contract, mypy
 
 docs: setup  ## build the docs site into site/ (strict: a broken link or missing page fails)
 	$(BIN)/python docs/gen_reference.py
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile -q --python $(BIN)/python pyproject.toml --extra dev -o requirements.lock
