@@ -149,7 +149,8 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
     from dataclasses import asdict, is_dataclass
 
     if as_json:
-        print(json.dumps(asdict(obj) if is_dataclass(obj) else obj, indent=2, default=str))
+        plain = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else obj
+        print(json.dumps(plain, indent=2, default=str))
     else:
         print(text)
 

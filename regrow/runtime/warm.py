@@ -30,7 +30,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 SOCKET_NAME = "warm.sock"
@@ -49,7 +49,7 @@ def run_dir(home: Path) -> Path:
     return home / "run"
 
 
-def env_key(environ: dict[str, str] | None = None) -> str:
+def env_key(environ: Mapping[str, str] | None = None) -> str:
     """A digest of the variables that configure regrow, Prefect and MLflow (lifeline tokens
     and the warm process's own marker excluded)."""
     environ = os.environ if environ is None else environ

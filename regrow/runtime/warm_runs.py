@@ -40,7 +40,8 @@ def start_runs_warm() -> bool:
     from prefect import flow_engine
 
     multiprocessing.forkserver.set_forkserver_preload(list(RUN_IMPORTS))
-    flow_engine.multiprocessing = _SpawnServedWarm()
+    # the engine only calls get_context and module attributes, which the stand-in forwards
+    flow_engine.multiprocessing = _SpawnServedWarm()  # type: ignore[assignment]
     multiprocessing.forkserver.ensure_running()  # import now, not when the first run comes
     return True
 
@@ -62,8 +63,9 @@ class _WarmProcess(multiprocessing.context.ForkServerProcess):
         finally:
             # A fork server's child ends with os._exit, which skips what sys.exit would run:
             # threading's exit hooks (where Prefect drains its API log and event workers),
-            # then the atexit functions.
-            threading._shutdown()  # noqa: SLF001 - the interpreter's own exit step
+            # then the atexit functions. threading._shutdown, the interpreter's own exit step,
+            # is private and so not in typeshed.
+            threading._shutdown()  # type: ignore[attr-defined]  # noqa: SLF001
             atexit._run_exitfuncs()  # noqa: SLF001
 
 

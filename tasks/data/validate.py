@@ -186,6 +186,8 @@ def validate(config: Config, frame: pd.DataFrame) -> ValidationReport:
     outcomes = []
     for r in result.results:
         cfg = r.expectation_config
+        if cfg is None:  # GX sets it on every result of a suite; the error cfg.kwargs would raise
+            raise AttributeError("a GX validation result without its expectation_config")
         kwargs = {k: _plain(v) for k, v in cfg.kwargs.items() if k != "batch_id"}
         res = r.result or {}
         exc = r.exception_info or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,7 @@ def score_arrays(task: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray |
             precision=float(skm.precision_score(y, pred, zero_division=0)),
             recall=float(skm.recall_score(y, pred, zero_division=0)),
             roc_auc=_safe(skm.roc_auc_score, y, p1) if p1 is not None else math.nan,
-            log_loss=_safe(skm.log_loss, y, np.clip(p1, 1e-15, 1 - 1e-15), labels=[0, 1])
+            log_loss=_safe(skm.log_loss, y, np.clip(proba[:, 1], 1e-15, 1 - 1e-15), labels=[0, 1])
             if proba is not None and proba.ndim == 2 else math.nan,
         )
         return out
@@ -198,7 +199,7 @@ def bootstrap_ci(task: str, metric: str, y: np.ndarray, pred: np.ndarray,
 
 
 def evaluate(model: Any, holdout: pd.DataFrame, target: Target, metric: str, *,
-             slice_columns: list[str] = (), bootstrap_samples: int = 0,
+             slice_columns: Sequence[str] = (), bootstrap_samples: int = 0,
              seed: int = 0, scored: Scored | None = None) -> Evaluation:
     """Score a fitted model on the holdout (`scored`: the model's predictions on these rows,
     when they were made already).

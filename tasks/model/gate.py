@@ -227,14 +227,14 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
             rules.append(RuleResult(f"slice:{sl.column}", metric, None, sl.floor, cmp, False,
                                     "column not in holdout"))
             continue
-        for value, stats in sorted(per.items()):
+        for level, stats in sorted(per.items()):
             measured = stats.get(metric, math.nan)
             if stats["rows"] < sl.min_rows:
                 note = f"{int(stats['rows'])} rows < {sl.min_rows}: reported only"
-                rules.append(RuleResult(f"slice:{sl.column}={value}", metric, measured, sl.floor,
+                rules.append(RuleResult(f"slice:{sl.column}={level}", metric, measured, sl.floor,
                                         cmp, True, note))
                 continue
-            rules.append(RuleResult(f"slice:{sl.column}={value}", metric, measured, sl.floor, cmp,
+            rules.append(RuleResult(f"slice:{sl.column}={level}", metric, measured, sl.floor, cmp,
                                     _better_or_equal(measured, sl.floor, greater),
                                     f"{int(stats['rows'])} rows"))
     failed = [r for r in rules if not r.passed]

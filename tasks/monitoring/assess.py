@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -201,6 +201,7 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
                                                f"monitoring.window.min_rows {m.window.min_rows}"])
     spec, d = ref.spec, m.drift
     refx = ref.frame
+    pred_kind: Literal["numeric", "categorical"]
     pred_col, pred_kind = (SCORE, "numeric") if SCORE in refx and SCORE in window and \
         config.data.task != "multiclass" else (PRED, "categorical")
     # Config thresholds are keyed by feature name, and "prediction" for the prediction column.
@@ -231,8 +232,8 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
         reasons.append(f"feature drift: share {share:.2f} >= {d.drift_share:.2f} "
                        f"({', '.join(summary.drifted_columns)})")
     pdrift = summary.prediction_drift.drifted if summary.prediction_drift else None
-    if pdrift:
-        p = summary.prediction_drift
+    p = summary.prediction_drift
+    if pdrift and p is not None:  # pdrift is only set when there is a prediction_drift
         reasons.append(f"prediction drift: {p.method} {p.score:.4f} ({p.rule})")
     mode = config.retrain.on
     # Under `drift` the check behaves as it always did: realized performance only.

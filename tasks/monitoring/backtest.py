@@ -321,15 +321,16 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
     except (tr.TrainingError, ValueError) as err:
         return None, None, f"training failed: {err}"
     g = config.gate
-    kw = {"slice_columns": [s.column for s in g.slices], "seed": config.split.seed}
+    slices, seed = [s.column for s in g.slices], config.split.seed
     scored = ev.predict(trained.model, parts.holdout, trained.target)
     cand = ev.evaluate(trained.model, parts.holdout, trained.target, trained.metric,
-                       bootstrap_samples=g.bootstrap_samples, scored=scored, **kw)
+                       bootstrap_samples=g.bootstrap_samples, scored=scored,
+                       slice_columns=slices, seed=seed)
     base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
     champ = check = None
     if champion is not None:
         champ = ev.evaluate(champion.trained.model, parts.holdout, trained.target,
-                            trained.metric, **kw)
+                            trained.metric, slice_columns=slices, seed=seed)
         check = ts.check(champion.trusted, champion.trained.model, trained.model,
                          trained.target, trained.metric, champion.version)
     decision = gt.decide(g, cand, champ, None if champion is None else champion.version, None,
@@ -462,7 +463,7 @@ def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str
         raise BacktestError(f"no labelled rows before {line.start} to train the first champion "
                             "(--start, --label-delay)")
     decision, first, why = fit(config, first_rows, "1", None)
-    if first is None:
+    if first is None or decision is None:  # both or neither
         raise BacktestError(f"the first champion could not be trained on {len(first_rows)} rows "
                             f"before {line.start}: {why}")
     first_info = {"version": "1", "rows": first.rows, "until": str(line.start),
@@ -509,7 +510,7 @@ def _retrain(config: Config, store: Store, line: _Timeline, upto: int,
         return out
     row = store.start_training(model, kind, "backtest", at=when)
     decision, new, why = fit(config, rows, str(version_no), champ)
-    if new is None:
+    if new is None or decision is None:  # both or neither
         store.finish_training(row, status="failed", detail=why, at=when)
         policy.mark_request(store, answer.request_id, "failed")
         out["gate"] = "failed"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 
@@ -82,7 +82,7 @@ def start(store: Store, model: str, version: str, previous: str, bake: Bake) -> 
             model=model, version=version, previous_version=previous, windows=bake.windows,
             windows_done=0, tolerance=bake.tolerance, min_labels=bake.min_labels, state=BAKING,
             started_at=now()))
-        bake_id = int(res.inserted_primary_key[0])
+        bake_id = int(cast("sa.Row[Any]", res.inserted_primary_key)[0])  # one row per insert
         return _row(conn.execute(sa.select(bakes).where(bakes.c.id == bake_id)).one())
 
 

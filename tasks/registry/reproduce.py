@@ -260,8 +260,7 @@ def compare(metric: str, original: float | None, reproduced: float | None,
         ReproduceError: a negative or non-finite tolerance.
     """
     check_tolerance(tolerance)
-    values = (original, reproduced)
-    if any(v is None or math.isnan(v) for v in values):
+    if original is None or math.isnan(original) or reproduced is None or math.isnan(reproduced):
         return Comparison(metric, original, reproduced, None, tolerance, DIFFERS)
     diff = float(reproduced) - float(original)
     return Comparison(metric, original, reproduced, diff, tolerance,
