@@ -7,7 +7,7 @@ from typing import Any
 
 from regrow.configs.schema import LoadedConfig, load_config
 from regrow.tasks.registry import governance as gov
-from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry, RegistryError
 from regrow.tasks.store import database as st
 from regrow.tasks.store.settings import Settings
 
@@ -46,6 +46,7 @@ class Env:
 
         Raises:
             NoChampion: nothing has been promoted yet.
+            RegistryError: the champion was registered without a run.
         """
         for found in gov.outside_moves(self.registry, self.store, self.model,
                                        "a drift check or scoring"):  # a read: shown, not recorded
@@ -53,4 +54,7 @@ class Env:
         version = self.registry.alias_version(self.model, CHAMPION)
         if version is None:
             raise NoChampion(f"model {self.model!r} has no champion yet; run `regrow train` first")
-        return version, self.registry.version_info(self.model, version).run_id
+        run_id = self.registry.version_info(self.model, version).run_id
+        if run_id is None:  # registered outside any run: no reference, nothing to load
+            raise RegistryError(f"champion v{version} of {self.model!r} has no MLflow run")
+        return version, run_id

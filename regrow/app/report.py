@@ -20,7 +20,7 @@ BAD_INPUT = 2
 NO_CHAMPION = 3
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
+def known_errors() -> tuple[type[Exception], ...]:
     """Exception types that mean bad input, reported without a traceback."""
     from regrow.configs.schema import ConfigError
     from regrow.flows.monitoring import NoChampion
@@ -202,10 +202,11 @@ def status(loaded) -> dict[str, Any]:
                             "challenger": reg.alias_version(name, CHALLENGER)}
     if champion:
         v = reg.version_info(name, champion)
-        tags = reg.run_info(v.run_id)["tags"]
         info["champion_run"] = v.run_id
-        info["champion_trigger"] = {k.removeprefix("regrow."): tags.get(k) for k in
-                                    ("regrow.trigger", "regrow.trigger_reason", "regrow.trigger_ref")}
+        if v.run_id is not None:  # None: a version registered from outside any run
+            tags = reg.run_info(v.run_id)["tags"]
+            info["champion_trigger"] = {k.removeprefix("regrow."): tags.get(k) for k in (
+                "regrow.trigger", "regrow.trigger_reason", "regrow.trigger_ref")}
     info["drift_checks"] = st.recent_drift_checks(store, name, 5)
     info["retrain_requests"] = policy.recent_requests(store, name, 10)
     info["trainings"] = store.training_runs(name, 5)

@@ -79,11 +79,12 @@ def run_reproduce(target: str, version: str | None, *, allow_data_change: bool,
     from regrow.flows.reproduction import reproduce_flow
     from regrow.runtime.early import flow_settings
 
+    errors: tuple[type[Exception], ...] = (rp.ReproduceError, *known_errors())
     try:
         with flow_settings("reproduce", checked=True):
             outcome = reproduce_flow(run_id, allow_data_change=allow_data_change,
                                      tolerance=tolerance)
-    except (rp.ReproduceError, *known_errors()) as err:
+    except errors as err:
         return _failed(err, as_json)
     if as_json:
         print(json.dumps({**asdict(outcome), "reproduced": outcome.reproduced}, indent=2,

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -115,7 +116,14 @@ def read_sql(url: str, table: str | None, query: str | None, chunksize: int) -> 
         engine = sa.create_engine(url)
     except Exception as err:  # noqa: BLE001 - bad URL, missing driver: one message for all
         raise IngestError(f"data.source.url: cannot use {shown}: {err}") from None
-    stmt = sa.text(query) if query else sa.select(sa.text("*")).select_from(sa.table(table))
+    stmt: sa.Executable
+    if query:
+        stmt = sa.text(query)
+    elif table is not None:
+        stmt = sa.select(sa.text("*")).select_from(sa.table(table))
+    else:
+        engine.dispose()
+        raise IngestError("data.source: the query is empty")
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(stream_results=True)
@@ -194,13 +202,13 @@ def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None =
     """
     if (path is None) == (query is None):
         raise IngestError("give exactly one of an input file or a query")
-    if query is not None:
+    if path is None:  # so the query is given
         src = loaded.config.data.source
         if not isinstance(src, SqlSource):
             raise IngestError("--query needs a config whose data.source is kind: sql")
         return read_sql(expand_url(src.url), None, query, src.chunksize)
     p = Path(path).expanduser().resolve()
-    fmt = "parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv"
+    fmt: Literal["csv", "parquet"] = "parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv"
     frame = _read_file(FileSource(path=str(p), format=fmt), p, option)
     d = loaded.config.data
     return parse_time(frame, d.time_column, d.time_unit) if d.time_column else frame
