@@ -249,6 +249,7 @@ class Receiver:
                              "and . _ : - (a UUID is fine), unique per delivery")
         retrain = endpoint == RETRAIN_ENDPOINT
         progress: dict[str, Any] = {}  # filled as side effects happen
+        req: Any  # the endpoint's body when bad is None (else None, or the body of a 404)
         try:
             req, bad = self._retrain_body(body) if retrain else self._parse(DataArrivedBody, body)
             settle = (partial(self._settle_retrain, delivery_id, req, progress) if retrain else
@@ -260,6 +261,7 @@ class Receiver:
             log.exception("%s %s: failed", endpoint, delivery_id)  # nothing was stored
             return _err(500, "internal error; retry with the same delivery id",
                         delivery_id=delivery_id)
+        answer: Answer | None
         if not claim.owned:
             answer = self._claimed_already(delivery_id, claim)
             log.info("%s %s: repeated delivery, answered %s", endpoint, delivery_id,
@@ -312,7 +314,7 @@ class Receiver:
             log.exception("%s %s: could not record the answer", endpoint, delivery_id)
         return answer
 
-    def _parse(self, cls: type[BaseModel], body: bytes) -> tuple[Any, Answer | None]:
+    def _parse(self, cls: type[RetrainBody | DataArrivedBody], body: bytes) -> tuple[Any, Answer | None]:
         """The body as `cls`, or the 422 / 404 answer (the parsed body is returned with a 404,
         so that its model is known)."""
         try:
@@ -393,6 +395,8 @@ class Receiver:
         progress["model"] = getattr(req, "model", None)
         if bad is not None:
             return bad
+        if req is None:  # parsed whenever it gives no answer; what req.model would raise
+            raise AttributeError("a retrain body neither parsed nor answered")
         earlier = self.deliveries.earlier_request(req.model, f"webhook:{delivery_id}")
         if earlier is not None:
             verdict, state = earlier.verdict, earlier.state

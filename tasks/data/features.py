@@ -16,10 +16,10 @@ and lists, so the registered model carries it and scoring applies exactly what t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -629,7 +629,7 @@ class _Failures:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, err, tb) -> bool:
+    def __exit__(self, kind, err, tb) -> Literal[False]:
         if err is None or not isinstance(err, Exception):
             return False
         if isinstance(err, FeatureError):
@@ -666,8 +666,8 @@ def _categorical_steps(config: Config) -> list[tuple[str, object]]:
     ]
 
 
-def build_preprocessor(config: Config, roles: FeatureRoles, derived_numeric: list[str] = (),
-                       derived_categorical: list[str] = ()) -> ColumnTransformer:
+def build_preprocessor(config: Config, roles: FeatureRoles, derived_numeric: Sequence[str] = (),
+                       derived_categorical: Sequence[str] = ()) -> ColumnTransformer:
     """The ColumnTransformer for the roles (and derived outputs), as the config describes it:
     numeric columns and numeric derived outputs imputed and scaled, categorical ones one-hot
     encoded, datetime columns expanded into six numbers (imputed with the training median)."""

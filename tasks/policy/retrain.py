@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, cast, overload
 
 import sqlalchemy as sa
 
@@ -77,6 +78,10 @@ class PolicyVerdict:
         return self.verdict == ADMITTED
 
 
+@overload
+def _utc(value: dt.datetime) -> dt.datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
@@ -111,7 +116,7 @@ def ensure_lock_row(store: Store, model: str) -> None:
 # The policy answers every webhook delivery, so its statements are built once, with bound
 # parameters: SQLAlchemy then reuses their cache keys and compiled forms, where statements
 # built per call cost about three times as much CPU to run (see tests/bench/webhook.py).
-_M = sa.bindparam("m")
+_M: sa.BindParameter[str] = sa.bindparam("m")
 _LOCK = policy_locks.update().where(policy_locks.c.model == _M).values(
     touched_at=sa.bindparam("touched"))
 _LAST_RESET = sa.select(sa.func.max(circuit_resets.c.at)).where(circuit_resets.c.model == _M)
@@ -149,7 +154,8 @@ def rejection_streak(store: Store, model: str) -> int:
 
 def _decide_statements() -> dict[str, sa.Executable]:
     rr, tr = retrain_requests, training_runs
-    stale, since = sa.bindparam("stale"), sa.bindparam("since")
+    stale: sa.BindParameter[dt.datetime] = sa.bindparam("stale")
+    since: sa.BindParameter[dt.datetime] = sa.bindparam("since")
     # Cooldown and budget count trainings that trained, whatever started them, and admitted
     # requests not known to have failed; a failed run trained nothing (see the module doc).
     skipped_runs = sa.select(tr.c.run_id).where(tr.c.model == _M, tr.c.status == SKIPPED,
@@ -201,8 +207,8 @@ def _decide(conn: sa.Connection, model: str, policy: RetrainPolicy, at: dt.datet
         return COOLING, f"last training started {last:%Y-%m-%d %H:%M:%S}; cooldown " \
                         f"{policy.cooldown}, {int(wait.total_seconds())} s left"
     since = at - dt.timedelta(seconds=parse_duration(policy.budget_period))
-    admitted = conn.execute(_Q["admitted"], {"m": model, "since": since}).scalar()
-    trained = conn.execute(_Q["trained"], {"m": model, "since": since}).scalar()
+    admitted = conn.execute(_Q["admitted"], {"m": model, "since": since}).scalar_one()
+    trained = conn.execute(_Q["trained"], {"m": model, "since": since}).scalar_one()
     used = max(admitted, trained)
     if used >= policy.max_trainings:
         return OVER_BUDGET, f"{used} trainings in the last {policy.budget_period} " \
@@ -232,7 +238,7 @@ def _record(conn: sa.Connection, model: str, policy: RetrainPolicy, *, kind: str
         "model": model, "kind": kind, "reason": reason, "ref": ref, "verdict": verdict,
         "detail": detail, "state": "admitted" if verdict == ADMITTED else "none",
         "created_at": at, "updated_at": at})
-    return PolicyVerdict(int(res.inserted_primary_key[0]), verdict, detail)
+    return PolicyVerdict(int(cast("sa.Row[Any]", res.inserted_primary_key)[0]), verdict, detail)
 
 
 def request_retrain(store: Store, model: str, policy: RetrainPolicy, *, kind: str, reason: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -369,7 +369,7 @@ class Store:
             res = conn.execute(training_runs.insert().values(
                 model=model, trigger=trigger, reason=reason, status="running", run_id=run_id,
                 started_at=at or now()))
-            row_id = int(res.inserted_primary_key[0])
+            row_id = int(cast("sa.Row[Any]", res.inserted_primary_key)[0])  # one row per insert
             if lease_seconds:
                 _write_lease(conn, f"training:{row_id}", model, lease_seconds)
             return row_id
@@ -439,7 +439,7 @@ def record_drift_check(store: Store, model: str, version: str | None, assessment
             prediction_drift=assessment.prediction_drift,
             performance=json.dumps(None if perf is None else perf.__dict__, default=str),
             summary=json.dumps(assessment.to_dict(), default=str), report_path=report_path))
-        return int(res.inserted_primary_key[0])
+        return int(cast("sa.Row[Any]", res.inserted_primary_key)[0])  # one row per insert
 
 
 def link_drift_request(store: Store, check_id: int, request_id: int) -> None:
@@ -497,7 +497,7 @@ def version_drift_checks(store: Store, model: str, version: str) -> list[dict[st
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def describe_unreachable(err: BaseException, url: str) -> str | None:
+def describe_unreachable(err: BaseException | None, url: str) -> str | None:
     """A one-line message when `err` (or what caused it) says the store cannot be reached.
 
     Args:
