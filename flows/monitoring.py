@@ -26,6 +26,7 @@ from regrow.tasks.monitoring import assess as monitor
 from regrow.tasks.monitoring import scoring
 from regrow.tasks.policy import retrain as policy
 from regrow.tasks.policy.lease import Heartbeat
+from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.mlflow_registry import (
     load_reference,
@@ -204,8 +205,8 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
         key=pages.artifact_key("drift-check", env.model),
         description=f"{env.model} v{version}: {assessment.verdict}",
         markdown=f"# Drift check #{check_id}: {assessment.verdict}\n\n"
-        + "\n".join(f"- {r}" for r in assessment.reasons)
-        + (f"\n\nreport: [{report}]({Path(report).as_uri()})" if report else "")
+        + "\n".join(f"- {markdown(r)}" for r in assessment.reasons)  # column names: the data's
+        + (f"\n\nreport: [{markdown(report)}]({Path(report).as_uri()})" if report else "")
         + f"\n\nMLflow: {mlflow_run}"
         + (f"\n\n{assessment.markdown}" if assessment.markdown else ""))
     dispatch.emit(dispatch.DRIFT_EVENT, env.model, drift_payload(check_id, version, assessment))

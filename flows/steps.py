@@ -31,6 +31,7 @@ from regrow.tasks.model import train as tr
 from regrow.tasks.model import trusted as ts
 from regrow.tasks.monitoring.reference import build_reference
 from regrow.tasks.policy.lease import Heartbeat, lease_seconds, reap
+from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.card import publish_card
 from regrow.tasks.registry.governance import alias_section, clear_challenger, move_alias
@@ -443,9 +444,11 @@ def gate(ctx: RunContext, evals: Evaluations) -> gt.GateDecision:
 
 
 def _trigger_line(ctx: RunContext) -> str:
+    """Markdown: who asked and why (from outside: escaped, never markup)."""
     t = ctx.trigger
-    return (f"Trigger: **{t.kind}** by {t.actor}" + (f" -- {t.reason}" if t.reason else "")
-            + (f" (`{t.ref}`)" if t.ref else ""))
+    return (f"Trigger: **{markdown(t.kind)}** by {markdown(t.actor)}"
+            + (f" -- {markdown(t.reason)}" if t.reason else "")
+            + (f" ({markdown(t.ref)})" if t.ref else ""))
 
 
 def version_description(ctx: RunContext, decision: gt.GateDecision) -> str:

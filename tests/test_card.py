@@ -276,3 +276,30 @@ def test_card_command_stays_light(trained: Trained, tmp_path: Path):
                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr[-2000:]
     assert (tmp_path / "card.txt").read_text().startswith("<!DOCTYPE html>")  # --html wins
+
+
+def test_text_from_outside_is_inert_in_both_pages(trained: Trained, state):
+    """A trigger reason, ref and approval written by a sender render as the same characters:
+    no tag, link, table cell or heading in the Markdown, no markup in the HTML, and control
+    characters shown as escapes in both."""
+    reg, store = state
+    hostile = "<img src=x onerror=alert(1)> [click](http://evil) | x \x1b[2J\r\n# heading"
+    before = reg.run_info(trained.run_id)["tags"]
+    reg.set_tags(trained.run_id, {"regrow.trigger_reason": hostile,
+                                  "regrow.trigger_ref": "webhook:`rm -rf /`"})
+    reg.set_version_tags(MODEL, "1", {"regrow.approval_reason": hostile})
+    try:
+        card = build_card(reg, store, MODEL, "1")
+        md, html = card.to_markdown(), card.to_html()
+    finally:
+        reg.set_tags(trained.run_id, {k: before.get(k, "-") for k in
+                                      ("regrow.trigger_reason", "regrow.trigger_ref")})
+        reg.set_version_tags(MODEL, "1", {"regrow.approval_reason": "slices | checked"})
+    reason = row(section(md, "Why it was trained"), "reason")[1]
+    assert reason == ("&lt;img src=x onerror=alert(1)&gt; \\[click\\](http://evil) \\| x "
+                      "\\x1b\\[2J\\r\\n\\# heading")
+    assert row(section(md, "Why it was trained"), "reference")[1] == "webhook:\\`rm -rf /\\`"
+    assert "\x1b" not in md and "\r" not in md and "<img" not in md
+    assert "\n# heading" not in md and not re.search(r"(?<!\\)\]\(http://evil", md)
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "\x1b" not in html and "\\x1b[2J\\r\\n# heading" in html

@@ -273,22 +273,25 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
         return 0
+    from regrow.app.term import shown  # text from outside: actors, reasons, refs
+
     for f in found:
-        print(f"note: {f.describe()} was moved outside regrow (not in the history until the "
-              "next promotion or rollback records it as actor 'external')")
+        print(f"note: {shown(f.describe())} was moved outside regrow (not in the history until "
+              "the next promotion or rollback records it as actor 'external')")
     if not entries:
         print(f"model {model}: no alias moves recorded yet")
     for e in entries:
         move = gov.AliasMove(model, e.alias, e.old_version, e.new_version, e.reason, e.actor)
-        print(f"{e.at}  {move.describe():<28} by {e.actor}")
-        print(f"    why: {e.reason}")
+        print(f"{e.at}  {shown(move.describe()):<28} by {shown(e.actor)}")
+        print(f"    why: {shown(e.reason)}")
         if e.new_version:
             print(f"    v{e.new_version}: gate {e.gate_verdict or '?'}"
-                  + (f" ({e.gate_reasons})" if e.gate_reasons else "")
-                  + f"; trained on trigger {e.trigger or '?'}: {e.trigger_reason or '-'}"
-                  + (f" [{e.trigger_ref}]" if e.trigger_ref else ""))
+                  + (f" ({shown(e.gate_reasons)})" if e.gate_reasons else "")
+                  + f"; trained on trigger {shown(e.trigger or '?')}: "
+                  + shown(e.trigger_reason or "-")
+                  + (f" [{shown(e.trigger_ref)}]" if e.trigger_ref else ""))
         if e.approval:
-            print(f"    approval: {e.approval}")
+            print(f"    approval: {shown(e.approval)}")
     return 0
 
 

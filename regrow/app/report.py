@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from regrow.app.term import style, table, verdict
+from regrow.app.term import shown, style, table, verdict
 
 if TYPE_CHECKING:  # `status` is a light command: no Prefect or ML library at import
     from regrow.flows.monitoring import DriftOutcome, RetrainOutcome
@@ -50,12 +50,12 @@ def render(o: TrainingOutcome) -> str:
     """The human summary of a training run."""
     if o.skipped:
         return "\n".join([f"model {o.model_name}: run {o.run_id}",
-                          f"data: {o.data['rows']} rows from {o.data['source']}",
+                          f"data: {o.data['rows']} rows from {shown(o.data['source'])}",
                           f"training skipped -- {o.skipped}",
                           f"champion stays {_v(o.champion_after)}",
-                          *(f"note: {n}" for n in o.notes)])
+                          *(f"note: {shown(n)}" for n in o.notes)])
     lines = [f"model {o.model_name}: run {o.run_id}",
-             f"data: {o.data['rows']} rows from {o.data['source']}"
+             f"data: {o.data['rows']} rows from {shown(o.data['source'])}"
              + (f", {o.data['time_min']} .. {o.data['time_max']}" if o.data.get("time_min") else ""),
              f"split: {o.split['method']}, {o.split['train_rows']} train / "
              f"{o.split['holdout_rows']} holdout rows", "",
@@ -84,8 +84,8 @@ def render(o: TrainingOutcome) -> str:
     if o.approval:
         a = o.approval
         lines.insert(-1, f"promotion {'approved' if a['approved'] else 'rejected'} by "
-                         f"{a['approver']} ({a['how']}): {a['reason']}")
-    lines += [f"note: {n}" for n in o.notes]
+                         f"{shown(a['approver'])} ({a['how']}): {shown(a['reason'])}")
+    lines += [f"note: {shown(n)}" for n in o.notes]
     return "\n".join(lines)
 
 
@@ -146,11 +146,11 @@ def guarded(fn, as_json: bool) -> Any:
 
 def render_retrain(r: RetrainOutcome) -> str:
     """One retrain request's answer and its training."""
-    text = f"retrain request #{r.request_id}: {verdict(r.verdict.upper())} -- {r.detail}"
+    text = f"retrain request #{r.request_id}: {verdict(r.verdict.upper())} -- {shown(r.detail)}"
     if r.training:
         text += "\n\n" + render(r.training)
     if r.error:
-        text += f"\ntraining failed: {r.error} (champion unchanged)"
+        text += f"\ntraining failed: {shown(r.error)} (champion unchanged)"
     return text
 
 
@@ -159,7 +159,7 @@ def render_drift(o: DriftOutcome) -> str:
     a = o.assessment
     lines = [f"drift check #{o.check_id} for {o.model} v{o.version}: "
              f"{verdict(a['verdict'].upper())} ({a['window_rows']} rows in the window)"]
-    lines += [f"  - {r}" for r in a["reasons"]]
+    lines += [f"  - {shown(r)}" for r in a["reasons"]]
     if a.get("summary"):
         lines += table(["column", "method", "distance", "threshold", "verdict"],
                        [[c["column"], c["method"], _fmt(c["score"]), _fmt(c.get("threshold")),
@@ -218,7 +218,7 @@ def status(loaded) -> dict[str, Any]:
 
 
 def render_status(info: dict[str, Any]) -> str:
-    """`status` as text."""
+    """`status` as text; text from outside (reasons, refs, actors) is `shown` inert."""
     def ver(v: str | None) -> str:
         return f"v{v}" if v else "none"
 
@@ -226,14 +226,15 @@ def render_status(info: dict[str, Any]) -> str:
              f"challenger {ver(info['challenger'])}"]
     if info.get("champion_trigger"):
         t = info["champion_trigger"]
-        lines.append(f"  champion trained by {t['trigger']}: {t['trigger_reason']}"
-                     + (f" [{t['trigger_ref']}]" if t.get("trigger_ref") else ""))
+        lines.append(f"  champion trained by {shown(t['trigger'])}: {shown(t['trigger_reason'])}"
+                     + (f" [{shown(t['trigger_ref'])}]" if t.get("trigger_ref") else ""))
     for move in info.get("external_moves", []):
-        lines.append(f"  MISMATCH: {move} was moved outside regrow (recorded as actor "
+        lines.append(f"  MISMATCH: {shown(move)} was moved outside regrow (recorded as actor "
                      "'external' by the next promotion or rollback)")
     for b in info.get("bakes", [])[:1]:
         lines.append(f"  bake of v{b['version']} against v{b['previous_version']}: {b['state']}, "
-                     f"{b['windows_done']}/{b['windows']} windows ({b['detail'] or 'no window yet'})")
+                     f"{b['windows_done']}/{b['windows']} windows "
+                     f"({shown(b['detail'] or 'no window yet')})")
     lines.append("drift checks (newest first):")
     lines += table(["#", "checked at (UTC)", "version", "verdict", "rows", "share", "drifted"],
                    [[c["id"], c["checked_at"][:19], f"v{c['version']}", c["verdict"],

@@ -1,5 +1,7 @@
 """Terminal output: colour on a terminal (never with ``NO_COLOR`` or when piped), aligned
-tables with a header row. Standard library only: light commands import it."""
+tables with a header row, and text from outside shown inert (`shown`: control characters as
+visible escapes, so a reason cannot clear the screen or forge a line). Standard library only:
+light commands import it."""
 
 from __future__ import annotations
 
@@ -7,13 +9,15 @@ import os
 import sys
 from collections.abc import Sequence
 
+from regrow.tasks.policy.untrusted import visible as shown
+
 _CODES = {"ok": "32", "bad": "1;31", "warn": "33", "bold": "1", "dim": "2"}
 # Words that colour themselves wherever `verdict` meets them.
 _VERDICTS = {"promote": "ok", "promoted": "ok", "ok": "ok", "pass": "ok", "admitted": "ok",
              "passed": "ok", "finished": "ok", "reject": "bad", "fail": "bad", "failed": "bad",
              "crashed": "bad", "drift": "warn", "circuit_open": "bad", "rolled_back": "bad",
              "cooling_down": "warn", "over_budget": "warn", "coalesced": "dim",
-             "insufficient_data": "dim", "skipped": "dim"}
+             "insufficient_data": "dim", "skipped": "dim", "bad_request": "warn"}
 
 
 def colour_enabled(stream=None) -> bool:
@@ -40,8 +44,9 @@ def verdict(word: str, stream=None) -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ",
           max_width: int = 60, verdicts: Sequence[int] = ()) -> list[str]:
     """Lines of an aligned table: the header, a rule, one line per row (cells cut at
-    `max_width`, except the last column; columns in `verdicts` coloured by `verdict`)."""
-    cells = [[("-" if c is None else str(c)) for c in r] for r in rows]
+    `max_width`, except the last column; columns in `verdicts` coloured by `verdict`). Every
+    cell is `shown`: one line, control characters escaped."""
+    cells = [[shown(c) for c in r] for r in rows]
     last = len(headers) - 1
     widths = [min(max_width, max([len(h), *(len(r[i]) for r in cells)]))
               for i, h in enumerate(headers)]

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from regrow.configs.schema import Config
+from regrow.tasks.policy.untrusted import markdown
 
 _INT = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
         "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "int"]
@@ -77,7 +78,9 @@ class ValidationReport:
             else:
                 unexp = f"observed {o.observed!r}"
             ex = ", ".join(repr(v) for v in o.examples[:5])
-            lines.append(f"| {o.expectation} | {o.column or ''} | {args} | {unexp} | {ex} |")
+            # column names, observed values and examples come from the data: inert Markdown
+            lines.append(f"| {o.expectation} | {markdown(o.column or '')} | {markdown(args)} | "
+                         f"{markdown(unexp)} | {markdown(ex)} |")
         return "\n".join(lines)
 
     def describe_failures(self) -> str:

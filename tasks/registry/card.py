@@ -7,6 +7,11 @@ history, drift checks). A card regenerated later therefore shows the same traini
 whatever happened to the version since. The card is one typed structure rendered twice: as
 Markdown and as a small self-contained HTML page (the jinja2 template
 ``templates/model_card.html.j2`` beside this module, autoescaped).
+
+Text from outside regrow -- trigger reasons, refs and actors, approvers and their reasons,
+alias moves recorded from other tools, a data path a request chose -- is marked `Outside` and
+rendered inert by `tasks.policy.untrusted` (Markdown syntax and control characters escaped);
+every cell of the HTML page has its control characters made visible too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import jinja2
 import yaml
 from markupsafe import Markup, escape
 
+from regrow.tasks.policy.untrusted import markdown, visible
 from regrow.tasks.registry.mlflow_registry import CHAMPION, ModelVersionInfo, Registry
 from regrow.tasks.store.database import Store, version_drift_checks
 
@@ -49,7 +55,20 @@ class Table:
     rows: list[list[str]]
 
 
-Block = str | Table | list[str]  # a paragraph, a table, or a bullet list
+class Outside(str):
+    """Text from outside regrow, shown as it is and never as Markdown or HTML."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph of regrow's own words with `Outside` parts."""
+
+    parts: tuple[str, ...]
+
+
+Block = str | Table | list[str] | Text  # a paragraph, a table, a bullet list
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,9 @@ class ModelCard:
                     out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
                 elif isinstance(block, list):
                     out += [f"- {_md_cell(item)}" for item in block]
+                elif isinstance(block, Text):
+                    out.append("".join(markdown(p) if isinstance(p, Outside) else p
+                                       for p in block.parts))
                 else:
                     out.append(block)
                 out.append("")
@@ -106,12 +128,14 @@ class ModelCard:
 
 
 def _md_cell(value: str) -> str:
-    return str(value).replace("\n", " ").replace("|", "\\|")
+    if isinstance(value, Outside):
+        return markdown(value)
+    return visible(str(value).replace("\n", " ").replace("|", "\\|"))
 
 
 def _code_spans(value: Any) -> Markup:
-    """Escaped text; `code spans` become <code>."""
-    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(str(value)))))
+    """Escaped text (control characters made visible); `code spans` become <code>."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(visible(value)))))
 
 
 @functools.cache
@@ -122,8 +146,11 @@ def _html_template() -> jinja2.Template:
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["code_spans"] = _code_spans
+    env.filters["shown"] = visible  # then autoescaped
     env.tests["table"] = lambda block: isinstance(block, Table)
     env.tests["bullets"] = lambda block: isinstance(block, list)
+    env.tests["text"] = lambda block: isinstance(block, Text)
+    env.tests["outside"] = lambda part: isinstance(part, Outside)
     return env.get_template("model_card.html.j2")
 
 
@@ -289,14 +316,15 @@ def _overview(rec: _Records) -> Section:
     ]
     blocks: list[Block] = [Table(["", ""], rows)]
     if rec.config_error:
-        blocks.append(f"The recorded config could not be read again ({rec.config_error}); "
-                      "the sections below use the run's tags, params and artifacts only.")
+        blocks.append(Text(("The recorded config could not be read again (",
+                            Outside(rec.config_error), "); the sections below use the run's "
+                            "tags, params and artifacts only.")))
     return Section("Overview", blocks)
 
 
 def _data(rec: _Records) -> Section:
     t, p = rec.tags, rec.params
-    rows = [["source", t.get("regrow.data.source", "-")],
+    rows = [["source", Outside(t.get("regrow.data.source", "-"))],
             ["fingerprint (sha256)", t.get("regrow.data.fingerprint", "-")],
             ["rows", t.get("regrow.data.rows", "-")],
             ["time range", f"{t.get('regrow.data.time_min') or '-'} .. {t.get('regrow.data.time_max') or '-'}"
@@ -465,8 +493,9 @@ def _gate(rec: _Records) -> Section:
 
 def _trigger(rec: _Records) -> Section:
     t = rec.tags
-    rows = [["kind", t.get("regrow.trigger", "-")], ["reason", t.get("regrow.trigger_reason", "-")],
-            ["reference", t.get("regrow.trigger_ref", "-")], ["actor", t.get("regrow.actor", "-")]]
+    rows = [[label, Outside(t.get(f"regrow.{key}", "-"))] for label, key in (
+        ("kind", "trigger"), ("reason", "trigger_reason"), ("reference", "trigger_ref"),
+        ("actor", "actor"))]
     return Section("Why it was trained", [Table(["", ""], rows)])
 
 
@@ -474,13 +503,13 @@ def _approval(rec: _Records) -> Section:
     vt = rec.info.tags
     blocks: list[Block] = []
     if "regrow.approval" in vt:
-        rows = [[label, vt.get(f"regrow.{key}", "-")] for label, key in (
+        rows = [[label, Outside(vt.get(f"regrow.{key}", "-"))] for label, key in (
             ("decision", "approval"), ("approver", "approver"), ("reason", "approval_reason"),
             ("via", "approval_via"))]
         blocks.append(Table(["", ""], rows))
     if "regrow.gate_override" in vt:
-        blocks.append("The gate was overridden to promote this version by hand: "
-                      f"{vt['regrow.gate_override']}.")
+        blocks.append(Text(("The gate was overridden to promote this version by hand: ",
+                            Outside(vt["regrow.gate_override"]), ".")))
     if not blocks:
         mode = rec.config.promotion.mode if rec.config else None
         text = "No approval by a person is recorded on this version"
@@ -497,8 +526,8 @@ def _aliases(rec: _Records) -> Section:
         old, new = h["old_version"], h["new_version"]
         change = f"{f'v{old}' if old else '(none)'} -> {f'v{new}' if new else '(removed)'}"
         what = "to this version" if new == v else "away from this version"
-        rows.append([_when(h["at"]), h["alias"], f"{change} ({what})", h["actor"], h["reason"],
-                     h.get("run_id") or "-"])
+        rows.append([_when(h["at"]), h["alias"], f"{change} ({what})", Outside(h["actor"] or "-"),
+                     Outside(h["reason"] or "-"), h.get("run_id") or "-"])
     if not rows:
         return Section("Alias history", ["No alias has pointed at this version."])
     return Section("Alias history", [Table(["when", "alias", "move", "actor", "reason", "run"], rows)])
