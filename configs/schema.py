@@ -7,6 +7,7 @@ environment variables as ``${NAME}``, expanded when the source is opened.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -531,16 +532,53 @@ class Split(Strict):
 
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     cutoff: str | None = Field(
-        default=None, description="ISO time; rows at or after it form the holdout (time split)."
-    )
+        default=None, description="ISO date or time (2024-06-01, 2024-06-01T12:00:00); rows at "
+        "or after it form the holdout (time split). A whole number is read by data.time_unit "
+        "like the time column (2015: the year 2015 under auto).")
     seed: int = 0
     stratify: bool = True
 
     @field_validator("cutoff", mode="before")
     @classmethod
     def _cutoff_text(cls, value: Any) -> Any:
-        # YAML reads `cutoff: 2015` as a number; a year (or epoch) cutoff is still a time.
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        # YAML reads `cutoff: 2015` as a number and `cutoff: 2024-06-01` as a date (so does
+        # `--set split.cutoff=2024-06-01`): both are still times, kept as text.
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        if isinstance(value, int | float):
+            return str(value)
+        if isinstance(value, dt.date):  # a datetime is a date too
+            return value.isoformat()
+        return value
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff_is_a_time(cls, value: str | None) -> str | None:
+        return None if value is None else check_cutoff(value)
+
+
+_WHOLE_NUMBER = re.compile(r"^-?\d+$")
+
+
+def check_cutoff(text: str) -> str:
+    """`text` (stripped) when it is a time the split can read: a whole number (read by
+    ``data.time_unit``) or an ISO 8601 date or time.
+
+    Raises:
+        ValueError: anything else, in one sentence saying what is accepted.
+    """
+    value = text.strip()
+    if _WHOLE_NUMBER.match(value):
+        return value
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not a date or time: give an ISO date or time such as 2024-06-01 or "
+                         "2024-06-01T12:00:00, or a whole number read by data.time_unit "
+                         "(a year, YYYYMMDD or epoch seconds)") from None
+    return value
 
 
 class SliceFloor(Strict):
@@ -943,6 +981,10 @@ class Config(Strict):
                         "into the model (target_encoding of another column is the safe form)")
         if self.data.positive_label is not None and task != "binary":
             raise ValueError("data.positive_label applies to binary tasks only")
+        cut, unit = self.split.cutoff, self.data.time_unit
+        if cut is not None and unit in ("year", "s", "ms", "ns") and not _WHOLE_NUMBER.match(cut):
+            raise ValueError(f"split.cutoff: {cut!r} is not a whole number, but data.time_unit "
+                             f"{unit} reads times as numbers; give the cutoff in that unit")
         return self
 
     def module_allowed(self, import_path: str) -> bool:
@@ -960,7 +1002,9 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names each key path and problem."""
 
 
-def _format_errors(err: ValidationError) -> str:
+def _error_lines(err: ValidationError) -> list[tuple[str, str]]:
+    """(key path, sentence) per problem; the path is empty for a problem of the whole config
+    (whose sentence then starts with the key it is about)."""
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
@@ -972,8 +1016,12 @@ def _format_errors(err: ValidationError) -> str:
         detail = f" (got {got!r})" if e["type"] not in {"extra_forbidden", "missing"} else ""
         if isinstance(got, dict | list):
             detail = ""
-        lines.append(f"  {path}: {msg}{detail}" if path else f"  {msg}{detail}")
-    return "\n".join(lines)
+        lines.append((path, f"{path}: {msg}{detail}" if path else f"{msg}{detail}"))
+    return lines
+
+
+def _format_errors(err: ValidationError) -> str:
+    return "\n".join(f"  {text}" for _, text in _error_lines(err))
 
 
 def parse_config(data: Any, origin: str = "<config>") -> Config:
@@ -1077,6 +1125,55 @@ def check_external_overrides(config: Config, overrides: dict[str, Any] | None) -
         f"{_listed(allowed) if allowed else 'none'} (serve.allowed_overrides); keys under "
         f"{never_keys} and estimator or transformer import paths are never allowed.",
         [*never, *unlisted], allowed)
+
+
+class OverrideInvalid(ConfigError):
+    """Override values the config schema refuses (a webhook's, the UI form's, an event's, or
+    ``--set``'s: one check for all).
+
+    Attributes:
+        problems: (override key, sentence) pairs, the sentence naming the key path and the
+            problem; the key is "" for a problem that shows elsewhere in the config.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+def _blamed(path: str, keys: list[str]) -> str:
+    """The override key a problem at `path` lies under (or above), else ""."""
+    for key in keys:
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return key
+    return ""
+
+
+def check_override_values(config: Config, overrides: dict[str, Any] | None) -> Config:
+    """`config` with `overrides` applied, validated by the schema like a config file (the
+    keys themselves are `check_external_overrides`'s business).
+
+    Raises:
+        OverrideInvalid: each problem with the override key it lies under, e.g.
+            ``split.cutoff: not a date or time: ... (got 'yesterday')``.
+    """
+    data = config.model_dump(mode="json")
+    problems: list[tuple[str, str]] = []
+    for key, value in (overrides or {}).items():
+        try:
+            data = apply_overrides(data, {key: value})
+        except ConfigError as err:
+            problems.append((key, str(err)))
+    if not problems:
+        try:
+            return Config.model_validate(data)
+        except ValidationError as err:
+            keys = list(overrides or {})
+            for path, text in _error_lines(err):
+                head = path or text.partition(":")[0]  # a config-wide rule names its key first
+                problems.append((_blamed(head, keys), text))
+    raise OverrideInvalid("overrides refused: " + "; ".join(text for _, text in problems),
+                          problems)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

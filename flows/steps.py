@@ -31,6 +31,7 @@ from regrow.tasks.model import train as tr
 from regrow.tasks.model import trusted as ts
 from regrow.tasks.monitoring.reference import build_reference
 from regrow.tasks.policy.lease import Heartbeat, lease_seconds, reap
+from regrow.tasks.policy.retrain import BAD_REQUEST
 from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.card import publish_card
@@ -607,11 +608,34 @@ def _move(ctx: RunContext, alias: str, version: str, reason: str, actor: str | N
     return True
 
 
+def request_at_fault(overrides: dict[str, Any], error: BaseException) -> list[str]:
+    """The override keys a failed training is due to, when the failure lies in a value the
+    request chose rather than in the model, its data or regrow: a config the overrides make
+    invalid, a source they name that cannot be read (a missing file, a failing query; not a
+    database that cannot be reached), a cutoff that leaves a part of the split empty. Empty
+    when the failure is not the request's own (bad data it points to still counts: that is
+    what the circuit breaker is for)."""
+    from regrow.configs.schema import ConfigError
+
+    keys = list(overrides or {})
+    if not keys:
+        return []
+    if isinstance(error, tr.SplitError):
+        return [k for k in keys if k.startswith("split.")]
+    if isinstance(error, ing.IngestError) and not str(error).startswith("data.source.url"):
+        return [k for k in keys if k.startswith("data.source.")]
+    if isinstance(error, ConfigError):
+        return [k for k in keys if k in str(error) or str(overrides[k]) in str(error)]
+    return []
+
+
 def close_run(ctx: RunContext, *, error: BaseException | None = None,
               verdict: str | None = None, version: str | None = None,
               skipped: str | None = None) -> None:
     """Close the MLflow run and the training record, as finished, failed or skipped (`skipped`:
-    why; see `unchanged`); stop the lease.
+    why; see `unchanged`); stop the lease. A failure due to a value the request's overrides
+    chose (`request_at_fault`) is recorded as ``bad_request``, which the circuit breaker
+    does not count.
 
     The record is closed even when MLflow cannot be reached, and the lease stops renewing
     whatever happens (released only once the record is closed).
@@ -620,6 +644,10 @@ def close_run(ctx: RunContext, *, error: BaseException | None = None,
         return
     status = "failed" if error is not None else "skipped" if skipped else "finished"
     detail = skipped if error is None else f"{type(error).__name__}: {error}"[:4000]
+    blamed = request_at_fault(ctx.loaded.overrides, error) if error is not None else []
+    if blamed:
+        status = BAD_REQUEST
+        detail = f"the request's own overrides ({', '.join(blamed)}): {detail}"[:4000]
     recorded = False
     try:
         try:

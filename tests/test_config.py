@@ -103,6 +103,50 @@ def test_overrides_apply_and_are_recorded(tmp_path: Path):
     assert loaded.sha256 != load_config(path).sha256
 
 
+def test_split_cutoff_is_a_time_from_the_file_and_from_set(tmp_path: Path):
+    """A cutoff is an ISO date or time, or a whole number read by data.time_unit; YAML's dates
+    (`cutoff: 2024-06-01`, `--set split.cutoff=2024-06-01`) are times too. Anything else is
+    refused by the schema, so `--set` and the webhook get the same sentence."""
+    import datetime as dt
+
+    from regrow.configs.schema import parse_override
+
+    def cutoff(value):
+        return parse_config(merge(BINARY_CONFIG, {"split": {"cutoff": value}})).split.cutoff
+
+    assert cutoff("2024-06-01T12:00:00") == "2024-06-01T12:00:00"
+    assert cutoff(dt.date(2024, 6, 1)) == "2024-06-01" and cutoff(2015) == "2015"
+    assert cutoff(parse_override("split.cutoff=2024-06-01")[1]) == "2024-06-01"
+    for bad in ("'; DROP TABLE x; --", "yesterday", "2024-13-01", "1.5e9"):
+        with pytest.raises(ConfigError, match=r"split.cutoff: not a date or time"):
+            cutoff(bad)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(BINARY_CONFIG))
+    with pytest.raises(ConfigError, match=r"split.cutoff: not a date or time.*DROP TABLE"):
+        load_config(path, {"split.cutoff": "'; DROP TABLE x; --"})
+    with pytest.raises(ConfigError, match="data.time_unit year reads times as numbers"):
+        parse_config(merge(BINARY_CONFIG, {"data": {"time_unit": "year"},
+                                           "split": {"cutoff": "2024-06-01"}}))
+
+
+def test_override_values_are_checked_by_the_schema_and_named_by_key():
+    from regrow.configs.schema import OverrideInvalid, check_override_values
+
+    cfg = parse_config(BINARY_CONFIG)
+    assert check_override_values(cfg, {"split.cutoff": "2024-02-01"}).split.cutoff == "2024-02-01"
+    with pytest.raises(OverrideInvalid) as info:
+        check_override_values(cfg, {"split.cutoff": "'; DROP TABLE x; --",
+                                    "data.source.path": "b.csv"})
+    (key, text), = info.value.problems
+    assert key == "split.cutoff" and text.startswith("split.cutoff: not a date or time")
+    with pytest.raises(OverrideInvalid) as info:
+        check_override_values(cfg, {"split.holdout_fraction": 7})
+    assert info.value.problems[0][0] == "split.holdout_fraction"
+    with pytest.raises(OverrideInvalid) as info:  # a path through a value
+        check_override_values(cfg, {"split.cutoff.x": 1})
+    assert info.value.problems[0][0] == "split.cutoff.x"
+
+
 def test_resolve_path_expands_env(tmp_path: Path, monkeypatch):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(BINARY_CONFIG))

@@ -103,6 +103,7 @@ def test_circuit_opens_after_rejections_until_reset(store: Store):
     ("finished", "reject", True, True),  # trained, judged, rejected by the gate
     ("finished", "promote", True, True),
     ("skipped", None, False, False),    # data and config were the champion's: trained nothing
+    (policy.BAD_REQUEST, None, False, False),  # failed on its request's own override values
 ])
 def test_what_a_finished_run_counts_for(store: Store, status, verdict, cools, spends):
     """The table in tasks/policy/retrain.py: only runs that trained cool down and spend budget."""
@@ -155,6 +156,46 @@ def test_failures_open_the_circuit_like_rejections(store: Store):
                               verdict=verdict)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     assert ask(store, pol, later).verdict == policy.CIRCUIT_OPEN
+
+
+def test_failures_on_a_requests_own_values_do_not_open_the_circuit(store: Store):
+    """Three trainings that failed on their request's overrides (a missing file, a cutoff that
+    leaves no rows: recorded bad_request) neither open the breaker nor break a streak."""
+    pol = RetrainPolicy(cooldown="1s", circuit_breaker_after=2, max_trainings=100)
+    for _ in range(3):
+        store.finish_training(store.start_training(MODEL, "webhook", "x"),
+                              status=policy.BAD_REQUEST, detail="the request's own overrides")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    assert ask(store, pol, later).admitted
+    with store.engine.connect() as conn:
+        assert policy.consecutive_rejections(conn, MODEL) == 0
+    store.finish_training(store.start_training(MODEL, "drift", "x"), status="failed")
+    store.finish_training(store.start_training(MODEL, "webhook", "x"), status=policy.BAD_REQUEST)
+    store.finish_training(store.start_training(MODEL, "drift", "x"), status="failed")
+    with store.engine.connect() as conn:  # skipped over, not a break in the streak
+        assert policy.consecutive_rejections(conn, MODEL) == 2
+
+
+def test_which_failures_are_the_requests_own():
+    from regrow.configs.schema import ConfigError
+    from regrow.flows.steps import request_at_fault
+    from regrow.tasks.data.ingest import IngestError
+    from regrow.tasks.model.train import SplitError, TrainingError
+
+    path = {"data.source.path": "/nowhere.csv"}
+    assert request_at_fault(path, IngestError("data.source.path: file not found: /nowhere.csv")) \
+        == ["data.source.path"]
+    assert request_at_fault({}, IngestError("data.source.path: file not found")) == []
+    query = {"data.source.query": "select 1"}
+    assert request_at_fault(query, IngestError("data.source.url: cannot reach pg://h/db: "
+                                               "refused")) == []  # the database, not the request
+    cut = {"split.cutoff": "2030-01-01"}
+    assert request_at_fault(cut, SplitError("split: time split left 600 training and 0 "
+                                            "holdout rows")) == ["split.cutoff"]
+    assert request_at_fault(cut, TrainingError("too few examples of class 1")) == []
+    assert request_at_fault(path, ConfigError("path '/nowhere.csv' references unset ${X}")) \
+        == ["data.source.path"]
+    assert request_at_fault(path, RuntimeError("boom")) == []
 
 
 def test_a_promotion_closes_the_count(store: Store):

@@ -245,6 +245,9 @@ REJECTED: list[tuple[str, Callable[[], bytes], dict[str, Any], int, str, bool]] 
     ("schema: blank reason", lambda: body_of("wh-neg", reason="   "), {}, 422, "blank", True),
     ("overrides that break the config", lambda: body_of(
         "wh-neg", overrides={"split.holdout_fraction": 7}), {}, 422, "holdout_fraction", True),
+    ("an override value that is not a time", lambda: body_of(
+        "wh-neg", overrides={"split.cutoff": "'; DROP TABLE x; --"}), {}, 422,
+     "split.cutoff: not a date or time", True),
     ("unknown model", lambda: body_of("no-such-model"), {}, 404, "unknown model", True),
 ]
 

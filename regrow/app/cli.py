@@ -550,7 +550,8 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     try:
         run(configs, host=args.host, port=args.port, max_body=args.max_body,
             tolerance_seconds=args.tolerance, log_level=args.log_level,
-            access_log=not args.no_access_log)
+            access_log=not args.no_access_log, header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout, max_connections=args.max_connections)
     except ValueError as err:  # e.g. no secret configured
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -711,6 +712,12 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("--tolerance", type=int, default=300, help="accepted timestamp skew, seconds")
     wh.add_argument("--log-level", default="info")
     wh.add_argument("--no-access-log", action="store_true")
+    wh.add_argument("--header-timeout", type=float, default=5.0,
+                    help="seconds for a request's headers (the connection is closed after)")
+    wh.add_argument("--body-timeout", type=float, default=10.0,
+                    help="seconds for a request's body (408 after)")
+    wh.add_argument("--max-connections", type=int, default=100,
+                    help="open connections at once (503 above)")
     wh.set_defaults(func=cmd_webhook)
 
     bk = model_cmd("backtest", "replay history: what the drift checks, the policy and the gate "

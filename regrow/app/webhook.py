@@ -33,6 +33,32 @@ unconfirmed events on its own. An admitted request whose event cannot even be qu
 marked failed and answered 503 (stored like any answer: send a new delivery once Prefect is
 back).
 
+Slow and stalled senders: uvicorn bounds nothing between accepting a connection and the end of
+a request (a client trickling its headers a byte at a time, or stopping halfway through its
+body, held a connection and a worker slot for as long as it liked: 60 such connections stayed
+open 23 s, a stalled body was never answered). The receiver therefore runs uvicorn with its own
+HTTP protocol class (`guarded_protocol`, a subclass of the protocol uvicorn picks) and bounds:
+
+- **headers**: a request's line and headers must arrive within ``header_timeout`` (5 s) of the
+  connection being made (or of the previous response on a kept-alive connection), and hold at
+  most ``MAX_HEAD_BYTES``; otherwise the connection is closed (with a 408 or 431 when some of a
+  request had arrived). uvicorn has no such timeout: ``timeout_keep_alive`` runs only between
+  requests and is reset by every byte, and ``h11_max_incomplete_event_size`` bounds size, not
+  time, and only under h11 (httptools, which uvicorn picks when installed, has neither). A
+  protocol subclass is the one place that sees a connection before any request exists; an
+  ASGI middleware starts only once the headers are complete. Running the app under another
+  server (hypercorn has such timeouts) is not an option: it is not in the lock.
+- **body**: the whole body must arrive within ``body_timeout`` (10 s) of the headers,
+  enforced where the app reads it (`asyncio.timeout` around `_read_bounded`): 408 with
+  ``Connection: close``. 10 s carries the 1 MiB body limit at about 1 Mbit/s; webhook senders
+  are servers, not phones.
+- **connections**: at most ``max_connections`` (100) open at once; one more is answered 503 and
+  closed at once, and uvicorn's ``limit_concurrency`` (one above it) bounds requests in flight
+  too. 100 is twice the largest burst the tests send (50 concurrent deliveries), and each open
+  connection costs a worker-thread slot only while its delivery is processed.
+- idle kept-alive connections close after ``timeout_keep_alive`` (5 s, uvicorn's default,
+  set explicitly).
+
 The store work (claims, stored answers, take-overs, SQLite tuning and the writer lock) lives in
 `tasks.policy.deliveries`; signing and verification in `tasks.policy.signing`. This module holds the HTTP
 side: routes, bodies, status codes and messages.
@@ -40,6 +66,7 @@ side: routes, bodies, status codes and messages.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import logging
@@ -83,6 +110,11 @@ log = logging.getLogger("regrow.webhook")
 
 REPLAY_HEADER = "X-Regrow-Replay"
 DEFAULT_PORT = 8787
+HEADER_TIMEOUT = 5.0  # seconds for a request's line and headers (see the module docstring)
+BODY_TIMEOUT = 10.0  # seconds for its body, once the headers are in
+MAX_CONNECTIONS = 100  # open at once
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers
+KEEP_ALIVE = 5  # seconds an idle kept-alive connection stays open
 
 RETRAIN_ENDPOINT = "retrain"
 DATA_ENDPOINT = "data-arrived"
@@ -335,19 +367,21 @@ class Receiver:
 
     @staticmethod
     def _check_overrides(loaded: LoadedConfig, overrides: dict[str, Any]) -> Answer | None:
-        """Only keys the config allows from outside, and a config that still validates with
-        them: a 422 now, not a failed training later.
+        """Only keys the config allows from outside, with values the config schema accepts
+        (the check `--set` gets): a 422 now, before anything is recorded, not a training that
+        fails later and counts toward the circuit breaker.
 
         Returns:
             None when the overrides may be used; else the 422 answer: for refused keys, a
-            sentence naming them and the allowed ones (also as ``refused`` and ``allowed``).
+            sentence naming them and the allowed ones (also as ``refused`` and ``allowed``);
+            for refused values, one error per problem, its ``loc`` ending in the override key
+            and its ``msg`` naming the key and the problem.
         """
         from regrow.configs.schema import (
-            ConfigError,
+            OverrideInvalid,
             OverrideRefused,
-            apply_overrides,
             check_external_overrides,
-            parse_config,
+            check_override_values,
         )
 
         try:
@@ -355,11 +389,11 @@ class Receiver:
         except OverrideRefused as err:
             return _err(422, str(err), refused=err.refused, allowed=err.allowed)
         try:
-            data = apply_overrides(loaded.config.model_dump(mode="json"), dict(overrides))
-            parse_config(data, "overrides")
-        except ConfigError as err:
-            return _err(422, [{"loc": ["body", "overrides"], "msg": str(err),
-                               "type": "config_invalid"}])
+            check_override_values(loaded.config, overrides)
+        except OverrideInvalid as err:
+            return _err(422, [{"loc": ["body", "overrides", *([key] if key else [])],
+                               "msg": text, "type": "override_invalid"}
+                              for key, text in err.problems])
         return None
 
     @staticmethod
@@ -494,6 +528,112 @@ def _require_prefect_api() -> None:
             "(e.g. PREFECT_API_URL=http://127.0.0.1:4200/api)")
 
 
+def _raw_answer(status: str, detail: str) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection (for the protocol layer, where no
+    request exists to answer through the app)."""
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+def guarded_protocol(header_timeout: float = HEADER_TIMEOUT,
+                     max_connections: int = MAX_CONNECTIONS,
+                     max_head_bytes: int = MAX_HEAD_BYTES) -> type:
+    """uvicorn's HTTP protocol class (httptools when installed, else h11) with a deadline for
+    each request's line and headers, a cap on their size and a cap on open connections (see
+    the module docstring). Pass it as ``uvicorn.run(http=...)``."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    too_many = _raw_answer("503 Service Unavailable", f"more than {max_connections} open "
+                           "connections; retry later")
+    too_slow = _raw_answer("408 Request Timeout", f"request headers not received within "
+                           f"{header_timeout:g} s")
+    too_big = _raw_answer("431 Request Header Fields Too Large", f"request headers larger "
+                          f"than {max_head_bytes} bytes")
+
+    class GuardedHTTP(AutoHTTPProtocol):  # type: ignore[valid-type, misc]
+        _deadline: asyncio.TimerHandle | None = None
+        _waiting: Any = None  # the request cycle in place when the deadline was armed
+        _head_bytes = 0
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                log.warning("connection refused: more than %d open", max_connections)
+                transport.write(too_many)
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._waiting, self._head_bytes = self.cycle, 0
+            self._deadline = self.loop.call_later(header_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing() or self.cycle is not self._waiting:
+                return
+            if (self.cycle is not None and not self.cycle.response_complete) or \
+                    getattr(self, "pipeline", None):
+                return  # a request is being answered; re-armed when its response is complete
+            log.warning("closing a connection that sent no complete request headers within "
+                        "%g s (%d bytes)", header_timeout, self._head_bytes)
+            if self._head_bytes:
+                self.transport.write(too_slow)
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            waiting = self._deadline is not None
+            if waiting:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if not waiting or self.transport.is_closing():
+                return
+            if self.cycle is not self._waiting:  # a request's headers are complete
+                self._disarm()
+            elif self._head_bytes > max_head_bytes:
+                self._disarm()
+                self.transport.write(too_big)
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers get the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedHTTP
+
+
+class _TooSlow(Exception):
+    pass
+
+
+async def _read_timed(request: Any, limit: int, seconds: float) -> bytes:
+    """`_read_bounded` within `seconds`.
+
+    Raises:
+        _TooLarge: see `_read_bounded`.
+        _TooSlow: the body did not arrive in time.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_bounded(request, limit)
+    except TimeoutError:
+        raise _TooSlow from None
+
+
 async def _read_bounded(request: Any, limit: int) -> bytes:
     """The request body, refusing (without reading on) anything over `limit` bytes.
 
@@ -513,7 +653,8 @@ async def _read_bounded(request: Any, limit: int) -> bytes:
 
 def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
                settings: Settings | None = None, secrets: list[str] | None = None,
-               max_body: int = 1024 * 1024, tolerance_seconds: int = 300) -> FastAPI:
+               max_body: int = 1024 * 1024, tolerance_seconds: int = 300,
+               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """Build the receiver's FastAPI app.
 
     Args:
@@ -524,9 +665,10 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
             ``REGROW_WEBHOOK_SECRET_PREVIOUS``). Never logged nor returned.
         max_body: largest request body accepted, in bytes (413 above).
         tolerance_seconds: largest accepted distance of ``X-Regrow-Timestamp`` from now.
+        body_timeout: seconds a body may take to arrive (408 after).
 
     Returns:
-        The app; serve it with uvicorn (see `run`).
+        The app; serve it with uvicorn and `guarded_protocol` (see `run`).
 
     Raises:
         WebhookConfigError: no secret (or one under 16 characters), no configs, two configs
@@ -545,8 +687,8 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
 
     models = _index(configs)
     keys = usable_secrets(secrets)
-    if max_body < 1 or tolerance_seconds < 1:
-        raise WebhookConfigError("max_body and tolerance_seconds must be positive")
+    if max_body < 1 or tolerance_seconds < 1 or not body_timeout > 0:
+        raise WebhookConfigError("max_body, tolerance_seconds and body_timeout must be positive")
     _require_prefect_api()
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
@@ -582,9 +724,14 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
 
     async def deliver(endpoint: str, request: Request) -> JSONResponse:
         try:
-            body = await _read_bounded(request, max_body)
+            body = await _read_timed(request, max_body, body_timeout)
         except _TooLarge:
             return respond(_err(413, f"body larger than {max_body} bytes"))
+        except _TooSlow:
+            log.warning("%s from %s: 408, body not received within %g s", endpoint,
+                        request.client.host if request.client else "?", body_timeout)
+            return respond(Answer(408, {"detail": f"body not received within {body_timeout:g} "
+                                        "s"}, {"Connection": "close"}))
         client = request.client.host if request.client else "?"
         return respond(await run_in_threadpool(receiver.handle, endpoint, request.headers, body,
                                                client))
@@ -612,7 +759,9 @@ def create_app(configs: list[LoadedConfig] | dict[str, LoadedConfig],
 def run(configs: Iterable[LoadedConfig | str | Path], host: str = "127.0.0.1",
         port: int = DEFAULT_PORT, *, settings: Settings | None = None,
         secrets: list[str] | None = None, max_body: int = 1024 * 1024,
-        tolerance_seconds: int = 300, log_level: str = "info", access_log: bool = True) -> None:
+        tolerance_seconds: int = 300, log_level: str = "info", access_log: bool = True,
+        header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS) -> None:
     """Serve the receiver with uvicorn until interrupted.
 
     Args:
@@ -622,6 +771,7 @@ def run(configs: Iterable[LoadedConfig | str | Path], host: str = "127.0.0.1",
         settings, secrets, max_body, tolerance_seconds: as for `create_app`.
         log_level: uvicorn's log level.
         access_log: log one line per request.
+        header_timeout, body_timeout, max_connections: see the module docstring.
 
     Raises:
         WebhookConfigError: see `create_app`.
@@ -632,12 +782,16 @@ def run(configs: Iterable[LoadedConfig | str | Path], host: str = "127.0.0.1",
     from regrow.configs.schema import load_config
 
     loaded = [c if isinstance(c, LoadedConfig) else load_config(c) for c in configs]
-    app = create_app(loaded, settings, secrets, max_body, tolerance_seconds)
+    if not header_timeout > 0 or max_connections < 1:
+        raise WebhookConfigError("header_timeout and max_connections must be positive")
+    app = create_app(loaded, settings, secrets, max_body, tolerance_seconds, body_timeout)
     logging.getLogger("regrow").setLevel(log_level.upper())
     if not logging.getLogger("regrow").handlers and not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                server_header=False, proxy_headers=False)
+                server_header=False, proxy_headers=False,
+                http=guarded_protocol(header_timeout, max_connections),
+                limit_concurrency=max_connections + 1, timeout_keep_alive=KEEP_ALIVE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -654,6 +808,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=int, default=300, help="timestamp tolerance, seconds")
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-access-log", action="store_true")
+    p.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT,
+                   help="seconds for a request's headers (the connection is closed after)")
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT,
+                   help="seconds for a request's body (408 after)")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help="open connections at once (503 above)")
     args = p.parse_args(argv)
     from regrow.configs.schema import ConfigError
     from regrow.tasks.store.settings import configure_process_env
@@ -662,7 +822,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.configs, args.host, args.port, max_body=args.max_body,
             tolerance_seconds=args.tolerance, log_level=args.log_level,
-            access_log=not args.no_access_log)
+            access_log=not args.no_access_log, header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout, max_connections=args.max_connections)
     except (ConfigError, WebhookConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

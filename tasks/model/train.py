@@ -29,6 +29,11 @@ class TrainingError(ValueError):
     """Training cannot proceed on this data or config."""
 
 
+class SplitError(TrainingError):
+    """The split cannot be made as configured (a cutoff that leaves a part empty, or that is
+    not a time the column can be compared with)."""
+
+
 @dataclass(frozen=True)
 class SplitResult:
     """Training and holdout parts of the table."""
@@ -54,10 +59,7 @@ def split(config: Config, frame: pd.DataFrame) -> SplitResult:
     if d.time_column:
         ordered = frame.sort_values(d.time_column, kind="stable").reset_index(drop=True)
         if s.cutoff:
-            try:
-                cut = to_time(s.cutoff, d.time_unit, "split.cutoff")
-            except TimeUnitError as err:
-                raise TrainingError(str(err)) from None
+            cut = _cutoff(s.cutoff, d.time_unit, ordered[d.time_column], d.time_column)
             mask = ordered[d.time_column] >= cut
             train, hold = ordered[~mask], ordered[mask]
         else:
@@ -83,11 +85,37 @@ def split(config: Config, frame: pd.DataFrame) -> SplitResult:
         result = SplitResult(frame.iloc[np.sort(tr)].reset_index(drop=True),
                              frame.iloc[np.sort(ho)].reset_index(drop=True), "random")
     if len(result.train) == 0 or len(result.holdout) == 0:
-        raise TrainingError(
+        raise SplitError(
             f"split: {result.method} split left {len(result.train)} training and "
             f"{len(result.holdout)} holdout rows; adjust split.cutoff or split.holdout_fraction"
         )
     return result
+
+
+def _cutoff(text: str, unit: str, times: pd.Series, column: str) -> pd.Timestamp:
+    """`split.cutoff` as a time comparable with the time column: a whole number read by
+    `unit` like the column, anything else as the ISO date or time the config schema checked.
+
+    Raises:
+        SplitError: not a time, or a time zone on one side only.
+    """
+    import datetime as dt
+
+    try:
+        if text.strip().lstrip("-").isdigit():
+            cut = to_time(text, unit, "split.cutoff")
+        else:
+            cut = pd.Timestamp(dt.datetime.fromisoformat(text.strip()))
+    except (TimeUnitError, ValueError) as err:
+        raise SplitError(str(err) if isinstance(err, TimeUnitError) else
+                         f"split.cutoff: {text!r} is not a date or time") from None
+    zoned = getattr(times.dt, "tz", None) is not None if len(times) else False
+    if (cut.tzinfo is not None) != zoned:
+        raise SplitError(
+            f"split.cutoff: {text!r} {'has a' if cut.tzinfo is not None else 'has no'} time zone, "
+            f"but data.time_column {column!r} holds times {'with' if zoned else 'without'} one; "
+            "give the cutoff " + ("with a zone (e.g. +00:00)" if zoned else "without a zone"))
+    return cut
 
 
 @dataclass(frozen=True)

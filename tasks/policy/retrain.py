@@ -22,12 +22,16 @@ What a run counts for:
 | promoted (or passed, waiting for approval) | yes | yes | resets the count |
 | rejected by the gate | yes | yes | counts |
 | failed before a verdict: validation, bad config, error, crash | no | no | counts |
+| failed on its request's own overrides (``bad_request``: a missing file, an empty split) | no | no | no |
 | a reproduction (`regrow reproduce`; no `training_runs` row) | no | no | no |
 | skipped: data and config unchanged since the champion's training | no | no | no |
 
 A failed run trained nothing, so it neither cools the model down nor spends its budget: the
 next request (with fixed data) is admitted at once. Repeated failures still open the breaker,
-so a broken upstream cannot keep starting trainings.
+so a broken upstream cannot keep starting trainings. A request whose own override values
+make its training fail blocks nobody else: the webhook receiver refuses values the config
+schema refuses (422) before anything is recorded, and a value that only fails on the data
+(a path to a missing file) is recorded as ``bad_request``, which the breaker skips.
 - ``admitted``: a training should start, carrying this request's id as provenance.
 
 Decisions for one model are serialised through a lock row in the monitoring store (an
@@ -93,7 +97,12 @@ FAILED_STATUSES = ("failed", "crashed")
 # A run that stopped after ingest because data and config were the champion's: it trained
 # nothing (no cooldown, no budget) and it is no failure (the circuit breaker ignores it).
 SKIPPED = "skipped"
-NOT_TRAINED = (*FAILED_STATUSES, SKIPPED)
+# A run that failed on a value its own request chose (an override naming a file that does not
+# exist, a cutoff that leaves no rows: `flows.steps.request_at_fault`): the request was bad,
+# not the model or its data, so the circuit breaker ignores it (and, having trained nothing,
+# it spends no cooldown or budget).
+BAD_REQUEST = "bad_request"
+NOT_TRAINED = (*FAILED_STATUSES, SKIPPED, BAD_REQUEST)
 
 
 class NoLockRow(Exception):
