@@ -621,6 +621,12 @@ class Gate(Strict):
         "it loses at least this share of its skill above the trivial model (measured on its own "
         "trusted set). With a candidate that has no skill either, the new labels look broken "
         "and the gate refuses.")
+    trusted_max_loss: float | None = Field(
+        default=0.5, ge=0, le=1, description="The candidate must keep at least 1 - this share "
+        "of the champion's skill above the trivial model on the champion's trusted set (its own "
+        "holdout): 0.5 refuses a candidate that keeps less than half of it there. Not applied "
+        "when the champion has collapsed on the new holdout (a concept change, see "
+        "collapse_share). null: the trusted-set scores are reported only.")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -22,6 +23,7 @@ from regrow.configs.schema import LoadedConfig
 from regrow.flows import events as notify
 from regrow.flows import pages
 from regrow.flows.progress import say, timed
+from regrow.tasks.data import degenerate
 from regrow.tasks.data import features as fe
 from regrow.tasks.data import ingest as ing
 from regrow.tasks.data import validate as va
@@ -30,6 +32,7 @@ from regrow.tasks.model import gate as gt
 from regrow.tasks.model import train as tr
 from regrow.tasks.model import trusted as ts
 from regrow.tasks.monitoring.reference import build_reference
+from regrow.tasks.monitoring.scoring import label_text
 from regrow.tasks.policy.lease import Heartbeat, lease_seconds, reap
 from regrow.tasks.policy.retrain import BAD_REQUEST
 from regrow.tasks.policy.untrusted import markdown
@@ -227,7 +230,29 @@ def validate(ctx: RunContext, data: ing.IngestResult) -> va.ValidationReport:
                                  key=pages.artifact_key("validation", ctx.model_name),
                                  description="Expectations that failed; training did not run.")
         raise ValidationFailed(report, ctx.run_id)
+    ctx.notes.extend(_degenerate_features(ctx, data))
     return report
+
+
+def _degenerate_features(ctx: RunContext, data: ing.IngestResult) -> list[str]:
+    """Stop on a feature column that is empty or constant where the champion's was not
+    (`tasks.data.degenerate`); the champion's column table is read from its run."""
+    version = features_json = None
+    try:
+        version = ctx.registry.alias_version(ctx.model_name, CHAMPION)
+        run_id = ctx.registry.version_info(ctx.model_name, version).run_id if version else None
+        features_json = ctx.registry.read_json_artifact(run_id, "features.json") if run_id \
+            else None
+    except Exception as err:  # noqa: BLE001 - judged without the champion's record, and said
+        ctx.notes.append(f"the champion's feature statistics could not be read "
+                         f"({_first_line(err)}); empty features were checked against the "
+                         "config only")
+    try:
+        return degenerate.check(ctx.loaded.config, data.frame, version, features_json)
+    except degenerate.DegenerateFeature as err:
+        say("validate", str(err))
+        ctx.registry.set_tags(ctx.run_id, {"regrow.validation": "failed"})
+        raise
 
 
 @step("split")
@@ -501,6 +526,8 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
         tags["regrow.trigger_ref"] = ctx.trigger.ref
     if trained.target.positive_label is not None:
         tags["regrow.positive_label"] = trained.target.positive_label
+    if trained.target.classes:  # what `regrow labels` accepts when the config lists nothing
+        tags["regrow.classes"] = json.dumps([label_text(c) for c in trained.target.classes])
     version = reg.register(uri, name, ctx.run_id, tags,
                            description=version_description(ctx, decision))
     say("register", f"{time.perf_counter() - started:.1f} s: registered {name} v{version} "

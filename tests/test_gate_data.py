@@ -69,9 +69,9 @@ def test_trivial_model_scores_chance():
     assert abs(rbase.value - rparts.holdout["y"].std()) < 0.2 * rparts.holdout["y"].std()
 
 
-def _trusted(champion_now=0.92):
+def _trusted(champion_now=0.92, candidate=0.55):
     return gt.TrustedCheck(True, 500, at_registration=0.93, baseline=0.5, champion=champion_now,
-                           candidate=0.55)
+                           candidate=candidate)
 
 
 def test_broken_labels_refused_when_champion_collapses_and_candidate_has_no_skill():
@@ -92,9 +92,45 @@ def test_collapse_with_a_skilled_candidate_is_a_concept_change():
     rule = next(r for r in d.rules if r.rule == "broken_labels")
     assert d.passed and rule.passed and rule.detail.startswith("concept change")
     steady = gt.decide(gate, _e(0.90, (0.85, 0.95)), _e(0.90), "4", baseline=_e(0.5),
-                       trusted=_trusted())
+                       trusted=_trusted(candidate=0.91))  # as good as the champion on its rows
     assert steady.passed and "no collapse" in next(
         r for r in steady.rules if r.rule == "broken_labels").detail
+
+
+def test_a_candidate_far_worse_on_the_champions_own_holdout_is_refused():
+    """No collapse on the new holdout, but on the champion's trusted set the candidate keeps
+    12% of the champion's skill (0.55 vs 0.92, trivial 0.50): refused, by gate.trusted_max_loss."""
+    gate = _gate(primary_metric="roc_auc", max_regression=0.02)
+    far = gt.decide(gate, _e(0.90, (0.85, 0.95)), _e(0.90), "4", baseline=_e(0.5),
+                    trusted=_trusted(candidate=0.55))
+    rule = next(r for r in far.rules if r.rule == "trusted_set")
+    assert not far.passed and not rule.passed
+    assert rule.measured == 0.55 and rule.threshold == pytest.approx(0.71)  # 0.5 + 50% of 0.42
+    assert "keeps 12% of the champion's skill" in rule.detail and "trusted_max_loss 0.5" in rule.detail
+    assert any(r.startswith("trusted_set on roc_auc") for r in far.reasons)
+    recorded = {r["rule"]: r for r in far.to_dict()["rules"]}  # the decision record
+    assert not recorded["trusted_set"]["passed"] and recorded["trusted_set"]["threshold"]
+    close = gt.decide(gate, _e(0.90, (0.85, 0.95)), _e(0.90), "4", baseline=_e(0.5),
+                      trusted=_trusted(candidate=0.75))  # keeps 60%: within the default
+    assert close.passed
+    strict = _gate(primary_metric="roc_auc", max_regression=0.02, trusted_max_loss=0.2)
+    assert not gt.decide(strict, _e(0.90, (0.85, 0.95)), _e(0.90), "4", baseline=_e(0.5),
+                         trusted=_trusted(candidate=0.75)).passed
+    report_only = _gate(primary_metric="roc_auc", max_regression=0.02, trusted_max_loss=None)
+    off = gt.decide(report_only, _e(0.90, (0.85, 0.95)), _e(0.90), "4", baseline=_e(0.5),
+                    trusted=_trusted(candidate=0.55))
+    assert off.passed and "reported only" in next(
+        r for r in off.rules if r.rule == "trusted_set").detail
+
+
+def test_trusted_rule_lower_is_better():
+    gate = _gate(REGRESSION_CONFIG, primary_metric="rmse")
+    trusted = gt.TrustedCheck(True, 300, at_registration=1.0, baseline=3.0, champion=1.0,
+                              candidate=2.5)  # keeps 25% of a 2.0 skill
+    d = gt.decide(gate, _e(1.0, (0.9, 1.1), "rmse"), _e(1.0, metric="rmse"), "2",
+                  baseline=_e(3.0, metric="rmse"), trusted=trusted)
+    rule = next(r for r in d.rules if r.rule == "trusted_set")
+    assert not rule.passed and rule.threshold == pytest.approx(2.0) and rule.comparator == "<="
 
 
 def test_versions_without_a_trusted_set_are_named_not_failed():

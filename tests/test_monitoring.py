@@ -88,6 +88,46 @@ def test_labels_for_unknown_ids_are_kept_and_reported(tmp_path: Path):
         scoring.record_labels(cfg, pd.DataFrame({"row_id": [1]}), store)
 
 
+def test_labels_are_checked_and_resending_them_stores_nothing_new(tmp_path: Path):
+    """Values the target cannot hold and conflicting labels for one id are refused with
+    nothing stored; the same file twice stores its rows once; a changed label is recorded
+    (the newest counts)."""
+    cfg = parse_config(MONITORED)  # expectations.allowed.label: [0, 1]
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+
+    def stored() -> list[tuple[str, str]]:
+        with store.engine.connect() as conn:
+            return [(r.row_id, r.label) for r in conn.execute(
+                scoring.labels.select().order_by(scoring.labels.c.id))]
+
+    words = pd.DataFrame({"row_id": [1, 2, 3, 4], "label": ["1", "yes", "maybe", "yes"]})
+    with pytest.raises(scoring.ScoringError, match=r"must be one of '0', '1' "
+                       r"\(expectations.allowed.label\); got 'yes' \(2 rows\), 'maybe' \(1 row\)"):
+        scoring.record_labels(cfg, words, store)
+    both = pd.DataFrame({"row_id": [7, 7, 8], "label": [1, 0, 1]})
+    with pytest.raises(scoring.ScoringError, match=r"conflicting labels for 1 id\(s\).*id '7' "
+                       r"labelled '1' and '0'"):
+        scoring.record_labels(cfg, both, store)
+    assert stored() == []
+    sent = pd.DataFrame({"row_id": range(500), "label": [i % 2 for i in range(500)]})
+    first = scoring.record_labels(cfg, sent, store)
+    assert (first.new, first.already, first.changed, first.received) == (500, 0, 0, 500)
+    again = scoring.record_labels(cfg, sent, store)
+    assert (again.new, again.already, again.changed) == (0, 500, 0)
+    assert again.describe().startswith("0 new labels, 500 already recorded")
+    assert len(stored()) == 500
+    floats = sent.assign(label=sent["label"].astype(float))  # 1.0 is the label 1
+    assert scoring.record_labels(cfg, floats, store).already == 500
+    fixed = pd.DataFrame({"row_id": [0, 1, 1], "label": [1, 1, 1]})  # 0 relabelled; 1 repeated
+    res = scoring.record_labels(cfg, fixed, store)
+    assert (res.new, res.already, res.changed, res.repeated) == (0, 1, 1, 1)
+    assert len(stored()) == 501 and stored()[-1] == ("0", "1")
+    champion_classes = parse_config(merge(MONITORED, {"expectations": {"allowed": None}}))
+    with pytest.raises(scoring.ScoringError, match="the classes champion v3 was trained on"):
+        scoring.record_labels(champion_classes, words, store, ["0", "1"],
+                              "the classes champion v3 was trained on")
+
+
 def _reference_and_model(cfg, seed: int = 0):
     from regrow.tasks.model import train as tr
     frame = binary_frame(3000, seed=seed)

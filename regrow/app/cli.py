@@ -177,6 +177,24 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _champion_classes(loaded) -> tuple[list[str] | None, str]:
+    """The classes the champion was trained on (its version's ``regrow.classes`` tag), which
+    labels must be among when the config declares no ``expectations.allowed`` for the target;
+    (None, "") when they are declared, the target is numeric, or nothing records them."""
+    cfg = loaded.config
+    if cfg.data.task == "regression" or cfg.data.target in cfg.expectations.allowed:
+        return None, ""
+    from regrow.tasks.registry.mlflow_registry import CHAMPION, Registry
+    from regrow.tasks.store.settings import Settings
+
+    reg, model = Registry(Settings.from_env()), cfg.registry.model_name
+    version = reg.alias_version(model, CHAMPION)
+    tag = reg.version_info(model, version).tags.get("regrow.classes") if version else None
+    if not tag:
+        return None, ""
+    return json.loads(tag), f"the classes champion v{version} was trained on"
+
+
 def cmd_labels(args: argparse.Namespace) -> int:
     """Record labels that arrived later; report ids with no prediction."""
     loaded = _load_or_exit(args)
@@ -188,12 +206,14 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
     def go():
         frame = read_rows(loaded, args.input, None)
-        return record_labels(loaded.config, frame, Store(Settings.from_env().database_url))
+        classes, source = _champion_classes(loaded)
+        return record_labels(loaded.config, frame, Store(Settings.from_env().database_url),
+                             classes, source)
 
     res = guarded(go, args.json)
     if isinstance(res, int):
         return res
-    text = f"recorded {res.received} labels: {res.matched} joined to predictions"
+    text = f"{res.received} labels received: {res.describe()}"
     if res.unknown_ids:
         text += (f"\n{len(res.unknown_ids)} label(s) for ids with no prediction (kept, not "
                  f"joined): {res.unknown_ids[:10]}{' ...' if len(res.unknown_ids) > 10 else ''}")

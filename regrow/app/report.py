@@ -62,11 +62,11 @@ def render(o: TrainingOutcome) -> str:
              f"candidates (cross-validated {o.metric}):"]
     for c in o.candidates:
         mark = "*" if c["name"] == o.best else " "
-        lines.append(f" {mark} {c['name']:<28} {c['cv_score']:.4f} +- {c['cv_std']:.4f}  "
+        lines.append(f" {mark} {c['name']:<28} {_fmt(c['cv_score'])} +- {_fmt(c['cv_std'])}  "
                      f"{c['best_params'] or ''}")
     ci = o.holdout.get("ci")
     lines += ["", f"holdout {o.metric}: candidate {_fmt(o.holdout['metrics'].get(o.metric))}"
-              + (f" (95% CI {ci[0]:.4f}..{ci[1]:.4f})" if ci else "")
+              + (f" (95% CI {_fmt(ci[0])}..{_fmt(ci[1])})" if ci else "")
               + (f", champion v{o.champion_before} {_fmt(o.champion_holdout['metrics'].get(o.metric))}"
                  if o.champion_holdout else ", no champion yet"), "",
               "gate:", f"  {'rule':<26} {'metric':<10} {'measured':>9} {'threshold':>12}  result  detail"]

@@ -160,17 +160,63 @@ def _broken_labels(gate: Gate, candidate: Evaluation, champion: Evaluation, base
                       f"either ({skilled.detail})")
 
 
-def _trusted_row(metric: str, trusted: TrustedCheck, version: str | None) -> RuleResult:
-    """The scores on the champion's trusted set, reported (never decisive by itself)."""
+def _collapsed(gate: Gate, trusted: TrustedCheck, champion: Evaluation | None,
+               baseline: Evaluation | None, greater: bool) -> float | None:
+    """The share of its trusted-set skill the champion keeps on the new holdout, when that
+    share says it collapsed there (see `_broken_labels`); None when it did not, or when
+    that cannot be told."""
+    if champion is None or baseline is None:
+        return None
+    own = trusted.champion if trusted.champion is not None else trusted.at_registration
+    ref_skill = _skill(own, trusted.baseline, greater)
+    new_skill = _skill(champion.value, baseline.value, greater)
+    if math.isnan(ref_skill) or ref_skill <= 0 or math.isnan(new_skill):
+        return None
+    retained = new_skill / ref_skill
+    return retained if retained <= 1.0 - gate.collapse_share else None
+
+
+def _trusted_rule(gate: Gate, trusted: TrustedCheck, version: str | None,
+                  champion: Evaluation | None, baseline: Evaluation | None) -> RuleResult:
+    """The candidate on the champion's trusted set (the champion's own holdout): refused when it
+    keeps less than ``1 - gate.trusted_max_loss`` of the champion's skill above the trivial
+    model there. Not applied when the champion itself collapsed on the new holdout (a concept
+    change: its old rows no longer judge) or when the set cannot tell; reported only with
+    ``trusted_max_loss: null``."""
+    metric = gate.primary_metric
+    greater = METRICS[metric][1]
     if not trusted.available:
         return RuleResult("trusted_set", metric, None, None, "", True,
                           trusted.note or f"champion v{version} has no trusted set")
     note = f"; {trusted.note}" if trusted.note else ""
-    return RuleResult("trusted_set", metric, trusted.candidate, None, "", True,
-                      f"{trusted.rows} rows of champion v{version}'s own holdout: champion "
-                      f"{_num(trusted.champion)} (at registration {_num(trusted.at_registration)}),"
-                      f" candidate {_num(trusted.candidate)}, trivial {_num(trusted.baseline)}"
-                      f"{note}: reported only")
+    scores = (f"{trusted.rows} rows of champion v{version}'s own holdout: champion "
+              f"{_num(trusted.champion)} (at registration {_num(trusted.at_registration)}), "
+              f"candidate {_num(trusted.candidate)}, trivial {_num(trusted.baseline)}{note}")
+    if gate.trusted_max_loss is None:
+        return RuleResult("trusted_set", metric, trusted.candidate, None, "", True,
+                          f"{scores}: reported only (gate.trusted_max_loss: null)")
+    own = trusted.champion if trusted.champion is not None else trusted.at_registration
+    ref_skill = _skill(own, trusted.baseline, greater)
+    cand_skill = _skill(trusted.candidate, trusted.baseline, greater)
+    if math.isnan(ref_skill) or ref_skill <= 0 or math.isnan(cand_skill):
+        return RuleResult("trusted_set", metric, trusted.candidate, None, "", True,
+                          f"{scores}: not checked (no measurable skill of the champion over the "
+                          "trivial model there, or a score missing)")
+    collapsed = _collapsed(gate, trusted, champion, baseline, greater)
+    if collapsed is not None:
+        return RuleResult("trusted_set", metric, trusted.candidate, None, "", True,
+                          f"{scores}: not applied, the champion keeps {collapsed:.0%} of its "
+                          "skill on the new holdout (a concept change: its old rows no longer "
+                          "judge; see broken_labels)")
+    keep = 1.0 - gate.trusted_max_loss
+    base = trusted.baseline if trusted.baseline is not None else math.nan  # known: skills exist
+    floor = base + keep * ref_skill if greater else base - keep * ref_skill
+    retained = cand_skill / ref_skill
+    passed = retained >= keep - 1e-12
+    return RuleResult("trusted_set", metric, trusted.candidate, floor, ">=" if greater else "<=",
+                      passed, f"{scores}; the candidate keeps {retained:.0%} of the champion's "
+                      f"skill over the trivial model there (at least {keep:.0%}: "
+                      f"gate.trusted_max_loss {gate.trusted_max_loss:g})")
 
 
 def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
@@ -182,7 +228,8 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
     with "no champion"; with a champion that could not be scored they fail, so an unscorable
     comparison never promotes silently. With `baseline` (the trivial model on the same holdout)
     the baseline rule applies when `gate.baseline` is on; with a champion and `trusted`, the
-    broken-labels rule applies and the trusted-set scores are reported.
+    broken-labels rule applies, and the trusted-set rule: a candidate far worse than the
+    champion on the champion's own holdout is refused (`gate.trusted_max_loss`).
     """
     metric = gate.primary_metric
     greater = METRICS[metric][1]
@@ -220,7 +267,7 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
             rules.append(_broken_labels(gate, candidate, champion, baseline, trusted,
                                         champion_version))
     if trusted is not None and champion_version is not None:
-        rules.append(_trusted_row(metric, trusted, champion_version))
+        rules.append(_trusted_rule(gate, trusted, champion_version, champion, baseline))
     for sl in gate.slices:
         per = candidate.slices.get(sl.column)
         if per is None:

@@ -266,6 +266,48 @@ def _cv(config: Config, y: np.ndarray):
     return KFold(n_splits=c.cv_folds, shuffle=True, random_state=c.seed)
 
 
+def check_class_counts(config: Config, target: Target, y: np.ndarray) -> None:
+    """Refuse, before anything is fitted, a training part whose classes cross-validation
+    cannot score: a class with fewer examples than `candidates.cv_folds`, or (time-ordered
+    folds) a fold whose training or validation part misses a class. Its scores would be NaN,
+    and a model chosen on NaN scores is no choice.
+
+    Raises:
+        TrainingError: naming the class, its count and what to change.
+    """
+    if config.data.task == "regression" or len(y) == 0:
+        return
+    folds = config.candidates.cv_folds
+    codes, counts = np.unique(y, return_counts=True)
+
+    def label(code: Any) -> Any:
+        if target.task != "binary":
+            return code
+        other = [c for c in target.classes if c != target.positive_label]
+        return target.positive_label if code == 1 else (other[0] if other else code)
+
+    advice = ("collect more labelled rows of that class, or lower candidates.cv_folds "
+              f"(now {folds})")
+    for code, n in zip(codes, counts, strict=True):
+        if n < folds:
+            raise TrainingError(
+                f"too few examples of class {label(code)!r} for {folds}-fold cross-validation: "
+                f"{n} of {len(y):,} training rows (every fold needs at least one); {advice}")
+    if not config.data.time_column:
+        return  # stratified folds put every class in every fold
+    present = set(codes.tolist())
+    for i, (fit_rows, check_rows) in enumerate(_cv(config, y).split(np.zeros(len(y)))):
+        for part, rows in (("training", fit_rows), ("validation", check_rows)):
+            missing = present - set(np.unique(y[rows]).tolist())
+            if missing:
+                code = sorted(missing)[0]
+                n = int(counts[list(codes).index(code)])
+                raise TrainingError(
+                    f"too few examples of class {label(code)!r} for {folds}-fold "
+                    f"time-ordered cross-validation: {n} of {len(y):,} training rows, none in "
+                    f"the {part} part of fold {i + 1}; {advice}")
+
+
 def native_threads(config: Config):
     """A context capping native (OpenMP/BLAS) threads at `candidates.threads` while fitting or
     predicting (a no-op when unset): on a small or busy machine, a tree ensemble's predict
@@ -291,6 +333,7 @@ def train(config: Config, train_frame: pd.DataFrame,
     task, metric = config.data.task, config.gate.primary_metric
     target = resolve_target(config, train_frame)
     y = target.encode(train_frame[target.column])
+    check_class_counts(config, target, y)
     features = features or build_features(config, train_frame, y)
     roles = features.roles
     X = train_frame[roles.inputs]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -188,28 +190,125 @@ def log_batch(store: Store, model: str, version: str, batch: str, at, rows: pd.D
                                       model, batch, at.strftime("%Y-%m-%d"))
     predlog.write_batch(location, rows)
     events = rows["__event_time"].dropna()
-    with store.engine.begin() as conn:
-        conn.execute(prediction_batches.insert().values(
-            model=model, version=version, batch_id=batch, path=location, rows=len(rows),
-            scored_at=at, first_event_time=None if events.empty else events.min().to_pydatetime(),
-            last_event_time=None if events.empty else events.max().to_pydatetime()))
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(prediction_batches.insert().values(
+                model=model, version=version, batch_id=batch, path=location, rows=len(rows),
+                scored_at=at,
+                first_event_time=None if events.empty else events.min().to_pydatetime(),
+                last_event_time=None if events.empty else events.max().to_pydatetime()))
+    except BaseException:
+        predlog.remove(location)  # no index row: the batch was not logged, leave no file
+        raise
     return location
 
 
 @dataclass(frozen=True)
 class LabelResult:
-    """What a labels upload did: every label is kept; unknown ids are reported."""
+    """What a labels upload did: labels new to the store, and changed ones, are kept (unknown
+    ids too, reported); labels already recorded are not stored again."""
 
-    received: int
-    matched: int
+    received: int  # ids in the input (an id repeated with the same label counts once)
+    matched: int  # of those, ids with a logged prediction
     unknown_ids: list[str]
+    new: int = 0  # ids with no label before
+    already: int = 0  # ids whose latest recorded label is this one: not stored again
+    changed: int = 0  # ids relabelled: stored, and the newest label counts
+    repeated: int = 0  # rows that repeated an id with the same label in the input
+
+    def describe(self) -> str:
+        """``500 new labels, 0 already recorded (...); 500 joined to predictions``."""
+        text = (f"{self.new} new label{'s' if self.new != 1 else ''}, {self.already} already "
+                "recorded")
+        if self.changed:
+            text += f", {self.changed} changed (the newest label counts)"
+        if self.repeated:
+            text += f"; {self.repeated} repeated row(s) in the input counted once"
+        return text + f"; {self.matched} joined to predictions"
 
 
-def record_labels(config: Config, frame: pd.DataFrame, store: Store) -> LabelResult:
-    """Store labels that arrived later, joined to predictions by the id column.
+_WHOLE = re.compile(r"^-?\d+(\.0+)?$")
+
+
+def label_text(value: Any) -> str:
+    """A label as it is stored and compared: whole numbers without a decimal part (``1``,
+    ``1.0`` and ``"1"`` are one label), other values as their text."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = str(value).strip()
+    return str(int(float(text))) if _WHOLE.match(text) else text
+
+
+def _listed(values: list[str], n: int = 10) -> str:
+    shown = ", ".join(repr(v) for v in values[:n])
+    return shown + (f" and {len(values) - n} more" if len(values) > n else "")
+
+
+def check_label_values(config: Config, labels_: pd.Series,
+                       classes: list[Any] | None = None, classes_from: str = "") -> None:
+    """Refuse labels the target cannot hold: values outside ``expectations.allowed`` for the
+    target (else outside `classes`, the champion's, named by `classes_from`), or, for a
+    regression target, values that are not numbers.
 
     Raises:
-        ScoringError: the id or target column is missing, or there are no rows.
+        ScoringError: naming the values, how many rows hold them and what is allowed.
+    """
+    d = config.data
+    texts = labels_.map(label_text)
+    if d.task == "regression":
+        bad = texts[pd.to_numeric(texts, errors="coerce").isna()]
+        if len(bad):
+            raise ScoringError(f"labels for {d.target!r} must be numbers (a regression target); "
+                               f"got {_listed(sorted(set(bad)))} in {len(bad)} row(s); nothing "
+                               "recorded")
+        return
+    declared = config.expectations.allowed.get(d.target)
+    allowed = declared if declared is not None else classes
+    if allowed is None:
+        return
+    known = {label_text(v) for v in allowed}
+    bad = texts[~texts.isin(known)]
+    if len(bad):
+        counts = bad.value_counts()
+        where = f"expectations.allowed.{d.target}" if declared is not None else \
+            (classes_from or "the champion's classes")
+        raise ScoringError(
+            f"labels for {d.target!r} must be one of {_listed(sorted(known))} ({where}); got "
+            + ", ".join(f"{v!r} ({n} row{'s' if n != 1 else ''})" for v, n in counts.items())
+            + "; nothing recorded")
+
+
+def _latest_labels(store: Store, model: str, ids: list[str]) -> dict[str, str]:
+    """The latest recorded label of each of `ids` that has one."""
+    latest: dict[str, str] = {}
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), 5000):
+            part = ids[i:i + 5000]
+            for rid, label in conn.execute(
+                    sa.select(labels.c.row_id, labels.c.label)
+                    .where(labels.c.model == model, labels.c.row_id.in_(part))
+                    .order_by(labels.c.id)):
+                latest[rid] = label
+    return latest
+
+
+def record_labels(config: Config, frame: pd.DataFrame, store: Store,
+                  classes: list[Any] | None = None, classes_from: str = "") -> LabelResult:
+    """Store labels that arrived later, joined to predictions by the id column.
+
+    Checked first, nothing stored when a check fails: every label is one the target can hold
+    (`check_label_values`; `classes`: the champion's, used when the config declares no
+    ``expectations.allowed`` for the target), and no id carries two different labels in the
+    input. Sending the same labels again stores nothing new (``already`` counts them); an id
+    whose label differs from the one recorded is relabelled (``changed``; the newest counts).
+
+    Raises:
+        ScoringError: the id or target column is missing, there are no rows, a label the target
+            cannot hold, or conflicting labels for one id.
     """
     d, model = config.data, config.registry.model_name
     if not d.id_column:
@@ -220,16 +319,33 @@ def record_labels(config: Config, frame: pd.DataFrame, store: Store) -> LabelRes
     frame = frame[frame[d.target].notna()]
     if frame.empty:
         raise ScoringError("no labels in the input (empty, or all targets null)")
-    ids = frame[d.id_column].astype(str).tolist()
+    check_label_values(config, frame[d.target], classes, classes_from)
+    given = pd.DataFrame({"id": frame[d.id_column].astype(str).to_numpy(),
+                          "label": frame[d.target].map(label_text).to_numpy()})
+    unique = given.drop_duplicates()
+    clash = unique[unique["id"].duplicated(keep=False)]
+    if len(clash):
+        ids = list(dict.fromkeys(clash["id"]))
+        first = clash[clash["id"] == ids[0]]["label"].tolist()
+        raise ScoringError(
+            f"conflicting labels for {len(ids)} id(s) in the input, e.g. id {ids[0]!r} labelled "
+            f"{' and '.join(repr(v) for v in first)} (ids: {_listed(ids)}); nothing recorded: "
+            "send one label per id")
+    ids, values = unique["id"].tolist(), unique["label"].tolist()
     known = _logged_ids(store, model, ids)
+    before = _latest_labels(store, model, ids)
     at = now()
-    values = frame[d.target].tolist()
-    rows = [{"model": model, "row_id": rid, "label": str(v), "matched": rid in known,
-             "received_at": at} for rid, v in zip(ids, values, strict=True)]
-    with store.engine.begin() as conn:
-        bulk_insert(conn, labels, rows)
+    fresh = [(rid, v) for rid, v in zip(ids, values, strict=True) if before.get(rid) != v]
+    rows = [{"model": model, "row_id": rid, "label": v, "matched": rid in known,
+             "received_at": at} for rid, v in fresh]
+    if rows:
+        with store.engine.begin() as conn:
+            bulk_insert(conn, labels, rows)
     unknown = [r for r in ids if r not in known]
-    return LabelResult(len(rows), len(rows) - len(unknown), unknown)
+    changed = sum(1 for rid, _ in fresh if rid in before)
+    return LabelResult(len(ids), len(ids) - len(unknown), unknown, new=len(fresh) - changed,
+                       already=len(ids) - len(fresh), changed=changed,
+                       repeated=len(given) - len(unique))
 
 
 def _naive_times(times: pd.Series | None, n: int) -> np.ndarray:
