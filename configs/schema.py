@@ -1194,6 +1194,43 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value) if value.strip() else None
 
 
+# A literal password in a URL's user info (``scheme://user:password@``) or in a query
+# parameter named like one, unless it is a ``${NAME}`` reference (kept as written: the value
+# lives in the environment, not in the text).
+_ENV_ONLY = r"\$\{[A-Za-z_][A-Za-z0-9_]*\}"
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*:)(?!" + _ENV_ONLY
+                           + r"@)([^\s@/'\"]+)@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd|secret|token|api_?key)=)(?!"
+                             + _ENV_ONLY + r"(?:[&\s'\"]|$))([^&\s'\"#]+)", re.IGNORECASE)
+MASK = "***"
+
+
+def mask_credentials(text: str) -> str:
+    """`text` (a config, an override value) with every literal credential in a URL masked:
+    ``postgresql://user:pass@host`` -> ``postgresql://user:***@host``, ``?password=x`` ->
+    ``?password=***``; ``${VAR}`` references are kept as written."""
+    return _QUERY_PASSWORD.sub(r"\1" + MASK, _URL_PASSWORD.sub(r"\1" + MASK + "@", text))
+
+
+def masked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides with literal credentials in their text values masked (`mask_credentials`)."""
+    return {k: mask_credentials(v) if isinstance(v, str) else v for k, v in overrides.items()}
+
+
+def unmask_like(recorded: str, current: str) -> str:
+    """A recorded (masked) config text with each masked URL put back from `current` (the
+    config file as it is now) where the same URL, masked, is found there; other masked URLs
+    stay masked."""
+    found = {}
+    for m in re.finditer(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+", current):
+        url = m.group().rstrip("'\",)")
+        if mask_credentials(url) != url:
+            found[mask_credentials(url)] = url
+    for masked, url in sorted(found.items(), key=lambda kv: -len(kv[0])):
+        recorded = recorded.replace(masked, url)
+    return recorded
+
+
 OVERRIDES_MARKER = "\n# overrides\n"
 
 
@@ -1263,6 +1300,12 @@ class LoadedConfig(BaseModel):
     sha256: str
     text: str
     overrides: dict[str, Any] = {}
+
+    @property
+    def recorded_text(self) -> str:
+        """`text` as it may be recorded (MLflow artifacts, tags): ``${VAR}`` references as
+        written, literal URL credentials masked (`mask_credentials`)."""
+        return mask_credentials(self.text)
 
     def with_overrides(self, overrides: dict[str, Any]) -> LoadedConfig:
         """This config (as read, without overrides) with `overrides` applied: the same file's

@@ -19,7 +19,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from regrow.configs.schema import LoadedConfig
+from regrow.configs.schema import LoadedConfig, masked_overrides
 from regrow.flows import events as notify
 from regrow.flows import pages
 from regrow.flows.progress import say, timed
@@ -137,9 +137,13 @@ def start_run(ctx: RunContext) -> RunContext:
     say("start", f"{ctx.model_name}: MLflow run {ctx.run_id} (trigger {kind}"
         + (f": {ctx.trigger.reason}" if ctx.trigger.reason else "") + ")")
     try:
-        ctx.registry.log_text(ctx.run_id, ctx.loaded.text, "config/config.yaml")
+        # As written (``${VAR}`` references kept), literal URL credentials masked: the
+        # artifacts are readable by anyone who can read the run. `regrow reproduce` puts a
+        # masked URL back from the config file when the file still holds it.
+        ctx.registry.log_text(ctx.run_id, ctx.loaded.recorded_text, "config/config.yaml")
         # The overrides on their own too, so `regrow reproduce` need not parse them out of the text.
-        ctx.registry.log_dict(ctx.run_id, ctx.loaded.overrides, "config/overrides.json")
+        ctx.registry.log_dict(ctx.run_id, masked_overrides(ctx.loaded.overrides),
+                              "config/overrides.json")
         if ctx.record_training:  # a reproduction leaves the training and alias records alone
             with alias_section(ctx.registry, ctx.store, ctx.model_name, "regrow train") as found:
                 ctx.notes.extend(f"alias moved outside regrow, now recorded: {m.describe()}"

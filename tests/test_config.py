@@ -147,6 +147,26 @@ def test_override_values_are_checked_by_the_schema_and_named_by_key():
     assert info.value.problems[0][0] == "split.cutoff.x"
 
 
+def test_recorded_text_keeps_env_references_and_masks_literal_credentials(tmp_path: Path):
+    from regrow.configs.schema import mask_credentials, masked_overrides, unmask_like
+
+    sql = merge(BINARY_CONFIG, {"data": {"source": {
+        "kind": "sql", "path": None, "table": "events",
+        "url": "postgresql+psycopg://analyst:hunter2@db.internal:5432/sales?sslmode=require"}}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(sql))
+    loaded = load_config(path)
+    assert "hunter2" in loaded.text and "hunter2" not in loaded.recorded_text
+    assert "postgresql+psycopg://analyst:***@db.internal:5432/sales" in loaded.recorded_text
+    assert loaded.config.data.source.url.endswith("hunter2@db.internal:5432/sales?sslmode=require")
+    env = "url: postgresql://${PGUSER}:${PGPASSWORD}@db/x?password=${PW}\n"
+    assert mask_credentials(env) == env  # references stay as written
+    assert mask_credentials("u: https://h/x?token=abc&a=1") == "u: https://h/x?token=***&a=1"
+    assert masked_overrides({"data.source.url": "mysql://root:toor@h/db", "split.cutoff": 3}) \
+        == {"data.source.url": "mysql://root:***@h/db", "split.cutoff": 3}
+    assert unmask_like(loaded.recorded_text, loaded.text) == loaded.text
+
+
 def test_resolve_path_expands_env(tmp_path: Path, monkeypatch):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(BINARY_CONFIG))

@@ -137,6 +137,29 @@ def test_recorded_overrides_are_split_from_the_legacy_text():
         rp.split_recorded_text(base, {"a.b": 1})
 
 
+def test_masked_credentials_are_put_back_from_the_config_file(tmp_path: Path):
+    """The logged config has URL passwords masked; a reproduction reads them back from the
+    config file when it holds the same URL (a rotated password: the file's, and the hash
+    differs), and says so when it does not."""
+    from tests.helpers import BINARY_CONFIG, merge
+
+    text = yaml.safe_dump(merge(BINARY_CONFIG, {
+        "description": "mirror of postgresql://u:pw-123@db/sales"}), sort_keys=False)
+    path = tmp_path / "model.yaml"
+    path.write_text(text)
+    loaded = rp.config_from_text(text, path)
+    run = rp.RecordedRun("r1", "0", "FINISHED", str(path), loaded.recorded_text, {},
+                         loaded.sha256, "1", None)
+    back, notes = rp.recorded_config(run)
+    assert back.text == text and back.sha256 == loaded.sha256 and notes == []
+    path.write_text(text.replace("pw-123", "rotated"))
+    rotated, notes = rp.recorded_config(run)
+    assert "u:rotated@db" in rotated.text and any("hashes to" in n for n in notes)
+    path.write_text(text.replace("postgresql://u:pw-123@db/sales", "nothing"))
+    gone, notes = rp.recorded_config(run)
+    assert "u:***@db" in gone.text and any("credentials masked" in n for n in notes)
+
+
 def test_comparison_and_tolerance():
     assert rp.compare("rmse", 1.0, 1.0 + 5e-10).ok
     far = rp.compare("rmse", 1.0, 1.1, tolerance=0.05)

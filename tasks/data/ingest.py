@@ -11,7 +11,13 @@ from typing import Literal
 
 import pandas as pd
 
-from regrow.configs.schema import DataConfig, FileSource, LoadedConfig, SqlSource
+from regrow.configs.schema import (
+    DataConfig,
+    FileSource,
+    LoadedConfig,
+    SqlSource,
+    mask_credentials,
+)
 from regrow.tasks.data.timecol import TimeUnitError, to_times
 
 
@@ -77,8 +83,9 @@ def expand_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with any password replaced by ***: in its user info, and in a query parameter
+    named like one (``?password=``, ``&token=``; `configs.schema.mask_credentials`)."""
+    return mask_credentials(re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url))
 
 
 def _read_file(src: FileSource, path: Path, where: str = "data.source.path") -> pd.DataFrame:

@@ -7,6 +7,7 @@ Plain logic for `regrow reproduce`; MLflow is reached only through `tasks.regist
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from typing import Any
 import yaml
 
 from regrow.configs.schema import (
+    MASK,
     OVERRIDES_MARKER,
     ConfigError,
     LoadedConfig,
     config_from_text,
     overrides_block,
+    unmask_like,
 )
 from regrow.tasks.registry.mlflow_registry import Registry
 
@@ -172,19 +175,24 @@ def recorded_config(run: RecordedRun) -> tuple[LoadedConfig, list[str]]:
     Raises:
         ReproduceError: the recorded text no longer validates (e.g. the schema changed).
     """
+    current = Path(run.config_path)
+    text, notes = run.config_text, []
+    if MASK in text:  # URL credentials are masked when recorded: put back those the file holds
+        text = unmask_like(text, current.read_text(encoding="utf-8") if current.is_file() else "")
+        if re.search(r"://[^\s@]*:" + re.escape(MASK) + "@", text):
+            notes.append(f"the recorded config has URL credentials masked and {current} no "
+                         "longer holds them; keep them in ${VAR} references to reproduce")
     try:
-        loaded = config_from_text(run.config_text, run.config_path, run.overrides)
+        loaded = config_from_text(text, run.config_path, run.overrides)
     except ConfigError as err:
         raise ReproduceError(f"the config recorded with run {run.run_id} does not validate "
                              f"now: {err}") from None
-    notes = []
     if run.config_sha256 and loaded.sha256 != run.config_sha256:
         notes.append(f"the rebuilt config hashes to {loaded.sha256}, the run recorded "
                      f"{run.config_sha256}")
     if run.seed is not None and str(loaded.config.candidates.seed) != run.seed:
         notes.append(f"seed {loaded.config.candidates.seed} differs from the recorded {run.seed}")
-    current = Path(run.config_path)
-    if current.is_file() and current.read_text(encoding="utf-8") != run.config_text:
+    if current.is_file() and current.read_text(encoding="utf-8") != text:
         notes.append(f"{current} changed since the run; the recorded text was used")
     return loaded, notes
 
