@@ -22,6 +22,7 @@ from regrow.flows.progress import say, timed
 from regrow.flows.steps import step
 from regrow.flows.training import TrainingOutcome, train_flow
 from regrow.tasks.data import ingest as ing
+from regrow.tasks.model.imports import import_listed
 from regrow.tasks.monitoring import assess as monitor
 from regrow.tasks.monitoring import scoring
 from regrow.tasks.policy import retrain as policy
@@ -40,6 +41,7 @@ from regrow.tasks.store import database as st
 def _score(env: Env, frame) -> scoring.ScoringResult:
     version, run_id = env.champion()
     ref = load_reference(env.registry, run_id)
+    import_listed(env.loaded.config)  # the model's own classes: never from the working directory
     model = env.registry.load(env.model, version=version)
     result = scoring.score_rows(env.loaded.config, model, version, ref.spec, frame, env.store)
     bake = baking.active(env.store, env.model, version)

@@ -31,6 +31,7 @@ from regrow.tasks.model import evaluate as ev
 from regrow.tasks.model import gate as gt
 from regrow.tasks.model import train as tr
 from regrow.tasks.model import trusted as ts
+from regrow.tasks.model.imports import config_folder, import_listed
 from regrow.tasks.monitoring.reference import build_reference
 from regrow.tasks.monitoring.scoring import label_text
 from regrow.tasks.policy.lease import Heartbeat, lease_seconds, reap
@@ -107,7 +108,9 @@ def pause_point(name: str) -> None:
 
 def step(name: str):
     """A Prefect task without input hashing or result persistence, run with native threads
-    capped at the config's `candidates.threads` (its first argument carries the config)."""
+    capped at the config's `candidates.threads` (its first argument carries the config), and
+    with the config's folder as the one place besides the installed environment where the
+    modules it lists are found (`tasks.model.imports.config_folder`)."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -115,7 +118,7 @@ def step(name: str):
             loaded = getattr(first, "loaded", None)
             if loaded is None:
                 return fn(first, *args, **kwargs)
-            with tr.native_threads(loaded.config):
+            with tr.native_threads(loaded.config), config_folder(loaded.path.parent):
                 return fn(first, *args, **kwargs)
 
         return task(name=name, cache_policy=NO_CACHE, persist_result=False)(capped)
@@ -371,6 +374,7 @@ def baselines(ctx: RunContext, parts: tr.SplitResult) -> Baselines:
         say("baselines", f"trivial model {metric} {_num(trivial.value)}; no champion yet")
         return Baselines(trivial)
     try:
+        import_listed(cfg)  # the champion's own classes: never from the working directory
         model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
         champ = ev.evaluate(model, parts.holdout, target, metric, **_evaluate_kw(ctx))
     except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote

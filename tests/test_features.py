@@ -439,3 +439,106 @@ def test_custom_transformer_checks(user_module: str):
          "columns": ["score"], "params": {"n_knots": 4, "degree": 2}}]}}))
     fs = fe.build_features(sklearn_one, binary_frame(100))
     assert fs.derived[0].outputs == [f"spline_score_sp_{i}" for i in range(5)]
+
+
+# -- where a config's modules come from ----------------------------------------------------
+
+def _module_with_a_mark(folder, name: str, marker) -> None:
+    """A module whose import writes `marker`, with a transformer and an estimator class."""
+    (folder / f"{name}.py").write_text(textwrap.dedent(f'''
+        from pathlib import Path
+        Path({str(marker)!r}).write_text("imported")
+        from sklearn.linear_model import LogisticRegression as Estimator
+        from sklearn.preprocessing import StandardScaler as Scale
+    '''))
+
+
+def _listing(name: str) -> object:
+    return parse_config(merge(BINARY_CONFIG, {
+        "modules": [name],
+        "candidates": {"estimators": [{"name": "own", "estimator": f"{name}.Estimator"}]},
+        "features": {"custom": [{"name": "scaled", "transformer": f"{name}.Scale",
+                                 "columns": ["amount"]}]}}))
+
+
+def test_listed_modules_never_come_from_the_working_directory(tmp_path, monkeypatch):
+    """`python -m` puts the working directory first on sys.path: a module of a listed name
+    lying there is never imported (not even as a side effect of the lookup)."""
+    import importlib.util
+
+    from regrow.tasks.model.imports import config_folder
+
+    cwd, beside = tmp_path / "cwd", tmp_path / "models"
+    cwd.mkdir()
+    beside.mkdir()
+    _module_with_a_mark(cwd, "regrow_evilmod", tmp_path / "evil-imported")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "path", ["", str(cwd), *sys.path])
+    assert importlib.util.find_spec("regrow_evilmod") is not None  # a plain import would run it
+    config = _listing("regrow_evilmod")
+    with config_folder(beside):
+        with pytest.raises(ConfigError, match=r"candidates.estimators.0.estimator: cannot import "
+                           r"estimator 'regrow_evilmod.Estimator': No module named "
+                           r"'regrow_evilmod' in the installed environment or .*models \(the "
+                           r"working directory is not searched\)"):
+            tr.check_estimators(config)
+        with pytest.raises(ConfigError, match=r"features.custom.0.transformer: cannot import "
+                           r"'regrow_evilmod.Scale': No module named 'regrow_evilmod'"):
+            fe.check_transformers(config)
+    assert not (tmp_path / "evil-imported").exists()
+    assert "regrow_evilmod" not in sys.modules
+
+
+def test_listed_modules_come_from_the_config_folder(tmp_path, monkeypatch):
+    """A module beside the config is found (only while its config's folder is set, as every
+    flow step and the command line's checks set it), even with the working directory elsewhere
+    and holding a module of the same name."""
+    from regrow.tasks.model.imports import config_folder
+
+    cwd, beside = tmp_path / "cwd", tmp_path / "models"
+    cwd.mkdir()
+    beside.mkdir()
+    _module_with_a_mark(beside, "regrow_beside", tmp_path / "beside-imported")
+    _module_with_a_mark(cwd, "regrow_beside", tmp_path / "cwd-imported")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "path", ["", str(cwd), *sys.path])
+    config = _listing("regrow_beside")
+    try:
+        with pytest.raises(ConfigError, match="No module named 'regrow_beside' in the installed "
+                           r"environment \(the working directory is not searched\)"):
+            tr.check_estimators(config)  # no config folder set: the installed environment only
+        with config_folder(beside):
+            tr.check_estimators(config)
+            fe.check_transformers(config)
+            (cand,) = config.candidates.estimators
+            assert tr.estimator_class(cand, config).__module__.startswith("sklearn.")
+        assert (tmp_path / "beside-imported").exists()
+        assert not (tmp_path / "cwd-imported").exists()
+        assert sys.modules["regrow_beside"].__file__ == str(beside / "regrow_beside.py")
+    finally:
+        sys.modules.pop("regrow_beside", None)
+
+
+def test_train_from_a_working_directory_holding_the_module_refuses_it(tmp_path):
+    """The command line as a user runs it: `python -m regrow.app.cli train` started in a
+    folder with a module of a listed name exits 2 naming the module, without importing it."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.helpers import write_case
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    _module_with_a_mark(cwd, "regrow_evilmod", tmp_path / "evil-imported")
+    cfg = merge(BINARY_CONFIG, {"modules": ["regrow_evilmod"], "candidates": {"estimators": [
+        {"name": "own", "estimator": "regrow_evilmod.Estimator"}]}})
+    path = write_case(tmp_path / "m", binary_frame(120), cfg)
+    out = subprocess.run([sys.executable, "-m", "regrow.app.cli", "train", str(path)],
+                         capture_output=True, text=True, cwd=cwd, timeout=300,
+                         env={**os.environ, "REGROW_HOME": str(tmp_path / "home"),
+                              "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cannot import estimator 'regrow_evilmod.Estimator': No module named " \
+        "'regrow_evilmod'" in out.stderr, out.stderr
+    assert not (tmp_path / "evil-imported").exists()

@@ -115,10 +115,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = _overrides(args.set)
         loaded = load_config(args.config, overrides)  # fail fast, before orchestration starts
         from regrow.tasks.data.features import check_transformers
+        from regrow.tasks.model.imports import config_folder
         from regrow.tasks.model.train import check_estimators
 
-        check_estimators(loaded.config)  # imports and checks classes; calls nothing
-        check_transformers(loaded.config)  # the same for custom transformers (constructors only)
+        with config_folder(loaded.path.parent):  # listed modules: installed, or beside the config
+            check_estimators(loaded.config)  # imports and checks classes; calls nothing
+            check_transformers(loaded.config)  # the same for custom transformers (constructors only)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
