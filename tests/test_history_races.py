@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -18,29 +19,33 @@ from tests.procs import pg_database
 
 MODEL = "race-model"
 
-# One mover: waits for the start file, then promotes or rolls back as `actor`.
+# One mover, for every round: says it is ready, waits for the round's start file, then
+# promotes or rolls back as `actor` (one process per mover: the imports are paid once).
 MOVER = textwrap.dedent("""
-    import os, sys, time
+    import sys, time
     from pathlib import Path
     from regrow.tasks.registry import governance as gov
     from regrow.tasks.registry.mlflow_registry import Registry
     from regrow.tasks.store.database import Store
     from regrow.tasks.store.settings import Settings
 
-    action, actor, target, start = sys.argv[1:5]
+    action, actor, target, folder, model, rounds = sys.argv[1:7]
     settings = Settings.from_env()
     reg, store = Registry(settings), Store(settings.database_url)
-    reg.aliases(sys.argv[5])  # connect before the start, so the movers really race
-    while not Path(start).exists():
-        time.sleep(0.005)
-    try:
-        if action == "promote":
-            moves = gov.promote(reg, store, sys.argv[5], target, by=actor, reason="race")
-        else:
-            moves = gov.rollback(reg, store, sys.argv[5], by=actor, reason="race")
-        print("MOVED", [m.describe() for m in moves])
-    except gov.GovernanceError as err:
-        print("REFUSED", err)
+    reg.aliases(model)  # connect before the start, so the movers really race
+    for round_ in range(int(rounds)):
+        Path(folder, f"ready-{round_}-{actor}").touch()
+        while not Path(folder, f"start-{round_}").exists():
+            time.sleep(0.002)
+        try:
+            if action == "promote":
+                moves = gov.promote(reg, store, model, target, by=actor, reason="race")
+            else:
+                moves = gov.rollback(reg, store, model, by=actor, reason="race")
+            print("MOVED", [m.describe() for m in moves], flush=True)
+        except gov.GovernanceError as err:
+            print("REFUSED", err, flush=True)
+        Path(folder, f"done-{round_}-{actor}").touch()
 """)
 
 
@@ -108,17 +113,27 @@ def test_racing_movers_leave_an_unbroken_chain_and_no_invented_actor(stores, tmp
     script = tmp_path / "mover.py"
     script.write_text(MOVER)
     movers = [("promote", "alice", "2"), ("rollback", "bob", "-"), ("promote", "carol", "3")]
-    for round_ in range(3):
-        start = tmp_path / f"start-{round_}"
-        procs = [subprocess.Popen([sys.executable, str(script), action, actor, target,
-                                   str(start), MODEL], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-                 for action, actor, target in movers]
-        start.touch()
-        for p in procs:
-            out, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err[-3000:]
-            assert out.startswith(("MOVED", "REFUSED")), out + err[-2000:]
+    rounds = 3
+    procs = [subprocess.Popen([sys.executable, str(script), action, actor, target, str(tmp_path),
+                               MODEL, str(rounds)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for action, actor, target in movers]
+
+    def wait_for(kind: str, round_: int) -> None:
+        deadline = time.monotonic() + 300
+        while not all((tmp_path / f"{kind}-{round_}-{actor}").exists() for _, actor, _ in movers):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
+            time.sleep(0.01)
+
+    for round_ in range(rounds):
+        wait_for("ready", round_)
+        (tmp_path / f"start-{round_}").touch()  # all three are waiting: they start together
+        wait_for("done", round_)
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        assert out.count("MOVED") + out.count("REFUSED") == rounds, out + err[-2000:]
     rows, champion = _history(env)
     invented = [r for r in rows if r["actor"] == "external"]
     broken = [a for b, a in zip(rows, rows[1:], strict=False) if a["old_version"] != b["new_version"]]
