@@ -76,6 +76,14 @@ def test_a_different_environment_runs_locally(warm, tmp_path: Path) -> None:
     other = _regrow(["config", "check", str(cfg)], {**env, "MLFLOW_TRACKING_URI": "sqlite://"})
     assert other.returncode == 0 and other.stdout.startswith("OK ")
     assert log.read_text().count("config check") == before  # not forwarded
+    # ... and says why, in one line naming the variable (never its value).
+    assert other.stderr.count("\n") == 1 and "MLFLOW_TRACKING_URI is set here only" in \
+        other.stderr and "sqlite://" not in other.stderr, other.stderr
+    unset = {k: v for k, v in env.items() if k != "REGROW_TEST_PAUSE_AT"}
+    missing = _regrow(["config", "check", str(cfg)], unset)
+    assert "REGROW_TEST_PAUSE_AT is not set here" in missing.stderr, missing.stderr
+    same = _regrow(["config", "check", str(cfg)], env)
+    assert same.stderr == ""  # warm: nothing to say
 
 
 def test_the_command_dies_with_its_caller(warm, tmp_path: Path) -> None:

@@ -58,6 +58,38 @@ def env_key(environ: Mapping[str, str] | None = None) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
+def env_digests(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each variable `env_key` covers -> a digest of its value: enough to name the variable
+    a caller's environment differs in, without writing any value (a secret) to the state
+    file."""
+    environ = os.environ if environ is None else environ
+    return {k: hashlib.sha256(v.encode()).hexdigest()[:16] for k, v in environ.items()
+            if k.startswith(ENV_PREFIXES) and k not in PROCESS_ONLY}
+
+
+def differing(theirs: Mapping[str, str], ours: Mapping[str, str]) -> list[str]:
+    """The variables set differently (or only on one side), as phrases for a person."""
+    out = []
+    for name in sorted(set(theirs) | set(ours)):
+        if name not in ours:
+            out.append(f"{name} is not set here")
+        elif name not in theirs:
+            out.append(f"{name} is set here only")
+        elif theirs[name] != ours[name]:
+            out.append(f"{name} differs")
+    return out
+
+
+def _say_cold(state: dict) -> None:
+    """One line on stderr: why this command does not run warm, naming the variables."""
+    why = differing(state.get("vars") or {}, env_digests())
+    print("note: running without the control plane's warm process (8-10 s of imports): "
+          + ("; ".join(why[:5]) + (f" (and {len(why) - 5} more)" if len(why) > 5 else "")
+             if why else "the environment differs")
+          + " compared with `regrow up`'s; export the same values (or restart `regrow up`) "
+            "to run warm", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- the caller
 
 
@@ -74,6 +106,7 @@ def forward(argv: list[str], home: Path) -> int | None:
     except (OSError, ValueError):
         return None
     if state.get("env") != env_key():
+        _say_cold(state)
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(2.0)
@@ -145,7 +178,8 @@ def serve(sock_path: Path, command: Callable[[list[str]], int], preload: Sequenc
     server.listen(16)
     state = sock_path.parent / STATE_NAME
     tmp = state.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "socket": str(sock_path), "env": env_key()}))
+    tmp.write_text(json.dumps({"pid": os.getpid(), "socket": str(sock_path), "env": env_key(),
+                               "vars": env_digests()}))
     tmp.replace(state)
     print(f"warm: listening on {sock_path}", flush=True)
     while True:
