@@ -4,6 +4,7 @@
 - ``events`` (served mode, set by ``regrow serve`` / ``REGROW_DISPATCH=events``): a Prefect
   event ``regrow.retrain.admitted`` on resource ``regrow.model.<name>`` is emitted; the training
   deployment's trigger turns it into a flow run with parameters templated from the payload.
+  No payload names a config file: each deployment runs the config it was served with.
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ def emit(event: str, model: str, payload: dict[str, Any]) -> str | None:
     return str(ev.id) if ev is not None else None
 
 
-def admitted_payload(config_path: str, request_id: int, kind: str, reason: str,
-                     ref: str | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The payload of ``regrow.retrain.admitted`` (the training trigger templates from it)."""
-    return {"config_path": config_path, "request_id": request_id, "kind": kind,
-            "reason": reason, "ref": ref or "", "overrides": overrides or {}}
+def admitted_payload(request_id: int, kind: str, reason: str, ref: str | None,
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The payload of ``regrow.retrain.admitted`` (the training trigger templates from it).
+
+    It names no file: the training deployment runs the config it was served with
+    (`flows.binding`), and checks `overrides` against that config's allowed keys."""
+    return {"request_id": request_id, "kind": kind, "reason": reason, "ref": ref or "",
+            "overrides": overrides or {}}
 
 
-def emit_admitted(model: str, config_path: str, request_id: int, kind: str, reason: str,
-                  ref: str | None, overrides: dict[str, Any] | None = None) -> str | None:
+def emit_admitted(model: str, request_id: int, kind: str, reason: str, ref: str | None,
+                  overrides: dict[str, Any] | None = None) -> str | None:
     """Announce an admitted retrain request; the training deployment's trigger picks it up."""
-    return emit(ADMITTED_EVENT, model,
-                admitted_payload(config_path, request_id, kind, reason, ref, overrides))
+    return emit(ADMITTED_EVENT, model, admitted_payload(request_id, kind, reason, ref, overrides))

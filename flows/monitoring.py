@@ -53,13 +53,19 @@ def _score(env: Env, frame) -> scoring.ScoringResult:
     return dataclasses.replace(result, shadow_version=bake.previous_version, shadow_rows=rows)
 
 
+def score(env: Env, input_path: str | None = None,
+          query: str | None = None) -> scoring.ScoringResult:
+    """Score new rows (a file, or a query on the config's SQL source) with the champion and
+    log the predictions: the body of `score_flow` and of the served scoring flow."""
+    frame = ing.read_rows(env.loaded, input_path, query)
+    return _score(env, frame)
+
+
 @flow(name="regrow-score", log_prints=True, flow_run_name=pages.score_run_name)
 def score_flow(config_path: str, input_path: str | None = None, query: str | None = None,
                overrides: dict[str, Any] | None = None) -> scoring.ScoringResult:
     """Score new rows with the champion and log the predictions."""
-    env = Env.open(config_path, overrides)
-    frame = ing.read_rows(env.loaded, input_path, query)
-    return _score(env, frame)
+    return score(Env.open(config_path, overrides), input_path, query)
 
 
 @dataclass(frozen=True)
@@ -74,26 +80,32 @@ class RetrainOutcome:
     dispatched: str | None = None
 
 
-def run_request(env: Env, config_path: str, *, kind: str, reason: str, ref: str | None,
+def run_request(env: Env, *, kind: str, reason: str, ref: str | None,
                 overrides: dict[str, Any] | None, actor: str = "regrow") -> RetrainOutcome:
-    """Ask the policy; when admitted, start the training: here (inline) or by event (served)."""
+    """Ask the policy; when admitted, start the training: here (inline) or by event (served).
+
+    The training runs `env`'s config (its file, with `overrides`). An event names no file: the
+    training deployment runs the config it was served with (`flows.binding`)."""
     answer = notify.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
                                     reason=reason, ref=ref)
     if not answer.admitted:
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
     if dispatch.mode() == "events":
-        event_id = dispatch.emit_admitted(env.model, str(env.loaded.path), answer.request_id,
-                                          kind, reason, ref, overrides)
+        event_id = dispatch.emit_admitted(env.model, answer.request_id, kind, reason, ref,
+                                          overrides)
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
                               dispatched=f"event {dispatch.ADMITTED_EVENT} {event_id}")
-    return execute_request(env, config_path, answer, kind=kind, reason=reason, ref=ref,
-                           overrides=overrides, actor=actor)
+    return execute_request(env, answer, kind=kind, reason=reason, ref=ref, overrides=overrides,
+                           actor=actor)
 
 
-def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *, kind: str,
-                    reason: str, ref: str | None, overrides: dict[str, Any] | None,
+def execute_request(env: Env, answer: policy.PolicyVerdict, *, kind: str, reason: str,
+                    ref: str | None, overrides: dict[str, Any] | None,
                     actor: str) -> RetrainOutcome:
     """Run the training for an admitted request, recording its state and provenance.
+
+    The training reads `env`'s config file again (with `overrides`) and refuses it when its
+    text is no longer the one `env` was loaded from (`train_flow`'s `config_sha256`).
 
     The request holds a lease while it executes, so a process that dies before (or while)
     its training runs does not keep it in flight (tasks/policy/lease.py).
@@ -101,10 +113,10 @@ def execute_request(env: Env, config_path: str, answer: policy.PolicyVerdict, *,
     with Heartbeat(env.store, f"request:{answer.request_id}", env.model):
         policy.mark_request(env.store, answer.request_id, "running")
         try:
-            outcome = train_flow(config_path, overrides=overrides, trigger=kind, reason=reason,
-                                 trigger_ref=f"retrain_request:{answer.request_id}"
+            outcome = train_flow(str(env.loaded.path), overrides=overrides, trigger=kind,
+                                 reason=reason, trigger_ref=f"retrain_request:{answer.request_id}"
                                  + (f";{ref}" if ref else ""), actor=actor,
-                                 skip_unchanged=True)
+                                 skip_unchanged=True, config_sha256=env.loaded.sha256)
         except Exception as err:  # noqa: BLE001 - recorded on the request; the champion is untouched
             policy.mark_request(env.store, answer.request_id, "failed")
             return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
@@ -120,9 +132,9 @@ def retrain_flow(config_path: str, reason: str, kind: str = "manual", ref: str |
                  overrides: dict[str, Any] | None = None, actor: str = "cli") -> RetrainOutcome:
     """A retrain request through the policy (manual, schedule, webhook, UI); a refused request
     ends ``Completed`` named ``Refused`` (the call still returns the `RetrainOutcome`)."""
-    return pages.retrain_state(run_request(Env.open(config_path, overrides), config_path,
-                                           kind=kind, reason=reason, ref=ref,
-                                           overrides=overrides, actor=actor))
+    return pages.retrain_state(run_request(Env.open(config_path, overrides), kind=kind,
+                                           reason=reason, ref=ref, overrides=overrides,
+                                           actor=actor))
 
 
 @dataclass(frozen=True)
@@ -188,7 +200,13 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
                      retrain: bool = True) -> DriftOutcome:
     """Compare the champion's recent window with its reference; ask for a retrain when the
     signals `retrain.on` names persist (drift alone is only a warning under `performance`)."""
-    env = Env.open(config_path, overrides)
+    return drift_check(Env.open(config_path, overrides), overrides, retrain)
+
+
+def drift_check(env: Env, overrides: dict[str, Any] | None = None,
+                retrain: bool = True) -> DriftOutcome:
+    """The body of `drift_check_flow` and of the served drift check: `env` is the config (with
+    `overrides` applied already; they are passed on to a retrain it asks for)."""
     try:
         version, run_id = env.champion()
     except NoChampion as err:  # nothing serves yet: nothing to watch, and not a failure
@@ -214,7 +232,7 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
     dispatch.emit(dispatch.DRIFT_EVENT, env.model, drift_payload(check_id, version, assessment))
     answer = None
     if retrain and assessment.persistent:
-        answer = run_request(env, config_path, kind="drift", reason="; ".join(assessment.reasons),
+        answer = run_request(env, kind="drift", reason="; ".join(assessment.reasons),
                              ref=f"drift_check:{check_id}", overrides=overrides, actor="drift-check")
         st.link_drift_request(env.store, check_id, answer.request_id)
     notify.drift_checked(env, version, assessment, report, mlflow_run, answer)

@@ -2,8 +2,9 @@
 
 - **Names**: ``train-<model>-<trigger>``, ``retrain-<model>-<kind>``, ``drift-check-<model>``,
   ``score-<model>``, ``data-arrived-<model>``, ``reproduce-<model>``; computed by the
-  ``flow_run_name`` callables below from the run's parameters (config and overrides), so a
-  subflow is named like a top-level run.
+  ``flow_run_name`` callables below from the run's parameters (config and overrides), or for
+  a served run from the config its deployment is bound to (`flows.binding`), so a subflow is
+  named like a top-level run.
 - **Tags**: ``model:<name>`` and ``trigger:<kind>`` on every run, added by the same callables
   (the run exists by then; tags given at creation, e.g. a deployment's, are kept).
 - **End states**: a flow that did its job but changed nothing ends ``Completed`` with a name
@@ -17,6 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+
+from regrow.flows import binding
 
 REJECTED, SKIPPED, REFUSED = "Rejected", "Skipped", "Refused"
 
@@ -112,39 +115,45 @@ def retrain_run_name() -> str:
     return label(f"retrain-{model}-{kind}", model, kind)
 
 
+def _model(p: dict[str, Any]) -> str:
+    """The model of a run: from its config path and overrides (the command line's flows), else
+    the config its deployment was bound to (served flows name no file: `flows.binding`)."""
+    if "config_path" in p:
+        return model_of(p.get("config_path"), p.get("overrides"))
+    return binding.bound_model()
+
+
 def request_run_name() -> str:
     """``retrain-<model>-<kind>`` for a served training request (UI form or event)."""
     request = _parameters().get("request")
     get = (request.get if isinstance(request, dict)
            else lambda key, default=None: getattr(request, key, default))
-    model = model_of(get("config_path"), get("overrides"))
+    model = binding.bound_model()
     kind = _slug(get("kind", "ui") or "ui")
     return label(f"retrain-{model}-{kind}", model, kind)
 
 
 def scheduled_retrain_run_name() -> str:
     """``retrain-<model>-schedule``."""
-    model = model_of(_parameters().get("config_path"))
+    model = binding.bound_model()
     return label(f"retrain-{model}-schedule", model, "schedule")
 
 
 def drift_run_name() -> str:
     """``drift-check-<model>``."""
-    p = _parameters()
-    model = model_of(p.get("config_path"), p.get("overrides"))
+    model = _model(_parameters())
     return label(f"drift-check-{model}", model, _how_started())
 
 
 def score_run_name() -> str:
     """``score-<model>``."""
-    p = _parameters()
-    model = model_of(p.get("config_path"), p.get("overrides"))
+    model = _model(_parameters())
     return label(f"score-{model}", model, _how_started())
 
 
 def data_arrived_run_name() -> str:
     """``data-arrived-<model>``."""
-    model = model_of(_parameters().get("config_path"))
+    model = binding.bound_model()
     return label(f"data-arrived-{model}", model, "event")
 
 

@@ -20,6 +20,10 @@ from regrow.tasks.store.database import Store
 from regrow.tasks.store.settings import Settings, lower_priority_for_training
 
 
+class ConfigChanged(RuntimeError):
+    """The config file is not the text the caller read (see `train_flow`'s `config_sha256`)."""
+
+
 @dataclass(frozen=True)
 class TrainingOutcome:
     """What a training run did, for the CLI and for callers."""
@@ -49,11 +53,15 @@ class TrainingOutcome:
 @flow(name="regrow-train", log_prints=True, flow_run_name=pages.train_run_name)
 def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigger: str = "manual",
                reason: str = "", trigger_ref: str | None = None, actor: str = "cli",
-               skip_unchanged: bool = False) -> TrainingOutcome:
+               skip_unchanged: bool = False, config_sha256: str | None = None) -> TrainingOutcome:
     """Train candidates for one config and promote the winner if it passes the gate.
 
     With `skip_unchanged` (requests the retrain policy admitted) a run whose data and config
     are those the champion was trained on stops right after ingest, recorded as skipped.
+
+    With `config_sha256` (a retrain request, which read the config already) the file, read
+    with `overrides`, must still hash to it (`LoadedConfig.sha256`); otherwise the run fails
+    before anything starts (`ConfigChanged`).
 
     The run ends ``Completed``, or ``Completed`` named ``Skipped`` or ``Rejected``
     (`flows.pages`); calling the flow returns the `TrainingOutcome` either way. A rejection, a
@@ -63,8 +71,13 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
     started = time.perf_counter()
     settings = Settings.from_env()
     lower_priority_for_training()  # yields the CPU to the receiver and servers (REGROW_TRAIN_NICE)
-    ctx = steps.RunContext(load_config(config_path, overrides), settings, Registry(settings),
-                           Store(settings.database_url), Trigger(trigger, reason, trigger_ref, actor))
+    loaded = load_config(config_path, overrides)
+    if config_sha256 is not None and loaded.sha256 != config_sha256:
+        raise ConfigChanged(f"{loaded.path} changed after this request read it (sha256 "
+                            f"{config_sha256[:12]}... then, {loaded.sha256[:12]}... now); "
+                            "nothing was trained: ask again")
+    ctx = steps.RunContext(loaded, settings, Registry(settings), Store(settings.database_url),
+                           Trigger(trigger, reason, trigger_ref, actor))
     ctx = steps.start_run(ctx)
     try:
         data = steps.ingest(ctx)

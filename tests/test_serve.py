@@ -143,7 +143,7 @@ def test_ui_style_run_trains_with_its_parameters(served):
         assert dep.concurrency_limit == 1 or dep.global_concurrency_limit is not None
         other = Path(cfg).parent / "other.csv"  # the form may choose the data, not the rules
         binary_frame(700, seed=4).to_csv(other, index=False)
-        run = _run("srv-auto", {"request": {"config_path": cfg, "reason": "clicked in the UI",
+        run = _run("srv-auto", {"request": {"reason": "clicked in the UI",
                                             "overrides": {"data.source.path": str(other)}}})
         state = _final(run.id)
     assert state.is_completed(), state.message
@@ -174,8 +174,18 @@ def test_served_flows_travel_to_their_run_process_whole(tmp_path):
         assert copy.validate_parameters(d.options["parameters"]), d.options["name"]
     request = next(d for d in served if d.options["name"].startswith("train-"))
     checked = cloudpickle.loads(cloudpickle.dumps(request.flow)).validate_parameters(
-        {"request": {"config_path": "x.yaml", "kind": "webhook", "request_id": 7}})
+        {"request": {"kind": "webhook", "request_id": 7}})
     assert checked["request"].request_id == 7 and checked["request"].kind == "webhook"
+    # no served flow takes a file: a config_path is refused by the flow's own validation
+    from prefect.exceptions import ParameterTypeError, SignatureMismatchError
+
+    with pytest.raises(ParameterTypeError, match="config_path: not a parameter"):
+        cloudpickle.loads(cloudpickle.dumps(request.flow)).validate_parameters(
+            {"request": {"config_path": "x.yaml"}})
+    for d in served:
+        if d is not request:
+            with pytest.raises(SignatureMismatchError, match="config_path"):
+                d.flow.validate_parameters({**d.options["parameters"], "config_path": "x.yaml"})
 
 
 def test_runs_start_from_the_warm_fork_server_and_keep_their_last_logs(served):
@@ -183,10 +193,9 @@ def test_runs_start_from_the_warm_fork_server_and_keep_their_last_logs(served):
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    cfg = str(served["configs"]["srv-auto"])
     rows = _fresh_rows(served, "srv-auto", 21)
     with _api(served["server"]):
-        run = _run("srv-auto", {"request": {"config_path": cfg, "reason": "warm start",
+        run = _run("srv-auto", {"request": {"reason": "warm start",
                                             "overrides": {"data.source.path": rows}}})
         assert _final(run.id).is_completed()
 
@@ -230,7 +239,7 @@ def test_admitted_event_starts_a_training_run(served):
 
     event = {"id": str(uuid.uuid4()), "occurred": dt.datetime.now(dt.UTC).isoformat(),
              "event": dispatch.ADMITTED_EVENT, "resource": dispatch.resource("srv-auto"),
-             "payload": dispatch.admitted_payload(str(loaded.path), answer.request_id, "webhook",
+             "payload": dispatch.admitted_payload(answer.request_id, "webhook",
                                                   "upstream table refreshed", "test-event"),
              "related": []}
     assert httpx.post(f"{served['server']}/events", json=[event], timeout=10).status_code < 300
@@ -279,10 +288,9 @@ def _cli(served, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_manual_promotion_approve_then_reject(served):
-    cfg = str(served["configs"]["srv-manual"])
     reg = _registry(served["home"])
     with _api(served["server"]):
-        run = _run("srv-manual", {"request": {"config_path": cfg, "reason": "first"}})
+        run = _run("srv-manual", {"request": {"reason": "first"}})
         _paused(run.id)
         assert reg.alias_version("srv-manual", "champion") is None  # waiting for a person
         out = _cli(served, "approve", str(run.id), "--by", "alice", "--reason", "looks right")
@@ -293,8 +301,7 @@ def test_manual_promotion_approve_then_reject(served):
         assert tags["regrow.approver"] == "alice" and tags["regrow.approval"] == "approved"
 
         fresh = {"data.source.path": _fresh_rows(served, "srv-manual", 42)}
-        second = _run("srv-manual", {"request": {"config_path": cfg, "reason": "second",
-                                                 "overrides": fresh}})
+        second = _run("srv-manual", {"request": {"reason": "second", "overrides": fresh}})
         _paused(second.id)
         out = _cli(served, "reject", str(second.id), "--by", "bob", "--reason", "not now")
         assert out.returncode == 0, out.stderr
@@ -316,9 +323,8 @@ def test_manual_promotion_approve_then_reject(served):
 
 
 def test_manual_promotion_times_out_as_rejected(served):
-    cfg = str(served["configs"]["srv-timeout"])
     with _api(served["server"]):
-        run = _run("srv-timeout", {"request": {"config_path": cfg, "reason": "nobody answers"}})
+        run = _run("srv-timeout", {"request": {"reason": "nobody answers"}})
         assert _final(run.id).is_completed()
     reg = _registry(served["home"])
     assert reg.alias_version("srv-timeout", "champion") is None
@@ -489,14 +495,13 @@ REFUSED = {
 def test_ui_form_run_with_refused_overrides_fails_before_anything_runs(served, tmp_path, name):
     make, keys = REFUSED[name]
     pwned = tmp_path / "pwned"
-    cfg = str(served["configs"]["srv-auto"])
     reg = _registry(served["home"])
     store = _store(served["home"])
     with _api(served["server"]):
         _quiet("srv-auto")
         champion = reg.alias_version("srv-auto", "champion")
         requests_before = _requests(store, "srv-auto")
-        run = _run("srv-auto", {"request": {"config_path": cfg, "reason": f"form: {name}",
+        run = _run("srv-auto", {"request": {"reason": f"form: {name}",
                                             "overrides": make(pwned)}})
         state = _final(run.id, timeout=600)  # the run fails at once; starting it can be slow
     assert state.is_failed(), (state.name, state.message)
@@ -505,6 +510,133 @@ def test_ui_form_run_with_refused_overrides_fails_before_anything_runs(served, t
     assert reg.alias_version("srv-auto", "champion") == champion
     assert _requests(store, "srv-auto") == requests_before  # refused before the policy
     store.dispose()
+
+
+# A served deployment runs only the config it was served with. Its parameters name no file;
+# a run that names one anyway -- one POST to the Prefect API, which has no login -- is refused
+# before any config is read. The attacker's config would train the same model on its own data
+# with a module of its own, whose import leaves a mark.
+EVILMOD = """from pathlib import Path
+Path({marker!r}).write_text("imported")
+from sklearn.linear_model import LogisticRegression as Evil
+"""
+
+
+def _evil_config(folder: Path, marker: Path) -> Path:
+    cfg = merge(merge(BINARY_CONFIG, {"registry": {"model_name": "srv-auto"}}), {
+        "modules": ["evilmod"],
+        "candidates": {"estimators": [{"name": "evil", "estimator": "evilmod.Evil"}]},
+        "gate": {"max_regression": 1.0, "floors": {"roc_auc": 0.0}, "slices": []}})
+    path = write_case(folder, binary_frame(300, seed=66), cfg)
+    (folder / "evilmod.py").write_text(EVILMOD.format(marker=str(marker)))
+    return path
+
+
+def _create_run(server: str, deployment_id, parameters: dict, enforce: bool | None):
+    """POST /deployments/<id>/create_flow_run as anyone who reaches the API can; (status,
+    body). `enforce=False` asks the server to skip its parameter schema check (allowed per run)."""
+    import httpx
+
+    body: dict = {"parameters": parameters}
+    if enforce is not None:
+        body["enforce_parameter_schema"] = enforce
+    for _ in range(10):  # 503: the server's database was busy; Prefect's own client retries too
+        res = httpx.post(f"{server}/deployments/{deployment_id}/create_flow_run", json=body,
+                         timeout=30)
+        if res.status_code != 503:
+            break
+        time.sleep(1)
+    return res.status_code, res.json()
+
+
+def _settled(run_id):
+    """The run's final state, past a Crashed that the runner's hook turns into Failed."""
+    state = _final(run_id, timeout=600)
+    if not state.is_crashed():
+        return state
+    return wait_for(lambda: (now := _state(run_id)).is_failed() and now, 60,
+                    lambda: f"still {_state(run_id).name}: {_state(run_id).message}",
+                    interval=0.5)
+
+
+ATTACKS = {
+    "train": lambda evil: {"request": {"config_path": evil, "reason": "pwn"}},
+    "train-top-level": lambda evil: {"config_path": evil},
+    "score": lambda evil: {"config_path": evil, "input_path": str(Path(evil).parent / "data.csv")},
+    "drift-check": lambda evil: {"config_path": evil},
+}
+
+
+@pytest.mark.parametrize("kind", list(ATTACKS))
+def test_api_run_naming_a_config_file_is_refused(served, tmp_path, kind):
+    from tests.faultlog import record
+
+    marker = tmp_path / "evilmod-imported"
+    evil = str(_evil_config(tmp_path / "evil", marker))
+    reg, store = _registry(served["home"]), _store(served["home"])
+    with _api(served["server"]):
+        _quiet("srv-auto")
+        champion = reg.alias_version("srv-auto", "champion")
+        history = store.alias_history("srv-auto")
+        requests_before = _requests(store, "srv-auto")
+        dep = _deployment("srv-auto", kind.removesuffix("-top-level"))
+        # With the deployment's schema enforced, the server refuses to create a training run
+        # (its request form forbids unknown keys); the other flows' schemas let an unknown
+        # top-level parameter through, so those runs are created ...
+        status, body = _create_run(served["server"], dep.id, ATTACKS[kind](evil), None)
+        if kind == "train":
+            assert status == 409 and "config_path" in body["detail"], (status, body)
+            runs = []
+        else:
+            assert status == 201, (status, body)
+            runs = [body["id"]]
+        # ... and so is one that asks the server not to check (allowed per run)
+        status, body = _create_run(served["server"], dep.id, ATTACKS[kind](evil), False)
+        assert status == 201, (status, body)
+        runs.append(body["id"])
+        # every one fails before the flow's body (or its run name) reads any config; a run
+        # whose process could not bind the parameters shows Crashed until the runner's hook
+        # (a moment later) sets it Failed with the reason
+        states = [_settled(run) for run in runs]
+    for state in states:
+        assert state.is_failed(), (state.name, state.message)
+        if kind == "train":  # the request form's own validation
+            assert state.message.startswith("Validation of flow parameters failed"), state.message
+            assert "config_path: not a parameter of a served training; a served deployment " \
+                "trains only the config `regrow serve` bound to it" in state.message, state.message
+        else:  # Prefect cannot even bind the parameters: the runner's hook says why
+            assert state.message.startswith("Parameters refused before the run started: "
+                                            "config_path: not a parameter of a served regrow-"), \
+                state.message
+            assert "runs only the config `regrow serve` bound to it" in state.message
+    moved = int(reg.alias_version("srv-auto", "champion") != champion)
+    after = store.alias_history("srv-auto")
+    record("API run naming a config file", "bad_input", wrong_moves=moved,
+           bad_history=len(after) - len(history))
+    assert not marker.exists()  # the attacker's module was never imported
+    assert moved == 0 and after == history
+    assert _requests(store, "srv-auto") == requests_before  # not even a retrain request
+    store.dispose()
+
+
+def test_served_run_refuses_a_config_changed_since_serve(served):
+    """Editing a served config takes a restart of `regrow serve`: until then its runs refuse
+    the file, saying so."""
+    path = Path(served["configs"]["srv-timeout"])
+    text = path.read_text()
+    reg = _registry(served["home"])
+    champion = reg.alias_version("srv-timeout", "champion")
+    try:
+        path.write_text(text.replace("max_regression: 0.02", "max_regression: 0.9"))
+        with _api(served["server"]):
+            run = _run("srv-timeout", {"request": {"reason": "after an edit"}})
+            state = _final(run.id, timeout=600)
+    finally:
+        path.write_text(text)
+    assert state.is_failed(), (state.name, state.message)
+    assert "changed since deployment 'train-srv-timeout' was served" in state.message
+    assert "restart `regrow serve`" in state.message
+    assert reg.alias_version("srv-timeout", "champion") == champion
 
 
 def test_webhook_refuses_overrides_outside_the_allowed_keys(served, receiver, tmp_path):

@@ -423,12 +423,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("note: PREFECT_API_URL is not set; serving against a temporary local server "
               "(its UI and schedules vanish with this process)", file=sys.stderr)
     from regrow.flows.events import NotifySetupError
-    from regrow.flows.serve import serve_configs
+    from regrow.flows.serve import DuplicateModel, serve_configs
     from regrow.runtime.warm_runs import start_runs_warm
 
     try:
         serve_configs(args.configs, limit=args.limit, start_warm=start_runs_warm)
-    except NotifySetupError as err:
+    except (NotifySetupError, DuplicateModel) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

@@ -462,10 +462,10 @@ class Receiver:
                                         f"attempt of this delivery; the training is {state})")
         loaded, ref = self.configs[req.model], f"webhook:{delivery_id}"
         event_id = None
-        try:
+        try:  # the event names no file: the training deployment runs the config it serves
             event_id = dispatch.emit_admitted(
-                req.model, str(loaded.path), verdict.request_id, "webhook", self._reason(req),
-                ref=ref, overrides={**loaded.overrides, **req.overrides})
+                req.model, verdict.request_id, "webhook", self._reason(req), ref=ref,
+                overrides={**loaded.overrides, **req.overrides})
         except Exception:  # noqa: BLE001 - answered below
             log.exception("delivery %s: emitting %s failed", delivery_id,
                           dispatch.ADMITTED_EVENT)
@@ -482,10 +482,9 @@ class Receiver:
     def _emit_data(self, delivery_id: str, req: DataArrivedBody) -> Answer:
         """The ``regrow.data.arrived`` event for the model's scoring / drift-check
         deployments."""
-        loaded = self.configs[req.model]
         source = req.source.model_dump() if req.source is not None else None
         event_id = dispatch.emit(dispatch.DATA_EVENT, req.model, {
-            "config_path": str(loaded.path), "source": source,
+            "source": source,  # no config file: the deployments run the configs they serve
             # flat copies for deployment triggers: "{{ event.payload.input_path }}"
             "input_path": getattr(req.source, "path", None),
             "query": getattr(req.source, "query", None),
