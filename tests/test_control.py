@@ -211,6 +211,66 @@ def test_a_taken_port_is_refused(tmp_path: Path, part: str):
     assert related(home) == set() and not (home / "run" / "plane.json").exists()
 
 
+def test_up_on_a_non_loopback_host_needs_the_servers_logins(tmp_path: Path):
+    """Prefect's API (flow runs for anyone) and MLflow's server have no login by default: `up
+    --host 0.0.0.0` refuses, in one sentence that says what to set, and starts nothing."""
+    home = tmp_path / "home"
+    ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
+    out = run(["up", "--host", "0.0.0.0", *ports], home)
+    assert out.returncode == 2, out.stdout + out.stderr
+    said = out.stderr.strip()
+    assert said.startswith("error: --host 0.0.0.0 would let anyone who reaches this machine "
+                           "create Prefect flow runs and change the MLflow registry, and neither "
+                           "server has a login: set PREFECT_SERVER_API_AUTH_STRING=<user>:"
+                           "<password>"), said
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD=<password>" in said and "--app-name basic-auth" in said
+    assert said.endswith("or keep the default --host 127.0.0.1") and "\n" not in said
+    assert related(home) == set() and not (home / "run" / "plane.json").exists()
+    # Prefect's login alone: MLflow's is still missing
+    out = run(["up", "--host", "0.0.0.0", *ports], home,
+              PREFECT_SERVER_API_AUTH_STRING="admin:not-a-real-password")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the MLflow server has no login: set MLFLOW_AUTH_ADMIN_PASSWORD" in out.stderr
+    assert "PREFECT_SERVER_API_AUTH_STRING=" not in out.stderr
+    # a remote MLflow server: `up` starts none, so only Prefect's login is asked for
+    out = run(["up", "--host", "0.0.0.0", *ports], home,
+              MLFLOW_TRACKING_URI="http://mlflow.example:5000")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the Prefect API has no login: set PREFECT_SERVER_API_AUTH_STRING" in out.stderr
+    assert "MLFLOW_AUTH" not in out.stderr
+    assert related(home) == set() and not (home / "run" / "plane.json").exists()
+
+
+def test_logins_that_let_up_bind_any_host(tmp_path: Path, monkeypatch):
+    """Both logins set: no refusal; MLflow's then comes from MLFLOW_AUTH_ADMIN_PASSWORD or a
+    basic_auth.ini with admin_password, and its server runs the basic-auth app. Loopback
+    needs none."""
+    from regrow.runtime import control
+    from regrow.tasks.store.settings import Settings
+
+    monkeypatch.setenv("REGROW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = Settings.from_env()
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"):
+        assert control.exposure_problem(host, settings, {}) is None, host
+    prefect = {"PREFECT_SERVER_API_AUTH_STRING": "admin:pw"}
+    assert control.exposure_problem("0.0.0.0", settings,
+                                    {**prefect, "MLFLOW_AUTH_ADMIN_PASSWORD": "pw"}) is None
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///auth.db\n"
+                   "admin_username = admin\n")
+    assert control.exposure_problem("0.0.0.0", settings,
+                                    {**prefect, "MLFLOW_AUTH_CONFIG_PATH": str(ini)}) is not None
+    ini.write_text(ini.read_text() + "admin_password = pw\n")
+    assert control.exposure_problem("0.0.0.0", settings,
+                                    {**prefect, "MLFLOW_AUTH_CONFIG_PATH": str(ini)}) is None
+    assert control.exposure_problem("::", settings, prefect) is not None  # every interface
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "pw")
+    (mlflow,) = [p for p in control._plan(control.Options(host="0.0.0.0"), settings, [])
+                 if p["name"] == "mlflow"]
+    assert mlflow["argv"][-2:] == ["--app-name", "basic-auth"]
+
+
 def test_down_when_nothing_is_up(tmp_path: Path):
     out = run(["down"], tmp_path / "home")
     assert out.returncode == 0 and "not up; nothing to stop" in out.stdout

@@ -704,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "server and UI, MLflow UI, `serve` (and the webhook receiver) for CONFIGs")
     up.add_argument("configs", nargs="*", metavar="CONFIG")
     up.add_argument("--host", default="127.0.0.1", help="address every part binds (default "
-                    "127.0.0.1)")
+                    "127.0.0.1); any other address needs PREFECT_SERVER_API_AUTH_STRING and "
+                    "MLflow's basic auth (MLFLOW_AUTH_ADMIN_PASSWORD) set")
     up.add_argument("--prefect-port", type=int, default=4200)
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--webhook-port", type=int, default=8787,

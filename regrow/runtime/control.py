@@ -20,13 +20,24 @@ Each part runs in its own session with its output in ``$REGROW_HOME/run/<part>.l
 workers and the flow runs of ``regrow serve``. While the Prefect part runs, every command uses
 it (`tasks.store.settings.configure_process_env`).
 
+Neither Prefect's API nor MLflow's server has a login by default, and Prefect's API creates
+flow runs for anyone who reaches it. On loopback (the default ``--host 127.0.0.1``) only this
+machine does; any other ``--host`` is refused unless both have one (`exposure_problem`):
+``PREFECT_SERVER_API_AUTH_STRING`` (``user:password``; the parts get it as the clients'
+``PREFECT_API_AUTH_STRING``) and MLflow's basic auth (``MLFLOW_AUTH_ADMIN_PASSWORD``, or
+``MLFLOW_AUTH_CONFIG_PATH`` naming a ``basic_auth.ini`` with ``admin_password``; the MLflow part
+then runs ``mlflow server --app-name basic-auth``).
+
 Standard library only (configs are loaded by `up` alone): `ps` and `down` start fast.
 """
 
 from __future__ import annotations
 
+import base64
+import configparser
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import signal
@@ -55,6 +66,93 @@ OPTION = {"prefect": "--prefect-port", "mlflow": "--mlflow-port", "webhook": "--
 
 class PlaneError(Exception):
     """A request `up` cannot carry out (bad input: exit 2)."""
+
+
+PREFECT_SERVER_AUTH = "PREFECT_SERVER_API_AUTH_STRING"  # the server's login (user:password)
+PREFECT_CLIENT_AUTH = "PREFECT_API_AUTH_STRING"  # what clients send
+MLFLOW_ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"
+MLFLOW_AUTH_CONFIG = "MLFLOW_AUTH_CONFIG_PATH"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server to this machine (``0.0.0.0`` and ``::`` do not;
+    a name counts when every address it resolves to is a loopback one)."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback
+                                   for a in found)
+    except ValueError:
+        return False
+
+
+def mlflow_auth_configured(environ: dict[str, str] | None = None) -> bool:
+    """Whether MLflow's basic-auth app has an admin password to start with: from
+    ``MLFLOW_AUTH_ADMIN_PASSWORD``, or the ``admin_password`` of the ``basic_auth.ini`` that
+    ``MLFLOW_AUTH_CONFIG_PATH`` names (MLflow ships none of its own)."""
+    env = os.environ if environ is None else environ
+    if env.get(MLFLOW_ADMIN_PASSWORD, "").strip():
+        return True
+    path = env.get(MLFLOW_AUTH_CONFIG, "").strip()
+    if not path:
+        return False
+    ini = configparser.ConfigParser()
+    try:
+        ini.read(path)
+    except configparser.Error:
+        return False
+    return bool(ini.has_section("mlflow") and ini["mlflow"].get("admin_password", "").strip())
+
+
+def _starts_mlflow(settings: Settings) -> bool:
+    """Whether `up` runs an MLflow server (for a local tracking store; not for a remote one)."""
+    return not settings.tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+def exposure_problem(host: str, settings: Settings,
+                     environ: dict[str, str] | None = None) -> str | None:
+    """Why the plane may not bind `host` as things are set, as one sentence; None when it may
+    (a loopback address, or the Prefect API and the MLflow server `up` starts both have a
+    login)."""
+    if is_loopback(host):
+        return None
+    env = os.environ if environ is None else environ
+    exposed, servers, missing = [], [], []
+    if not env.get(PREFECT_SERVER_AUTH, "").strip():
+        exposed.append("create Prefect flow runs")
+        servers.append("the Prefect API")
+        missing.append(f"{PREFECT_SERVER_AUTH}=<user>:<password> (the Prefect API's login; "
+                       f"`up` hands it to its parts, other clients set {PREFECT_CLIENT_AUTH} "
+                       "to the same value)")
+    if _starts_mlflow(settings) and not mlflow_auth_configured(env):
+        exposed.append("change the MLflow registry")
+        servers.append("the MLflow server")
+        missing.append(f"{MLFLOW_ADMIN_PASSWORD}=<password> for MLflow's basic auth (or "
+                       f"{MLFLOW_AUTH_CONFIG} naming a basic_auth.ini with admin_password; the "
+                       "MLflow server then runs with --app-name basic-auth)")
+    if not missing:
+        return None
+    return (f"--host {host} would let anyone who reaches this machine {' and '.join(exposed)}, "
+            f"and {'neither server has' if len(servers) > 1 else servers[0] + ' has no'} "
+            f"{'a ' if len(servers) > 1 else ''}login: set {' and '.join(missing)}, then run "
+            "`regrow up` again, or keep the default --host 127.0.0.1")
+
+
+def _prefect_auth_header() -> dict[str, str]:
+    """The Authorization header Prefect's API wants when it has a login (else none)."""
+    auth = os.environ.get(PREFECT_CLIENT_AUTH) or os.environ.get(PREFECT_SERVER_AUTH)
+    if not auth:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
 
 
 @dataclass(frozen=True)
@@ -187,7 +285,8 @@ def _deployments_served(api_url: str, names: list[str], timeout: float = 2.0) ->
     """Whether the Prefect API lists every deployment name of ``regrow serve``."""
     body = json.dumps({"deployments": {"name": {"any_": names}}}).encode()
     req = urllib.request.Request(f"{api_url}/deployments/filter", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          **_prefect_auth_header()})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own http URL
             found = {d.get("name") for d in json.load(r)}
@@ -277,11 +376,12 @@ def _plan(opts: Options, settings: Settings, models: list[str]) -> list[dict[str
     parts = [part("prefect", [py, "-m", "prefect", "server", "start", "--host", host,
                               "--port", str(opts.prefect_port)],
                   prefect_url, f"{api}/health", opts.prefect_port)]
-    if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
+    if _starts_mlflow(settings):
+        login = ["--app-name", "basic-auth"] if mlflow_auth_configured() else []
         parts.append(part("mlflow", [
             py, "-m", "mlflow", "server", "--backend-store-uri", settings.tracking_uri,
             "--default-artifact-root", settings.artifact_root.as_uri(), "--no-serve-artifacts",
-            "--host", host, "--port", str(opts.mlflow_port), "--workers", "1"],
+            "--host", host, "--port", str(opts.mlflow_port), "--workers", "1", *login],
             f"http://{url_host}:{opts.mlflow_port}", f"http://{url_host}:{opts.mlflow_port}/health",
             opts.mlflow_port))
     if configs:
@@ -342,9 +442,13 @@ def up(opts: Options, models: list[str], out=print) -> int:
     """Start the plane (see the module docstring); returns the exit code.
 
     Raises:
-        PlaneError: a port that is taken or given twice.
+        PlaneError: a host other than loopback without the servers' logins set
+            (`exposure_problem`; nothing is started), a port that is taken or given twice.
     """
     settings = Settings.from_env()
+    refused = exposure_problem(opts.host, settings)
+    if refused is not None:
+        raise PlaneError(refused)
     run_dir = settings.run_dir
     t0 = time.monotonic()
     with _locked(run_dir):
@@ -373,6 +477,8 @@ def up(opts: Options, models: list[str], out=print) -> int:
         env.update({PLANE_ENV: plane_id, "PREFECT_API_URL": parts[0]["api_url"],
                     "REGROW_HOME": str(settings.home), "PYTHONUNBUFFERED": "1",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        if env.get(PREFECT_SERVER_AUTH) and not env.get(PREFECT_CLIENT_AUTH):
+            env[PREFECT_CLIENT_AUTH] = env[PREFECT_SERVER_AUTH]  # serve, webhook, warm log in
         # MLflow's job runner (GenAI jobs: trace roll-ups, prompt optimisation) starts seven
         # worker processes; regrow uses none of it.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
