@@ -30,6 +30,7 @@ from regrow.tasks.policy.lease import Heartbeat
 from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.mlflow_registry import (
+    describe_unreachable,
     load_reference,
     log_drift_check,
     run_link,
@@ -119,8 +120,11 @@ def execute_request(env: Env, answer: policy.PolicyVerdict, *, kind: str, reason
                                  skip_unchanged=True, config_sha256=env.loaded.sha256)
         except Exception as err:  # noqa: BLE001 - recorded on the request; the champion is untouched
             policy.mark_request(env.store, answer.request_id, "failed")
-            return RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
-                                  error=f"{type(err).__name__}: {err}")
+            # a store or server that does not answer is one sentence naming it
+            why = st.describe_unreachable(err, env.settings.database_url) \
+                or describe_unreachable(err, env.settings.tracking_uri) \
+                or f"{type(err).__name__}: {err}"
+            return RetrainOutcome(answer.request_id, answer.verdict, answer.detail, error=why)
         policy.mark_request(env.store, answer.request_id, "done", outcome.run_id,
                             detail=f"{answer.detail}; training skipped: {outcome.skipped}"
                             if outcome.skipped else None)
@@ -166,8 +170,12 @@ def _assess(env: Env, version: str, run_id: str) -> tuple[monitor.Assessment, st
     report.parent.mkdir(parents=True, exist_ok=True)
     rows = 0 if window is None else len(window)
     with timed("drift", f"checking {env.model} v{version} on {rows:,} recent rows") as done:
-        assessment = monitor.assess(cfg, ref, window, previous, report_html=report,
-                                    previous_performance=previous_perf)
+        try:
+            assessment = monitor.assess(cfg, ref, window, previous, report_html=report,
+                                        previous_performance=previous_perf)
+        except BaseException:
+            report.unlink(missing_ok=True)  # a full disk mid-write leaves no half report
+            raise
         done.text = f"{assessment.verdict}" + (f": {'; '.join(assessment.reasons)}"
                                                if assessment.reasons else "")
     return assessment, (str(report) if report.exists() else None), window
@@ -215,7 +223,12 @@ def drift_check(env: Env, overrides: dict[str, Any] | None = None,
                                                     "window_rows": 0, "persistent": False},
                             None, None)
     assessment, report, window = _assess(env, version, run_id)
-    check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
+    try:
+        check_id = st.record_drift_check(env.store, env.model, version, assessment, report)
+    except BaseException:
+        if report:  # the check is not recorded: its report would be an orphan file
+            Path(report).unlink(missing_ok=True)
+        raise
     mlflow_run = _log_check(env, version, run_id, check_id, assessment, report)
     bake = judge_bake(env, version, run_id, window)
     if bake is not None and bake["state"] == baking.ROLLED_BACK:

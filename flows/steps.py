@@ -664,6 +664,15 @@ def request_at_fault(overrides: dict[str, Any], error: BaseException) -> list[st
     return []
 
 
+def _kind(error: BaseException) -> str:
+    """An error's type for the record, with the vendor error it wraps: ``StoreUnavailable
+    (OperationalError)``."""
+    cause = error.__cause__
+    kind = type(error).__name__
+    return kind if cause is None or type(cause).__name__ == kind \
+        else f"{kind} ({type(cause).__name__})"
+
+
 def close_run(ctx: RunContext, *, error: BaseException | None = None,
               verdict: str | None = None, version: str | None = None,
               skipped: str | None = None) -> None:
@@ -678,7 +687,7 @@ def close_run(ctx: RunContext, *, error: BaseException | None = None,
     if not ctx.run_id:
         return
     status = "failed" if error is not None else "skipped" if skipped else "finished"
-    detail = skipped if error is None else f"{type(error).__name__}: {error}"[:4000]
+    detail = skipped if error is None else f"{_kind(error)}: {error}"[:4000]
     blamed = request_at_fault(ctx.loaded.overrides, error) if error is not None else []
     if blamed:
         status = BAD_REQUEST

@@ -238,13 +238,55 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    """A manual retrain request through the policy."""
-    _load_or_exit(args)
-    from regrow.app.report import guarded, render_retrain
-    from regrow.flows.monitoring import retrain_flow
+    """A manual retrain request through the policy. The policy answers first, from the
+    monitoring store alone; only an admitted request starts Prefect (a temporary server when
+    none is configured) and its training, so a refused one costs no server start."""
+    import os
+    from types import SimpleNamespace
 
-    res = guarded(lambda: retrain_flow(args.config, args.reason, kind="manual",
-                                       overrides=_overrides(args.set), actor=args.actor), args.json)
+    loaded = _load_or_exit(args)
+    from regrow.app.report import guarded, render_retrain
+    from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
+
+    model, rules = loaded.config.registry.model_name, loaded.config.retrain
+    store = Store(Settings.from_env().database_url)
+    try:
+        answer = policy.request_retrain(store, model, rules, kind="manual", reason=args.reason)
+    except ValueError as err:  # an empty reason
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not answer.admitted:
+        if os.environ.get("PREFECT_API_URL"):  # a server that keeps the notice (none is started)
+            from regrow.flows.events import circuit_refused
+
+            circuit_refused(store, model, rules, answer.verdict, "manual")
+        res = SimpleNamespace(request_id=answer.request_id, verdict=answer.verdict,
+                              detail=answer.detail, training=None, error=None, dispatched=None)
+        _emit(vars(res), args.json, render_retrain(res))  # type: ignore[arg-type]
+        return 0
+    from regrow.flows.progress import from_cli
+    from regrow.runtime import early
+
+    from_cli(args.command, args.json, args.verbose, True)  # "starting the run on ..."
+    early.start(args.command)  # before Prefect is imported: it reads PREFECT_API_URL once
+    with early.flow_settings(args.command, checked=True):
+        from regrow.flows import dispatch
+        from regrow.flows.model_env import Env
+        from regrow.flows.monitoring import RetrainOutcome, execute_request
+
+        overrides = _overrides(args.set) or None
+        if dispatch.mode() == "events":  # served: the training deployment runs it
+            event = dispatch.emit_admitted(model, answer.request_id, "manual", args.reason, None,
+                                           overrides)
+            res = RetrainOutcome(answer.request_id, answer.verdict, answer.detail,
+                                 dispatched=f"event {dispatch.ADMITTED_EVENT} {event}")
+        else:
+            res = guarded(lambda: execute_request(Env.of(loaded), answer, kind="manual",
+                                                  reason=args.reason, ref=None,
+                                                  overrides=overrides, actor=args.actor),
+                          args.json)
     if isinstance(res, int):
         return res
     _emit(res, args.json, render_retrain(res))
@@ -419,6 +461,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in args.configs:
         args.config = path
         _load_or_exit(args)
+    from regrow.app.outage import check_stores
+
+    check_stores()  # served runs need both: a store that does not answer is said now, once
     if not os.environ.get("PREFECT_API_URL"):
         print("note: PREFECT_API_URL is not set; serving against a temporary local server "
               "(its UI and schedules vanish with this process)", file=sys.stderr)
@@ -818,23 +863,35 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
     config, overrides = getattr(args, "config", None), getattr(args, "set", None)
-    # the config is loaded once here; the command loads it again and reports any problem
-    runnable = args.command in early.COMMANDS and (config is None
-                                                   or valid_config(config, overrides))
+    # the config is loaded once here; the command loads it again and reports any problem;
+    # a retrain request starts its server only once the policy admits it (`cmd_retrain`)
+    runnable = args.command in early.COMMANDS and args.command not in early.ASKS_FIRST \
+        and (config is None or valid_config(config, overrides))
     from_cli(args.command, getattr(args, "json", False), args.verbose, runnable)
-    if runnable:
-        early.start(args.command)  # a temporary Prefect server boots while this process imports
     try:
+        if runnable:
+            early.start(args.command)  # a temporary Prefect server boots while this imports
         with early.flow_settings(args.command):
-            return args.func(args)
+            code = args.func(args)
+        sys.stdout.flush()  # a reader gone (`regrow status | head -1`) shows here
+        return code
+    except BrokenPipeError:
+        from regrow.app.outage import quiet_stdout
+
+        quiet_stdout()  # nobody reads the rest: stop quietly, as `head` expects
+        return EXIT_FAILED
     except Exception as err:
         # imported only now: light commands (ps, down) do not load SQLAlchemy
+        from regrow.app.outage import describe
         from regrow.tasks.store.database import StoreSchemaError
 
-        if not isinstance(err, StoreSchemaError):
+        # an earlier release's store, a store or server that does not answer, a state
+        # directory that cannot be written: one sentence, nothing half-done, exit 1
+        message = str(err) if isinstance(err, StoreSchemaError) else describe(err)
+        if message is None:
             raise
-        print(f"error: {err}", file=sys.stderr)  # an earlier release's store: one sentence
-        return 1
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -96,20 +96,20 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
 
     try:
         outcome = train_flow(config_path, overrides=overrides, trigger=trigger, reason=reason)
-    except known_errors() as err:
+    except Exception as err:  # noqa: BLE001 - an outage says which service; bad input is exit 2
+        message = unreachable(err)
+        if message is not None:
+            print(f"error: training failed, champion unchanged: {message}", file=sys.stderr)
+            if as_json:
+                print(json.dumps({"status": "failed", "error": message, "kind": "unreachable"}))
+            return 1
+        if not isinstance(err, known_errors()):
+            raise
         print(f"error: {err}", file=sys.stderr)
         if as_json:
             print(json.dumps({"status": "failed", "error": str(err),
                               "kind": type(err).__name__}))
         return BAD_INPUT
-    except Exception as err:  # noqa: BLE001 - a store or server that cannot be reached: say which
-        message = unreachable(err)
-        if message is None:
-            raise
-        print(f"error: training failed, champion unchanged: {message}", file=sys.stderr)
-        if as_json:
-            print(json.dumps({"status": "failed", "error": message, "kind": "unreachable"}))
-        return 1
     print(json.dumps(asdict(outcome), indent=2, default=str) if as_json else render(outcome))
     if outcome.champion_after is None and not outcome.skipped:
         # Nothing can score: a decision, but not a success for whoever runs this.
@@ -123,21 +123,22 @@ def run_training(config_path: str, overrides: dict[str, Any] | None, *, as_json:
 
 
 def unreachable(err: BaseException) -> str | None:
-    """Which store or server could not be reached, if that is what `err` says."""
-    from regrow.tasks.registry import mlflow_registry as registry
-    from regrow.tasks.store import database as store
-    from regrow.tasks.store.settings import Settings
+    """Which store or server could not be reached (or written), if that is what `err` says
+    (`regrow.app.outage`)."""
+    from regrow.app.outage import describe
 
-    s = Settings.from_env()
-    return (store.describe_unreachable(err, s.database_url)
-            or registry.describe_unreachable(err, s.tracking_uri))
+    return describe(err)
 
 
 def guarded(fn, as_json: bool) -> Any:
-    """Run `fn`; on bad input print the problem (as JSON too when asked) and return exit 2."""
+    """Run `fn`; on bad input print the problem (as JSON too when asked) and return exit 2.
+    An outage (MLflow not answering is a `RegistryError` too) goes on to the command line's
+    handler: exit 1."""
     try:
         return fn()
     except known_errors() as err:
+        if unreachable(err) is not None:
+            raise
         print(f"error: {err}", file=sys.stderr)
         if as_json:
             print(json.dumps({"status": "failed", "error": str(err), "kind": type(err).__name__}))

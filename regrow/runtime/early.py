@@ -36,7 +36,10 @@ _OFF = ("0", "false", "no", "off")
 HEARTBEAT_VARS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 # Commands that check their input before they import Prefect: they enter `flow_settings`
 # themselves, at their flow call (`checked=True`).
-CHECKS_FIRST = ("reproduce",)
+CHECKS_FIRST = ("reproduce", "retrain")
+# Commands that ask the retrain policy before anything else: they start the server themselves,
+# only when a training will run (`regrow.app.cli.cmd_retrain`).
+ASKS_FIRST = ("retrain",)
 
 
 def start(command: str) -> int | None:

@@ -53,8 +53,15 @@ def write_batch(location: str, frame: pd.DataFrame) -> int:
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp, filesystem=filesystem, compression="zstd")
-    filesystem.move(tmp, path)  # readers never see half a file
+    try:
+        pq.write_table(table, tmp, filesystem=filesystem, compression="zstd")
+        filesystem.move(tmp, path)  # readers never see half a file
+    except BaseException:
+        try:  # a full disk or a kill mid-write: no half file is left behind
+            filesystem.delete_file(tmp)
+        except OSError:
+            pass
+        raise
     return filesystem.get_file_info(path).size
 
 

@@ -35,15 +35,40 @@ class RegistryUnavailable(RegistryError):
 _ABSENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
+# What an MLflow error says went wrong, when it is an outage: (marker, short reason).
+_OUTAGE_MARKERS = (
+    ("Connection refused", "connection refused"),
+    ("Failed to establish", "no connection"),
+    ("Max retries exceeded", "no answer"),
+    ("Read timed out", "timed out"),
+    ("NameResolutionError", "unknown host"),
+    ("Name or service not known", "unknown host"),
+    ("readonly database", "it is read-only"),
+    ("read-only file system", "it is read-only"),
+    ("disk is full", "its disk is full"),
+    ("No space left", "its disk is full"),
+    ("disk I/O error", "disk I/O error (is the disk full?)"),
+    ("unable to open database file", "it cannot be opened"),
+)
+
+
+def _reason(err: BaseException) -> str:
+    """A few words on why MLflow failed (`_OUTAGE_MARKERS`), else its first line, masked."""
+    from regrow.tasks.data.ingest import mask_url
+
+    text = str(err)
+    for marker, reason in _OUTAGE_MARKERS:
+        if marker in text:
+            return reason
+    return mask_url(text.splitlines()[0])[:200] if text else type(err).__name__
+
+
 def _absent_or_raise(err: Exception, where: str, what: str) -> None:
     """Return when `err` says `what` does not exist; else raise `RegistryUnavailable`."""
     if getattr(err, "error_code", None) in _ABSENT_CODES:
         return
-    from regrow.tasks.data.ingest import mask_url
-
-    first = mask_url(str(err).splitlines()[0])[:300] if str(err) else type(err).__name__
-    raise RegistryUnavailable(f"MLflow at {where} did not answer while reading {what}: "
-                              f"{first}") from None
+    raise RegistryUnavailable(f"MLflow at {where} did not answer while reading {what} "
+                              f"({_reason(err)})") from err
 
 
 @dataclass(frozen=True)
@@ -211,6 +236,9 @@ class Registry:
             from mlflow import MlflowClient
 
             logging.getLogger("mlflow").setLevel(logging.WARNING)  # quiet "creating tables"
+            # A store error is logged there with its traceback, then raised (as MlflowException)
+            # to the caller, who reports it: the log would show a person the traceback twice.
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
             seed_store(self.settings)
             # MLflow also writes the URIs into os.environ "for subprocesses"; Settings.from_env
             # reads MLFLOW_TRACKING_URI as the user's choice, so put the environment back as the
@@ -273,6 +301,12 @@ class Registry:
         tags = [InputTag("mlflow.data.context", context),
                 *(InputTag(f"regrow.{k}", str(v)) for k, v in profile.items() if v is not None)]
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
+
+    def running_runs(self, model_name: str) -> set[str]:
+        """Ids of the model's training runs that MLflow still shows RUNNING (one search)."""
+        found = self.client.search_runs([self.experiment_id(model_name)],
+                                        "attributes.status = 'RUNNING'", max_results=1000)
+        return {r.info.run_id for r in found}
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run as FINISHED, FAILED or KILLED."""
@@ -426,8 +460,19 @@ class Registry:
             self.client.set_model_version_tag(name, version, k, str(v))
 
     def version_info(self, name: str, version: str) -> ModelVersionInfo:
-        """One version's run, tags and aliases."""
-        mv = self.client.get_model_version(name, version)
+        """One version's run, tags and aliases.
+
+        Raises:
+            MlflowException: there is no such version.
+            RegistryUnavailable: MLflow did not answer.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(name, version)
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"version {version} of {name!r}")
+            raise
         return ModelVersionInfo(name, str(mv.version), mv.run_id, dict(mv.tags), list(mv.aliases),
                                 mv.description or "", mv.source or "", mv.creation_timestamp)
 
@@ -439,9 +484,32 @@ class Registry:
             return []
         try:
             found = self.client.search_model_versions(f"name = '{name}'")
-        except MlflowException:
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"the versions of {name!r}")
             return []
         return sorted((str(v.version) for v in found), key=int)
+
+    def versions(self, name: str, filter_string: str = "") -> list[ModelVersionInfo]:
+        """Every registered version of a model (`filter_string`: more conditions, e.g.
+        ``tags.`regrow.orphan` = 'true'``), oldest first; one search.
+
+        Raises:
+            RegistryUnavailable: MLflow did not answer.
+        """
+        from mlflow.exceptions import MlflowException
+
+        if "'" in name:  # cannot be quoted in a search filter; regrow names never hold one
+            return []
+        query = f"name = '{name}'" + (f" and {filter_string}" if filter_string else "")
+        try:
+            found = self.client.search_model_versions(query)
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"the versions of {name!r}")
+            return []
+        infos = [ModelVersionInfo(name, str(mv.version), mv.run_id, dict(mv.tags),
+                                  list(mv.aliases), mv.description or "", mv.source or "",
+                                  mv.creation_timestamp) for mv in found]
+        return sorted(infos, key=lambda v: int(v.version))
 
     def set_version_description(self, name: str, version: str, description: str) -> None:
         """Replace a version's description."""
@@ -457,12 +525,23 @@ class Registry:
         self.client  # noqa: B018
         os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
         ref = f"@{alias}" if alias else f"/{version}"
-        with legacy_module_names():
-            return mlflow.sklearn.load_model(f"models:/{name}{ref}")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with legacy_module_names():
+                return mlflow.sklearn.load_model(f"models:/{name}{ref}")
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"model {name}{ref}")
+            raise
 
     def run_info(self, run_id: str) -> dict[str, Any]:
-        """A run's status, tags, params and metrics."""
-        r = self.client.get_run(run_id)
+        """A run's status, tags, params and metrics.
+
+        Raises:
+            MlflowException: there is no such run.
+            RegistryUnavailable: MLflow did not answer.
+        """
+        r = self._get_run(run_id)
         return {"status": r.info.status, "tags": dict(r.data.tags), "params": dict(r.data.params),
                 "metrics": dict(r.data.metrics), "artifact_uri": r.info.artifact_uri,
                 "experiment_id": r.info.experiment_id}
@@ -473,8 +552,17 @@ class Registry:
 
         try:
             return self.run_info(run_id)
-        except MlflowException:
+        except MlflowException:  # an outage is RegistryUnavailable, not an absence
             return None
+
+    def _get_run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"run {run_id}")
+            raise
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Artifact paths directly under `path`."""
@@ -484,7 +572,7 @@ class Registry:
         """(experiment id, artifact URI) of a run: neither ever changes, so each run is asked
         once per process."""
         if run_id not in self._places:
-            info = self.client.get_run(run_id).info
+            info = self._get_run(run_id).info
             self._places[run_id] = (str(info.experiment_id), str(info.artifact_uri))
         return self._places[run_id]
 
@@ -522,7 +610,10 @@ class Registry:
         try:
             with self.local_artifact(run_id, path) as target:
                 return target.read_text(encoding="utf-8") if target.is_file() else None
-        except (MlflowException, OSError):
+        except MlflowException as err:
+            _absent_or_raise(err, self.where(), f"artifact {path} of run {run_id}")
+            return None
+        except FileNotFoundError:
             return None
 
     def read_json_artifact(self, run_id: str, path: str) -> Any:
@@ -569,13 +660,18 @@ def load_reference(registry: Registry, run_id: str) -> Any:
         with registry.local_artifact(run_id, "reference") as local:
             frame = pd.read_parquet(local / "reference.parquet")
             meta = json.loads((local / "meta.json").read_text())
-    except (MlflowException, OSError) as err:
+    except MlflowException as err:
+        _absent_or_raise(err, registry.where(), f"the drift reference of run {run_id}")
+        raise RegistryError(f"run {run_id} has no drift reference: {err}") from None
+    except FileNotFoundError as err:
         raise RegistryError(f"run {run_id} has no drift reference: {err}") from None
     return Reference.from_parts(frame, meta)
 
 
 def describe_unreachable(err: BaseException | None, tracking_uri: str) -> str | None:
-    """A one-line message when `err` (or what caused it) says the MLflow server cannot be reached.
+    """A one-line message when `err` (or what caused it) says MLflow cannot be reached or
+    cannot write: a tracking server that does not answer, a local store that is read-only or
+    on a full disk. `RegistryUnavailable` says so itself.
 
     MLflow gives up after ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` (regrow sets 3, backoff 1 s).
 
@@ -584,12 +680,18 @@ def describe_unreachable(err: BaseException | None, tracking_uri: str) -> str | 
     """
     from mlflow.exceptions import MlflowException
 
-    markers = ("Max retries exceeded", "Connection refused", "Failed to establish",
-               "Read timed out", "NameResolutionError")
+    from regrow.tasks.data.ingest import mask_url
+
+    where = mask_url(tracking_uri)
     while err is not None:
-        if isinstance(err, MlflowException) and any(m in str(err) for m in markers):
-            return (f"the MLflow tracking server {tracking_uri} cannot be reached (gave up after "
-                    f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries)")
+        if isinstance(err, RegistryUnavailable):
+            return str(err)
+        if isinstance(err, MlflowException) and any(m in str(err) for m, _ in _OUTAGE_MARKERS):
+            if tracking_uri.startswith(("http://", "https://")):
+                return (f"the MLflow tracking server {where} cannot be reached ({_reason(err)}; "
+                        f"gave up after "
+                        f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '7')} retries)")
+            return f"the MLflow store {where} cannot be written: {_reason(err)}"
         err = err.__cause__ or err.__context__
     return None
 
@@ -618,7 +720,10 @@ def load_trusted_set(registry: Registry, run_id: str) -> Any:
         with registry.local_artifact(run_id, TRUSTED_DIR) as local:
             frame = pd.read_parquet(local / "holdout.parquet")
             meta = json.loads((local / "meta.json").read_text())
-    except (MlflowException, OSError):
+    except MlflowException as err:
+        _absent_or_raise(err, registry.where(), f"the trusted set of run {run_id}")
+        return None
+    except FileNotFoundError:
         return None
     return TrustedSet(frame, meta)
 

@@ -249,6 +249,13 @@ class StoreSchemaError(RuntimeError):
     """The monitoring store's schema is not the one this regrow uses (`regrow db upgrade`)."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The monitoring store cannot be reached (or opened): never read as an empty store.
+
+    The message names the store with its password masked; the driver's error is the cause.
+    """
+
+
 def schema_revision(engine: sa.Engine) -> str | None:
     """The store's schema revision, or None when it has no version table."""
     try:
@@ -327,7 +334,12 @@ class Store:
                         self.url, pool_pre_ping=not sqlite,
                         # writers queue instead of failing fast with "database is locked"
                         connect_args={"timeout": 60} if sqlite else {})
-                    _ensure_schema(engine)
+                    try:
+                        _ensure_schema(engine)
+                    except sa.exc.DBAPIError as err:  # no server, no file, no permission
+                        engine.dispose()
+                        raise StoreUnavailable(describe_unreachable(err, self.url)
+                                               or str(err)) from err
                     self._engine = engine
         return self._engine
 
@@ -508,9 +520,22 @@ def describe_unreachable(err: BaseException | None, url: str) -> str | None:
         The message, or None when the error is something else.
     """
     while err is not None:
+        if isinstance(err, StoreUnavailable):
+            return str(err)
         if isinstance(err, sa.exc.OperationalError | sa.exc.InterfaceError):
-            where = sa.engine.make_url(url).render_as_string(hide_password=True)
-            detail = str(getattr(err, "orig", err)).strip().splitlines()
-            return f"the monitoring store {where} cannot be reached: {detail[0] if detail else err}"
+            try:
+                where = sa.engine.make_url(url).render_as_string(hide_password=True)
+            except sa.exc.ArgumentError:
+                from regrow.tasks.data.ingest import mask_url
+
+                where = mask_url(url)
+            lines = str(getattr(err, "orig", err)).strip().splitlines()
+            detail = lines[0] if lines else type(err).__name__
+            low = detail.lower()
+            state = ("is read-only" if "readonly" in low or "read-only" in low else
+                     "cannot be written (is the disk full?)" if "disk" in low or "space" in low
+                     else "cannot be opened" if "unable to open" in low else
+                     "cannot be reached")
+            return f"the monitoring store {where} {state}: {detail}"
         err = err.__cause__ or err.__context__
     return None
