@@ -34,12 +34,17 @@ from regrow.tasks.model import trusted as ts
 from regrow.tasks.model.imports import config_folder, import_listed
 from regrow.tasks.monitoring.reference import build_reference
 from regrow.tasks.monitoring.scoring import label_text
-from regrow.tasks.policy.lease import Heartbeat, lease_seconds, reap
+from regrow.tasks.policy.lease import PROMOTED_CRASHED, Heartbeat, lease_seconds, reap
 from regrow.tasks.policy.retrain import BAD_REQUEST
 from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.card import publish_card
-from regrow.tasks.registry.governance import alias_section, clear_challenger, move_alias
+from regrow.tasks.registry.governance import (
+    alias_section,
+    clear_challenger,
+    move_alias,
+    reconcile_orphans,
+)
 from regrow.tasks.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -95,7 +100,8 @@ def pause_point(name: str) -> None:
 
     With ``REGROW_TEST_PAUSE_AT=<name>`` the run writes ``$REGROW_HOME/paused-at-<name>`` and
     sleeps (up to ``REGROW_TEST_PAUSE_SECONDS``, 600 by default). Unset in production.
-    Points: ingest, train, log_model, alias (after the version exists, before champion moves).
+    Points: ingest, train, log_model, registered (the version exists and is noted on the
+    training record), alias (before champion moves), promoted (after champion moved).
     """
     if os.environ.get(PAUSE_ENV) != name:
         return
@@ -166,15 +172,23 @@ def start_run(ctx: RunContext) -> RunContext:
 
 
 def _close_crashed(ctx: RunContext) -> None:
-    """Record trainings whose process died, and end their MLflow runs FAILED with the reason."""
+    """Reconcile what earlier trainings of the model left behind: record those whose process
+    died (`reap`); end every MLflow run a closed record left RUNNING (a crash, or MLflow down
+    when the run closed), FAILED unless the record finished; tag versions registered by a
+    training that then failed as orphans (`reconcile_orphans`: never promoted)."""
     reap(ctx.store, ctx.model_name)
+    running = ctx.registry.running_runs(ctx.model_name)
     for row in ctx.store.training_runs(ctx.model_name, 20):
-        if row["status"] == "crashed" and row["run_id"] and row["run_id"] != ctx.run_id \
-                and ctx.registry.run_info(row["run_id"])["status"] == "RUNNING":
-            ctx.registry.set_tags(row["run_id"], {"regrow.status": "crashed",
-                                                  "regrow.error": row["detail"]})
-            ctx.registry.end_run(row["run_id"], "FAILED")
-            notify.training_crashed(ctx, row)  # told once: the run is FAILED from now on
+        if row["run_id"] not in running or row["run_id"] == ctx.run_id \
+                or row["status"] == "running":
+            continue
+        ctx.registry.set_tags(row["run_id"], {"regrow.status": row["status"],
+                                              "regrow.error": row["detail"]})
+        ctx.registry.end_run(row["run_id"], "FINISHED" if row["status"] in ("finished", "skipped")
+                             else "FAILED")
+        if row["status"] in ("crashed", PROMOTED_CRASHED):
+            notify.training_crashed(ctx, row)  # told once: the run is closed from now on
+    ctx.notes.extend(reconcile_orphans(ctx.registry, ctx.store, ctx.model_name))
 
 
 @step("ingest")
@@ -538,8 +552,11 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
         tags["regrow.classes"] = json.dumps([label_text(c) for c in trained.target.classes])
     version = reg.register(uri, name, ctx.run_id, tags,
                            description=version_description(ctx, decision))
+    if ctx.row_id:  # before any alias moves to it: a crash from here on names the version
+        ctx.store.note_training(ctx.row_id, verdict=decision.verdict, version=version)
     say("register", f"{time.perf_counter() - started:.1f} s: registered {name} v{version} "
         f"(gate: {decision.verdict})")
+    pause_point("registered")
     before = reg.alias_version(name, CHAMPION)
     if decision.passed and _waits(ctx, decision, before):
         _move(ctx, CHALLENGER, version, "passed the gate; waits for "
@@ -619,6 +636,7 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
     else:
         clear_challenger(ctx.registry, ctx.store, name, version, "promoted; nothing to wait for",
                          actor or f"{ctx.trigger.kind}:{ctx.trigger.actor}", ctx.run_id)
+    pause_point("promoted")
     after = ctx.registry.alias_version(name, CHAMPION)
     before = registration.champion_before
     say("promote", f"champion {f'v{before}' if before else 'none'} -> v{after}"

@@ -188,6 +188,7 @@ def render_drift(o: DriftOutcome) -> str:
 def status(loaded) -> dict[str, Any]:
     """Champion, latest drift checks, retrain requests and trainings of one model."""
     from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.policy.lease import as_reaped
     from regrow.tasks.registry import bake as baking
     from regrow.tasks.registry import governance as gov
     from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
@@ -209,13 +210,20 @@ def status(loaded) -> dict[str, Any]:
             info["champion_trigger"] = {k.removeprefix("regrow."): tags.get(k) for k in (
                 "regrow.trigger", "regrow.trigger_reason", "regrow.trigger_ref")}
     info["drift_checks"] = st.recent_drift_checks(store, name, 5)
-    info["retrain_requests"] = policy.recent_requests(store, name, 10)
-    info["trainings"] = store.training_runs(name, 5)
+    # dead work reads as crashed at once (the next training or request records it)
+    info["trainings"], info["retrain_requests"] = as_reaped(
+        store, name, store.training_runs(name, 5), policy.recent_requests(store, name, 10))
+    info["orphans"] = [{"version": o.version, "reason": o.tags.get(gov.ORPHAN_REASON_TAG)}
+                       for o in gov.orphans(reg, name)]
     info["alias_history"] = store.alias_history(name)[-6:]
     info["external_moves"] = [m.describe() for m in found]
     info["bakes"] = [b.to_dict() for b in baking.latest(store, name, 3)]
     return json.loads(json.dumps(info, default=lambda v: st.iso(v) if isinstance(v, dt.datetime)
                                  else str(v)))
+
+
+# Training statuses as `status` prints them.
+STATUS_WORDS = {"promoted_then_crashed": "promoted, then crashed"}
 
 
 def render_status(info: dict[str, Any]) -> str:
@@ -247,9 +255,12 @@ def render_status(info: dict[str, Any]) -> str:
                    [[r["id"], r["created_at"][:19], r["kind"], r["verdict"], r["state"],
                      r["reason"][:70]] for r in info["retrain_requests"]], verdicts=[3]) \
         if info["retrain_requests"] else ["  none yet"]
+    for o in info.get("orphans", []):
+        lines.append(f"  ORPHAN: v{o['version']} is never promoted: {shown(o['reason'] or '-')}")
     lines.append("trainings (newest first):")
     lines += table(["started at (UTC)", "trigger", "status", "verdict", "version"],
-                   [[t["started_at"][:19], t["trigger"], t["status"], t["verdict"] or "-",
+                   [[t["started_at"][:19], t["trigger"],
+                     STATUS_WORDS.get(t["status"], t["status"]), t["verdict"] or "-",
                      f"v{t['version']}" if t["version"] else "-"] for t in info["trainings"]],
                    verdicts=[2, 3]) if info["trainings"] else ["  none yet"]
     return "\n".join(lines)

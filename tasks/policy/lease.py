@@ -5,9 +5,13 @@ quarter of the lease (``REGROW_LEASE_SECONDS``, 45 s by default: a renewal every
 When the process dies -- ``kill -9``, the OOM killer, a lost node -- the renewals stop; once
 the lease has run out, the retrain policy (`reap_expired`, called under its per-model lock)
 records the training as ``crashed`` and its request as ``failed``, each with the time of
-the last heartbeat, and admits the next request. A record without a lease (written by an
-older version, or an event-dispatched request not yet picked up) still falls back to
-``retrain.stale_after``.
+the last heartbeat, and admits the next request. On the machine that ran it, a dead process
+is known at once: the lease names its holder's host, pid and a proof of which machine and
+process that was (`tasks.store.liveness`), so a process there need not wait for the lease to
+run out. A training that had moved champion to its version before it died is recorded
+``promoted_then_crashed``: it promoted, and the circuit breaker does not count it as a
+failure. A record without a lease (written by an older version, or an event-dispatched request
+not yet picked up) still falls back to ``retrain.stale_after``.
 
 `exclusive` uses the same rows as short locks between processes (one model's alias moves).
 
@@ -22,15 +26,22 @@ import contextvars
 import datetime as dt
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
-from regrow.tasks.store.database import Store, retrain_requests, training_leases, training_runs
+from regrow.tasks.store.database import (
+    Store,
+    alias_history,
+    retrain_requests,
+    training_leases,
+    training_runs,
+)
+from regrow.tasks.store.liveness import holder_gone, shown, this_holder
 
 DEFAULT_SECONDS = 45.0
 ENV_SECONDS = "REGROW_LEASE_SECONDS"
@@ -113,13 +124,43 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+# A training that moved the champion to its version and died before closing its record: it
+# promoted (the breaker does not count it as a failure), then crashed.
+PROMOTED_CRASHED = "promoted_then_crashed"
+
 # Run by the retrain policy for every request (and so every webhook delivery): built once.
-_EXPIRED = sa.select(training_leases).where(training_leases.c.model == sa.bindparam("m"),
-                                            training_leases.c.expires_at < sa.bindparam("at"))
+# A model holds few leases at a time (its in-flight training and request, its alias lock).
+_LEASES = sa.select(training_leases).where(training_leases.c.model == sa.bindparam("m"))
+
+
+def _why(lease: sa.Row[Any], at: dt.datetime) -> str | None:
+    """Why `lease`'s work is dead (its lease ran out, or its process is gone from this
+    machine), or None while it may live."""
+    gone = holder_gone(lease.holder)
+    if not gone and _utc(lease.expires_at) >= at:
+        return None
+    return (f"no heartbeat since {_utc(lease.renewed_at):%Y-%m-%d %H:%M:%S} UTC from "
+            f"{shown(lease.holder)}; the process died"
+            + (" (its pid is gone from this host)" if gone else ""))
+
+
+def _promoted(conn: sa.Connection, model: str, version: str | None, since: dt.datetime) -> bool:
+    """True when champion moved to `version` after `since` (the training that registered it
+    promoted it before it died)."""
+    if not version:
+        return False
+    h = alias_history.c
+    return conn.execute(sa.select(h.id).where(
+        h.model == model, h.alias == "champion", h.new_version == version, h.at >= since)
+        .limit(1)).first() is not None
 
 
 def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
-    """Close the work of a model whose lease ran out: trainings ``crashed``, requests ``failed``.
+    """Close the work of a model whose process died: trainings ``crashed`` (or
+    ``promoted_then_crashed`` when champion had moved to their version), requests ``failed``.
+
+    Work is dead when its lease ran out, or at once when its holder ran on this machine and
+    its process is gone (`tasks.store.liveness`).
 
     Args:
         conn: a connection inside the caller's transaction (the policy's lock).
@@ -131,13 +172,21 @@ def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
     """
     tl, tr, rr = training_leases, training_runs, retrain_requests
     notes = []
-    for lease in conn.execute(_EXPIRED, {"m": model, "at": at}).all():
+    for lease in conn.execute(_LEASES, {"m": model}).all():
+        why = _why(lease, at)
+        if why is None:
+            continue
         kind, _, ident = lease.key.partition(":")
-        why = (f"no heartbeat since {_utc(lease.renewed_at):%Y-%m-%d %H:%M:%S} UTC from "
-               f"{lease.holder}; the process died")
         if kind == "training" and ident.isdigit():
+            row = conn.execute(sa.select(tr.c.version, tr.c.started_at)
+                               .where(tr.c.id == int(ident), tr.c.status == "running")).first()
+            promoted = row is not None and _promoted(conn, model, row.version,
+                                                     _utc(row.started_at))
+            if promoted and row is not None:
+                why = f"promoted v{row.version}, then crashed: {why}"
             done = conn.execute(tr.update().where(tr.c.id == int(ident), tr.c.status == "running")
-                                .values(status="crashed", detail=why, ended_at=at)).rowcount
+                                .values(status=PROMOTED_CRASHED if promoted else "crashed",
+                                        detail=why[:4000], ended_at=at)).rowcount
         elif kind == "request" and ident.isdigit():
             old = conn.execute(sa.select(rr.c.detail).where(rr.c.id == int(ident))).scalar()
             done = conn.execute(rr.update().where(rr.c.id == int(ident),
@@ -148,7 +197,8 @@ def reap_expired(conn: sa.Connection, model: str, at: dt.datetime) -> list[str]:
             done = 0
         if done:
             notes.append(f"{lease.key} crashed: {why}")
-        conn.execute(tl.delete().where(tl.c.key == lease.key, tl.c.expires_at < at))
+        conn.execute(tl.delete().where(tl.c.key == lease.key, tl.c.holder == lease.holder,
+                                       tl.c.renewed_at == lease.renewed_at))
     return notes
 
 
@@ -158,6 +208,34 @@ def reap(store: Store, model: str) -> list[str]:
 
     with store.engine.begin() as conn:
         return reap_expired(conn, model, now())
+
+
+def as_reaped(store: Store, model: str, trainings: list[dict[str, Any]],
+              requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and request records as `reap_expired` would close them now, without writing:
+    a read (``regrow status``) shows dead work as crashed (or failed) at once, before the next
+    training or request records it."""
+    from regrow.tasks.store.database import now
+
+    at = now()
+    with store.engine.connect() as conn:
+        dead = {lease.key: why for lease in conn.execute(_LEASES, {"m": model})
+                if (why := _why(lease, at)) is not None}
+        if not dead:
+            return trainings, requests
+        shown_trainings = []
+        for row in trainings:
+            why = dead.get(f"training:{row['id']}")
+            if row["status"] == "running" and why:
+                promoted = _promoted(conn, model, row["version"], _utc(row["started_at"]))
+                row = {**row, "status": PROMOTED_CRASHED if promoted else "crashed",
+                       "detail": f"promoted v{row['version']}, then crashed: {why}" if promoted
+                       else why}
+            shown_trainings.append(row)
+    shown_requests = [{**r, "state": "failed", "detail": f"{r['detail'] or ''}; crashed: {why}"}
+                      if r["state"] in ("admitted", "running")
+                      and (why := dead.get(f"request:{r['id']}")) else r for r in requests]
+    return shown_trainings, shown_requests
 
 
 class Busy(RuntimeError):
@@ -187,7 +265,7 @@ def exclusive(store: Store, key: str, model: str, seconds: float = 30.0,
     if key in held:
         yield
         return
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = this_holder(uuid.uuid4().hex[:8])
     deadline = time.monotonic() + wait
     while not store.try_lease(key, model, holder, seconds):
         if time.monotonic() > deadline:

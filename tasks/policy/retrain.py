@@ -22,6 +22,7 @@ What a run counts for:
 | promoted (or passed, waiting for approval) | yes | yes | resets the count |
 | rejected by the gate | yes | yes | counts |
 | failed before a verdict: validation, bad config, error, crash | no | no | counts |
+| crashed after moving champion to its version (``promoted_then_crashed``) | yes | yes | resets the count |
 | failed on its request's own overrides (``bad_request``: a missing file, an empty split) | no | no | no |
 | a reproduction (`regrow reproduce`; no `training_runs` row) | no | no | no |
 | skipped: data and config unchanged since the champion's training | no | no | no |
@@ -48,7 +49,7 @@ from typing import Any, cast, overload
 import sqlalchemy as sa
 
 from regrow.configs.schema import RetrainPolicy, parse_duration
-from regrow.tasks.policy.lease import reap_expired
+from regrow.tasks.policy.lease import PROMOTED_CRASHED, reap_expired
 from regrow.tasks.store.database import (
     Store,
     circuit_resets,
@@ -131,7 +132,8 @@ _LOCK = policy_locks.update().where(policy_locks.c.model == _M).values(
 _LAST_RESET = sa.select(sa.func.max(circuit_resets.c.at)).where(circuit_resets.c.model == _M)
 _RECENT_ENDS = (sa.select(training_runs.c.status, training_runs.c.verdict, training_runs.c.ended_at)
                 .where(training_runs.c.model == _M,
-                       training_runs.c.status.in_(("finished", *FAILED_STATUSES)))
+                       training_runs.c.status.in_(("finished", PROMOTED_CRASHED,
+                                                   *FAILED_STATUSES)))
                 .order_by(training_runs.c.id.desc()).limit(200))
 
 
@@ -148,7 +150,7 @@ def consecutive_rejections(conn: sa.Connection, model: str) -> int:
     for status, verdict, ended in conn.execute(_RECENT_ENDS, {"m": model}):
         if last_reset is not None and _utc(ended) and _utc(ended) <= _utc(last_reset):
             break
-        if status == "finished" and verdict != "reject":
+        if status == PROMOTED_CRASHED or (status == "finished" and verdict != "reject"):
             break
         count += 1
     return count

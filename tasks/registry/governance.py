@@ -22,13 +22,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from regrow.configs.schema import Bake
-from regrow.tasks.policy.lease import exclusive
+from regrow.tasks.policy.lease import PROMOTED_CRASHED, exclusive
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, ModelVersionInfo, Registry
 from regrow.tasks.store.database import Store
 
 MANAGED_ALIASES = (CHAMPION, CHALLENGER)
 EXTERNAL = "external"
+# A version whose training failed or died after registering it: never promoted.
+ORPHAN_TAG, ORPHAN_REASON_TAG = "regrow.orphan", "regrow.orphan_reason"
 ROLLBACK = "rollback"  # reasons of rollback moves start with this word
 PASSED = "promote"     # the gate's passing verdict, as tagged on versions
 
@@ -200,7 +202,53 @@ def _require_version(registry: Registry, model: str, version: str) -> ModelVersi
     info = registry.find_version(model, version)
     if info is None:
         raise GovernanceError(f"model {model!r} has no version {version!r}")
+    if info.tags.get(ORPHAN_TAG) == "true":
+        raise GovernanceError(f"{model} v{version} is an orphan and is never promoted: "
+                              f"{info.tags.get(ORPHAN_REASON_TAG, 'its training did not finish')}"
+                              "; train again")
     return info
+
+
+def reconcile_orphans(registry: Registry, store: Store, model: str) -> list[str]:
+    """Find versions that a training registered and then failed or died before finishing
+    (MLflow or the store went away after the version was made): tag each ``regrow.orphan``
+    with the reason, note it on its training record when the record lacks it, and clear
+    ``challenger`` when it waits on one. An orphan is never promoted (`promote`, `rollback`
+    refuse it) and `regrow status` lists it. Versions that served, versions of trainings that
+    still run or finished, and versions registered outside a regrow training are left alone.
+
+    Returns:
+        One line per version tagged.
+    """
+    rows = {r["run_id"]: r for r in store.training_runs(model, 50) if r["run_id"]}
+    if not rows:
+        return []
+    served = {r["new_version"] for r in store.alias_history(model, CHAMPION)}
+    notes = []
+    for info in registry.versions(model):
+        row = rows.get(info.run_id)
+        if row is None or info.tags.get(ORPHAN_TAG) == "true" or "regrow.trigger" not in info.tags \
+                or info.version in served \
+                or row["status"] in ("running", "finished", PROMOTED_CRASHED):
+            continue
+        detail = (row["detail"] or "").splitlines()[0][:300] if row["detail"] else "no detail"
+        why = (f"its training (MLflow run {info.run_id}) ended {row['status']} after registering "
+               f"it: {detail}")
+        registry.set_version_tags(model, info.version, {ORPHAN_TAG: "true",
+                                                        ORPHAN_REASON_TAG: why})
+        if row["version"] is None:
+            store.note_training(row["id"], verdict=row["verdict"]
+                                or info.tags.get("regrow.gate.verdict") or "unknown",
+                                version=info.version)
+        clear_challenger(registry, store, model, info.version, f"orphan: {why}",
+                         "regrow:reconcile")
+        notes.append(f"v{info.version} is an orphan, never to be promoted: {why}")
+    return notes
+
+
+def orphans(registry: Registry, model: str) -> list[ModelVersionInfo]:
+    """The versions tagged as orphans (`reconcile_orphans`), oldest first."""
+    return registry.versions(model, f"tags.`{ORPHAN_TAG}` = 'true'")
 
 
 def promote(registry: Registry, store: Store, model: str, version: str, *, by: str, reason: str,

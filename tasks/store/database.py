@@ -216,11 +216,10 @@ _ENGINE_LOCK = threading.Lock()
 
 
 def _write_lease(conn: sa.Connection, key: str, model: str, seconds: float) -> None:
-    import os
-    import socket
+    from regrow.tasks.store.liveness import this_holder
 
     at = now()
-    values = {"model": model, "holder": f"{socket.gethostname()}:{os.getpid()}"[:255],
+    values = {"model": model, "holder": this_holder()[:255],
               "renewed_at": at, "expires_at": at + dt.timedelta(seconds=seconds)}
     lease = training_leases
     if not conn.execute(lease.update().where(lease.c.key == key).values(**values)).rowcount:
@@ -400,7 +399,10 @@ class Store:
             conn.execute(q)
 
     def try_lease(self, key: str, model: str, holder: str, seconds: float) -> bool:
-        """Take a lease that is free or expired; False while someone else holds it."""
+        """Take a lease that is free, expired, or held by a process known to be gone (one of
+        this machine's: `liveness.holder_gone`); False while someone else holds it."""
+        from regrow.tasks.store.liveness import holder_gone
+
         lease, at = training_leases, now()
         values = {"model": model, "holder": holder[:255], "renewed_at": at,
                   "expires_at": at + dt.timedelta(seconds=seconds)}
@@ -411,17 +413,35 @@ class Store:
         except sa.exc.IntegrityError:
             pass
         with self.engine.begin() as conn:
-            return bool(conn.execute(lease.update().where(lease.c.key == key, lease.c.expires_at < at)
-                                     .values(**values)).rowcount)
+            if conn.execute(lease.update().where(lease.c.key == key, lease.c.expires_at < at)
+                            .values(**values)).rowcount:
+                return True
+            current = conn.execute(sa.select(lease.c.holder).where(lease.c.key == key)).scalar()
+            return current is not None and holder_gone(current) and bool(conn.execute(
+                lease.update().where(lease.c.key == key, lease.c.holder == current)
+                .values(**values)).rowcount)
+
+    def note_training(self, row_id: int, *, verdict: str, version: str) -> None:
+        """Record a running training's gate verdict and registered version, before any alias
+        moves to it: a crash from here on leaves a record that names the version."""
+        with self.engine.begin() as conn:
+            conn.execute(training_runs.update().where(training_runs.c.id == row_id)
+                         .values(verdict=verdict, version=version))
 
     def finish_training(self, row_id: int, *, status: str, run_id: str | None = None,
                         verdict: str | None = None, version: str | None = None,
                         detail: str | None = None, at: dt.datetime | None = None) -> None:
-        """Close a training run record (`at`: the end time, default now)."""
+        """Close a training run record (`at`: the end time, default now). A verdict or
+        version noted earlier (`note_training`) stays when none is given."""
+        values: dict[str, Any] = {"status": status, "run_id": run_id, "detail": detail,
+                                  "ended_at": at or now()}
+        if verdict is not None:
+            values["verdict"] = verdict
+        if version is not None:
+            values["version"] = version
         with self.engine.begin() as conn:
-            conn.execute(training_runs.update().where(training_runs.c.id == row_id).values(
-                status=status, run_id=run_id, verdict=verdict, version=version, detail=detail,
-                ended_at=at or now()))
+            conn.execute(training_runs.update().where(training_runs.c.id == row_id)
+                         .values(**values))
 
     def training_runs(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent training runs of a model, newest first."""
