@@ -329,3 +329,20 @@ def test_closed_pipe_ends_quietly(case, command):
     proc.wait(timeout=300)
     record(f"closed pipe: {command}", "fault", tracebacks=tracebacks(err))
     assert proc.returncode == 1 and err == "", err
+
+
+def test_json_reader_gets_the_sentence(case):
+    """With --json, the outage's sentence is also on stdout, as JSON."""
+    import json
+
+    cfg, home, api = case
+    port = free_port()
+    dead = f"postgresql+psycopg://regrow:{PASSWORD}@127.0.0.1:{port}/regrow"
+    code, out, err, _ = run([*commands(cfg)["status"], "--json"],
+                            env_for(home, api, REGROW_DATABASE_URL=dead))
+    record("store down: status --json", "fault", tracebacks=tracebacks(out, err),
+           backend="postgres")
+    assert code == 1 and tracebacks(out, err) == 0, err
+    said = json.loads(out)
+    assert said["kind"] == "unavailable" and f"127.0.0.1:{port}" in said["error"]
+    assert PASSWORD not in out + err

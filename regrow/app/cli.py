@@ -891,6 +891,9 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
+        if getattr(args, "json", False):  # the JSON reader gets the sentence too
+            print(json.dumps({"status": "failed", "error": message, "kind": "schema"
+                              if isinstance(err, StoreSchemaError) else "unavailable"}))
         return EXIT_FAILED
 
 
