@@ -262,9 +262,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             from regrow.flows.events import circuit_refused
 
             circuit_refused(store, model, rules, answer.verdict, "manual")
-        res = SimpleNamespace(request_id=answer.request_id, verdict=answer.verdict,
-                              detail=answer.detail, training=None, error=None, dispatched=None)
-        _emit(vars(res), args.json, render_retrain(res))  # type: ignore[arg-type]
+        refused: Any = SimpleNamespace(request_id=answer.request_id, verdict=answer.verdict,
+                                       detail=answer.detail, training=None, error=None,
+                                       dispatched=None)  # a RetrainOutcome's fields, no import
+        _emit(vars(refused), args.json, render_retrain(refused))
         return 0
     from regrow.flows.progress import from_cli
     from regrow.runtime import early

@@ -48,7 +48,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,13 @@ def is_loopback(host: str) -> bool:
     except (OSError, UnicodeError):
         return False
     try:
-        return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback
+        return bool(found) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback
                                    for a in found)
     except ValueError:
         return False
 
 
-def mlflow_auth_configured(environ: dict[str, str] | None = None) -> bool:
+def mlflow_auth_configured(environ: Mapping[str, str] | None = None) -> bool:
     """Whether MLflow's basic-auth app has an admin password to start with: from
     ``MLFLOW_AUTH_ADMIN_PASSWORD``, or the ``admin_password`` of the ``basic_auth.ini`` that
     ``MLFLOW_AUTH_CONFIG_PATH`` names (MLflow ships none of its own)."""
@@ -119,7 +119,7 @@ def _starts_mlflow(settings: Settings) -> bool:
 
 
 def exposure_problem(host: str, settings: Settings,
-                     environ: dict[str, str] | None = None) -> str | None:
+                     environ: Mapping[str, str] | None = None) -> str | None:
     """Why the plane may not bind `host` as things are set, as one sentence; None when it may
     (a loopback address, or the Prefect API and the MLflow server `up` starts both have a
     login)."""
