@@ -28,8 +28,8 @@ demo: setup  ## run the end-to-end demo on the embedded default (no servers)
 test: setup  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-test-fast: setup  ## the quick loop: everything but the end-to-end runs, 120 s per test at most
-	$(BIN)/python -m pytest -m "not slow" --timeout=120
+test-fast: setup  ## the quick loop: the tests that start no server or process, 60 s each at most
+	$(BIN)/python -m pytest -m "not heavy" --timeout=60
 
 faults: setup  ## run the fault suite (SQLite and PostgreSQL) and print its table
 	$(BIN)/python -m tests.faults

@@ -21,9 +21,26 @@ for _var in ("MLFLOW_TRACKING_URI", "REGROW_DATABASE_URL", "PREFECT_API_URL"):
     os.environ.pop(_var, None)
 
 
+# Modules whose tests start processes or servers, train through the flows or sweep statistics
+# (tens of seconds each): with the `slow` tests and every test on a Prefect server, they are
+# marked `heavy` and left out of `make test-fast` (`-m "not heavy"`), the quick loop.
+HEAVY_MODULES = {
+    "test_backtest", "test_calibration", "test_card", "test_cli", "test_cluster", "test_control",
+    "test_docs", "test_estimate", "test_faults", "test_faults_crashes", "test_faults_inputs",
+    "test_faults_outages", "test_features_flow", "test_history_races", "test_infra",
+    "test_monitoring", "test_namespace", "test_notify", "test_pages", "test_prefect_home",
+    "test_reproduce", "test_serve", "test_warm", "test_webhook"}
+SERVER_FIXTURES = {"prefect_harness", "prefect_server"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with end-to-end (``slow``) tests first: workers take one file at a time, and a
-    long file taken last would run alone while the other workers sit idle."""
+    """Mark the `heavy` tests (see HEAVY_MODULES); then files with end-to-end (``slow``) tests
+    first: workers take one file at a time, and a long file taken last would run alone while
+    the other workers sit idle."""
+    for item in items:
+        if item.path.stem in HEAVY_MODULES or item.get_closest_marker("slow") \
+                or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.heavy)
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
 
