@@ -83,8 +83,17 @@ _MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 # must match one of these patterns (``*`` = one key or list index), unless the config lists
 # its own in ``serve.allowed_overrides``. They choose *which data* a training sees, never the
 # rules it is judged by.
-SAFE_OVERRIDES: tuple[str, ...] = ("data.source.path", "data.source.query", "data.source.table",
-                                   "split.cutoff")
+# SQL is not among them: ``data.source.query`` and ``data.source.table`` (and keys above them)
+# come from outside only when the config lists them by their exact key (`SQL_OVERRIDES`); the
+# values a query's bind parameters take (``data.source.params.<name>``) when the config lists
+# ``data.source.params.*`` or the parameter's own key. A path from outside must lie inside
+# ``data.source.allowed_paths`` (`check_external_path`).
+SAFE_OVERRIDES: tuple[str, ...] = ("data.source.path", "split.cutoff")
+
+# Keys whose value is SQL (or reaches it): allowed from outside only when listed exactly.
+SQL_OVERRIDES: tuple[str, ...] = ("data.source.query", "data.source.table")
+# Keys that set the limits outside values are checked against: never from outside.
+LIMIT_OVERRIDES: tuple[str, ...] = ("data.source.allowed_paths",)
 
 # Keys that never come from outside, nor anything above or below them: the rules a candidate
 # is judged by, the policy, the registry, and every import path (code that would run).
@@ -112,6 +121,11 @@ class FileSource(Strict):
     )
     encoding: str = "utf-8"
     chunksize: int = Field(default=200_000, gt=0, description="Rows per chunk when reading CSV.")
+    allowed_paths: list[str] | None = Field(
+        default=None, description="Folders a path from outside (a webhook's or the UI form's "
+        "data.source.path override, a served scoring or data-arrived input_path) must lie in, "
+        "symlinks followed; relative to the config's folder, ${VAR} expanded. Default: the "
+        "folder of data.source.path. A person at the CLI is not limited.")
 
     @property
     def resolved_format(self) -> str:
@@ -128,8 +142,27 @@ class SqlSource(Strict):
     kind: Literal["sql"]
     url: str = Field(description="SQLAlchemy URL; use ${NAME} for secrets kept in the environment.")
     table: str | None = None
-    query: str | None = None
+    query: str | None = Field(default=None, description="SQL of this config only; use :name "
+                              "for the values of `params`, which are bound, never formatted "
+                              "into the text.")
+    params: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="Bind parameters of the query, name -> default value "
+        "(used as :name). Outside requests may set one through the override "
+        "data.source.params.<name> when serve.allowed_overrides lists it (or "
+        "data.source.params.*).")
     chunksize: int = Field(default=50_000, gt=0)
+    allowed_paths: list[str] = Field(
+        default_factory=list, description="Folders a served scoring or data-arrived input_path "
+        "from outside must lie in (relative to the config's folder, ${VAR} expanded); default "
+        "none: files from outside are refused.")
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not a bind parameter name (letters, digits, _)")
+        return value
 
     @model_validator(mode="after")
     def _one_of_table_or_query(self) -> SqlSource:
@@ -823,7 +856,9 @@ class Serve(Strict):
         description="Config keys that the Prefect UI form, webhooks and events may override "
         "(dotted, `*` matches one key or list index). Keys under gate, retrain, promotion, "
         "monitoring, registry, serve, modules and estimator or transformer import paths are "
-        "never allowed.")
+        "never allowed, nor data.source.allowed_paths. SQL (data.source.query, "
+        "data.source.table) only when listed by its exact key: whoever can send a webhook "
+        "then runs any SQL the source's user may; prefer data.source.params.<name>.")
 
     @field_validator("allowed_overrides")
     @classmethod
@@ -1111,12 +1146,24 @@ def check_external_overrides(config: Config, overrides: dict[str, Any] | None) -
         OverrideRefused: one sentence naming every refused key, why, and the allowed keys.
     """
     allowed = list(config.serve.allowed_overrides)
+    limits = [k for k in overrides or {} if not forbidden_override(k)
+              and any(_segments_meet(k.split("."), b.split(".")) for b in LIMIT_OVERRIDES)]
+    sql = [k for k in overrides or {} if k not in limits and not forbidden_override(k)
+           and any(_segments_meet(k.split("."), q.split(".")) for q in SQL_OVERRIDES)
+           and k not in allowed]
     never = [k for k in overrides or {} if forbidden_override(k)]
-    unlisted = [k for k in overrides or {} if k not in never
-                and not any(_matches(k, p) for p in allowed)]
-    if not never and not unlisted:
+    unlisted = [k for k in overrides or {} if k not in never and k not in limits
+                and k not in sql and not any(_matches(k, p) for p in allowed)]
+    if not never and not unlisted and not limits and not sql:
         return
     why = []
+    if limits:
+        why.append(f"{_listed(limits)} {'is' if len(limits) == 1 else 'are'} never allowed "
+                   "from outside (the limits outside paths are checked against)")
+    if sql:
+        why.append(f"{_listed(sql)} would take SQL from outside, which needs "
+                   f"{'its' if len(sql) == 1 else 'each'} exact key in "
+                   "serve.allowed_overrides (prefer data.source.params.<name>)")
     if never:
         reached = dict.fromkeys(_IMPORT_PATH_KEYS.get(b := forbidden_override(k) or "",
                                                       f"under {b}") for k in never)
@@ -1130,7 +1177,74 @@ def check_external_overrides(config: Config, overrides: dict[str, Any] | None) -
         f"overrides refused: {'; '.join(why)}. This config allows only "
         f"{_listed(allowed) if allowed else 'none'} (serve.allowed_overrides); keys under "
         f"{never_keys} and estimator or transformer import paths are never allowed.",
-        [*never, *unlisted], allowed)
+        [*never, *limits, *sql, *unlisted], allowed)
+
+
+class PathRefused(ConfigError):
+    """A path from outside (webhook, UI form, event) that lies outside the config's
+    ``data.source.allowed_paths``.
+
+    Attributes:
+        where: the override key or parameter the path came in.
+        path: the path as given.
+    """
+
+    def __init__(self, message: str, where: str, path: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.path = path
+
+
+def allowed_folders(loaded: LoadedConfig) -> list[Path]:
+    """The folders paths from outside must lie in, resolved (symlinks followed): the config's
+    ``data.source.allowed_paths``, else the folder of a file source's path (a SQL source:
+    none).
+
+    Raises:
+        ConfigError: a folder references an unset ${VAR}.
+    """
+    src = loaded.config.data.source
+    if src.allowed_paths is not None:
+        return [loaded.resolve_path(f).resolve(strict=False) for f in src.allowed_paths]
+    if isinstance(src, FileSource):
+        return [loaded.resolve_path(src.path).resolve(strict=False).parent]
+    return []
+
+
+def check_external_path(loaded: LoadedConfig, path: str, where: str) -> Path:
+    """`path` from outside resolved as the config resolves its paths (``${VAR}`` and ``~``
+    expanded, relative to the config's folder, symlinks followed), when it lies inside one of
+    `allowed_folders`.
+
+    Raises:
+        PathRefused: one sentence naming `where`, the path and the allowed folders.
+    """
+    folders = allowed_folders(loaded)
+    shown = ", ".join(str(f) for f in folders) or "none"
+    try:
+        resolved = loaded.resolve_path(path).resolve(strict=False)
+    except (ConfigError, OSError, RuntimeError, ValueError) as err:
+        raise PathRefused(f"{where}: path {path!r} refused: {err}", where, path) from None
+    if not any(resolved == f or resolved.is_relative_to(f) for f in folders):
+        raise PathRefused(
+            f"{where}: path {path!r} refused: it resolves to {resolved}, outside the folders "
+            f"this config allows from outside ({shown}; data.source.allowed_paths)",
+            where, path)
+    return resolved
+
+
+def check_external_inputs(loaded: LoadedConfig, overrides: dict[str, Any] | None) -> None:
+    """`check_external_overrides`, then every path among the overrides inside the allowed
+    folders (`check_external_path`).
+
+    Raises:
+        OverrideRefused: keys not allowed from outside.
+        PathRefused: a path outside the allowed folders.
+    """
+    check_external_overrides(loaded.config, overrides)
+    for key, value in (overrides or {}).items():
+        if key == "data.source.path" and value is not None:
+            check_external_path(loaded, str(value), key)
 
 
 class OverrideInvalid(ConfigError):

@@ -20,8 +20,10 @@ Per model:
 - ``score-<model>``: scoring of a file or query (``serve.scoring_cron`` optional); also triggered
   by the ``regrow.data.arrived`` event.
 
-Overrides from the form, an event or the API pass `check_external_overrides` (only the keys
-the config's ``serve.allowed_overrides`` lists). The flows share their bodies with the command
+Overrides from the form, an event or the API pass `check_external_inputs` (only the keys
+the config's ``serve.allowed_overrides`` lists, a path inside ``data.source.allowed_paths``); a
+served run's ``input_path`` must lie inside those folders and its ``query`` is refused (SQL
+never comes from outside a config). The flows share their bodies with the command
 line's (`flows.monitoring`), which take a config path instead.
 """
 
@@ -116,12 +118,30 @@ def _bound_env(overrides: dict[str, Any] | None) -> Any:
             `binding.load_bound`.
         regrow.configs.schema.OverrideRefused: keys the config does not allow from outside.
     """
-    from regrow.configs.schema import check_external_overrides
+    from regrow.configs.schema import check_external_inputs
     from regrow.flows.model_env import Env
 
     base = binding.load_bound()
-    check_external_overrides(base.config, overrides)
+    check_external_inputs(base, overrides)
     return Env.of(base.with_overrides(overrides) if overrides else base)
+
+
+def _outside_input(env: Any, input_path: str | None, query: str | None) -> str | None:
+    """A served run's input file from outside, resolved inside data.source.allowed_paths.
+
+    Raises:
+        regrow.configs.schema.PathRefused: the path lies outside the allowed folders.
+        regrow.configs.schema.ConfigError: a query was given (SQL never comes from outside).
+    """
+    from regrow.configs.schema import ConfigError, check_external_path
+
+    if query:
+        raise ConfigError("query refused: SQL never comes from outside a config (Prefect UI "
+                          "form, events); give input_path inside data.source.allowed_paths, "
+                          "or set the config's data.source.params through overrides")
+    if not input_path:
+        return None
+    return str(check_external_path(env.loaded, input_path, "input_path"))
 
 
 @flow(name="regrow-train-request", log_prints=True, flow_run_name=pages.request_run_name,
@@ -196,7 +216,8 @@ def served_score_flow(input_path: str | None = None, query: str | None = None,
     the champion and log the predictions (`flows.monitoring.score`)."""
     from regrow.flows.monitoring import score
 
-    return score(_bound_env(overrides), input_path or None, query or None)
+    env = _bound_env(overrides)
+    return score(env, _outside_input(env, input_path, query), None)
 
 
 @flow(name="regrow-data-arrived", log_prints=True,
@@ -210,7 +231,7 @@ def data_arrived_flow(input_path: str | None = None, query: str | None = None,
 
     env = _bound_env(None)
     if input_path or query:
-        result = score(env, input_path or None, query or None)
+        result = score(env, _outside_input(env, input_path, query), None)
         print(f"scored {result.rows} rows with v{result.version} ({ref})")
     return drift_check(env)
 

@@ -267,8 +267,10 @@ def test_refused_overrides_read_as_one_sentence():
         "overrides refused: candidates.estimators.0.estimator and gate.max_regression are never "
         "allowed from outside (an estimator import path and under gate); "
         "candidates.estimators.0.params is not in serve.allowed_overrides. This config allows "
-        "only data.source.path, data.source.query, data.source.table and split.cutoff "
+        "only data.source.path and split.cutoff "
         "(serve.allowed_overrides); keys under gate, retrain, promotion, monitoring, registry, "
         "serve, modules and estimator or transformer import paths are never allowed.")
     check_external_overrides(cfg, {"split.cutoff": "2024-02-01", "data.source.path": "b.csv"})
     check_external_overrides(cfg, None)
+    with pytest.raises(OverrideRefused, match="exact key"):  # SQL only when listed exactly
+        check_external_overrides(cfg, {"data.source.query": "select 1"})

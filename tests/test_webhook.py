@@ -51,8 +51,10 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 def model_config(name: str) -> dict[str, Any]:
     """A valid config for `name` (its data file need not exist: nothing trains here); it lets
-    senders override split.holdout_fraction besides the default keys."""
+    senders override split.holdout_fraction besides the default keys, and name files in its
+    folder and under /data."""
     return merge(BINARY_CONFIG, {"registry": {"model_name": name},
+                                 "data": {"source": {"allowed_paths": [".", "/data"]}},
                                  "retrain": {"cooldown": "1h", "circuit_breaker_after": 3},
                                  "serve": {"allowed_overrides": [*SAFE_OVERRIDES,
                                                                  "split.holdout_fraction"]}})
@@ -462,7 +464,10 @@ def test_data_arrived_emits_an_event_for_the_model(receiver: ReceiverProcess):
     assert requests_of(receiver, "wh-data") == []  # data arriving is not a retrain request
     query = post(receiver, json.dumps({"model": "wh-data", "source": {
         "query": "select * from t where day = current_date"}}).encode(), endpoint="data-arrived")
-    assert query.status_code == 202
+    assert query.status_code == 422 and query.json()["refused"] == ["source.query"], query.text
+    outside = post(receiver, json.dumps({"model": "wh-data", "source": {
+        "path": "/etc/hostname"}}).encode(), endpoint="data-arrived")
+    assert outside.status_code == 422 and "allowed_paths" in outside.text, outside.text
     both = post(receiver, json.dumps({"model": "wh-data", "source": {
         "path": "a.csv", "query": "select 1"}}).encode(), endpoint="data-arrived")
     assert both.status_code == 422

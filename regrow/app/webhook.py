@@ -283,7 +283,7 @@ class Receiver:
         progress: dict[str, Any] = {}  # filled as side effects happen
         req: Any  # the endpoint's body when bad is None (else None, or the body of a 404)
         try:
-            req, bad = self._retrain_body(body) if retrain else self._parse(DataArrivedBody, body)
+            req, bad = self._retrain_body(body) if retrain else self._data_body(body)
             settle = (partial(self._settle_retrain, delivery_id, req, progress) if retrain else
                       partial(self._settle_data, delivery_id, req)) if bad is None else \
                 partial(_settled_with, bad, getattr(req, "model", None))
@@ -332,7 +332,7 @@ class Receiver:
             elif endpoint == RETRAIN_ENDPOINT:
                 answer = self._retrain_recovered(delivery_id, body, progress)
             else:  # a recovered data-arrived delivery emits again: delivery is at least once
-                req, bad = self._parse(DataArrivedBody, body)
+                req, bad = self._data_body(body)
                 progress["model"] = getattr(req, "model", None)
                 answer = bad or self._emit_data(delivery_id, req)
         except Exception:
@@ -365,6 +365,14 @@ class Receiver:
             bad = self._check_overrides(self.configs[req.model], req.overrides)
         return req, bad
 
+    def _data_body(self, body: bytes) -> tuple[DataArrivedBody | None, Answer | None]:
+        """A data-arrived body, its model known and its source one the config allows from
+        outside (a path inside data.source.allowed_paths; never a query), or the 4xx answer."""
+        req, bad = self._parse(DataArrivedBody, body)
+        if bad is None and req.source is not None:
+            bad = _check_source(self.configs[req.model], req.source)
+        return req, bad
+
     @staticmethod
     def _check_overrides(loaded: LoadedConfig, overrides: dict[str, Any]) -> Answer | None:
         """Only keys the config allows from outside, with values the config schema accepts
@@ -380,14 +388,17 @@ class Receiver:
         from regrow.configs.schema import (
             OverrideInvalid,
             OverrideRefused,
-            check_external_overrides,
+            PathRefused,
+            check_external_inputs,
             check_override_values,
         )
 
         try:
-            check_external_overrides(loaded.config, overrides)
+            check_external_inputs(loaded, overrides)
         except OverrideRefused as err:
             return _err(422, str(err), refused=err.refused, allowed=err.allowed)
+        except PathRefused as err:
+            return _err(422, str(err), refused=[err.where], rule="data.source.allowed_paths")
         try:
             check_override_values(loaded.config, overrides)
         except OverrideInvalid as err:
@@ -494,6 +505,22 @@ class Receiver:
                              "Prefect API reachable?)", delivery_id=delivery_id)
         return Answer(202, {"delivery_id": delivery_id, "model": req.model,
                             "event": dispatch.DATA_EVENT, "event_id": event_id})
+
+
+def _check_source(loaded: LoadedConfig, source: PathSource | QuerySource) -> Answer | None:
+    """None when a data-arrived source may come from outside; else its 422: a path outside
+    data.source.allowed_paths, or a query (SQL never comes from outside a config)."""
+    from regrow.configs.schema import PathRefused, check_external_path
+
+    if isinstance(source, QuerySource):
+        return _err(422, "source.query refused: SQL never comes from outside; name a file "
+                         "inside data.source.allowed_paths, or let the config's own query "
+                         "read the new rows", refused=["source.query"], rule="sql_from_outside")
+    try:
+        check_external_path(loaded, source.path, "source.path")
+    except PathRefused as err:
+        return _err(422, str(err), refused=["source.path"], rule="data.source.allowed_paths")
+    return None
 
 
 def _settled_with(answer: Answer, model: str | None, conn: Any) -> Settled:

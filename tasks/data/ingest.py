@@ -110,8 +110,12 @@ def _read_file(src: FileSource, path: Path, where: str = "data.source.path") -> 
         raise IngestError(f"{where}: cannot read {path}: {err}") from None
 
 
-def read_sql(url: str, table: str | None, query: str | None, chunksize: int) -> pd.DataFrame:
-    """Stream a table or query through SQLAlchemy in chunks (server-side cursor).
+def read_sql(url: str, table: str | None, query: str | None, chunksize: int,
+             params: dict[str, object] | None = None) -> pd.DataFrame:
+    """Stream a table or query through SQLAlchemy in chunks (server-side cursor), in a
+    read-only transaction where the database has one (PostgreSQL: ``SET TRANSACTION READ
+    ONLY``; SQLite: ``PRAGMA query_only``). `params` are bound to the query's ``:name``
+    placeholders by the driver, never formatted into its text.
 
     Raises:
         IngestError: the database is unreachable or the statement fails.
@@ -126,6 +130,10 @@ def read_sql(url: str, table: str | None, query: str | None, chunksize: int) -> 
     stmt: sa.Executable
     if query:
         stmt = sa.text(query)
+        if params:
+            used = {k: v for k, v in params.items()
+                    if re.search(rf"(?<![:\w]):{re.escape(k)}\b", query)}
+            stmt = sa.text(query).bindparams(**used) if used else stmt
     elif table is not None:
         stmt = sa.select(sa.text("*")).select_from(sa.table(table))
     else:
@@ -133,6 +141,10 @@ def read_sql(url: str, table: str | None, query: str | None, chunksize: int) -> 
         raise IngestError("data.source: the query is empty")
     try:
         with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn = conn.execution_options(postgresql_readonly=True)
+            elif engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA query_only = ON")
             conn = conn.execution_options(stream_results=True)
             chunks = list(pd.read_sql(stmt, conn, chunksize=chunksize))
     except sa.exc.OperationalError as err:
@@ -176,7 +188,7 @@ def ingest(loaded: LoadedConfig) -> IngestResult:
     src = data.source
     if isinstance(src, SqlSource):
         url = expand_url(src.url)
-        frame = read_sql(url, src.table, src.query, src.chunksize)
+        frame = read_sql(url, src.table, src.query, src.chunksize, dict(src.params))
         where = f"{mask_url(url)} ({'table ' + src.table if src.table else 'query'})"
     else:
         path = loaded.resolve_path(src.path)
@@ -213,7 +225,7 @@ def read_rows(loaded: LoadedConfig, path: str | None = None, query: str | None =
         src = loaded.config.data.source
         if not isinstance(src, SqlSource):
             raise IngestError("--query needs a config whose data.source is kind: sql")
-        return read_sql(expand_url(src.url), None, query, src.chunksize)
+        return read_sql(expand_url(src.url), None, query, src.chunksize, dict(src.params))
     p = Path(path).expanduser().resolve()
     fmt: Literal["csv", "parquet"] = "parquet" if p.suffix.lower() in {".parquet", ".pq"} else "csv"
     frame = _read_file(FileSource(path=str(p), format=fmt), p, option)
