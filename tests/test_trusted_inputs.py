@@ -257,11 +257,28 @@ def test_sqlite_reads_are_query_only(tmp_path: Path) -> None:
     assert len(read_sql(url, "t", None, 100)) == 1
 
 
-def test_source_urls_with_passwords_are_masked(tmp_path: Path) -> None:
-    """The source an ingest reports (MLflow tags regrow.data.source and the dataset source)
-    never carries a URL's password."""
-    from regrow.tasks.data.ingest import mask_url
+def test_source_urls_with_passwords_are_masked(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source an ingest reports (the MLflow tag regrow.data.source, the dataset source and
+    the run's log line) never carries the URL's password: a real read from PostgreSQL (trust
+    authentication ignores the password)."""
+    from regrow.tasks.data.ingest import ingest, mask_url
 
     shown = mask_url("postgresql+psycopg://reader:s3cr3t@db:5432/x?password=also")
     assert "s3cr3t" not in shown and "also" not in shown
-    assert os.path.basename(shown)  # names still there
+    with pg_database() as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("create table t (label int, x int)"))
+            conn.execute(sa.text("insert into t values (0, 1), (1, 2)"))
+        engine.dispose()
+        secret_url = url.replace("postgres@", "postgres:pa55w0rd-xyz@", 1)
+        assert "pa55w0rd-xyz" in secret_url
+        monkeypatch.setenv("TI_SOURCE_URL", secret_url)
+        cfg = merge(BINARY_CONFIG, {"registry": {"model_name": "ti-mask"}})
+        cfg["data"] = {**cfg["data"], "source": {
+            "kind": "sql", "url": "${TI_SOURCE_URL}", "query": "select * from t"}}
+        result = ingest(load_config(write_case(tmp_path / "mask", None, cfg)))
+        assert result.rows == 2
+        assert "pa55w0rd-xyz" not in json.dumps(result.summary()), result.summary()
+        assert "***" in result.source and os.path.basename(result.source)
