@@ -639,6 +639,33 @@ def test_served_run_refuses_a_config_changed_since_serve(served):
     assert reg.alias_version("srv-timeout", "champion") == champion
 
 
+OUTSIDE_INPUTS = {
+    "score input_path outside": ("score", {"input_path": "/etc/hostname"},
+                                 "data.source.allowed_paths"),
+    "score query from outside": ("score", {"query": "select 1"}, "SQL never comes from outside"),
+    "data-arrived ../ traversal": ("data-arrived", {"input_path": "../../../../etc/hostname"},
+                                   "data.source.allowed_paths"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTSIDE_INPUTS))
+def test_served_run_refuses_inputs_outside_the_config_limits(served, case):
+    """A served scoring or data-arrived run started from outside (the API, the UI form, an
+    event) with a file outside data.source.allowed_paths, or with a query, fails with one
+    sentence before it reads anything."""
+    from tests.faultlog import record
+
+    kind, parameters, rule = OUTSIDE_INPUTS[case]
+    with _api(served["server"]):
+        dep = _deployment("srv-auto", kind)
+        status, body = _create_run(served["server"], dep.id, parameters, None)
+        assert status == 201, (status, body)
+        state = _settled(body["id"])
+    assert state.is_failed(), (state.name, state.message)
+    assert rule in state.message, state.message
+    record(f"served {case}", "bad_input")
+
+
 def test_webhook_refuses_overrides_outside_the_allowed_keys(served, receiver, tmp_path):
     from regrow.configs.schema import SAFE_OVERRIDES
 
