@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -110,3 +111,23 @@ def pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def wait_paused(home: Path, point: str, proc: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait until a run held by ``REGROW_TEST_PAUSE_AT`` reaches `point` (its marker file in
+    `home`); fails when the run ends first or `timeout` passes."""
+    marker = home / f"paused-at-{point}"
+    t0 = time.monotonic()
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {point}: {proc.communicate()}")
+        assert time.monotonic() - t0 < timeout, f"never paused at {point}"
+        time.sleep(0.1)
+    marker.unlink()
+
+
+def kill9(proc: subprocess.Popen) -> float:
+    """SIGKILL `proc` and reap it; the monotonic time just after."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    return time.monotonic()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
-from tests.procs import free_port, pg_database
+from tests.procs import free_port, kill9, pg_database, wait_paused
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -78,23 +77,6 @@ def wait_gone(home: Path, timeout: float = 30) -> float:
         time.sleep(0.1)
     assert not left, f"processes left behind: {left}"
     return time.monotonic() - t0
-
-
-def wait_paused(home: Path, point: str, proc: subprocess.Popen, timeout: float = 900) -> None:
-    marker = home / f"paused-at-{point}"
-    t0 = time.monotonic()
-    while not marker.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before {point}: {proc.communicate()}")
-        assert time.monotonic() - t0 < timeout, f"never paused at {point}"
-        time.sleep(0.2)
-    marker.unlink()
-
-
-def kill9(proc: subprocess.Popen) -> float:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    return time.monotonic()
 
 
 def open_stores(home: Path, db_url: str | None = None):

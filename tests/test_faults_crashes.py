@@ -25,7 +25,7 @@ import pytest
 
 from tests.faultlog import record, tracebacks
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
-from tests.procs import free_port, stop, wait_http
+from tests.procs import free_port, kill9, stop, wait_http, wait_paused
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -58,23 +58,6 @@ def regrow(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([*REGROW, *args], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
-
-
-def wait_paused(home: Path, point: str, proc: subprocess.Popen, timeout: float = 900) -> None:
-    marker = home / f"paused-at-{point}"
-    t0 = time.monotonic()
-    while not marker.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before {point}: {proc.communicate()}")
-        assert time.monotonic() - t0 < timeout, f"never paused at {point}"
-        time.sleep(0.1)
-    marker.unlink()
-
-
-def kill9(proc: subprocess.Popen) -> float:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    return time.monotonic()
 
 
 def open_stores(home: Path, tracking_uri: str | None = None):
