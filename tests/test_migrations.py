@@ -183,6 +183,39 @@ def test_fresh_store_is_created_at_the_newest_revision(tmp_path: Path):
     assert st.regrow_tables(engine) == sorted(st.metadata.tables)
 
 
+def _mid_creation_is_invisible(url: str) -> None:
+    """While one process creates a fresh store, another sees no regrow table (so it waits to
+    create them itself) rather than tables without a version (which it must refuse)."""
+    from regrow.tasks.store import database as st
+    seen: list[tuple[str | None, list[str]]] = []
+    other = sa.create_engine(url, connect_args={"timeout": 0} if "sqlite" in url else {})
+
+    def look(*_: object, **__: object) -> None:
+        seen.append((st.schema_revision(other), st.regrow_tables(other)))
+
+    table = st.metadata.tables["labels"]
+    sa.event.listen(table, "after_create", look)
+    try:
+        engine = st.Store(url).engine
+    finally:
+        sa.event.remove(table, "after_create", look)
+    assert seen == [(None, [])]  # the hook ran once, mid-creation, and saw nothing
+    assert st.schema_revision(other) == st.SCHEMA_REVISION
+    assert st.regrow_tables(other) == sorted(st.metadata.tables)
+    other.dispose()
+    engine.dispose()
+
+
+def test_a_store_being_created_is_never_seen_half_made(tmp_path: Path):
+    _mid_creation_is_invisible(f"sqlite:///{tmp_path / 'racing.db'}")
+
+
+@pytest.mark.postgres
+def test_a_postgres_store_being_created_is_never_seen_half_made():
+    with pg_database() as url:
+        _mid_creation_is_invisible(url)
+
+
 def test_a_partial_or_newer_store_is_refused_untouched(tmp_path: Path):
     from regrow.tasks.store import database as st
     from regrow.tasks.store import migrate

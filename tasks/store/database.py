@@ -270,16 +270,21 @@ def regrow_tables(engine: sa.Engine) -> list[str]:
 
 
 def _create_schema(engine: sa.Engine, attempts: int = 3) -> None:
-    """Create the tables at the newest revision and stamp it; another process doing the same at
+    """Create the tables at the newest revision and stamp it, in one transaction, so another
+    process sees either no regrow tables or a stamped store; another process doing the same at
     the same time is not an error."""
     for attempt in range(attempts):
         try:
-            metadata.create_all(engine)
-            schema_version.create(engine, checkfirst=True)
-            with engine.begin() as conn:
-                if conn.execute(sa.select(sa.func.count()).select_from(schema_version)).scalar():
-                    return
-                conn.execute(schema_version.insert().values(version_num=SCHEMA_REVISION))
+            with engine.connect() as conn:
+                if engine.dialect.name == "sqlite":
+                    # the sqlite3 module runs DDL outside any transaction unless one is open
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                metadata.create_all(conn)
+                schema_version.create(conn, checkfirst=True)
+                if not conn.execute(
+                        sa.select(sa.func.count()).select_from(schema_version)).scalar():
+                    conn.execute(schema_version.insert().values(version_num=SCHEMA_REVISION))
+                conn.commit()
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
             if attempt == attempts - 1:
