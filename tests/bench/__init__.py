@@ -93,7 +93,8 @@ def record(name: str, rows: list[dict[str, Any]], baseline_note: str, *,
     """Keep a benchmark's final table as ``docs/benchmarks/<name>.json``, next to what it prints.
 
     `rows` is the main table (one dict per row, column -> cell, in column order), `tables` any
-    further titled tables, `baseline_note` what the ratios compare against, `notes` lines
+    further titled tables, `baseline_note` what the ratios compare against (printed here, under
+    the table: one line saying what the baseline does), `notes` lines
     printed under the tables (verdicts, summaries). The command line, the date and the machine
     are added here. The docs site's benchmark page is generated from these files
     (``docs/gen_reference.py``); a new run replaces the file.
@@ -109,6 +110,7 @@ def record(name: str, rows: list[dict[str, Any]], baseline_note: str, *,
                    for title, table in (tables or {}).items()},
         "notes": list(notes or []),
     }
+    print(f"baseline: {baseline_note}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

@@ -160,7 +160,6 @@ def main(argv: list[str]) -> int:
           "<= 1,000 MB |")
     print(f"| store growth per million predictions | {per_million:.0f} MB | - | - | "
           "<= 100 MB |")
-    print(f"\nbaseline: {BASELINE}")
     record("predlog", [
         {"measure": "`regrow score` (read, predict, log)", "median": f"{score_s:.1f} s",
          "baseline": f"bare script {bare_s:.1f} s", "ratio": f"{score_s / bare_s:.2f}x",
