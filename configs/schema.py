@@ -873,11 +873,15 @@ class Serve(Strict):
         return value
 
 
-# Decisions a person may want to hear about; each is a Prefect event (tasks/policy/notices.py names
-# them) that the automations `regrow serve` creates can send through a notification block.
-NOTIFY_KINDS: tuple[str, ...] = ("gate_rejected", "promoted", "degradation_confirmed",
-                                 "approval_waiting", "training_failed", "circuit_opened",
-                                 "rolled_back")
+# What regrow tells: each kind is a Prefect event (tasks/policy/notices.py names the events and
+# words them) that the automations `regrow serve` creates can send through a notification block.
+# Every move of `champion` (promoted, rolled_back) and every decision a person should hear of is
+# sent by default; the frequent ones (each policy verdict, each drift check) only when named.
+NOTIFY_DEFAULT: tuple[str, ...] = ("gate_rejected", "promoted", "degradation_confirmed",
+                                   "approval_waiting", "training_failed", "circuit_opened",
+                                   "rolled_back", "approval_rejected", "circuit_reset")
+NOTIFY_KINDS: tuple[str, ...] = (*NOTIFY_DEFAULT, "retrain_admitted", "retrain_coalesced",
+                                 "retrain_refused", "drift_checked")
 _BLOCK_REF = re.compile(r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*$")
 
 
@@ -888,12 +892,14 @@ class Notify(Strict):
 
     block: str = Field(description="The Prefect notification block, as <block type>/<block "
                        "name>, e.g. slack-webhook/ml-alerts (`prefect block ls` lists them).")
-    on: list[str] = Field(default_factory=lambda: list(NOTIFY_KINDS),
-                          description="Decision kinds that send a message (default: all): "
-                          + ", ".join(NOTIFY_KINDS) + ".")
+    on: list[str] = Field(default_factory=lambda: list(NOTIFY_DEFAULT),
+                          description="Kinds that send a message; default: "
+                          + ", ".join(NOTIFY_DEFAULT) + " (every move of champion included); "
+                          "also: " + ", ".join(k for k in NOTIFY_KINDS if k not in NOTIFY_DEFAULT)
+                          + ".")
     window: str = Field(default="1h", description="Quiet window: after a message, the same "
                         "model and kind send nothing more until it has passed (0s: every "
-                        "event).")
+                        "event); a move of champion (promoted, rolled_back) is always sent.")
 
     @field_validator("block")
     @classmethod

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from regrow.tasks.policy.notices import EVENTS
+
 ADMITTED_EVENT = "regrow.retrain.admitted"
-DRIFT_EVENT = "regrow.drift.checked"
+DRIFT_EVENT = EVENTS["drift_checked"]
 DATA_EVENT = "regrow.data.arrived"
 
 
@@ -36,6 +38,50 @@ def emit(event: str, model: str, payload: dict[str, Any]) -> str | None:
 
     ev = emit_event(event=event, resource=resource(model), payload=payload)
     return str(ev.id) if ev is not None else None
+
+
+class NotSent(RuntimeError):
+    """An event that did not reach a Prefect server (none configured, or none answered)."""
+
+
+def emit_now(event: str, model: str, payload: dict[str, Any], timeout: float = 10.0) -> str:
+    """Send one event to the configured Prefect API now, and wait until the server has it: for
+    a command that moves a model outside any flow run and ends right after (Prefect's
+    background event worker would send it later, and never say whether it arrived).
+
+    Returns:
+        The event id.
+
+    Raises:
+        NotSent: no Prefect API is configured (no temporary server is started for one event),
+            or the server did not take the event within `timeout` seconds.
+    """
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.settings import PREFECT_API_URL
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise NotSent("no Prefect server is configured (PREFECT_API_URL, or `regrow up`)")
+    ev = Event(event=event, resource=resource(model), payload=payload)
+
+    async def send() -> None:
+        import asyncio
+
+        async with asyncio.timeout(timeout):
+            async with PrefectEventsClient(api_url=api, reconnection_attempts=1) as client:
+                await client.emit(ev)
+                socket = client._websocket  # noqa: SLF001 - a pong confirms what came before
+                if socket is not None:
+                    await (await socket.ping())
+
+    try:
+        run_coro_as_sync(send())
+    except Exception as err:  # noqa: BLE001 - said in one sentence by the caller
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise NotSent(f"the Prefect server at {api} did not take it ({why})") from None
+    return str(ev.id)
 
 
 def admitted_payload(request_id: int, kind: str, reason: str, ref: str | None,

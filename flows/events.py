@@ -1,13 +1,18 @@
 """Notifications through Prefect's own machinery.
 
-- **Events.** Each decision a person may care about is emitted as a Prefect event on the
-  model's resource (``regrow.model.<name>``; names in `regrow.tasks.policy.notices.EVENTS`), its
-  payload the notice: kind, subject, one sentence with the numbers and a link, every link,
-  the numbers themselves. Emitting never fails a training or a drift check: any error is a
-  warning in the run's log.
+- **Events.** Every move of ``champion`` (by the gate, an approval, a person, a bake), every
+  verdict of the retrain policy and the gate, every drift check and each decision a person may
+  care about is emitted as a Prefect event on the model's resource (``regrow.model.<name>``;
+  names in `regrow.tasks.policy.notices.EVENTS`), in the order they happened, its payload the
+  notice: kind, subject, one sentence with the numbers and a link, every link, the numbers
+  themselves. Emitting never fails a training, a drift check or a command: inside a run any
+  error is a warning in the run's log; a command that moves a model outside a run
+  (`regrow promote`, `rollback`, `reset-circuit`) sends its event to the configured Prefect
+  API and waits for it, and says in one line when it could not (the move stands).
 - **Automations.** For a config with a ``notify`` section, `regrow serve` (or `regrow notify`)
-  creates one automation per decision kind on the Prefect server: a reactive `EventTrigger` on
-  that kind's event for the model's resource, ``threshold`` 1 and ``within`` the quiet window,
+  creates one automation per kind it names on the Prefect server: a reactive `EventTrigger` on
+  that kind's event for the model's resource, ``threshold`` 1 and ``within`` the quiet window
+  (none for a move of champion: each is sent),
   evaluated per resource (``for_each``), whose `SendNotification` action renders the notice's
   subject and sentence into the configured notification block (Slack, Microsoft Teams, e-mail,
   a generic webhook, ...). The server's triggers and actions services do the rest, so a block
@@ -72,6 +77,32 @@ def announce(notice: nt.Notice) -> str | None:
     return dispatch.emit(notice.event, notice.model, notice.payload())
 
 
+def announce_now(notice: nt.Notice) -> str | None:
+    """Send a notice of a command that ran outside any flow run (`regrow promote`, `rollback`,
+    `reset-circuit`) to the configured Prefect API, waiting until the server has it.
+
+    Never raises: returns None when the event was sent, else the one-line warning to print
+    (no Prefect server configured or answering; the move it tells of stands)."""
+    try:
+        dispatch.emit_now(notice.event, notice.model, notice.payload())
+        return None
+    except Exception as err:  # noqa: BLE001 - telling never undoes the move it tells of
+        why = str(err) if isinstance(err, dispatch.NotSent) else f"{type(err).__name__}: {err}"
+        return nt.redact(f"the {notice.event} event was not sent: "
+                         f"{' '.join(why.split())}")
+
+
+def command_notice(build, *args: Any) -> str | None:
+    """`announce_now` the notice `build(*args)` makes; a notice that cannot be built is a
+    warning too."""
+    try:
+        notice = build(*args)
+    except Exception as err:  # noqa: BLE001 - a notice never fails the command it reports
+        return nt.redact(f"notification {getattr(build, '__name__', 'notice')} not sent: "
+                         f"{type(err).__name__}: {' '.join(str(err).split())}")
+    return announce_now(notice)
+
+
 def flow_run_url() -> str | None:
     """The Prefect UI page of the current flow run (None outside a run or without a UI address)."""
     from prefect.context import FlowRunContext
@@ -111,10 +142,15 @@ def training_done(ctx: Any, decision: Any, reg: Any, evals: Any) -> None:
     the circuit breaker, if this rejection opened it)."""
     metric, candidate, champion = _scores(evals)
     links = _training_links(ctx, reg.version)
+    approval = reg.approval or {}
     if reg.promoted:
-        approver = (reg.approval or {}).get("approver")
         announce(nt.promoted(ctx.model_name, reg.version, reg.champion_before, metric, candidate,
-                             champion, approver, links))
+                             champion, approval.get("approver"), links))
+    elif decision.passed and approval and not approval.get("approved"):
+        announce(nt.approval_rejected(ctx.model_name, reg.version, reg.champion_after,
+                                      approval.get("approver") or "unknown",
+                                      approval.get("reason") or "-",
+                                      approval.get("how") == "timeout", links))
     elif not decision.passed:
         failed = [r.rule for r in decision.rules if not r.passed]
         announce(nt.gate_rejected(ctx.model_name, reg.version, metric, candidate,
@@ -165,15 +201,61 @@ def circuit_check(store: Any, model: str, retrain: Any, links: nt.Links) -> None
 
 
 def request_retrain(store: Any, model: str, retrain: Any, *, kind: str, reason: str,
-                    ref: str | None) -> Any:
-    """The policy's one door (`tasks.policy.retrain.request_retrain`), announcing a request the
-    open circuit breaker refused. (A webhook delivery calls the door inside its claim's
-    transaction and announces after the commit.)"""
+                    ref: str | None, before: Any = None) -> Any:
+    """The policy's one door (`tasks.policy.retrain.request_retrain`), announcing its verdict
+    (`retrain_answered`) and a request the open circuit breaker refused. `before(answer)` runs
+    first: what led to the request is told before its answer (a drift check's degradation)."""
     from regrow.tasks.policy import retrain as policy
 
     answer = policy.request_retrain(store, model, retrain, kind=kind, reason=reason, ref=ref)
+    if before is not None:
+        before(answer)
+    retrain_answered(model, answer, kind, reason)
     circuit_refused(store, model, retrain, answer.verdict, kind)
     return answer
+
+
+@never_raises
+def retrain_answered(model: str, answer: Any, kind: str, reason: str) -> None:
+    """The retrain policy's verdict on a request: admitted, coalesced or refused."""
+    announce(nt.retrain_answered(model, answer.request_id, kind, reason, answer.verdict,
+                                 answer.detail, nt.Links(run=flow_run_url())))
+
+
+def circuit_reset(model: str, person: str, reason: str) -> str | None:
+    """A person reset the circuit breaker (a command: `announce_now`); returns the warning to
+    print when the event was not sent."""
+    return command_notice(nt.circuit_reset, model, person, reason, nt.Links())
+
+
+def person_moved(registry: Any, model: str, moves: list[Any], person: str, reason: str,
+                 override: str | None = None) -> str | None:
+    """A person moved champion (`regrow promote`, `regrow rollback`: the moves governance made);
+    returns the warning to print when the event was not sent."""
+    from regrow.tasks.registry.governance import CHAMPION, ROLLBACK
+
+    moved = next((m for m in moves if m.alias == CHAMPION), None)
+    if moved is None or moved.new_version is None:
+        return None
+    links = _version_links(registry, model, moved.new_version, moved.run_id)
+    if moved.reason.startswith(ROLLBACK):
+        return command_notice(nt.rolled_back_by_hand, model, moved.old_version or "-",
+                              moved.new_version, person, reason, links)
+    baking = any(m.alias != CHAMPION and m.new_version == moved.new_version for m in moves)
+    return command_notice(nt.promoted_by_hand, model, moved.new_version, moved.old_version,
+                          person, reason, override, baking, links)
+
+
+def _version_links(registry: Any, model: str, version: str, run_id: str | None) -> nt.Links:
+    """The version's model card and its MLflow run (none when MLflow cannot say)."""
+    from regrow.tasks.registry.card import CARD_HTML
+    from regrow.tasks.registry.mlflow_registry import run_url, version_url
+
+    try:
+        return nt.Links(mlflow=run_url(registry, run_id) if run_id else None,
+                        card=version_url(registry, model, version, CARD_HTML))
+    except Exception:  # noqa: BLE001 - the move is told without its links
+        return nt.Links()
 
 
 @never_raises
@@ -188,16 +270,36 @@ def circuit_refused(store: Any, model: str, retrain: Any, verdict: str, kind: st
 
 # ----------------------------------------------------------------------- monitoring decisions
 
-@never_raises
-def drift_checked(env: Any, version: str, assessment: Any, report: str | None,
-                  mlflow_run: str | None, retrain: Any) -> None:
-    """A drift check that confirmed degradation (its signals persisted under `retrain.on`).
-    `mlflow_run`: where the check's MLflow run is (`registry.run_link`); `report`: its HTML."""
+def _check_links(env: Any, version: str, report: str | None, mlflow_run: str | None) -> nt.Links:
     from pathlib import Path
 
-    from regrow.tasks.monitoring import assess as monitor
     from regrow.tasks.registry.card import CARD_HTML
     from regrow.tasks.registry.mlflow_registry import version_url
+
+    mlflow = mlflow_run if mlflow_run and mlflow_run.startswith(("http://", "https://")) else None
+    return nt.Links(run=flow_run_url(), mlflow=mlflow,
+                    report=Path(report).as_uri() if report else mlflow,
+                    card=version_url(env.registry, env.model, version, CARD_HTML))
+
+
+@never_raises
+def drift_checked(env: Any, version: str, check_id: int | None, assessment: Any,
+                  report: str | None, mlflow_run: str | None, payload: dict[str, Any]) -> None:
+    """Every drift check, as soon as it is recorded (before its bake judgement and any retrain
+    it asks for). `payload`: the check's facts (`flows.monitoring.drift_payload`)."""
+    announce(nt.drift_checked(env.model, version, check_id, assessment.verdict,
+                              assessment.reasons, payload,
+                              _check_links(env, version, report, mlflow_run)))
+
+
+@never_raises
+def degradation_confirmed(env: Any, version: str, assessment: Any, report: str | None,
+                          mlflow_run: str | None, retrain: Any) -> None:
+    """A drift check that confirmed degradation (its signals persisted under `retrain.on`),
+    told before the retrain policy's answer to the request it makes (`retrain`: that answer,
+    None when the check asks for no retrain). `mlflow_run`: where the check's MLflow run is
+    (`registry.run_link`); `report`: its HTML."""
+    from regrow.tasks.monitoring import assess as monitor
 
     if not assessment.persistent:
         return
@@ -212,10 +314,7 @@ def drift_checked(env: Any, version: str, assessment: Any, report: str | None,
         confirmed = "one check" if n == 1 else f"{k} of the last {n} checks"
     answer = ("no retrain asked (this check ran without retraining)" if retrain is None
               else f"the retrain policy answered {retrain.verdict}")
-    mlflow = mlflow_run if mlflow_run and mlflow_run.startswith(("http://", "https://")) else None
-    links = nt.Links(run=flow_run_url(), mlflow=mlflow,
-                     report=Path(report).as_uri() if report else mlflow,
-                     card=version_url(env.registry, env.model, version, CARD_HTML))
+    links = _check_links(env, version, report, mlflow_run)
     announce(nt.degradation_confirmed(env.model, version, monitor.performance_payload(perf),
                                       assessment.drift_share, assessment.drifted_columns,
                                       confirmed, answer, links))
@@ -242,17 +341,20 @@ def automation(kind: str, block_id: UUID, window_seconds: float, model: str | No
 
     Prefect's reactive trigger with ``threshold=1`` fires on the first event and then counts
     nothing until ``within`` has passed; ``for_each`` keeps one such window per resource, that
-    is per model.
+    is per model. A kind that moves ``champion`` has no window: every move is sent.
     """
     from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 
     target = f"regrow.model.{model}" if model else "regrow.model.*"
     who = model or "every regrow model"
+    if not nt.EVENTS_TABLE[kind].quiet:
+        window_seconds = 0
+    how_often = (f"at most one message per model every {window_seconds:g} s" if window_seconds
+                 else "a message for every event")
     return AutomationCore(
         name=f"regrow notify {kind}" + (f" {model}" if model else ""),
         description=f"regrow: the {nt.EVENTS[kind]} events ({nt.TITLES[kind]}) of {who} "
-                    f"through a notification block, at most one message per model every "
-                    f"{window_seconds:g} s.",
+                    f"through a notification block, {how_often}.",
         tags=["regrow", AUTOMATION_TAG] + ([f"model:{model}"] if model else []),
         trigger=EventTrigger(expect={nt.EVENTS[kind]}, match={"prefect.resource.id": target},
                              for_each={"prefect.resource.id"}, posture=Posture.Reactive,
@@ -261,23 +363,31 @@ def automation(kind: str, block_id: UUID, window_seconds: float, model: str | No
 
 
 def automations_file(block_id: UUID = PLACEHOLDER_BLOCK_ID, window_seconds: float = 3600,
-                     model: str | None = None, kinds: tuple[str, ...] | list[str] = nt.KINDS):
+                     model: str | None = None,
+                     kinds: tuple[str, ...] | list[str] = nt.DEFAULT_KINDS):
     """The automations as ``prefect automation create --from-file`` reads them (a mapping with
-    ``automations``: a list of JSON-able automations)."""
+    ``automations``: a list of JSON-able automations); by default those of the kinds
+    ``notify.on`` names when left out (every move of champion among them)."""
     return {"automations": [automation(k, block_id, window_seconds, model).model_dump(mode="json")
                             for k in kinds]}
 
 
-def _block_class(slug: str) -> str:
-    """The Python class of a Prefect block type (its registry knows every installed one)."""
+def create_block_hint(slug: str, name: str) -> str:
+    """Python that creates the block ``<slug>/<name>`` as written: its class with every
+    required field (``name`` is the block's own name, the others ``'<field>'`` placeholders to
+    replace), saved under `name`. Empty when no installed block type has that slug."""
     import prefect.blocks.notifications  # noqa: F401 - registers the notification blocks
     from prefect.blocks.core import Block
     from prefect.utilities.dispatch import lookup_type
 
     try:
-        return lookup_type(Block, slug).__name__
+        cls = lookup_type(Block, slug)
     except KeyError:
-        return "<its block class>"
+        return ""
+    fields = ", ".join(f"{f}={name if f == 'name' else f'<{f}>'!r}"
+                       for f, info in cls.model_fields.items() if info.is_required())
+    return (f"from {cls.__module__} import {cls.__name__}; "
+            f"{cls.__name__}({fields}).save({name!r})")
 
 
 def block_id(ref: str, where: str) -> UUID:
@@ -291,17 +401,18 @@ def block_id(ref: str, where: str) -> UUID:
     from prefect.settings import PREFECT_API_URL
 
     slug, name = ref.split("/", 1)
-    cls = _block_class(slug)
     try:
         with get_client(sync_client=True) as client:
             doc = client.read_block_document_by_name(name=name, block_type_slug=slug,
                                                      include_secrets=False)
     except ObjectNotFound:
+        hint = create_block_hint(slug, name)
+        python = (f" or in Python, replacing each '<...>' with its value: `{hint}`" if hint
+                  else "")
         raise NotifySetupError(
             f"{where}: notify.block {ref!r} does not exist on the Prefect server at "
             f"{PREFECT_API_URL.value() or 'the temporary local server'}; create it first, with "
-            f"`prefect block create {slug}` (a form in the Prefect UI) or in Python: "
-            f"`from prefect.blocks.notifications import {cls}; {cls}(url=...).save({name!r})`"
+            f"`prefect block create {slug}` (a form in the Prefect UI){python}"
         ) from None
     capabilities = doc.block_schema.capabilities if doc.block_schema else []
     if "notify" not in capabilities:

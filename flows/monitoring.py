@@ -82,13 +82,15 @@ class RetrainOutcome:
 
 
 def run_request(env: Env, *, kind: str, reason: str, ref: str | None,
-                overrides: dict[str, Any] | None, actor: str = "regrow") -> RetrainOutcome:
+                overrides: dict[str, Any] | None, actor: str = "regrow",
+                before: Any = None) -> RetrainOutcome:
     """Ask the policy; when admitted, start the training: here (inline) or by event (served).
 
     The training runs `env`'s config (its file, with `overrides`). An event names no file: the
-    training deployment runs the config it was served with (`flows.binding`)."""
+    training deployment runs the config it was served with (`flows.binding`). `before(answer)`
+    tells what led to the request once the policy has answered, before its verdict's event."""
     answer = notify.request_retrain(env.store, env.model, env.loaded.config.retrain, kind=kind,
-                                    reason=reason, ref=ref)
+                                    reason=reason, ref=ref, before=before)
     if not answer.admitted:
         return RetrainOutcome(answer.request_id, answer.verdict, answer.detail)
     if dispatch.mode() == "events":
@@ -230,6 +232,9 @@ def drift_check(env: Env, overrides: dict[str, Any] | None = None,
             Path(report).unlink(missing_ok=True)
         raise
     mlflow_run = _log_check(env, version, run_id, check_id, assessment, report)
+    # Told first, whatever follows (a rollback, a retrain): the events keep the order of events.
+    notify.drift_checked(env, version, check_id, assessment, report, mlflow_run,
+                         drift_payload(check_id, version, assessment))
     bake = judge_bake(env, version, run_id, window)
     if bake is not None and bake["state"] == baking.ROLLED_BACK:
         # The champion that was just judged is gone; its drift asks for no retrain.
@@ -242,13 +247,17 @@ def drift_check(env: Env, overrides: dict[str, Any] | None = None,
         + (f"\n\nreport: [{markdown(report)}]({Path(report).as_uri()})" if report else "")
         + f"\n\nMLflow: {mlflow_run}"
         + (f"\n\n{assessment.markdown}" if assessment.markdown else ""))
-    dispatch.emit(dispatch.DRIFT_EVENT, env.model, drift_payload(check_id, version, assessment))
     answer = None
     if retrain and assessment.persistent:
+        # the degradation is told once the policy answered, before that answer and the training
         answer = run_request(env, kind="drift", reason="; ".join(assessment.reasons),
-                             ref=f"drift_check:{check_id}", overrides=overrides, actor="drift-check")
+                             ref=f"drift_check:{check_id}", overrides=overrides,
+                             actor="drift-check",
+                             before=lambda verdict: notify.degradation_confirmed(
+                                 env, version, assessment, report, mlflow_run, verdict))
         st.link_drift_request(env.store, check_id, answer.request_id)
-    notify.drift_checked(env, version, assessment, report, mlflow_run, answer)
+    else:
+        notify.degradation_confirmed(env, version, assessment, report, mlflow_run, None)
     return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake)
 
 

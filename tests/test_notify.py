@@ -18,7 +18,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from regrow.configs.schema import NOTIFY_KINDS, ConfigError, load_config, parse_config
+from regrow.configs.schema import (
+    NOTIFY_DEFAULT,
+    NOTIFY_KINDS,
+    ConfigError,
+    load_config,
+    parse_config,
+)
 from regrow.flows import events as notify
 from regrow.tasks.policy import notices as nt
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
@@ -48,7 +54,10 @@ def test_bad_notify_sections_name_the_key_and_what_is_allowed(notify_section, me
 
 def test_notify_defaults_every_kind_and_an_hour():
     cfg = parse_config(merge(BINARY_CONFIG, {"notify": {"block": "slack-webhook/ml-alerts"}}))
-    assert cfg.notify.on == list(NOTIFY_KINDS) and cfg.notify.window_seconds == 3600
+    assert cfg.notify.on == list(NOTIFY_DEFAULT) and cfg.notify.window_seconds == 3600
+    # every move of champion is sent by default, each one (no quiet window)
+    assert {"promoted", "rolled_back"} <= set(NOTIFY_DEFAULT)
+    assert [k for k in NOTIFY_KINDS if not nt.EVENTS_TABLE[k].quiet] == ["promoted", "rolled_back"]
     assert parse_config(BINARY_CONFIG).notify is None
 
 
@@ -73,12 +82,20 @@ def test_sentences_carry_numbers_and_a_link_and_no_secret(monkeypatch):
                                  0.25, ["a", "b"], "2 of the last 3 checks",
                                  "the retrain policy answered admitted", links),
         nt.rolled_back("m", "4", "3", "roc_auc", 0.61, 0.84, 400, 0.01, links),
+        nt.approval_rejected("m", "4", "3", "bob", "not now", False, links),
+        nt.circuit_reset("m", "carol", "upstream fixed", links),
+        nt.retrain_answered("m", 7, "webhook", "new data", "admitted", "1 of 3 trainings", links),
+        nt.retrain_answered("m", 8, "drift", "drift", "coalesced", "request #7 in flight", links),
+        nt.retrain_answered("m", 9, "manual", "again", "cooling_down", "300 s left", links),
+        nt.drift_checked("m", "3", 12, "drift", ["feature drift: share 0.50 >= 0.30"],
+                         {"drift_share": 0.5}, links),
     ]
-    assert sorted(n.kind for n in notices) == sorted(NOTIFY_KINDS)
+    assert {n.kind for n in notices} == set(NOTIFY_KINDS)
     for n in notices:
         text = n.message
         assert "\n" not in text and text.count(", see ") == 1, text
-        if n.kind not in ("circuit_opened", "training_failed"):  # the others carry metrics
+        if n.kind in ("gate_rejected", "promoted", "degradation_confirmed", "rolled_back",
+                      "approval_waiting"):  # these carry metrics
             assert re.search(r"\d\.\d{4}", text), text
         assert re.search(r"(https?|file)://\S+$", text), text
         for secret in ("pw@", "admin", "hunter2", "t0k", "bob:"):
@@ -97,6 +114,27 @@ def test_sentences_carry_numbers_and_a_link_and_no_secret(monkeypatch):
         "m v3 has degraded: roc_auc 0.5213 on 1,200 labelled rows against 0.8811 at training "
         "(drop 0.3598), confirmed by 2 of the last 3 checks; the retrain policy answered admitted"
         ", see file:///var/lib/regrow/reports/m/drift.html")
+    assert by["approval_rejected"].message.startswith(
+        "m v4 passed the gate but was not promoted: rejected by bob (not now); v3 keeps serving")
+    assert by["circuit_reset"].message.startswith(
+        "The retrain circuit breaker of m was reset by carol (upstream fixed): retrain requests "
+        "are answered again")
+    answered = [n.message for n in notices if n.kind.startswith("retrain_")]
+    assert answered[0].startswith("A webhook retrain request for m (#7: new data) was admitted: "
+                                  "a training starts; 1 of 3 trainings")
+    assert answered[1].startswith("A drift retrain request for m (#8: drift) was coalesced with "
+                                  "the training in flight; request #7 in flight")
+    assert answered[2].startswith("A manual retrain request for m (#9: again) was refused "
+                                  "(cooling down); 300 s left")
+    assert by["drift_checked"].message.startswith(
+        "Drift check #12 of m v3: drift (feature drift: share 0.50 >= 0.30), see file://")
+    assert by["drift_checked"].payload()["drift_share"] == 0.5
+    moved = nt.promoted_by_hand("m", "5", "4", "dana", "hotfix\x1b[2J", "gate was wrong", True,
+                                links)
+    assert moved.kind == "promoted" and moved.payload()["by"] == nt.BY_PERSON
+    assert moved.message.startswith("m v5 is the new champion, replacing v4: promoted by hand by "
+                                    "dana (hotfix\\x1b[2J), gate overridden: gate was wrong; "
+                                    "it bakes against v4, see https://mlflow.example/")
 
 
 def test_a_notice_that_cannot_be_built_is_a_warning_not_an_error(caplog):
@@ -110,10 +148,12 @@ def test_infra_file_parses_into_prefect_automations_and_matches_the_code():
 
     doc = yaml.safe_load((ROOT / "infra" / "automations.yaml").read_text())
     parsed = [AutomationCore.model_validate(a) for a in doc["automations"]]
-    assert [a.trigger.expect for a in parsed] == [{nt.EVENTS[k]} for k in NOTIFY_KINDS]
-    for a in parsed:
+    assert [a.trigger.expect for a in parsed] == [{nt.EVENTS[k]} for k in NOTIFY_DEFAULT]
+    for kind, a in zip(NOTIFY_DEFAULT, parsed, strict=True):
         assert a.trigger.posture.value == "Reactive" and a.trigger.threshold == 1
-        assert a.trigger.within.total_seconds() == 3600
+        # each move of champion is sent; the others once per window
+        assert a.trigger.within.total_seconds() == (0 if kind in ("promoted", "rolled_back")
+                                                     else 3600)
         assert a.trigger.for_each == {"prefect.resource.id"}
         assert a.actions[0].type == "send-notification"
     assert doc == notify.automations_file()  # the file is what the code builds

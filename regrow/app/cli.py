@@ -259,8 +259,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if not answer.admitted:
         if os.environ.get("PREFECT_API_URL"):  # a server that keeps the notice (none is started)
-            from regrow.flows.events import circuit_refused
+            from regrow.flows.events import circuit_refused, retrain_answered
 
+            retrain_answered(model, answer, "manual", args.reason)
             circuit_refused(store, model, rules, answer.verdict, "manual")
         refused: Any = SimpleNamespace(request_id=answer.request_id, verdict=answer.verdict,
                                        detail=answer.detail, training=None, error=None,
@@ -274,9 +275,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     early.start(args.command)  # before Prefect is imported: it reads PREFECT_API_URL once
     with early.flow_settings(args.command, checked=True):
         from regrow.flows import dispatch
+        from regrow.flows.events import retrain_answered
         from regrow.flows.model_env import Env
         from regrow.flows.monitoring import RetrainOutcome, execute_request
 
+        retrain_answered(model, answer, "manual", args.reason)  # before the training it starts
         overrides = _overrides(args.set) or None
         if dispatch.mode() == "events":  # served: the training deployment runs it
             event = dispatch.emit_admitted(model, answer.request_id, "manual", args.reason, None,
@@ -304,6 +307,9 @@ def cmd_reset_circuit(args: argparse.Namespace) -> int:
     reset_circuit(Store(Settings.from_env().database_url), loaded.config.registry.model_name,
                   args.actor, args.reason)
     print(f"circuit reset for {loaded.config.registry.model_name} by {args.actor}: {args.reason}")
+    from regrow.flows.events import circuit_reset
+
+    _unsent(circuit_reset(loaded.config.registry.model_name, args.actor, args.reason))
     return 0
 
 
@@ -360,6 +366,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unsent(warning: str | None) -> None:
+    """A command's event that did not reach Prefect: one line on stderr (what it told of stands)."""
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _alias_command(args: argparse.Namespace, act) -> int:
     """Run a promotion or rollback (`act(registry, store, model, config)` -> moves); a request
     that cannot be done is one sentence and exit 2."""
@@ -368,8 +380,9 @@ def _alias_command(args: argparse.Namespace, act) -> int:
     from regrow.tasks.registry.governance import GovernanceError
 
     loaded, reg, store = _governance(args)
+    model = loaded.config.registry.model_name
     try:
-        moves = act(reg, store, loaded.config.registry.model_name, loaded.config)
+        moves = act(reg, store, model, loaded.config)
     except GovernanceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -377,6 +390,11 @@ def _alias_command(args: argparse.Namespace, act) -> int:
         print(json.dumps([asdict(m) for m in moves], indent=2))
     for m in [] if args.json else moves:
         print(f"{m.model} {m.describe()} ({m.reason})")
+    sys.stdout.flush()  # the move is said before the event is sent
+    from regrow.flows.events import person_moved
+
+    _unsent(person_moved(reg, model, moves, args.by, args.reason,
+                         getattr(args, "override_gate", None)))
     return 0
 
 

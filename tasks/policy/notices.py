@@ -19,27 +19,66 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from regrow.configs.schema import NOTIFY_KINDS
+from regrow.configs.schema import NOTIFY_DEFAULT, NOTIFY_KINDS
+from regrow.tasks.policy.untrusted import visible
 
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of notice: its Prefect event (on resource ``regrow.model.<name>``), the title
+    of its messages, when it is emitted, and whether the quiet window holds it back (`quiet`;
+    a move of ``champion`` never is: every one is heard)."""
+
+    event: str
+    title: str
+    when: str
+    quiet: bool = True
+
+
+# Every event regrow emits as a notice, in the order the docs list them (`docs/gen_reference.py`
+# writes the reference from this table).
+EVENTS_TABLE: dict[str, Kind] = {
+    "promoted": Kind("regrow.model.promoted", "new champion", "a version became champion: by "
+                     "the gate (payload `by`: `gate`), approved by a person in the Prefect UI or "
+                     "with `regrow approve` (`approval`), or by `regrow promote` (`person`)",
+                     quiet=False),
+    "rolled_back": Kind("regrow.model.rolled_back", "rolled back", "champion went back to an "
+                        "earlier version: its bake failed (`by`: `bake`) or `regrow rollback` "
+                        "(`person`)", quiet=False),
+    "gate_rejected": Kind("regrow.gate.rejected", "gate rejected a candidate",
+                          "the gate refused a candidate"),
+    "approval_waiting": Kind("regrow.approval.waiting", "approval waiting", "a candidate passed "
+                             "the gate and waits for a person (`promotion.mode`)"),
+    "approval_rejected": Kind("regrow.approval.rejected", "promotion rejected", "a candidate "
+                              "that waited for a person was rejected (`regrow reject`, the "
+                              "Prefect UI) or nobody decided within `promotion.timeout`"),
+    "training_failed": Kind("regrow.training.failed", "training failed", "a training failed "
+                            "(bad data, an error) or crashed (payload `how`)"),
+    "drift_checked": Kind("regrow.drift.checked", "drift checked", "every drift check, "
+                          "whatever followed it (a bake rolled back, a retrain asked for)"),
+    "degradation_confirmed": Kind("regrow.degradation.confirmed", "degradation confirmed",
+                                  "a drift check asks for a retrain: its signals persisted "
+                                  "under `retrain.on`"),
+    "retrain_admitted": Kind("regrow.policy.admitted", "retrain admitted", "the retrain policy "
+                             "admitted a request (any trigger): a training starts"),
+    "retrain_coalesced": Kind("regrow.policy.coalesced", "retrain coalesced", "the retrain "
+                              "policy joined a request to the training already in flight"),
+    "retrain_refused": Kind("regrow.policy.refused", "retrain refused", "the retrain policy "
+                            "refused a request (payload `verdict`: `cooling_down`, "
+                            "`over_budget`, `circuit_open`)"),
+    "circuit_opened": Kind("regrow.circuit.opened", "circuit breaker open", "the training that "
+                           "opened the retrain circuit breaker, and each request it refuses"),
+    "circuit_reset": Kind("regrow.circuit.reset", "circuit breaker reset",
+                          "a person closed the circuit breaker (`regrow reset-circuit`)"),
+}
+assert set(EVENTS_TABLE) == set(NOTIFY_KINDS)
 KINDS: tuple[str, ...] = NOTIFY_KINDS
-# Decision kind -> the Prefect event it is emitted as (on resource ``regrow.model.<name>``).
-EVENTS: dict[str, str] = {
-    "gate_rejected": "regrow.gate.rejected",
-    "promoted": "regrow.model.promoted",
-    "degradation_confirmed": "regrow.degradation.confirmed",
-    "approval_waiting": "regrow.approval.waiting",
-    "training_failed": "regrow.training.failed",
-    "circuit_opened": "regrow.circuit.opened",
-    "rolled_back": "regrow.model.rolled_back",
-}
-assert set(EVENTS) == set(NOTIFY_KINDS)
-
-TITLES: dict[str, str] = {
-    "gate_rejected": "gate rejected a candidate", "promoted": "new champion",
-    "degradation_confirmed": "degradation confirmed", "approval_waiting": "approval waiting",
-    "training_failed": "training failed", "circuit_opened": "circuit breaker open",
-    "rolled_back": "rolled back",
-}
+DEFAULT_KINDS: tuple[str, ...] = NOTIFY_DEFAULT  # what `notify.on` names when left out
+# Kind -> the Prefect event it is emitted as, and the title of its messages.
+EVENTS: dict[str, str] = {k: v.event for k, v in EVENTS_TABLE.items()}
+TITLES: dict[str, str] = {k: v.title for k, v in EVENTS_TABLE.items()}
+# Who moved champion (`promoted` and `rolled_back` payloads' `by`).
+BY_GATE, BY_APPROVAL, BY_PERSON, BY_BAKE = "gate", "approval", "person", "bake"
 
 _SECRET_NAME = re.compile(r"secret|passw|token|api[_-]?key|access[_-]?key|private[_-]?key|"
                           r"signature|^sig$|credential|auth", re.IGNORECASE)
@@ -134,6 +173,13 @@ def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+def _one_line(text: str) -> str:
+    """Text from a person or the data, on one line (control characters shown as escapes) and
+    not longer than a sentence should be."""
+    flat = visible(" ".join(str(text).split()))
+    return flat if len(flat) <= _MAX_ERROR else flat[:_MAX_ERROR - 3] + "..."
+
+
 def _make(kind: str, model: str, sentence: str, links: Links, link_order: tuple[str, ...],
           facts: dict[str, Any]) -> Notice:
     links = links.safe()
@@ -170,7 +216,23 @@ def promoted(model: str, version: str, previous: str | None, metric: str,
         sentence += f", approved by {approver}"
     return _make("promoted", model, sentence, links, ("card", "run", "mlflow"), {
         "version": version, "previous_version": previous, "metric": metric,
-        "candidate": candidate, "champion": champion, "approver": approver})
+        "candidate": candidate, "champion": champion, "approver": approver,
+        "by": BY_APPROVAL if approver else BY_GATE, "actor": approver or "gate"})
+
+
+def promoted_by_hand(model: str, version: str, previous: str | None, person: str, reason: str,
+                     override: str | None, baking: bool, links: Links) -> Notice:
+    """A person made a version champion (`regrow promote`)."""
+    replacing = f", replacing v{previous}" if previous else " (the first champion)"
+    sentence = f"{model} v{version} is the new champion{replacing}: promoted by hand by {person}"
+    sentence += f" ({_one_line(reason)})"
+    if override:
+        sentence += f", gate overridden: {_one_line(override)}"
+    if baking:
+        sentence += f"; it bakes against v{previous}"
+    return _make("promoted", model, sentence, links, ("card", "mlflow"), {
+        "version": version, "previous_version": previous, "by": BY_PERSON, "actor": person,
+        "reason": reason, "gate_override": override, "baking": baking})
 
 
 def approval_waiting(model: str, version: str, champion_version: str | None, metric: str,
@@ -242,4 +304,65 @@ def rolled_back(model: str, from_version: str, to_version: str, metric: str,
     return _make("rolled_back", model, sentence, links, ("report", "card", "run", "mlflow"), {
         "from_version": from_version, "to_version": to_version, "metric": metric,
         "champion": champion, "previous": previous, "labelled_rows": labelled_rows,
-        "tolerance": tolerance})
+        "tolerance": tolerance, "by": BY_BAKE, "actor": "bake"})
+
+
+def rolled_back_by_hand(model: str, from_version: str, to_version: str, person: str,
+                        reason: str, links: Links) -> Notice:
+    """A person put an earlier version back (`regrow rollback`)."""
+    sentence = (f"{model} rolled back from v{from_version} to v{to_version} by hand by {person} "
+                f"({_one_line(reason)})")
+    return _make("rolled_back", model, sentence, links, ("card", "mlflow"), {
+        "from_version": from_version, "to_version": to_version, "by": BY_PERSON,
+        "actor": person, "reason": reason})
+
+
+def approval_rejected(model: str, version: str, champion_version: str | None, approver: str,
+                      reason: str, timed_out: bool, links: Links) -> Notice:
+    """A candidate that waited for a person was rejected, or nobody decided in time."""
+    why = (f"nobody decided ({_one_line(reason)})" if timed_out
+           else f"rejected by {approver} ({_one_line(reason)})")
+    after = (f"v{champion_version} keeps serving" if champion_version else "nothing serves yet")
+    sentence = f"{model} v{version} passed the gate but was not promoted: {why}; {after}"
+    return _make("approval_rejected", model, sentence, links, ("run", "card", "mlflow"), {
+        "version": version, "champion_version": champion_version, "approver": approver,
+        "reason": reason, "timed_out": timed_out})
+
+
+def circuit_reset(model: str, person: str, reason: str, links: Links) -> Notice:
+    """A person closed the retrain circuit breaker (`regrow reset-circuit`)."""
+    sentence = (f"The retrain circuit breaker of {model} was reset by {person} "
+                f"({_one_line(reason)}): retrain requests are answered again")
+    return _make("circuit_reset", model, sentence, links, ("run", "mlflow"),
+                 {"actor": person, "reason": reason})
+
+
+# The policy's verdicts (tasks/policy/retrain.py) -> the notice kind that tells each.
+VERDICT_KINDS: dict[str, str] = {"admitted": "retrain_admitted", "coalesced": "retrain_coalesced",
+                                 "cooling_down": "retrain_refused",
+                                 "over_budget": "retrain_refused",
+                                 "circuit_open": "retrain_refused"}
+
+
+def retrain_answered(model: str, request_id: int, trigger: str, reason: str, verdict: str,
+                     detail: str, links: Links) -> Notice:
+    """The retrain policy answered a request: admitted, coalesced or refused."""
+    kind = VERDICT_KINDS[verdict]
+    said = {"retrain_admitted": "admitted: a training starts",
+            "retrain_coalesced": "coalesced with the training in flight",
+            }.get(kind, f"refused ({verdict.replace('_', ' ')})")
+    sentence = (f"A {trigger} retrain request for {model} (#{request_id}: {_one_line(reason)}) "
+                f"was {said}; {_one_line(detail)}")
+    return _make(kind, model, sentence, links, ("run", "mlflow"), {
+        "request_id": request_id, "trigger": trigger, "reason": reason, "verdict": verdict,
+        "detail": detail})
+
+
+def drift_checked(model: str, version: str, check_id: int | None, verdict: str,
+                  reasons: list[str], facts: dict[str, Any], links: Links) -> Notice:
+    """A drift check ran (every one; `facts`: the check's verdict, signals and numbers)."""
+    said = _one_line("; ".join(reasons)) if reasons else "no signal"
+    sentence = f"Drift check #{check_id} of {model} v{version}: {verdict} ({said})"
+    return _make("drift_checked", model, sentence, links, ("report", "run", "mlflow"),
+                 {"check_id": check_id, "version": version, "verdict": verdict,
+                  "reasons": reasons, **facts})
