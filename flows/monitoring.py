@@ -216,7 +216,15 @@ def drift_check_flow(config_path: str, overrides: dict[str, Any] | None = None,
 def drift_check(env: Env, overrides: dict[str, Any] | None = None,
                 retrain: bool = True) -> DriftOutcome:
     """The body of `drift_check_flow` and of the served drift check: `env` is the config (with
-    `overrides` applied already; they are passed on to a retrain it asks for)."""
+    `overrides` applied already; they are passed on to a retrain it asks for). However the
+    check ends, the ``regrow-fleet`` artifact (every model's row) is refreshed after it."""
+    try:
+        return _drift_check(env, overrides, retrain)
+    finally:
+        pages.publish_fleet(env.store, env.settings.home)
+
+
+def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> DriftOutcome:
     try:
         version, run_id = env.champion()
     except NoChampion as err:  # nothing serves yet: nothing to watch, and not a failure

@@ -202,3 +202,35 @@ def retrain_state(outcome: Any) -> Any:
 def artifact_key(kind: str, model: str) -> str:
     """A Prefect artifact key ``<kind>-<model>``: lowercase letters, digits and dashes."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", f"{kind}-{model}".lower())).strip("-")
+
+
+def publish_fleet(store: Any, home: Path) -> str | None:
+    """Create (or refresh) the ``regrow-fleet`` table artifact: every model of the store, one
+    row each, those needing a person first -- the table `regrow status` prints without a
+    config (`tasks.store.fleet`). Never fails the run: returns why it was left out, or None.
+    """
+    import logging
+
+    from prefect.artifacts import create_table_artifact
+
+    from regrow.tasks.policy.untrusted import markdown, visible
+    from regrow.tasks.store import fleet as fl
+
+    try:
+        view = fl.collect(store, home)
+        rows = [{**{h: visible(c) for h, c in zip(fl.HEADERS, fl.cells(m), strict=True)},
+                 "why": visible("; ".join(f"{n['code']}: {n['detail']}"
+                                        for n in m.needs_person) or "-")}
+                for m in view.models]
+        need = [markdown(m.model) for m in view.models if m.needs_person]
+        create_table_artifact(
+            key=fl.ARTIFACT_KEY, table=rows,
+            description=f"{len(rows)} model(s) as of {view.generated_at}; "
+            + (f"{len(need)} need a person: {', '.join(need)}" if need
+               else "none needs a person")
+            + " (champions as the alias history records them)")
+    except Exception as err:  # noqa: BLE001 - the check's own outcome is what counts
+        why = f"fleet artifact not refreshed: {type(err).__name__}: {err}"
+        logging.getLogger("regrow.pages").warning(why)
+        return why
+    return None

@@ -314,12 +314,40 @@ def cmd_reset_circuit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Champion, recent drift checks, retrain requests and trainings."""
+    """Champion, recent drift checks, retrain requests and trainings of one model; without a
+    config, one row per model of the state directory (`tasks.store.fleet`)."""
+    if args.config is None:
+        return _fleet_status(args)
     loaded = _load_or_exit(args)
     from regrow.app.report import render_status, status
 
     info = status(loaded)
     _emit(info, args.json, render_status(info))
+    return 0
+
+
+def _fleet_status(args: argparse.Namespace) -> int:
+    """Every model of the state directory, those needing a person first."""
+    if args.set:
+        print("error: --set needs a config: `regrow status CONFIG --set KEY=VALUE`",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stale = None
+    if args.stale_after:
+        from regrow.configs.schema import parse_duration
+
+        try:
+            stale = parse_duration(args.stale_after)
+        except ValueError as err:
+            print(f"error: --stale-after: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    from regrow.app.report import fleet_status, render_fleet
+
+    fleet = fleet_status(stale)
+    if args.json:
+        print(json.dumps(fleet.to_dict(), indent=2))
+    else:
+        print(render_fleet(fleet))
     return 0
 
 
@@ -477,9 +505,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # keeps accepted -> Running near 2 s; set it higher for a remote server and many models.
     # Set before Prefect is imported.
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
-    for path in args.configs:
-        args.config = path
-        _load_or_exit(args)
+    from regrow.configs.folders import load_configs
+    from regrow.configs.schema import ConfigError
+
+    try:  # a folder stands for its *.yaml and *.yml configs; every broken one is named
+        args.configs = [str(c.path) for c in load_configs(args.configs)]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     from regrow.app.outage import check_stores
 
     check_stores()  # served runs need both: a store that does not answer is said now, once
@@ -552,15 +585,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("error: the local control plane needs Linux (it tracks its processes in /proc)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    from regrow.configs.schema import ConfigError, load_config
+    from regrow.configs.folders import load_configs
+    from regrow.configs.schema import ConfigError
 
-    try:
-        models = [load_config(p).config.registry.model_name for p in args.configs]
+    try:  # a folder stands for its configs: the plane serves (and records) each file
+        loaded = load_configs(args.configs)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    models = [c.config.registry.model_name for c in loaded]
     from regrow.runtime import control
-    opts = control.Options(configs=tuple(args.configs), host=args.host,
+    opts = control.Options(configs=tuple(str(c.path) for c in loaded), host=args.host,
                            prefect_port=args.prefect_port, mlflow_port=args.mlflow_port,
                            webhook_port=args.webhook_port, timeout=args.timeout)
     try:
@@ -723,7 +758,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--input", required=True, help="CSV or Parquet with the id and target columns")
     w = model_cmd("watch", "run one drift check now", cmd_watch)
     w.add_argument("--no-retrain", action="store_true", help="check only; ask for no retrain")
-    model_cmd("status", "champion, drift checks, retrain requests, trainings", cmd_status)
+    st = sub.add_parser("status", help="one model: champion, drift checks, retrain requests, "
+                        "trainings; without CONFIG, every model of the state directory, one row "
+                        "each, those needing a person first")
+    st.add_argument("config", nargs="?", help="a model's config (omit it for every model)")
+    st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--stale-after", metavar="DURATION", help="without CONFIG: a champion "
+                    "promoted longer ago needs a person (default 30d; e.g. 12h, 90d)")
+    st.set_defaults(func=cmd_status)
     r = model_cmd("retrain", "ask for a retrain through the policy", cmd_retrain)
     r.add_argument("--reason", required=True)
     r.add_argument("--actor", default="cli", help="who asks (recorded)")
@@ -755,7 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("--dry-run", action="store_true", help="count what would go; remove nothing")
 
     sv = sub.add_parser("serve", help="serve training, drift-check and scoring deployments")
-    sv.add_argument("configs", nargs="+")
+    sv.add_argument("configs", nargs="+", metavar="CONFIG", help="a config file, or a folder: "
+                    "every *.yaml and *.yml config directly in it")
     sv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
     sv.set_defaults(func=cmd_serve, set=None)
     nf = sub.add_parser("notify", help="create the notification automations of CONFIGs on the "
@@ -766,7 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     nf.set_defaults(func=cmd_notify, set=None)
     up = sub.add_parser("up", help="start the local control plane in the background: Prefect "
                         "server and UI, MLflow UI, `serve` (and the webhook receiver) for CONFIGs")
-    up.add_argument("configs", nargs="*", metavar="CONFIG")
+    up.add_argument("configs", nargs="*", metavar="CONFIG", help="a config file, or a folder of "
+                    "them (every *.yaml and *.yml directly in it)")
     up.add_argument("--host", default="127.0.0.1", help="address every part binds (default "
                     "127.0.0.1); any other address needs PREFECT_SERVER_API_AUTH_STRING and "
                     "MLflow's basic auth (MLFLOW_AUTH_ADMIN_PASSWORD) set")

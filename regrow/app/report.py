@@ -264,3 +264,39 @@ def render_status(info: dict[str, Any]) -> str:
                      f"v{t['version']}" if t["version"] else "-"] for t in info["trainings"]],
                    verdicts=[2, 3]) if info["trainings"] else ["  none yet"]
     return "\n".join(lines)
+
+
+def fleet_status(stale_after: float | None = None) -> Any:
+    """Every model of the state directory (`tasks.store.fleet.collect`): the monitoring store
+    alone, no MLflow or Prefect import."""
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.fleet import collect
+    from regrow.tasks.store.settings import Settings
+
+    settings = Settings.from_env()
+    store = Store(settings.database_url)
+    try:
+        return collect(store, settings.home, stale_after)
+    finally:
+        store.dispose()
+
+
+def render_fleet(fleet: Any) -> str:
+    """The fleet view as text: a summary line, the table (needs-a-person first), then each
+    reason in full. Text from outside (model names, kinds) is `shown` inert by `table`."""
+    from regrow.tasks.store.fleet import HEADERS, age, cells
+
+    if not fleet.models:
+        return (f"no models in {fleet.store} yet: `regrow train CONFIG` trains one, "
+                "`regrow up CONFIG...` serves them")
+    need = fleet.attention
+    lines = [f"{len(fleet.models)} model(s) in {fleet.store}: "
+             + (style(f"{need} need(s) a person", "bad") if need else "none needs a person")
+             + f"; champions as the alias history records them, stale after "
+             f"{age(fleet.stale_after_seconds)}"]
+    lines += table(list(HEADERS), [cells(m) for m in fleet.models], indent="", max_width=40,
+                   verdicts=[2])
+    for m in fleet.models:
+        for n in m.needs_person:
+            lines.append(f"  {shown(m.model)}: {n['code']} -- {shown(n['detail'])}")
+    return "\n".join(lines)

@@ -144,6 +144,12 @@ def _why(lease: sa.Row[Any], at: dt.datetime) -> str | None:
             + (" (its pid is gone from this host)" if gone else ""))
 
 
+def dead_work(lease: sa.Row[Any], at: dt.datetime) -> str | None:
+    """Why a lease row's work is dead, or None while it may live (a read -- the fleet view --
+    shows such work as crashed without writing anything)."""
+    return _why(lease, at)
+
+
 def _promoted(conn: sa.Connection, model: str, version: str | None, since: dt.datetime) -> bool:
     """True when champion moved to `version` after `since` (the training that registered it
     promoted it before it died)."""
