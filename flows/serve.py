@@ -417,6 +417,61 @@ def serve_configs(paths: list[str], limit: int | None = None,
         print(f"regrow serve: stopped; {pause_schedules(ids)}", flush=True)
 
 
+class PoolMissing(ValueError):
+    """`deploy` was given a work pool the Prefect server does not have."""
+
+
+def deploy_configs(paths: list[str], pool: str, create_pool: bool = False) -> list[str]:
+    """Create (or update) every config's deployments on a Prefect work pool, for workers to
+    run (``prefect worker start --pool POOL``, on this machine or others): the same deployments
+    `serve` serves, with their schedules, triggers and concurrency limits, and the notification
+    automations. Returns the deployments' names.
+
+    Each deployment's entrypoint is its flow's module path (``regrow.flows.serve.<flow>``), so a
+    worker needs regrow installed, not a checkout at a given path. Each is bound to its config
+    through its ``job_variables.env`` (``REGROW_SERVED_CONFIGS``: path and sha256 of the file as
+    read here, `flows.binding`), with ``REGROW_DISPATCH=events``: a worker must see the config
+    at the same path, unchanged (deploy again after editing it). The rest of a run's
+    environment (``REGROW_DATABASE_URL``, ``MLFLOW_TRACKING_URI``, ...) is the worker's.
+
+    Raises:
+        PoolMissing: the pool does not exist and `create_pool` is false.
+        regrow.flows.events.NotifySetupError, DuplicateModel: as for `serve_configs`.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments.runner import EntrypointType
+    from prefect.exceptions import ObjectNotFound
+
+    from regrow.configs.schema import load_config
+
+    configs = [load_config(path) for path in paths]
+    bound = bindings_for(configs)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            if not create_pool:
+                raise PoolMissing(
+                    f"the Prefect server has no work pool {pool!r}: create it (`prefect "
+                    f"work-pool create {pool} --type process`) or pass --create-pool") from None
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    for loaded in configs:
+        print(notify.describe_sync(loaded, notify.sync_automations(loaded)))
+    names = []
+    for loaded in configs:
+        for d in deployments_for(loaded):
+            name = d.options["name"]
+            options = {k: v for k, v in d.options.items() if k != "name"}
+            env = {binding.ENV: binding.encode({name: bound[name]}), "REGROW_DISPATCH": "events"}
+            deployment = d.flow.to_deployment(
+                name, entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name=pool,
+                job_variables={"env": env}, **options)
+            deployment.apply(work_pool_name=pool)
+            names.append(f"{d.flow.name}/{name}")
+    return names
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 

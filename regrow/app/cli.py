@@ -531,6 +531,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Create the deployments of the given configs on a Prefect work pool, for workers."""
+    import os
+
+    from regrow.configs.folders import load_configs
+    from regrow.configs.schema import ConfigError
+
+    try:
+        paths = [str(c.path) for c in load_configs(args.configs)]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not os.environ.get("PREFECT_API_URL"):
+        print("error: PREFECT_API_URL is not set: deployments on a work pool need the Prefect "
+              "server its workers poll (a temporary one would vanish with this command)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from regrow.flows.events import NotifySetupError
+    from regrow.flows.serve import DuplicateModel, PoolMissing, deploy_configs
+
+    try:
+        names = deploy_configs(paths, args.pool, create_pool=args.create_pool)
+    except (NotifySetupError, DuplicateModel, PoolMissing) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"deployed {len(names)} deployments of {len(paths)} config(s) on work pool "
+          f"{args.pool!r}; start workers with `prefect worker start --pool {args.pool}`:\n"
+          + "\n".join(f"  {n}" for n in names))
+    return 0
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     """Create (or update) the notification automations of the given configs on the Prefect
     server, as `regrow serve` does; with --print, print them as a file for
@@ -802,6 +833,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "every *.yaml and *.yml config directly in it")
     sv.add_argument("--limit", type=int, default=None, help="max concurrent flow runs")
     sv.set_defaults(func=cmd_serve, set=None)
+    dp = sub.add_parser("deploy", help="create the deployments `serve` would serve on a Prefect "
+                        "work pool instead, for workers on this machine or others")
+    dp.add_argument("configs", nargs="+", metavar="CONFIG", help="a config file, or a folder: "
+                    "every *.yaml and *.yml config directly in it")
+    dp.add_argument("--pool", required=True, help="the work pool (e.g. a process pool)")
+    dp.add_argument("--create-pool", action="store_true", help="create it as a process pool "
+                    "when the server has none of that name")
+    dp.set_defaults(func=cmd_deploy, set=None)
     nf = sub.add_parser("notify", help="create the notification automations of CONFIGs on the "
                         "Prefect server (as `serve` does), or --print them as a file")
     nf.add_argument("configs", nargs="+")
