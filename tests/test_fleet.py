@@ -139,6 +139,40 @@ def test_a_person_clears_what_the_store_shows(fleet_store: st.Store, home: Path)
     assert fleet.collect(fleet_store, home, stale_after=60 * DAY).models[0].model != "echo"
 
 
+def test_served_configs_join_the_fleet_with_their_thresholds(store: st.Store, home: Path,
+                                                            tmp_path: Path):
+    """The configs the control plane serves (its state file names them) add their models,
+    trained or not, and their circuit breaker limit: two rejections open a limit of 2."""
+    from regrow.tasks.store.plane_state import start_time, write_state
+
+    strict = _config(tmp_path / "cfg", "strict", retrain={"circuit_breaker_after": 2})
+    fresh = _config(tmp_path / "cfg", "fresh")
+    _promoted(store, "strict")
+    for _ in range(2):
+        row = store.start_training("strict", "drift", "again")
+        store.finish_training(row, status="finished", verdict="reject", version="2")
+    me = os.getpid()  # this process stands for the plane's `serve` part: alive, same start
+    write_state(home / "run", {"ready": True, "parts": [
+        {"name": "serve", "pid": me, "starttime": start_time(me), "argv": [],
+         "configs": [str(strict), str(fresh)]}]})
+    rows = {m.model: m for m in fleet.collect(store, home).models}
+    assert rows["strict"].config == str(strict) and rows["fresh"].config == str(fresh)
+    assert rows["strict"].circuit == {"state": "open", "streak": 2, "threshold": 2,
+                                      "last_reset": None}
+    assert [n["code"] for n in rows["strict"].needs_person] == ["circuit_open"]
+    assert rows["fresh"].champion is None and rows["fresh"].needs_person == []  # never asked
+    (home / "run" / "plane.json").unlink()  # the plane is down: only the store's models
+    assert [m.model for m in fleet.collect(store, home).models] == ["strict"]
+
+
+def test_the_docs_define_every_reason():
+    """Each reason code is defined beside the code (`fleet.ATTENTION`); the page lists them all."""
+    text = (ROOT / "docs" / "how-to" / "fleet.md").read_text()
+    listed = [line.split("`")[1] for line in text.splitlines() if line.startswith("| `")
+              and line.split("`")[1] in fleet.ATTENTION]
+    assert listed == list(fleet.ATTENTION)
+
+
 def _statements(store: st.Store, home: Path) -> int:
     seen: list[str] = []
 
