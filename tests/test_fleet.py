@@ -8,6 +8,7 @@ trainings and a real drift check on a real Prefect server.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,6 +29,7 @@ from regrow.tasks.store import database as st
 from regrow.tasks.store import fleet
 from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+from tests.procs import pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0
@@ -53,11 +55,18 @@ def _promoted(store: st.Store, model: str, version: str = "1", verdict: str = "p
     return row
 
 
-@pytest.fixture
-def store(home: Path) -> st.Store:
-    s = st.Store(Settings.from_env().database_url)
-    yield s
-    s.dispose()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch):
+    """The home's monitoring store: its SQLite default, or a fresh PostgreSQL database
+    (``REGROW_DATABASE_URL``, which the commands started here inherit)."""
+    with contextlib.ExitStack() as stack:
+        url = Settings.from_env().database_url
+        if request.param == "postgresql":
+            url = stack.enter_context(pg_database())
+            monkeypatch.setenv("REGROW_DATABASE_URL", url)
+        s = st.Store(url)
+        stack.callback(s.dispose)
+        yield s
 
 
 @pytest.fixture
@@ -200,7 +209,8 @@ def test_queries_do_not_grow_with_the_models(store: st.Store, home: Path):
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_", "MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "REGROW_", "MLFLOW_")) or k == "REGROW_DATABASE_URL"}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT), REGROW_WARM="off", NO_COLOR="1")
     return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -234,7 +244,8 @@ def test_status_without_a_config_imports_no_ml_stack(fleet_store: st.Store, home
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'prefect', "
             "'evidently', 'pandas', 'sklearn', 'great_expectations', 'numpy'}); "
             "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "REGROW_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "REGROW_")) or k == "REGROW_DATABASE_URL"}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT), REGROW_WARM="off")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
@@ -384,7 +395,7 @@ def test_status_without_a_config_runs_warm(fleet_store: st.Store, home: Path):
     import time
 
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
+           if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_")) or k == "REGROW_DATABASE_URL"}
     env.update(REGROW_HOME=str(home), PYTHONPATH=str(ROOT), NO_COLOR="1")
     log, sock = home / "warm.log", home / "run" / "warm.sock"
     with log.open("w") as out:

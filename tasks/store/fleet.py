@@ -119,9 +119,8 @@ class Fleet:
                 "models": [m.to_dict() for m in self.models]}
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A stored time in UTC (SQLite hands back naive UTC values)."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
@@ -290,7 +289,8 @@ def collect(store: Store, home: Path | None = None, stale_after: float | None = 
         row.circuit = _circuit(streaks.get(name, 0), last_request.get(name), resets.get(name),
                                served[name][1].retrain.circuit_breaker_after
                                if name in served else None)
-        if row.challenger and (row.bake is None or row.bake["version"] != row.challenger):
+        if chall is not None and row.challenger \
+                and (row.bake is None or row.bake["version"] != row.challenger):
             row.approvals = [{"version": row.challenger, "since": iso(chall.at),
                               "training": _waiting_training(last_training.get(name),
                                                             row.challenger, dead)}]
