@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -24,7 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from regrow.configs import expression
+from regrow.configs import expression, hooks
+from regrow.configs.defaults import DEFAULTED_SECTIONS
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 DType = Literal["int", "float", "number", "string", "bool", "datetime", "category"]
@@ -174,9 +175,12 @@ class SqlSource(Strict):
 class DataConfig(Strict):
     """Where the table comes from and what is predicted."""
 
-    source: Annotated[FileSource | SqlSource, Field(discriminator="kind")]
+    source: Annotated[FileSource | SqlSource, Field(discriminator="kind")] = Field(
+        description="A file (`kind: file`, the default; a path alone is enough) or a SQL "
+        "table or query (`kind: sql`, the default when a `url` is given).")
     target: str
-    task: TaskKind
+    task: TaskKind = Field(description="Left out: inferred from the target column when the "
+                           "config file is read (`regrow config show` prints it and why).")
     time_column: str | None = None
     id_column: str | None = None
     positive_label: str | int | float | bool | None = Field(
@@ -187,6 +191,16 @@ class DataConfig(Strict):
         "seconds / milliseconds / nanoseconds, or dates (text, or integers like 20150301). "
         "auto: text is parsed as dates; integers are read as years (1000-2999), YYYYMMDD dates, "
         "or epoch s / ms / ns when their range says so unambiguously, else a config error.")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_kind(cls, value: Any) -> Any:
+        # `source: data.csv` and a mapping without `kind` say which kind they are
+        if isinstance(value, str):
+            return {"kind": "file", "path": value}
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "sql" if "url" in value else "file", **value}
+        return value
 
 
 class RangeRule(Strict):
@@ -682,8 +696,9 @@ class Window(Strict):
     """The current window a drift check looks at: the latest `rows` scored rows, or the rows
     scored within `period` (e.g. ``7d``)."""
 
-    rows: int | None = Field(default=5000, ge=1)
-    period: str | None = None
+    rows: int | None = Field(default=5000, ge=1, description="The latest this many scored rows.")
+    period: str | None = Field(default=None, description="Or: the rows scored within this "
+                               "period, e.g. 7d.")
     min_rows: int = Field(default=500, ge=1, description="Below this: 'insufficient data'.")
 
     @model_validator(mode="after")
@@ -698,8 +713,8 @@ class Window(Strict):
 class Persistence(Strict):
     """Ask for a retrain only when drift was seen in `k` of the last `n` checks."""
 
-    k: int = Field(default=2, ge=1)
-    n: int = Field(default=3, ge=1)
+    k: int = Field(default=2, ge=1, description="Checks among the last n that must see drift.")
+    n: int = Field(default=3, ge=1, description="How many recent checks count.")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> Persistence:
@@ -716,10 +731,15 @@ CALIBRATED_MIN_EFFECT = {"wasserstein": 0.05, "jensenshannon": 0.05}
 class DriftRules(Strict):
     """How feature and prediction drift are measured and when they count."""
 
-    numeric_method: Literal["wasserstein", "ks", "psi", "jensenshannon", "kl_div"] = "wasserstein"
-    numeric_threshold: float = Field(default=0.1, gt=0)
-    categorical_method: Literal["jensenshannon", "psi", "chisquare", "kl_div"] = "jensenshannon"
-    categorical_threshold: float = Field(default=0.1, gt=0)
+    numeric_method: Literal["wasserstein", "ks", "psi", "jensenshannon", "kl_div"] = Field(
+        default="wasserstein", description="Distance between reference and window of a "
+        "numeric column.")
+    numeric_threshold: float = Field(default=0.1, gt=0, description="Fixed mode: a numeric "
+                                     "column drifted above this distance.")
+    categorical_method: Literal["jensenshannon", "psi", "chisquare", "kl_div"] = Field(
+        default="jensenshannon", description="Distance of a categorical column.")
+    categorical_threshold: float = Field(default=0.1, gt=0, description="Fixed mode: a "
+                                         "categorical column drifted above this distance.")
     thresholds: dict[str, float] = Field(default_factory=dict,
                                          description="Per-column threshold overrides.")
     thresholds_mode: Literal["calibrated", "fixed"] = Field(
@@ -734,8 +754,10 @@ class DriftRules(Strict):
         description="Calibrated mode: per-method floor of the threshold.")
     drift_share: float = Field(default=0.5, gt=0, le=1,
                                description="Share of (weighted) columns drifted = dataset drift.")
-    weight_by_importance: bool = False
-    prediction_drift: bool = True
+    weight_by_importance: bool = Field(default=False, description="Weigh columns by the "
+                                       "champion's feature importance in drift_share.")
+    prediction_drift: bool = Field(default=True, description="Also compare the champion's "
+                                   "predictions between reference and window.")
     max_rows: int = Field(default=100_000, ge=1000,
                           description="Rows compared per side (seeded sample above this).")
 
@@ -791,9 +813,11 @@ class Monitoring(Strict):
 class RetrainPolicy(Strict):
     """The one door every retrain request passes."""
 
-    cooldown: str = "6h"
-    max_trainings: int = Field(default=4, ge=1)
-    budget_period: str = "1d"
+    cooldown: str = Field(default="6h", description="After a training, requests wait this "
+                          "long before another is admitted.")
+    max_trainings: int = Field(default=4, ge=1, description="Trainings admitted per "
+                               "budget_period.")
+    budget_period: str = Field(default="1d", description="The period max_trainings counts in.")
     circuit_breaker_after: int = Field(default=3, ge=1,
                                        description="Consecutive gate rejections that open it.")
     stale_after: str = Field(default="2h", description="An in-flight training older than this "
@@ -985,6 +1009,20 @@ class Config(Strict):
     serve: Serve = Serve()
     notify: Notify | None = Field(default=None, description="Messages to people through a "
                                   "Prefect notification block (created by `regrow serve`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sections(cls, data: Any) -> Any:
+        # A left-out `candidates` or `gate` gets its task's defaults (configs/defaults.py,
+        # which `regrow init` writes too); without a valid task there is nothing to choose by.
+        if not isinstance(data, dict):
+            return data
+        section = data.get("data")
+        task = section.get("task") if isinstance(section, dict) else None
+        missing = [k for k in DEFAULTED_SECTIONS if k not in data]
+        if task in get_args(TaskKind) and missing:
+            data = {**data, **{k: DEFAULTED_SECTIONS[k](task) for k in missing}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -1401,13 +1439,40 @@ def config_from_text(text: str, path: str | Path,
     if overrides:
         data = apply_overrides(data if isinstance(data, dict) else {}, dict(overrides))
         text += overrides_block(overrides)
+    inferred = _infer_task(data, p)
+    if inferred:
+        data["data"]["task"] = inferred[0]
     return LoadedConfig(
         config=parse_config(data, str(p)),
         path=p.resolve(),
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         text=text,
         overrides=dict(overrides or {}),
+        inferred={"data.task": inferred[1]} if inferred else {},
     )
+
+
+def _infer_task(data: Any, path: Path) -> tuple[str, str] | None:
+    """(task, why) for a config that leaves out ``data.task`` but names a valid source and a
+    target (`hooks.task_inference` reads the target); None when the task is given, or the
+    config is too broken for it to matter (the schema then names every problem).
+
+    Raises:
+        ConfigError: the target cannot be read, or holds no task to learn.
+    """
+    section = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(section, dict) or "task" in section or not isinstance(
+            section.get("target"), str) or hooks.task_inference is None:
+        return None
+    try:
+        DataConfig.model_validate({**section, "task": "regression"})
+    except ValidationError:
+        return None
+    try:
+        return hooks.task_inference(section, path.resolve().parent)
+    except ValueError as err:
+        raise ConfigError(f"{path}: data.task is left out and cannot be inferred from the "
+                          f"target: {err}") from None
 
 
 class LoadedConfig(BaseModel):
@@ -1420,6 +1485,8 @@ class LoadedConfig(BaseModel):
     sha256: str
     text: str
     overrides: dict[str, Any] = {}
+    inferred: dict[str, str] = Field(default_factory=dict, description="Keys the file leaves "
+                                     "out that were inferred from the data, with why.")
 
     @property
     def recorded_text(self) -> str:
@@ -1446,15 +1513,25 @@ class LoadedConfig(BaseModel):
         Raises:
             ConfigError: a referenced variable is not set.
         """
-        env = {"REGROW_HOME": str(Path.home() / ".regrow"), **os.environ}
+        return resolve_config_path(relative, self.path)
 
-        def sub(m: re.Match[str]) -> str:
-            if m.group(1) not in env:
-                raise ConfigError(f"{self.path}: path {relative!r} references unset ${{{m.group(1)}}}")
-            return env[m.group(1)]
 
-        p = Path(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, relative)).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
+def resolve_config_path(relative: str, config_path: Path) -> Path:
+    """A path as written in the config at `config_path`: ``${VAR}`` and ``~`` expanded
+    (``${REGROW_HOME}`` defaults to ``~/.regrow``), relative to the config file's folder.
+
+    Raises:
+        ConfigError: a referenced variable is not set.
+    """
+    env = {"REGROW_HOME": str(Path.home() / ".regrow"), **os.environ}
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise ConfigError(f"{config_path}: path {relative!r} references unset ${{{m.group(1)}}}")
+        return env[m.group(1)]
+
+    p = Path(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, relative)).expanduser()
+    return p if p.is_absolute() else (config_path.parent / p).resolve()
 
 
 def json_schema() -> dict[str, Any]:

@@ -35,6 +35,18 @@ if TYPE_CHECKING:
 __all__ = ["train", "score", "labels", "watch", "retrain", "status"]
 
 
+def _infer_task(section: Any, folder: Path) -> tuple[str, str]:
+    """A config that leaves out data.task: the task its target asks for (see configs.hooks)."""
+    from regrow.tasks.data.profile import infer_task_of
+
+    return infer_task_of(section, folder)
+
+
+from regrow.configs import hooks as _hooks  # noqa: E402 - the wiring, after what it wires
+
+_hooks.task_inference = _infer_task
+
+
 def _setup(flows: bool = True) -> None:
     """The process environment; with `flows`, a new Prefect home's ready database (for the
     temporary server Prefect starts when no server is configured)."""

@@ -107,6 +107,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Profile a table and write a config `regrow train` accepts as it is."""
+    from regrow.app.init_cli import run_init
+
+    return run_init(args)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """Print a config with every default and inferred value written out."""
+    from regrow.app.init_cli import run_config_show
+
+    return run_config_show(args)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Run the training flow locally and print its summary."""
     from regrow.configs.schema import ConfigError, load_config
@@ -748,6 +762,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the summary as JSON")
     t.set_defaults(func=cmd_train)
 
+    it = sub.add_parser("init", help="profile a table (file or SQL) and write a commented "
+                        "config that `regrow train` accepts as it is")
+    it.add_argument("data", metavar="DATA", help="a CSV or Parquet file, or a SQLAlchemy URL "
+                    "(with --table or --query); ${VAR} in a URL is read from the environment")
+    it.add_argument("--target", required=True, metavar="COLUMN", help="the column to predict")
+    it.add_argument("--table", help="the table behind a URL")
+    it.add_argument("--query", help="a query behind a URL (instead of --table)")
+    it.add_argument("--name", help="the model's registry name (default: the file's or table's "
+                    "name)")
+    it.add_argument("--id", metavar="COLUMN", help="the id column (default: a unique column "
+                    "named like an id, if any)")
+    it.add_argument("--time", metavar="COLUMN", help="the time column (default: the first "
+                    "column of dates, date-times, years or epoch numbers, if any)")
+    it.add_argument("--out", metavar="FILE", help="where the config goes (default: NAME.yaml)")
+    it.add_argument("--force", action="store_true", help="replace an existing --out file")
+    it.add_argument("--print", action="store_true", help="print the config instead of "
+                    "writing it")
+    it.add_argument("--sample-rows", type=int, default=200_000, metavar="N",
+                    help="profile the table's first N rows (default 200000)")
+    it.add_argument("--json", action="store_true", help="print the summary as JSON")
+    it.set_defaults(func=cmd_init)
+
     db = sub.add_parser("db", help="the monitoring store's schema: current revision, upgrade")
     dsub = db.add_subparsers(dest="db_command", required=True)
     for name, func, help_ in (
@@ -766,6 +802,12 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("configs", nargs="+")
     ch.add_argument("--set", action="append", metavar="KEY=VALUE")
     ch.set_defaults(func=cmd_config_check)
+    sw = csub.add_parser("show", help="print a config as regrow uses it: every default "
+                         "written out, inferred values said why")
+    sw.add_argument("config")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_config_show)
     sc = csub.add_parser("schema", help="print the config JSON schema")
     sc.set_defaults(func=cmd_config_schema)
     ce = csub.add_parser("estimators", help="list the estimator short names for candidates")

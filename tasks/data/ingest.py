@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -88,17 +89,27 @@ def mask_url(url: str) -> str:
     return mask_credentials(re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url))
 
 
-def _read_file(src: FileSource, path: Path, where: str = "data.source.path") -> pd.DataFrame:
-    """Read a CSV or Parquet file; errors name `where` (the config key or option it came from)."""
+def _read_file(src: FileSource, path: Path, where: str = "data.source.path",
+               max_rows: int | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (its first `max_rows` rows when given); errors name `where`
+    (the config key or option it came from)."""
     if not path.exists():
         raise IngestError(f"{where}: file not found: {path}")
+    if path.is_dir():
+        raise IngestError(f"{where}: {path} is a folder, not a file")
     if path.stat().st_size == 0:
         raise IngestError(f"{where}: file is empty: {path}")
     try:
         if src.resolved_format == "parquet":
-            return pd.read_parquet(path)
+            if max_rows is None:
+                return pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            batches = pq.ParquetFile(path).iter_batches(batch_size=max_rows)
+            first = next(batches, None)
+            return first.to_pandas() if first is not None else pd.read_parquet(path)
         chunks = pd.read_csv(path, encoding=src.encoding, chunksize=src.chunksize)
-        return pd.concat(list(chunks), ignore_index=True)
+        return pd.concat(_first_rows(chunks, max_rows), ignore_index=True)
     except UnicodeDecodeError as err:
         raise IngestError(
             f"{where}: {path} is not valid {src.encoding} (byte {err.start}: "
@@ -110,8 +121,22 @@ def _read_file(src: FileSource, path: Path, where: str = "data.source.path") -> 
         raise IngestError(f"{where}: cannot read {path}: {err}") from None
 
 
+def _first_rows(chunks: Iterable[pd.DataFrame], max_rows: int | None) -> list[pd.DataFrame]:
+    """The chunks up to `max_rows` rows in all (every chunk when None); stops reading there."""
+    out: list[pd.DataFrame] = []
+    seen = 0
+    for chunk in chunks:
+        if max_rows is not None and seen + len(chunk) >= max_rows:
+            out.append(chunk.iloc[:max_rows - seen])
+            break
+        out.append(chunk)
+        seen += len(chunk)
+    return out
+
+
 def read_sql(url: str, table: str | None, query: str | None, chunksize: int,
-             params: dict[str, object] | None = None) -> pd.DataFrame:
+             params: dict[str, object] | None = None,
+             max_rows: int | None = None) -> pd.DataFrame:
     """Stream a table or query through SQLAlchemy in chunks (server-side cursor), in a
     read-only transaction where the database has one (PostgreSQL: ``SET TRANSACTION READ
     ONLY``; SQLite: ``PRAGMA query_only``). `params` are bound to the query's ``:name``
@@ -146,7 +171,7 @@ def read_sql(url: str, table: str | None, query: str | None, chunksize: int,
             elif engine.dialect.name == "sqlite":
                 conn.exec_driver_sql("PRAGMA query_only = ON")
             conn = conn.execution_options(stream_results=True)
-            chunks = list(pd.read_sql(stmt, conn, chunksize=chunksize))
+            chunks = _first_rows(pd.read_sql(stmt, conn, chunksize=chunksize), max_rows)
     except sa.exc.OperationalError as err:
         raise IngestError(
             f"data.source.url: cannot reach {shown}: {str(err.orig).strip().splitlines()[0]}"
