@@ -20,8 +20,7 @@ _CANDIDATES: dict[str, list[dict[str, Any]]] = {
          "params": {"max_iter": 200}, "grid": {"learning_rate": [0.05, 0.1]}},
     ],
     "regression": [
-        {"name": "linear", "estimator": "ridge", "params": {},
-         "grid": {"alpha": [0.1, 1.0, 10.0]}},
+        {"name": "linear", "estimator": "ridge", "grid": {"alpha": [0.1, 1.0, 10.0]}},
         {"name": "boosting", "estimator": "hist_gradient_boosting_regressor",
          "params": {"max_iter": 200}, "grid": {"learning_rate": [0.05, 0.1]}},
     ],

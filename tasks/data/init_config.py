@@ -161,7 +161,7 @@ def render(p: Profile, source: FileSource | SqlSource, model_name: str,
     lines.append(_line(1, "estimators", block=True))
     for c in cand["estimators"]:
         lines.append("    - " + _line(0, "name", c["name"]))
-        lines += [_line(3, k, c[k]) for k in ("estimator", "params", "grid") if c[k]]
+        lines += [_line(3, k, v) for k, v in c.items() if k != "name"]
     lines += ["", "gate:", _line(1, "primary_metric", gate["primary_metric"],
                                   "the metric candidates are ranked and gated by"),
               _line(1, "baseline", gate["baseline"], "must beat the trivial model (class prior "

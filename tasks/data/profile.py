@@ -108,7 +108,7 @@ def infer_task(y: pd.Series, target: str) -> tuple[str, str]:
     if present.empty:
         raise ProfileError(f"target {target!r} has no values (every row is empty)")
     if n < 2:
-        raise ProfileError(f"target {target!r} has one value ({present.iloc[0]!r}) in "
+        raise ProfileError(f"target {target!r} has one value ({_plain(present.iloc[0])!r}) in "
                            f"{len(present)} rows: there is nothing to learn")
     if pd.api.types.is_bool_dtype(present) or n == 2:
         return "binary", f"{target} has two values ({_shown(present)})"
@@ -233,7 +233,7 @@ def _check_id(frame: pd.DataFrame, col: str, where: str) -> None:
     dupes = int(s.duplicated().sum())
     if dupes:
         raise ProfileError(f"--id: column {col!r} is not unique: {dupes} rows repeat an id "
-                           f"(e.g. {s[s.duplicated()].iloc[0]!r})")
+                           f"(e.g. {_plain(s[s.duplicated()].iloc[0])!r})")
 
 
 def _is_unique_key(s: pd.Series) -> bool:
@@ -356,7 +356,7 @@ def _role(s: pd.Series, col: str, target: str, id_column: str | None,
     if distinct == 0:
         return "drop", "every value empty"
     if distinct == 1:
-        return "drop", f"constant ({s.dropna().iloc[0]!r})"
+        return "drop", f"constant ({_plain(s.dropna().iloc[0])!r})"
     if pd.api.types.is_bool_dtype(s):
         return "categorical", ""
     if pd.api.types.is_numeric_dtype(s):
