@@ -33,17 +33,25 @@ _CANDIDATES["multiclass"] = _CANDIDATES["binary"]
 PRIMARY_METRIC: dict[str, str] = {"binary": "roc_auc", "multiclass": "f1", "regression": "r2"}
 MAX_REGRESSION = 0.01
 CV_FOLDS = 3
+# Below this many rows one native (OpenMP/BLAS) thread per fit is faster than several: the
+# threads' start-up and contention cost more than a small fit. `regrow init` knows the size.
+ONE_THREAD_BELOW = 100_000
 
 
-def default_candidates(task: str) -> dict[str, Any]:
-    """The `candidates` section a config of `task` gets when it leaves it out.
+def default_candidates(task: str, rows: int | None = None) -> dict[str, Any]:
+    """The `candidates` section a config of `task` gets when it leaves it out; with the
+    table's size (`rows`, known to `regrow init`), a small table's fits also run on one
+    native thread (`threads: 1`).
 
     Raises:
         KeyError: an unknown task.
     """
-    return {"cv_folds": CV_FOLDS, "seed": 0,
-            "estimators": [{k: (dict(v) if isinstance(v, dict) else v) for k, v in c.items()}
-                           for c in _CANDIDATES[task]]}
+    out: dict[str, Any] = {"cv_folds": CV_FOLDS, "seed": 0}
+    if rows is not None and rows < ONE_THREAD_BELOW:
+        out["threads"] = 1
+    out["estimators"] = [{k: (dict(v) if isinstance(v, dict) else v) for k, v in c.items()}
+                         for c in _CANDIDATES[task]]
+    return out
 
 
 def default_gate(task: str) -> dict[str, Any]:

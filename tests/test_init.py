@@ -135,7 +135,8 @@ def test_init_infers_task_id_and_time(written: dict[str, tuple[Table, Path]], na
     text = cfg.read_text()
     assert f"task: {table.task}  # " in text  # the reason, in a comment
     written_sections = yaml.safe_load(text)
-    assert written_sections["candidates"] == default_candidates(table.task)
+    rows = len(ingest(load_config(cfg)).frame)
+    assert written_sections["candidates"] == default_candidates(table.task, rows)
     assert written_sections["gate"] == default_gate(table.task)
     roles = config.features
     assert table.target not in roles.numeric + roles.categorical
@@ -220,7 +221,9 @@ def test_minimal_config_gets_the_defaults_init_writes(written: dict[str, tuple[T
         loaded = load_config(minimal)
         assert loaded.config.data.task == task and "data.task" in loaded.inferred
         full = load_config(cfg).config
-        assert loaded.config.candidates == full.candidates
+        # the same candidates; the written file also knows the table is small (threads: 1)
+        assert full.candidates.threads == 1 and loaded.config.candidates.threads is None
+        assert loaded.config.candidates == full.candidates.model_copy(update={"threads": None})
         assert loaded.config.gate == full.gate
         assert loaded.config.candidates == Candidates.model_validate(default_candidates(task))
         assert loaded.config.gate == Gate.model_validate(default_gate(task))

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from regrow.configs.defaults import default_candidates, default_gate
+from regrow.configs.defaults import ONE_THREAD_BELOW, default_candidates, default_gate
 from regrow.configs.schema import (
     FileSource,
     Monitoring,
@@ -111,7 +111,7 @@ def render(p: Profile, source: FileSource | SqlSource, model_name: str,
            command: str = "") -> str:
     """The config file's text for a profile: valid as it is, commented."""
     exp = expectations(p)
-    cand, gate = default_candidates(p.task), default_gate(p.task)
+    cand, gate = default_candidates(p.task, p.rows), default_gate(p.task)
     seen = f"{p.rows:,} rows" + ("" if p.complete else " (the table's first rows: a sample)")
     lines = [f"# regrow config for {p.target!r} in {p.where}, written by `regrow init` from "
              f"{seen}.",
@@ -158,6 +158,9 @@ def render(p: Profile, source: FileSource | SqlSource, model_name: str,
               "small grid each, compared by cross-validation.", "candidates:"]
     lines.append(_line(1, "cv_folds", cand["cv_folds"]))
     lines.append(_line(1, "seed", cand["seed"]))
+    if "threads" in cand:
+        lines.append(_line(1, "threads", cand["threads"], f"under {ONE_THREAD_BELOW:,} rows "
+                           "one native thread per fit is faster"))
     lines.append(_line(1, "estimators", block=True))
     for c in cand["estimators"]:
         lines.append("    - " + _line(0, "name", c["name"]))
