@@ -647,9 +647,18 @@ class Gate(Strict):
     max_regression: float = Field(
         default=0.0, ge=0, description="Largest allowed loss in the primary metric vs the champion."
     )
+    require_improvement: bool = Field(
+        default=True, description="With a champion, promote only on a significant gain on the "
+        "same holdout: the low end of the paired bootstrap interval of candidate minus champion "
+        "(both scored on identical resampled rows) above min_improvement. A candidate that "
+        "passes every other rule without it gets verdict no_gain: the champion stays and the "
+        "circuit breaker does not count it.")
     min_improvement: float | None = Field(
-        default=None, description="Gain over the champion required to promote (none: not a rule)."
-    )
+        default=None, description="Gain over the champion (primary metric's units) required to "
+        "promote: of the interval's low end with require_improvement (null = above 0), of the "
+        "point gain without it (null: not a rule). Falling short is verdict no_gain.")
+    improvement_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Level of the paired interval of the gain.")
     slices: list[SliceFloor] = Field(default_factory=list)
     bootstrap_samples: int = Field(default=200, ge=0, le=10_000)
     baseline: bool = Field(
@@ -776,24 +785,50 @@ class DriftRules(Strict):
 
 class PerformanceRule(Strict):
     """Performance against the reference (holdout) performance: realized on matured labels,
-    estimated without labels (binary classifiers) when fewer than `min_labels` have matured."""
+    estimated without labels (binary classifiers) when fewer than `min_labels` have matured.
+
+    A window is degraded when the drop of the primary metric is significant (the low end of
+    its interval, made from the window's own rows, is above zero) and larger than the
+    practical minimum `tolerance`; a drop whose interval's low end is above `severe` times the
+    minimum asks for a retrain at once (see docs/concepts/drift.md for the defaults' cases)."""
 
     min_labels: int = Field(default=200, ge=1,
                             description="Matured labels a window needs for realized performance.")
-    tolerance: float = Field(default=0.05, ge=0,
-                             description="Allowed drop of the primary metric before it counts: "
-                             "in the metric's own units when tolerance_kind is absolute (0.05 = "
-                             "five AUC points), a fraction of the reference value when relative "
-                             "(0.05 = 5%).")
-    tolerance_kind: Literal["absolute", "relative"] = Field(
-        default="absolute", description="absolute: drop in the metric's units; relative: drop "
-        "divided by the absolute reference value.")
+    tolerance: float | None = Field(
+        default=None, ge=0, description="The practical minimum: a smaller drop of the primary "
+        "metric never counts, however significant. In the metric's own units when "
+        "tolerance_kind is absolute (0.02 = two AUC points), a fraction of the reference value "
+        "when relative (0.05 = 5% worse). null: the metric's default (0.02 absolute for "
+        "roc_auc, accuracy, f1, precision, recall and r2; 5% relative for log_loss, rmse, mae).")
+    tolerance_kind: Literal["absolute", "relative"] | None = Field(
+        default=None, description="absolute: drop in the metric's units; relative: drop "
+        "divided by the absolute reference value. null: absolute when tolerance is given, "
+        "else the metric's default kind.")
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Level of the drop's two-sided interval: the "
+        "drop is significant when the interval's low end is above zero.")
+    bootstrap_samples: int = Field(
+        default=200, ge=0, le=10_000, description="Resamples of the window's labelled rows "
+        "(realized) or draws of its labels from the calibrated probabilities (estimated) "
+        "that make the drop's interval; 0: no interval, the point drop against tolerance.")
+    severe: float | None = Field(
+        default=2.0, ge=1, description="A drop whose interval's low end is above this many "
+        "times tolerance asks for a retrain on one check, without waiting for persistence; "
+        "null: never.")
     immediate: float | None = Field(
-        default=None, gt=0, description="A drop at least this large (same units as tolerance) "
-        "asks for a retrain on one check, without waiting for persistence; null = never.")
+        default=None, gt=0, description="A point drop at least this large (same units as "
+        "tolerance) asks for a retrain on one check, without waiting for persistence; "
+        "null = never.")
     estimate: bool = Field(
         default=True, description="Without enough matured labels, estimate the primary metric "
         "of a binary classifier from its calibrated probabilities (CBPE).")
+
+    @model_validator(mode="after")
+    def _kind_with_tolerance(self) -> PerformanceRule:
+        if self.tolerance is None and self.tolerance_kind is not None:
+            raise ValueError("monitoring.performance.tolerance_kind needs a tolerance: give "
+                             "both, or neither for the primary metric's default minimum")
+        return self
 
 
 class Monitoring(Strict):
@@ -1020,7 +1055,7 @@ class Config(Strict):
         section = data.get("data")
         task = section.get("task") if isinstance(section, dict) else None
         missing = [k for k in DEFAULTED_SECTIONS if k not in data]
-        if task in get_args(TaskKind) and missing:
+        if isinstance(task, str) and task in get_args(TaskKind) and missing:
             data = {**data, **{k: DEFAULTED_SECTIONS[k](task) for k in missing}}
         return data
 

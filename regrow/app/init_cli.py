@@ -60,22 +60,22 @@ def run_init(args: argparse.Namespace) -> int:
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
+    feats = {r: found.role(r) for r in ("numeric", "categorical", "datetime")}
+    dropped = {c.name: c.why for c in found.columns if c.role == "drop"}
     summary = {"config": None if args.print else str(out), "model": name, "task": found.task,
                "task_why": found.task_why, "id_column": found.id_column,
                "time_column": found.time_column, "rows_profiled": found.rows,
-               "features": {r: found.role(r) for r in ("numeric", "categorical", "datetime")},
-               "dropped": {c.name: c.why for c in found.columns if c.role == "drop"},
-               "warnings": found.warnings, "seconds": round(seconds, 2)}
+               "features": feats, "dropped": dropped, "warnings": found.warnings,
+               "seconds": round(seconds, 2)}
     stream = sys.stderr if args.print else sys.stdout
     if args.json and not args.print:
         print(json.dumps(summary, indent=2))
         return 0
-    feats = summary["features"]
     print(f"{'printed' if args.print else 'wrote ' + str(out)}: model {name!r}, task "
           f"{found.task} ({found.task_why}); id {found.id_column or '-'}, time "
           f"{found.time_column or '-'}; {sum(map(len, feats.values()))} features from "
           f"{found.rows:,} rows profiled in {seconds:.1f} s", file=stream)
-    for col, why in summary["dropped"].items():
+    for col, why in dropped.items():
         print(f"  dropped {col}: {why}", file=stream)
     for w in found.warnings:
         print(f"  warning: {w}", file=stream)
