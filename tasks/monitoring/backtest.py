@@ -37,14 +37,14 @@ import pandas as pd
 from regrow.configs.schema import METRICS, Config, LoadedConfig, parse_duration
 from regrow.tasks.data import ingest as ing
 from regrow.tasks.data import validate as va
-from regrow.tasks.data.timecol import TimeUnitError, to_time
+from regrow.tasks.data.timecol import TimeUnitError, to_time, to_times
 from regrow.tasks.model import evaluate as ev
 from regrow.tasks.model import gate as gt
 from regrow.tasks.model import train as tr
 from regrow.tasks.model import trusted as ts
 from regrow.tasks.monitoring import assess as monitor
 from regrow.tasks.monitoring.reference import PRED, SCORE, Reference, build_reference
-from regrow.tasks.monitoring.scoring import predict
+from regrow.tasks.monitoring.scoring import label_text, predict
 from regrow.tasks.policy import retrain as policy
 from regrow.tasks.store.database import Store
 
@@ -218,18 +218,28 @@ def timeline(config: Config, frame: pd.DataFrame, opts: Options) -> _Timeline:
     if win_period is not None and not timed:
         raise BacktestError("--window: a period needs data.time_column; give a row count")
     if timed:
-        frame = frame[frame[d.time_column].notna()].sort_values(d.time_column, kind="stable")
+        # Read as the live commands read it (`tasks.data.ingest.parse_time`): years, epochs,
+        # dates and zoned times; the model sees the parsed column, as a training does.
+        col = d.time_column
+        try:
+            parsed = to_times(frame[col], d.time_unit, f"data.time_column: {col!r}")
+        except TimeUnitError as err:
+            raise BacktestError(str(err)) from None
+        zone = getattr(parsed.dt, "tz", None)
+        frame = frame.assign(**{col: parsed})
+        frame = frame[parsed.notna().to_numpy()].sort_values(col, kind="stable")
     frame = frame.reset_index(drop=True)
     n = len(frame)
     if n < 2:
         raise BacktestError(f"the history has {n} rows; nothing to replay")
     if timed:
-        times = pd.Series(pd.to_datetime(frame[d.time_column]).to_numpy(), index=frame.index)
+        # Replayed (simulated) time is naive UTC, like the prediction log's event times.
+        times = pd.Series(_naive_utc(frame[d.time_column]).to_numpy(), index=frame.index)
         if opts.start is None:
             start = times.iloc[n // 2]
         else:
             try:
-                start = to_time(opts.start, d.time_unit, "--start")
+                start = _naive_utc_one(to_time(opts.start, d.time_unit, "--start"), zone)
             except TimeUnitError as err:
                 raise BacktestError(str(err)) from None
         begin = int(np.searchsorted(times.to_numpy(), np.datetime64(start), side="left"))
@@ -261,6 +271,23 @@ def timeline(config: Config, frame: pd.DataFrame, opts: Options) -> _Timeline:
     # The delay is simulated from the start on: the first champion had its labels.
     label_at.iloc[:begin] = times.iloc[:begin]
     return _Timeline(frame, times, label_at, windows, pd.Timestamp(start), timed)
+
+
+def _naive_utc(values: pd.Series) -> pd.Series:
+    """Times as naive UTC (zoned ones converted; naive ones taken as they are)."""
+    values = pd.to_datetime(values)
+    if values.dt.tz is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.astype("datetime64[ns]")
+
+
+def _naive_utc_one(t: pd.Timestamp, zone: Any) -> pd.Timestamp:
+    """One time (e.g. ``--start``) on the replay's naive UTC clock: a time without a zone is
+    read in the time column's zone, when it has one."""
+    t = pd.Timestamp(t)
+    if t.tzinfo is None and zone is not None:
+        t = t.tz_localize(zone)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
 
 
 def _label_times(delay: str, times: pd.Series, windows: list[np.ndarray],
@@ -352,35 +379,45 @@ def _scored(config: Config, champ: _Champion, rows: pd.DataFrame) -> pd.DataFram
     return out
 
 
+def _labels(truth: pd.Series) -> np.ndarray:
+    """Labels as the monitoring store keeps them (`scoring.record_labels`): the stored text of
+    each value, and None for a missing one (a row without a label is not labelled)."""
+    return np.array([None if pd.isna(v) else label_text(v) for v in truth], dtype=object)
+
+
 def _hindsight(config: Config, champ: _Champion, scored: pd.DataFrame,
                truth: pd.Series) -> tuple[int, float | None]:
-    w = scored.assign(__label=truth.astype(str).to_numpy())
+    w = scored.assign(__label=_labels(truth))
     return monitor.window_metric(config, champ.reference, w)
 
 
 class _Log:
-    """The replayed prediction log: what `scoring.load_window` reads in production."""
+    """The replayed prediction log: what `scoring.load_window` reads in production. Each
+    window is one scoring batch, scored at the window's end (its event time)."""
 
     def __init__(self) -> None:
         self.parts: dict[str, list[pd.DataFrame]] = {}  # version -> its scored windows
 
-    def add(self, scored: pd.DataFrame, version: str, times: pd.Series, label_at: pd.Series,
+    def add(self, scored: pd.DataFrame, version: str, at: pd.Timestamp, label_at: pd.Series,
             truth: pd.Series) -> None:
         self.parts.setdefault(version, []).append(scored.assign(
-            __version=version, __time=times.to_numpy(), __label_at=label_at.to_numpy(),
-            __truth=truth.astype(str).to_numpy()))
+            __version=version, __scored_at=np.datetime64(at, "ns"),
+            __label_at=label_at.to_numpy(), __truth=_labels(truth)))
 
     def window(self, config: Config, version: str, at: pd.Timestamp) -> pd.DataFrame:
-        """The latest `monitoring.window` of rows scored by `version`, with the labels that
-        had arrived by `at`."""
+        """As `scoring.load_window` would read it at `at`: the rows `version` scored within
+        `monitoring.window.period` before `at`, or its latest `monitoring.window.rows`, with
+        the labels that had arrived by `at`."""
         w = config.monitoring.window
         frame = pd.concat(self.parts[version], ignore_index=True)
         if w.period is not None:
-            frame = frame[frame["__time"] > at - pd.Timedelta(seconds=parse_duration(w.period))]
-        elif w.rows is not None:
+            since = at - pd.Timedelta(seconds=parse_duration(w.period))
+            frame = frame[frame["__scored_at"] >= since]
+        if w.rows is not None:
             frame = frame.iloc[-w.rows:]
-        label = frame["__truth"].where(frame["__label_at"] <= at, None)
-        return frame.drop(columns=["__truth", "__label_at", "__time"]).assign(
+        label = pd.Series(frame["__truth"].to_numpy(), dtype=object).where(
+            (frame["__label_at"] <= at).to_numpy(), None)
+        return frame.drop(columns=["__truth", "__label_at"]).assign(
             __label=label.to_numpy()).reset_index(drop=True)
 
 
@@ -409,7 +446,7 @@ class _Replay:
         rows, at = line.frame.iloc[pos], line.times.iloc[pos].max()
         truth = rows[config.data.target]
         scored = _scored(config, champ, rows)
-        self.log.add(scored, champ.version, line.times.iloc[pos], line.label_at.iloc[pos], truth)
+        self.log.add(scored, champ.version, at, line.label_at.iloc[pos], truth)
         _, realized = _hindsight(config, champ, scored, truth)
         first_scored = scored if champ is self.first else _scored(config, self.first, rows)
         labelled, realized_first = _hindsight(config, self.first, first_scored, truth)
