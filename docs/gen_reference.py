@@ -10,6 +10,8 @@
   docstrings by mkdocstrings;
 - ``modules.md``: every module of the ``regrow`` namespace by layer, with the first paragraph
   of its docstring (the module list and layers of ``tests/layout.py``, the layers contract);
+- ``events.md``: every event regrow emits as a notice, its kind, default and window, from
+  ``regrow.tasks.policy.notices.EVENTS_TABLE``;
 - ``benchmarks.md``: the last recorded run of each benchmark of ``tests/bench`` (the JSON files
   ``tests.bench.record`` writes into docs/benchmarks/), or "not run yet".
 
@@ -533,10 +535,35 @@ def benchmarks_page() -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------------------------ events
+
+def events_page() -> str:
+    """Every event regrow emits as a notice, from ``regrow.tasks.policy.notices.EVENTS_TABLE``."""
+    from regrow.tasks.policy import notices as nt
+
+    lines = [GENERATED.format(source="regrow/tasks/policy/notices.py (EVENTS_TABLE)"),
+             "# Events", "",
+             "Each is a Prefect event on resource `regrow.model.<name>`, emitted whether or not "
+             "the config has a `notify` section, in the order things happened. Its payload: "
+             "`kind`, `model`, `subject`, `message` (one sentence), `links` and the numbers. "
+             "*Default* marks the kinds `notify.on` sends when it is left out; *window* whether "
+             "the quiet window holds repeats back (a move of champion never is). See "
+             "[Notifications](../how-to/notifications.md).", "",
+             "| kind (`notify.on`) | event | message subject | default | window | when |",
+             "|---|---|---|---|---|---|"]
+    for kind, info in nt.EVENTS_TABLE.items():
+        lines.append(f"| `{kind}` | `{info.event}` | regrow: &lt;model&gt;: {cell(info.title)} | "
+                     f"{'yes' if kind in nt.DEFAULT_KINDS else 'no'} | "
+                     f"{'yes' if info.quiet else 'no: every one is sent'} | "
+                     f"{cell(prose(info.when))} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ run
 
 PAGES = {"cli.md": cli_page, "config.md": config_page, "api.md": api_page,
-         "modules.md": modules_page, "benchmarks.md": benchmarks_page}
+         "modules.md": modules_page, "events.md": events_page,
+         "benchmarks.md": benchmarks_page}
 
 
 def main() -> int:

@@ -76,11 +76,18 @@ def emit_now(event: str, model: str, payload: dict[str, Any], timeout: float = 1
                 if socket is not None:
                     await (await socket.ping())
 
+    import logging
+
+    quiet = logging.getLogger("prefect.events.clients")  # its connection warning: ours says it
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL + 1)
     try:
         run_coro_as_sync(send())
     except Exception as err:  # noqa: BLE001 - said in one sentence by the caller
         why = " ".join(str(err).split()) or type(err).__name__
         raise NotSent(f"the Prefect server at {api} did not take it ({why})") from None
+    finally:
+        quiet.setLevel(level)
     return str(ev.id)
 
 

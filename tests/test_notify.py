@@ -5,6 +5,7 @@ infra/ file on their own."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import subprocess
@@ -234,6 +235,26 @@ def _events_at_least(model: str, name: str, count: int) -> list:
     return wait_for(stored, 30, f"fewer than {count} {name} events of {model} were stored")
 
 
+def _timeline(model: str, count: int) -> list[tuple[str, dict]]:
+    """The model's regrow events (name, payload) in the order they happened, once the server
+    has stored at least `count` of them."""
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    seen: list = []
+
+    def stored():
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(
+                event=EventNameFilter(prefix=["regrow."]),
+                resource=EventResourceFilter(id=[f"regrow.model.{model}"])), limit=50)
+        seen[:] = sorted(page.events, key=lambda e: e.occurred)
+        return page.events if len(page.events) >= count else None
+    found = wait_for(stored, 30, lambda: f"fewer than {count} events of {model} were stored: "
+                     f"{[e.event for e in seen]}")
+    return [(e.event, e.payload) for e in sorted(found, key=lambda e: e.occurred)]
+
+
 def _events(model: str, name: str) -> list:
     from prefect import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
@@ -284,7 +305,8 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
 
     _set_home(monkeypatch, tmp_path / "home")
     model = "nt-all"
-    cfg = _config(model, notify={"block": "custom-webhook/nt-receiver", "window": "1h"},
+    cfg = _config(model, notify={"block": "custom-webhook/nt-receiver", "window": "1h",
+                                 "on": list(NOTIFY_KINDS)},
                   retrain={"circuit_breaker_after": 2},
                   promotion={"bake": {"windows": 1, "tolerance": 0.0, "min_labels": 50}},
                   monitoring={"window": {"rows": 600, "min_rows": 100},
@@ -300,6 +322,11 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
         paths[name] = str(write_case(case / name, frame, cfg))
     loaded = load_config(paths["good"])
     assert notify.sync_automations(loaded) == [f"regrow notify {k} {model}" for k in NOTIFY_KINDS]
+    # what these trainings and checks tell (no retrain is asked, no circuit reset, no person
+    # moves champion): each once per window, except a move of champion, each one sent
+    told = dict.fromkeys(NOTIFY_KINDS, 1) | {"promoted": 2, "retrain_admitted": 0,
+                                             "retrain_coalesced": 0, "retrain_refused": 0,
+                                             "circuit_reset": 0}
 
     assert train_flow(paths["bad"]).decision["verdict"] == "reject"        # gate_rejected
     assert train_flow(paths["good"]).champion_after == "2"                 # promoted
@@ -310,32 +337,47 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
     manual = train_flow(paths["concept-b"], overrides={"promotion.mode": "manual",  # approval_waiting
                                                        "promotion.timeout": "2s"})
     assert manual.decision["verdict"] == "promote" and manual.champion_after == "2"  # timed out
+    # ... nobody decided: approval_rejected
     baking = train_flow(paths["concept-b"])
-    assert baking.promoted and baking.champion_before == "2"               # promoted: quiet
+    assert baking.promoted and baking.champion_before == "2"               # promoted: again
     # The new champion bakes against v2: on rows of the old concept it loses -> rolled_back.
     old = binary_frame(300, seed=4, start="2025-01-01").assign(row_id=lambda f: f.row_id + 10_000)
     _score_and_label(Path(paths["good"]), old, tmp_path)
-    check = drift_check_flow(paths["good"], retrain=False)
+    check = drift_check_flow(paths["good"], retrain=False)                 # drift_checked
     assert check.bake["state"] == "rolled_back"
     # v2 serves again; on rows of the new concept it has degraded -> degradation_confirmed.
     new = _flipped(binary_frame(300, seed=5, start="2025-03-01")).assign(
         row_id=lambda f: f.row_id + 20_000)
     _score_and_label(Path(paths["good"]), new, tmp_path)
-    check = drift_check_flow(paths["good"], retrain=False)
+    check = drift_check_flow(paths["good"], retrain=False)                 # drift_checked: quiet
     assert check.version == "2" and check.assessment["persistent"]
 
     def arrived():
         return {b["subject"] for b in receiver.about(model)} >= \
-            {f"regrow: {model}: {t}" for t in nt.TITLES.values()}
+            {f"regrow: {model}: {nt.TITLES[k]}" for k, n in told.items() if n}
     wait_for(arrived, 60, lambda: f"not every kind arrived: {receiver.about(model)}")
     time.sleep(3)  # anything the window should have held back would have arrived by now
     got = {nt_kind: [b["text"] for b in receiver.about(model)
                      if b["subject"] == f"regrow: {model}: {title}"]
            for nt_kind, title in nt.TITLES.items()}
-    assert {k: len(v) for k, v in got.items()} == dict.fromkeys(NOTIFY_KINDS, 1), got
-    # Twice emitted, once delivered: the quiet window is the automation's doing.
+    assert {k: len(v) for k, v in got.items()} == told, got
+    # Twice emitted, once delivered: the quiet window is the automation's doing ...
     assert len(_events_at_least(model, nt.EVENTS["gate_rejected"], 2)) == 2
+    assert len(_events_at_least(model, nt.EVENTS["drift_checked"], 2)) == 2
+    # ... but every move of champion is heard: both promotions, the rollback.
     assert len(_events_at_least(model, nt.EVENTS["promoted"], 2)) == 2
+    assert got["promoted"][1].startswith("nt-all v5 is the new champion, replacing v2: ")
+    # The check that rolled the baking champion back was told first, then the rollback.
+    line = _timeline(model, 13)  # every event above, regrow.bake.rolled_back included
+    assert [name for name, _ in line if name.startswith(("regrow.drift", "regrow.model.rolled",
+                                                          "regrow.degradation"))] == [
+        nt.EVENTS["drift_checked"], nt.EVENTS["rolled_back"], nt.EVENTS["drift_checked"],
+        nt.EVENTS["degradation_confirmed"]]
+    rollback_check = next(p for n, p in line if n == nt.EVENTS["drift_checked"])
+    assert rollback_check["version"] == "5" and rollback_check["message"].startswith(
+        "Drift check #1 of nt-all v5: ")
+    (rolled,) = [p for n, p in line if n == nt.EVENTS["rolled_back"]]
+    assert rolled["by"] == nt.BY_BAKE and rolled["from_version"] == "5"
 
     text = {k: v[0] for k, v in got.items()}
     run_link = re.compile(re.escape(api_ui(receiver)) + r"/runs/flow-run/[0-9a-f-]{36}$")
@@ -358,8 +400,237 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
                     r"0\.9\d{3} at training \(drop 0\.\d{4}\), confirmed by one check; no retrain "
                     r"asked .*, see file://.*/drift-.*\.html$",
                     text["degradation_confirmed"])
+    assert text["approval_rejected"].startswith("nt-all v4 passed the gate but was not promoted: "
+                                                "nobody decided (no decision within 2s); v2 "
+                                                "keeps serving, see ")
     assert all(TOKEN not in t for t in text.values())
     assert all(h.get("Authorization") == f"Bearer {TOKEN}" for h in receiver.headers)
+
+
+# ----------------------------------------------------------------- moves by people, verdicts
+
+MOVES = "nt-moves"
+
+
+def _cli_env(server: str, home: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "REGROW_", "MLFLOW_"))}
+    env.update(PREFECT_API_URL=server, REGROW_HOME=str(home), REGROW_PROGRESS="0",
+               PYTHONPATH=str(ROOT), PREFECT_HOME=str(home / "prefect"))  # no user profile
+    return env
+
+
+def _regrow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "regrow.app.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def moved(api: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory):
+    """The module's one trained model for the moves of people and the policy's verdicts: v1
+    champion (the gate promoted it), v2 a candidate the gate rejected; every kind notifies,
+    with an hour's window."""
+    from regrow.flows.training import train_flow
+
+    folder = tmp_path_factory.mktemp("moves")
+    cfg = _config(MOVES, notify={"block": "custom-webhook/nt-receiver", "window": "1h",
+                                 "on": list(NOTIFY_KINDS)},
+                  retrain={"cooldown": "0s", "max_trainings": 20},
+                  monitoring={"window": {"rows": 600, "min_rows": 100},
+                              "persistence": {"k": 1, "n": 1},
+                              "performance": {"min_labels": 50}})
+    paths = {name: write_case(folder / name, frame, cfg) for name, frame in {
+        "good": binary_frame(900, seed=1), "bad": binary_frame(900, seed=1, shuffle_labels=True),
+        "concept-b": _flipped(binary_frame(900, seed=3))}.items()}
+    with pytest.MonkeyPatch.context() as mp:
+        _set_home(mp, folder / "home")
+        notify.sync_automations(load_config(paths["good"]))
+        assert train_flow(str(paths["good"])).champion_after == "1"
+        assert train_flow(str(paths["bad"])).decision["verdict"] == "reject"
+        yield {"paths": paths, "home": folder / "home", "server": api, "folder": folder}
+
+
+def _delivered(receiver: Receiver, title: str, count: int) -> list[str]:
+    subject = f"regrow: {MOVES}: {title}"
+
+    def enough():
+        texts = [b["text"] for b in receiver.about(MOVES) if b["subject"] == subject]
+        return texts if len(texts) >= count else None
+    return wait_for(enough, 60, lambda: f"fewer than {count} {title!r} messages arrived: "
+                    f"{receiver.about(MOVES)}")
+
+
+def test_a_person_promoting_and_rolling_back_is_heard(moved, receiver: Receiver):
+    """`regrow promote` and `regrow rollback` send their events to the Prefect server the
+    command is pointed at; each move reaches the receiver, the person and reason in its words."""
+    env, cfg = _cli_env(moved["server"], moved["home"]), str(moved["paths"]["good"])
+    out = _regrow(env, "promote", cfg, "--version", "2", "--by", "dana", "--reason", "hotfix",
+                  "--override-gate", "the gate was wrong")
+    assert out.returncode == 0 and out.stderr == "", out.stdout + out.stderr
+    out = _regrow(env, "rollback", cfg, "--by", "erin", "--reason", "v2 misbehaves")
+    assert out.returncode == 0 and out.stderr == "", out.stdout + out.stderr
+
+    promoted = _delivered(receiver, nt.TITLES["promoted"], 2)  # the gate's v1, then dana's v2
+    assert re.match(r"nt-moves v2 is the new champion, replacing v1: promoted by hand by dana "
+                    r"\(hotfix\), gate overridden: the gate was wrong, see file://.*"
+                    r"/card/model_card\.html$", promoted[-1])
+    (rolled,) = _delivered(receiver, nt.TITLES["rolled_back"], 1)
+    assert re.match(r"nt-moves rolled back from v2 to v1 by hand by erin \(v2 misbehaves\), see "
+                    r"file://", rolled)
+    line = [(n, p) for n, p in _timeline(MOVES, 4) if n.startswith("regrow.model.")]
+    assert [(n, p["by"], p.get("actor")) for n, p in line] == [
+        (nt.EVENTS["promoted"], nt.BY_GATE, "gate"), (nt.EVENTS["promoted"], nt.BY_PERSON, "dana"),
+        (nt.EVENTS["rolled_back"], nt.BY_PERSON, "erin")]
+
+
+def test_a_move_without_a_prefect_server_happens_and_says_the_event_was_not_sent(moved):
+    from regrow.tasks.registry.mlflow_registry import Registry
+    from regrow.tasks.store.settings import Settings
+
+    cfg = str(moved["paths"]["good"])
+    dead = _cli_env(f"http://127.0.0.1:{free_port()}/api", moved["home"])
+    out = _regrow(dead, "promote", cfg, "--version", "2", "--by", "dana", "--reason", "again",
+                  "--override-gate", "still wrong")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "champion: v1 -> v2" in out.stdout
+    (warning,) = out.stderr.splitlines()
+    assert warning.startswith(f"warning: the {nt.EVENTS['promoted']} event was not sent: the "
+                              f"Prefect server at {dead['PREFECT_API_URL']} did not take it"), \
+        warning
+    none = {k: v for k, v in dead.items() if k != "PREFECT_API_URL"}
+    out = _regrow(none, "rollback", cfg, "--by", "erin", "--reason", "undo")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr.splitlines() == [
+        f"warning: the {nt.EVENTS['rolled_back']} event was not sent: no Prefect server is "
+        "configured (PREFECT_API_URL, or `regrow up`)"]
+    with pytest.MonkeyPatch.context() as mp:
+        _set_home(mp, moved["home"])
+        assert Registry(Settings.from_env()).alias_version(MOVES, "champion") == "1"
+
+
+def test_verdicts_and_a_drift_retrain_are_told_in_the_order_they_happened(moved,
+                                                                         receiver: Receiver):
+    """A circuit reset; a drift check that finds the champion degraded: the check, the
+    degradation, the admitted retrain, the promotion it caused, in that order; a request
+    coalesced with one in flight, and one refused."""
+    from regrow.flows.monitoring import drift_check_flow
+    from regrow.tasks.policy import retrain as policy
+    from regrow.tasks.store.database import Store
+    from regrow.tasks.store.settings import Settings
+
+    env, good = _cli_env(moved["server"], moved["home"]), moved["paths"]["good"]
+    out = _regrow(env, "reset-circuit", str(good), "--actor", "carol", "--reason", "upstream fixed")
+    assert out.returncode == 0 and out.stderr == "", out.stdout + out.stderr
+    with pytest.MonkeyPatch.context() as mp:
+        _set_home(mp, moved["home"])
+        # v1 serves; rows of another concept arrive, labelled: its performance dropped
+        rows = _flipped(binary_frame(300, seed=5, start="2025-03-01")).assign(
+            row_id=lambda f: f.row_id + 30_000)
+        _score_and_label(good, rows, moved["folder"])
+        check = drift_check_flow(str(moved["paths"]["concept-b"]))
+        assert check.assessment["persistent"] and check.retrain.verdict == "admitted"
+        assert check.retrain.training.promoted and check.retrain.training.champion_before == "1"
+        store = Store(Settings.from_env().database_url)
+        rules = load_config(good).config.retrain
+        first = notify.request_retrain(store, MOVES, rules, kind="webhook", reason="new rows",
+                                       ref=None)
+        second = notify.request_retrain(store, MOVES, rules, kind="ui", reason="me too", ref=None)
+        assert (first.verdict, second.verdict) == (policy.ADMITTED, policy.COALESCED)
+        policy.mark_request(store, first.request_id, "failed")
+        refused = notify.request_retrain(store, MOVES, rules.model_copy(update={
+            "max_trainings": 1}), kind="schedule", reason="nightly", ref=None)
+        assert refused.verdict == policy.OVER_BUDGET
+        store.dispose()
+
+    def since_reset():
+        line = _timeline(MOVES, 1)
+        last = max(i for i, (n, _) in enumerate(line) if n == nt.EVENTS["circuit_reset"])
+        return line[last:] if len(line) - last >= 8 else None
+    line = wait_for(since_reset, 30, lambda: f"not every event was stored: {_timeline(MOVES, 1)}")
+    names = [n for n, _ in line]
+    assert names == [nt.EVENTS[k] for k in (
+        "circuit_reset", "drift_checked", "degradation_confirmed", "retrain_admitted",
+        "promoted", "retrain_admitted", "retrain_coalesced", "retrain_refused")], names
+    assert line[0][1]["actor"] == "carol"
+    assert line[4][1]["by"] == nt.BY_GATE and line[4][1]["version"] == "3"
+    reset = _delivered(receiver, nt.TITLES["circuit_reset"], 1)[0]
+    assert reset == ("The retrain circuit breaker of nt-moves was reset by carol (upstream "
+                     "fixed): retrain requests are answered again")
+    (checked,) = _delivered(receiver, nt.TITLES["drift_checked"], 1)
+    assert re.match(r"Drift check #\d+ of nt-moves v1: drift \(performance: .*\), see file://",
+                    checked)
+    (degraded,) = _delivered(receiver, nt.TITLES["degradation_confirmed"], 1)
+    assert "; the retrain policy answered admitted, see " in degraded
+    (admitted,) = _delivered(receiver, nt.TITLES["retrain_admitted"], 1)  # the second: quiet
+    assert re.match(r"A drift retrain request for nt-moves \(#\d+: performance: .*\) was "
+                    r"admitted: a training starts; ", admitted)
+    (coalesced,) = _delivered(receiver, nt.TITLES["retrain_coalesced"], 1)
+    assert re.match(r"A ui retrain request for nt-moves \(#\d+: me too\) was coalesced with "
+                    r"the training in flight; training for request #\d+ is already in flight",
+                    coalesced)
+    (refused_text,) = _delivered(receiver, nt.TITLES["retrain_refused"], 1)
+    assert re.match(r"A schedule retrain request for nt-moves \(#\d+: nightly\) was refused "
+                    r"\(over budget\); \d+ trainings in the last 1d \(budget 1\)", refused_text)
+
+
+def test_regrow_approve_is_heard_as_a_promotion_approved_by_that_person(moved,
+                                                                       receiver: Receiver):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from regrow.flows.training import train_flow
+
+    done: dict = {}
+    with pytest.MonkeyPatch.context() as mp:
+        _set_home(mp, moved["home"])
+
+        def train() -> None:
+            done["out"] = train_flow(str(moved["paths"]["concept-b"]), overrides={
+                "promotion.mode": "manual", "promotion.timeout": "120s",
+                "gate.max_regression": 1.0})
+        # the thread runs against the module's server: Prefect's settings live in contextvars
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(train,))
+        worker.start()
+
+        runs: list = []
+
+        def paused():
+            with get_client(sync_client=True) as client:
+                runs[:] = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(like_=MOVES)), limit=50)
+            return next((r for r in runs if r.state and r.state.is_paused()), None)
+        run = wait_for(paused, 120, lambda: f"the training never paused for approval: "
+                       f"{[(r.name, r.state_name) for r in runs]}")
+        out = _regrow(_cli_env(moved["server"], moved["home"]), "approve", str(run.id), "--by",
+                      "alice", "--reason", "looks right")
+        worker.join(120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert done["out"].promoted and done["out"].approval["approver"] == "alice"
+    version = done["out"].version
+    approved = re.compile(rf"nt-moves v{version} is the new champion, replacing v\d+: roc_auc "
+                          r"0\.\d{4} against 0\.\d{4} on the same holdout, approved by alice, "
+                          r"see ")
+    wait_for(lambda: [b for b in receiver.about(MOVES) if approved.match(b["text"])], 60,
+             lambda: f"the approved promotion never arrived: {receiver.about(MOVES)}")
+    (event,) = wait_for(lambda: [e for e in _events(MOVES, nt.EVENTS["promoted"])
+                                 if e.payload["version"] == version], 30,
+                        "the approved promotion's event was not stored")
+    assert event.payload["by"] == nt.BY_APPROVAL and event.payload["actor"] == "alice"
+
+
+def test_the_missing_block_message_creates_the_block_as_written(api: str):
+    """The Python the error suggests runs as written and makes the block it names."""
+    with pytest.raises(notify.NotifySetupError) as info:
+        notify.block_id("custom-webhook/nt-suggested", "cfg.yaml")
+    message = str(info.value)
+    assert "prefect block create custom-webhook" in message
+    code = re.search(r"in Python, replacing each '<\.\.\.>' with its value: `([^`]+)`$", message)
+    assert code, message
+    assert "CustomWebhookNotificationBlock(name='nt-suggested', url='<url>')" in code.group(1)
+    exec(code.group(1), {})  # noqa: S102 - the suggestion, run as a user would paste it
+    assert notify.block_id("custom-webhook/nt-suggested", "cfg.yaml")
 
 
 def api_ui(receiver: Receiver) -> str:
@@ -492,7 +763,8 @@ def test_serve_with_a_missing_block_says_how_to_create_it(prefect_server: str, t
     assert lines[0].startswith(f"error: {cfg}: notify.block 'slack-webhook/no-such-block' does "
                                f"not exist on the Prefect server at {prefect_server}; create it")
     assert "prefect block create slack-webhook" in lines[0]
-    assert "SlackWebhook(url=...).save('no-such-block')" in lines[0]
+    assert ("from prefect.blocks.notifications import SlackWebhook; "
+            "SlackWebhook(url='<url>').save('no-such-block')`") in lines[0]
 
 
 def test_a_training_whose_process_died_is_announced_as_crashed(api: str, tmp_path: Path,
