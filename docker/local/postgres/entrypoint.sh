@@ -1,6 +1,9 @@
 #!/bin/sh
 # First start on an empty data directory: initdb, the database, the init scripts; then serve.
+# Arguments are the server's, as with the official image (`postgres -c name=value ...`, the
+# leading `postgres` optional); PGPORT sets the port.
 set -eu
+if [ "${1:-}" = postgres ]; then shift; fi
 : "${POSTGRES_USER:=postgres}" "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -21,4 +24,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     done
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*'
+exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"
