@@ -88,6 +88,7 @@ def write_tables(folder: Path) -> list[Table]:
                         "measured_at"))
 
     db = folder / "clinic.db"
+    db.unlink(missing_ok=True)
     with sqlite3.connect(db) as conn:
         diabetes.drop(columns=["visit_date"]).to_sql("visits", conn, index=False)
     tables.append(Table("clinic", f"sqlite:///{db}", "target", "regression", "patient_id",
