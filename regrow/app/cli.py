@@ -727,7 +727,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Replay history under the config: what the policy would have done, window by window."""
     loaded = _load_or_exit(args)
-    from regrow.app.backtest_cli import run_backtest
+    from regrow.app.backtest_cli import run_backtest, run_compare
     from regrow.tasks.monitoring.backtest import Options
     from regrow.tasks.store.settings import Settings
 
@@ -735,6 +735,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                                             or loaded.config.monitoring.window.period),
                    label_delay=args.label_delay, start=args.start,
                    train_window=args.train_window, tick=args.tick)
+    if args.compare or args.variants:
+        return run_compare(loaded, opts, args.compare or [], args.variants,
+                           training_cost=args.training_cost, path=args.history,
+                           query=args.query, out=args.out, as_json=args.json,
+                           reports_dir=Settings.from_env().reports_dir)
     return run_backtest(loaded, opts, path=args.history, query=args.query, out=args.out,
                         as_json=args.json, reports_dir=Settings.from_env().reports_dir)
 
@@ -952,6 +957,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "config has no time column (default 1d)")
     bk.add_argument("--out", metavar="DIR", help="where the HTML and JSON reports go (default "
                     "$REGROW_HOME/reports/<model>/)")
+    bk.add_argument("--compare", action="append", metavar="KEY=V1,V2",
+                    help="replay each value of a config key (repeatable: every combination) "
+                    "beside the config as given, and rank them")
+    bk.add_argument("--variants", metavar="FILE", help="YAML of named variants to compare: "
+                    "name: {key.path: value, ...}")
+    bk.add_argument("--training-cost", type=float, default=0.0, metavar="METRIC",
+                    help="with --compare: what one training costs, in the primary metric's "
+                    "units, when variants are ranked (default 0)")
 
     rp = sub.add_parser("reproduce", help="train a recorded run again and compare its holdout "
                         "metric; registers nothing")

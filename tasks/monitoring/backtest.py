@@ -108,6 +108,9 @@ class WindowResult:
     realized_first: float | None = None
     labelled_rows: int = 0
     seconds: float = 0.0
+    # the first window after a promotion: the replaced champion's metric on the same rows
+    replaced_version: str | None = None
+    realized_replaced: float | None = None
 
 
 @dataclass(frozen=True)
@@ -434,6 +437,7 @@ class _Replay:
                  train_window: str | None) -> None:
         self.config, self.line, self.store, self.train_window = config, line, store, train_window
         self.first = self.champ = first
+        self.replaced: _Champion | None = None  # the champion the last promotion replaced
         self.versions = 1
         self.log = _Log()
         self.drift_flags: dict[str, list[bool]] = {}
@@ -450,6 +454,10 @@ class _Replay:
         _, realized = _hindsight(config, champ, scored, truth)
         first_scored = scored if champ is self.first else _scored(config, self.first, rows)
         labelled, realized_first = _hindsight(config, self.first, first_scored, truth)
+        replaced, self.replaced = self.replaced, None
+        realized_replaced = None if replaced is None else _hindsight(
+            config, replaced, first_scored if replaced is self.first
+            else _scored(config, replaced, rows), truth)[1]
         n = config.monitoring.persistence.n
         previous = self.drift_flags.setdefault(champ.version, [])
         a = monitor.assess(config, champ.reference, self.log.window(config, champ.version, at),
@@ -464,7 +472,7 @@ class _Replay:
             if extra.get("new") is not None:
                 self.versions += 1
                 if extra["promoted"]:
-                    self.champ = extra["new"]
+                    self.replaced, self.champ = champ, extra["new"]
         new = extra.get("new")
         return WindowResult(
             index, str(line.times.iloc[pos].min()), str(at), len(pos), champ.version, a.verdict,
@@ -473,7 +481,8 @@ class _Replay:
             extra.get("policy"), extra.get("policy_detail"), extra.get("gate"),
             extra.get("gate_reasons", []), None if new is None else new.version,
             bool(extra.get("promoted")), extra.get("training_rows"), realized, realized_first,
-            labelled, round(time.perf_counter() - t0, 3))
+            labelled, round(time.perf_counter() - t0, 3),
+            None if replaced is None else replaced.version, realized_replaced)
 
 
 def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str = "",
