@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import TypeAdapter, ValidationError
 
 from regrow.configs.schema import (
     ConfigError,
@@ -52,7 +51,6 @@ class ProfileError(ValueError):
 
 
 Source = FileSource | SqlSource
-_SOURCE: TypeAdapter[Source] = TypeAdapter(Source)
 
 
 def source_from(data: str, table: str | None = None, query: str | None = None) -> Source:
@@ -381,15 +379,3 @@ def profile(source: Source, target: str, *, config_path: Path, id_column: str | 
     frame, where = read_sample(source, config_path, max_rows)
     return profile_frame(frame, target, where=where, complete=len(frame) < max_rows,
                          id_column=id_column, time_column=time_column)
-
-
-def parse_source(value: Any) -> Source:
-    """A `data.source` mapping validated by the schema.
-
-    Raises:
-        ProfileError: it does not validate.
-    """
-    try:
-        return _SOURCE.validate_python(value)
-    except ValidationError as err:
-        raise ProfileError(f"data.source: {err.errors()[0]['msg']}") from None
