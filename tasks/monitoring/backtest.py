@@ -581,8 +581,9 @@ def totals(windows: list[WindowResult], metric: str) -> Totals:
     return Totals(
         len(windows), sum(w.verdict == monitor.DRIFT for w in windows),
         sum(w.warning for w in windows), sum(w.policy is not None for w in windows),
-        sum(w.gate in ("promote", "reject") for w in windows), sum(w.promoted for w in windows),
-        sum(w.gate == "reject" for w in windows), metric, weighted("realized"),
+        sum(w.new_version is not None for w in windows), sum(w.promoted for w in windows),
+        sum(w.new_version is not None and not w.promoted for w in windows), metric,
+        weighted("realized"),
         weighted("realized_first"))
 
 

@@ -64,7 +64,7 @@ class Outcome:
     judged_promotions: int
     score: float | None
     rank: int = 0
-    report: dict[str, Any] | None = field(default=None, repr=False)
+    report: bt.BacktestReport | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def outcome(variant: Variant, report: bt.BacktestReport, minimum: tuple[float, s
     worse, judged = worse_promotions(report)
     return Outcome(variant.name, variant.overrides, t.metric, value, degraded(report, minimum),
                    t.windows, t.retrains, t.promotions, worse, judged, score,
-                   report=report.to_dict())
+                   report=report)
 
 
 def rank(outcomes: list[Outcome], metric: str) -> list[Outcome]:
