@@ -139,7 +139,8 @@ def _scores(evals: Any) -> tuple[str, float | None, float | None]:
 @never_raises
 def training_done(ctx: Any, decision: Any, reg: Any, evals: Any) -> None:
     """After a training reached a verdict: the gate rejected it, or it became champion (and
-    the circuit breaker, if this rejection opened it)."""
+    the circuit breaker, if this rejection opened it). A ``no_gain`` verdict (the champion
+    stays, as good as the candidate) is told by the run's state and record, not as a notice."""
     metric, candidate, champion = _scores(evals)
     links = _training_links(ctx, reg.version)
     approval = reg.approval or {}
@@ -151,7 +152,7 @@ def training_done(ctx: Any, decision: Any, reg: Any, evals: Any) -> None:
                                       approval.get("approver") or "unknown",
                                       approval.get("reason") or "-",
                                       approval.get("how") == "timeout", links))
-    elif not decision.passed:
+    elif not decision.passed and decision.verdict != "no_gain":  # no gain: nothing to tell
         failed = [r.rule for r in decision.rules if not r.passed]
         announce(nt.gate_rejected(ctx.model_name, reg.version, metric, candidate,
                                   decision.champion_version, champion, failed, links))
@@ -306,7 +307,9 @@ def degradation_confirmed(env: Any, version: str, assessment: Any, report: str |
     cfg = env.loaded.config
     perf = assessment.performance
     immediate = cfg.monitoring.performance.immediate
-    if immediate is not None and perf is not None and perf.drop is not None \
+    if perf is not None and perf.severe:
+        confirmed = f"one check (a severe drop: {perf.describe()})"
+    elif immediate is not None and perf is not None and perf.drop is not None \
             and perf.drop >= immediate:
         confirmed = f"one check (a drop of at least {immediate:g})"
     else:

@@ -21,7 +21,7 @@ from typing import Any
 
 from regrow.flows import binding
 
-REJECTED, SKIPPED, REFUSED = "Rejected", "Skipped", "Refused"
+REJECTED, SKIPPED, REFUSED, NO_GAIN = "Rejected", "Skipped", "Refused", "No gain"
 
 
 def _parameters() -> dict[str, Any]:
@@ -172,10 +172,15 @@ def _completed(name: str, outcome: Any, message: str) -> Any:
 
 def training_state(outcome: Any) -> Any:
     """The end state of a training: ``Skipped``, ``Rejected`` (by the gate, or a person or
-    the approval timeout), or plain ``Completed`` (promoted, or passed and waiting)."""
+    the approval timeout), ``No gain`` (not significantly better than the champion, which
+    stays), or plain ``Completed`` (promoted, or passed and waiting)."""
     if outcome.skipped:
         return _completed(SKIPPED, outcome, outcome.skipped)
     verdict = outcome.decision.get("verdict")
+    if verdict == "no_gain":
+        return _completed(NO_GAIN, outcome, "no gain: champion v{} stays; v{} {}".format(
+            outcome.champion_after, outcome.version,
+            "; ".join(outcome.decision.get("reasons", []))))
     if verdict == "reject":
         return _completed(REJECTED, outcome, "gate rejected v{}: {}".format(
             outcome.version, "; ".join(outcome.decision.get("reasons", []))))

@@ -350,6 +350,7 @@ class Evaluations:
     baseline: ev.Evaluation | None = None
     trusted: gt.TrustedCheck | None = None
     scored: ev.Scored | None = None  # the candidate's predictions on the holdout, reused
+    gain: ev.Gain | None = None  # the candidate's paired gain over the champion there
 
 
 @dataclass(frozen=True)
@@ -366,6 +367,7 @@ class Baselines:
     trusted: ts.TrustedSet | None = None
     trusted_score: tuple[float | None, str] | None = None
     trusted_refused: gt.TrustedCheck | None = None  # why the trusted set cannot judge
+    champion_scored: ev.Scored | None = None  # the champion's predictions on the holdout
 
 
 @step("baselines")
@@ -390,7 +392,9 @@ def baselines(ctx: RunContext, parts: tr.SplitResult) -> Baselines:
     try:
         import_listed(cfg)  # the champion's own classes: never from the working directory
         model = ctx.registry.load(ctx.model_name, alias=CHAMPION)
-        champ = ev.evaluate(model, parts.holdout, target, metric, **_evaluate_kw(ctx))
+        champ_scored = ev.predict(model, parts.holdout, target)
+        champ = ev.evaluate(model, parts.holdout, target, metric, scored=champ_scored,
+                            **_evaluate_kw(ctx))
     except Exception as err:  # noqa: BLE001 - recorded; the gate then refuses to promote
         say("baselines", f"champion v{version} could not be scored: {_first_line(err)}")
         return Baselines(trivial, version, error=_first_line(err))
@@ -400,12 +404,13 @@ def baselines(ctx: RunContext, parts: tr.SplitResult) -> Baselines:
     except Exception as err:  # noqa: BLE001 - reported in the decision record
         unreadable = gt.TrustedCheck(False, note=f"trusted set of v{version} unreadable: "
                                      f"{_first_line(err)}")
-        return Baselines(trivial, version, model, champ, trusted_refused=unreadable)
+        return Baselines(trivial, version, model, champ, trusted_refused=unreadable,
+                         champion_scored=champ_scored)
     refused = ts.usable(kept, metric, version)
     score = None if refused is not None or kept is None else ts.score(model, kept, target, metric)
     say("baselines", f"{time.perf_counter() - started:.1f} s: {metric} on the holdout: "
         f"champion v{version} {_num(champ.value)}, trivial model {_num(trivial.value)}")
-    return Baselines(trivial, version, model, champ, None, kept, score, refused)
+    return Baselines(trivial, version, model, champ, None, kept, score, refused, champ_scored)
 
 
 def _evaluate_kw(ctx: RunContext) -> dict[str, Any]:
@@ -440,10 +445,30 @@ def evaluate(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
             against.trusted, against.model, trained.model, trained.target, trained.metric,
             against.version, champion_score=against.trusted_score)
     version = against.version if against is not None else None
+    gain = None
+    if against is not None and against.champion_scored is not None and champ is not None:
+        gain = ev.paired_gain(
+            trained.target.task, trained.metric, trained.target.encode(
+                parts.holdout[trained.target.column]), scored, against.champion_scored,
+            samples=g.bootstrap_samples, seed=ctx.loaded.config.split.seed,
+            confidence=g.improvement_confidence,
+            candidate_classes=_classes(trained.model, trained.target),
+            champion_classes=_classes(against.model, trained.target))
+        ctx.registry.log_metrics(ctx.run_id, {
+            f"gain_{trained.metric}": gain.value,
+            **({f"gain_{trained.metric}_ci_low": gain.low,
+                f"gain_{trained.metric}_ci_high": gain.high} if gain.low is not None else {})})
     evals = Evaluations(cand, champ, version, None if against is None else against.error,
-                        base, trusted, scored)
+                        base, trusted, scored, gain)
     say("evaluate", f"{time.perf_counter() - started:.1f} s: {_evaluated(trained.metric, evals)}")
     return evals
+
+
+def _classes(model: Any, target: tr.Target) -> list[Any] | None:
+    """A multiclass model's class order, as `tasks.model.evaluate.evaluate` finds it."""
+    if target.task != "multiclass":
+        return None
+    return list(model.classes_) if hasattr(model, "classes_") else target.classes
 
 
 def _evaluated(metric: str, evals: Evaluations) -> str:
@@ -454,6 +479,8 @@ def _evaluated(metric: str, evals: Evaluations) -> str:
         text += f" (95% CI {_num(c.ci[0])}..{_num(c.ci[1])})"
     if evals.champion is not None:
         text += f", champion v{evals.champion_version} {_num(evals.champion.value)}"
+        if evals.gain is not None:
+            text += f", {evals.gain.describe()}"
     elif evals.champion_error:
         text += f", champion v{evals.champion_version} not scored ({evals.champion_error})"
     elif evals.champion_version is None:
@@ -477,7 +504,7 @@ def gate(ctx: RunContext, evals: Evaluations) -> gt.GateDecision:
     """Apply the gate; record the decision on the run and as a Prefect table."""
     decision = gt.decide(ctx.loaded.config.gate, evals.candidate, evals.champion,
                          evals.champion_version, evals.champion_error, evals.baseline,
-                         evals.trusted)
+                         evals.trusted, evals.gain)
     ctx.registry.log_dict(ctx.run_id, decision.to_dict(), "gate/decision.json")
     ctx.registry.set_tags(ctx.run_id, {"regrow.gate.verdict": decision.verdict,
                                        "regrow.gate.reasons": "; ".join(decision.reasons)})
@@ -610,6 +637,7 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         say("promote", f"champion stays v{registration.champion_before}"
             if registration.champion_before else "no champion yet; none promoted"
             + (f" (rejected by {approval.approver})" if approval is not None
+               else " (no gain over the champion)" if decision.verdict == gt.NO_GAIN
                else " (the gate rejected the candidate)"))
         if approval is not None:  # a person (or the timeout) said no: it no longer waits
             clear_challenger(ctx.registry, ctx.store, name, version,

@@ -17,7 +17,8 @@ _VERDICTS = {"promote": "ok", "promoted": "ok", "ok": "ok", "pass": "ok", "admit
              "passed": "ok", "finished": "ok", "reject": "bad", "fail": "bad", "failed": "bad",
              "crashed": "bad", "drift": "warn", "circuit_open": "bad", "rolled_back": "bad",
              "cooling_down": "warn", "over_budget": "warn", "coalesced": "dim",
-             "insufficient_data": "dim", "skipped": "dim", "bad_request": "warn"}
+             "insufficient_data": "dim", "skipped": "dim", "bad_request": "warn",
+             "no_gain": "dim"}
 
 
 def colour_enabled(stream=None) -> bool:

@@ -7,7 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from regrow.configs.schema import METRICS, Gate
-from regrow.tasks.model.evaluate import Evaluation
+from regrow.tasks.model.evaluate import Evaluation, Gain
+
+PROMOTE, REJECT, NO_GAIN = "promote", "reject", "no_gain"
+# The rule whose failure alone is no rejection: the candidate is not worse, only not better.
+IMPROVEMENT_RULE = "min_improvement"
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,9 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The decision record: every rule and the verdict (``promote`` or ``reject``)."""
+    """The decision record: every rule and the verdict: ``promote``, ``reject`` (a rule
+    failed), or ``no_gain`` (every rule passed but the improvement over the champion: the
+    champion stays, and the retrain policy's circuit breaker does not count it)."""
 
     verdict: str
     rules: list[RuleResult]
@@ -36,7 +42,7 @@ class GateDecision:
     @property
     def passed(self) -> bool:
         """True when the candidate may become champion."""
-        return self.verdict == "promote"
+        return self.verdict == PROMOTE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN -> None)."""
@@ -219,9 +225,35 @@ def _trusted_rule(gate: Gate, trusted: TrustedCheck, version: str | None,
                       f"gate.trusted_max_loss {gate.trusted_max_loss:g})")
 
 
+def _improvement(gate: Gate, cand: float, champ: float, delta: float, gain: Gain | None,
+                 version: str | None) -> RuleResult | None:
+    """The improvement rule against a champion scored on the same holdout (None: not a rule):
+    with ``require_improvement``, the low end of the paired interval of the gain (`gain`)
+    must be above ``min_improvement`` (default 0); without an interval (no bootstrap, or a
+    caller that made none), the point gain must. Without ``require_improvement``, the point
+    gain must reach ``min_improvement`` when one is set."""
+    metric, greater = gate.primary_metric, METRICS[gate.primary_metric][1]
+    need = gate.min_improvement if gate.min_improvement is not None else 0.0
+    if not gate.require_improvement:
+        if gate.min_improvement is None:
+            return None
+        return RuleResult(IMPROVEMENT_RULE, metric, cand, champ + need if greater else champ - need,
+                          ">=" if greater else "<=", not math.isnan(delta) and delta >= need,
+                          f"required gain {need:+.4f}, got {delta:+.4f}")
+    if gain is not None and gain.low is not None:
+        return RuleResult(IMPROVEMENT_RULE, metric, gain.low, need, ">", gain.low > need,
+                          f"candidate vs champion v{version} on the same rows: "
+                          f"{gain.describe()}; its low end must be above {need:+.4f}")
+    return RuleResult(IMPROVEMENT_RULE, metric, delta, need, ">",
+                      not math.isnan(delta) and delta > need,
+                      f"candidate vs champion v{version}: point gain {delta:+.4f} (no paired "
+                      f"interval), must be above {need:+.4f}")
+
+
 def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
            champion_version: str | None = None, champion_error: str | None = None,
-           baseline: Evaluation | None = None, trusted: TrustedCheck | None = None) -> GateDecision:
+           baseline: Evaluation | None = None, trusted: TrustedCheck | None = None,
+           gain: Gain | None = None) -> GateDecision:
     """Apply the gate's rules to a candidate's holdout evaluation.
 
     Comparison rules use the champion's score on the same holdout. With no champion they pass
@@ -230,6 +262,10 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
     the baseline rule applies when `gate.baseline` is on; with a champion and `trusted`, the
     broken-labels rule applies, and the trusted-set rule: a candidate far worse than the
     champion on the champion's own holdout is refused (`gate.trusted_max_loss`).
+
+    With a champion and `gate.require_improvement`, the candidate must also be significantly
+    better (`gain`: `tasks.model.evaluate.paired_gain` on the same holdout); when that is the
+    only rule it fails, the verdict is ``no_gain``, not ``reject``.
     """
     metric = gate.primary_metric
     greater = METRICS[metric][1]
@@ -256,13 +292,9 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
             not math.isnan(delta) and delta >= -gate.max_regression,
             f"champion v{champion_version} scores {champ:.4f}; change {delta:+.4f}",
         ))
-        if gate.min_improvement is not None:
-            rules.append(RuleResult(
-                "min_improvement", metric, cand,
-                champ + gate.min_improvement if greater else champ - gate.min_improvement, cmp,
-                not math.isnan(delta) and delta >= gate.min_improvement,
-                f"required gain {gate.min_improvement:+.4f}, got {delta:+.4f}",
-            ))
+        improvement = _improvement(gate, cand, champ, delta, gain, champion_version)
+        if improvement is not None:
+            rules.append(improvement)
         if trusted is not None and baseline is not None:
             rules.append(_broken_labels(gate, candidate, champion, baseline, trusted,
                                         champion_version))
@@ -293,10 +325,14 @@ def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,
     ]
     if not failed:
         reasons = ["all rules passed"]
+    no_gain = bool(failed) and all(r.rule == IMPROVEMENT_RULE for r in failed)
+    if no_gain:
+        reasons = [f"no gain: the candidate does not improve enough on champion "
+                   f"v{champion_version}, which stays; {reasons[0]}"]
     # Borderline: passes only thanks to the regression allowance (worse than the champion).
     borderline = not failed and champion is not None and any(
         r.rule == "max_regression" and r.measured is not None and r.threshold is not None
         and (r.measured < r.threshold + gate.max_regression if greater
              else r.measured > r.threshold - gate.max_regression) for r in rules)
-    return GateDecision("reject" if failed else "promote", rules, reasons, champion_version,
-                        borderline)
+    verdict = PROMOTE if not failed else NO_GAIN if no_gain else REJECT
+    return GateDecision(verdict, rules, reasons, champion_version, borderline)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from regrow.configs.schema import METRICS, Config, PerformanceRule
-from regrow.tasks.model.evaluate import score_arrays
+from regrow.tasks.model.evaluate import bootstrap_se, score_arrays, z_value
 from regrow.tasks.monitoring import estimate as est
 from regrow.tasks.monitoring.calibration import resolve_thresholds
 from regrow.tasks.monitoring.reference import PRED, SCORE, Reference
@@ -25,8 +25,10 @@ INSUFFICIENT, OK, DRIFT = "insufficient_data", "ok", "drift"
 class Performance:
     """The primary metric of a window against the reference (holdout) value: realized on its
     labelled rows, or, with `estimated`, expected from calibrated probabilities (CBPE).
-    `drop` and `tolerance` are in `tolerance_kind` units: the metric's own (absolute) or a
-    fraction of the reference value (relative)."""
+    `drop`, its interval `drop_ci` and `tolerance` (the practical minimum) are in
+    `tolerance_kind` units: the metric's own (absolute) or a fraction of the reference value
+    (relative). `degraded`: the drop is significant (the interval's low end above zero) and
+    above the minimum; `severe`: the low end is above `severe` times the minimum."""
 
     metric: str
     labelled_rows: int
@@ -38,6 +40,17 @@ class Performance:
     note: str = ""
     estimated: bool = False
     tolerance_kind: str = "absolute"
+    drop_ci: tuple[float, float] | None = None
+    confidence: float = 0.95
+    severe: bool = False
+
+    def describe(self) -> str:
+        """``drop 0.0560 (95% CI 0.0480..0.0640) vs minimum 0.0200 (absolute)``."""
+        if self.drop is None:
+            return self.note
+        ci = "" if self.drop_ci is None else \
+            f" ({self.confidence:.0%} CI {self.drop_ci[0]:.4f}..{self.drop_ci[1]:.4f})"
+        return f"drop {self.drop:.4f}{ci} vs minimum {self.tolerance:.4f} ({self.tolerance_kind})"
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,8 @@ class Assessment:
         drift_share: the (weighted, if configured) share of drifted features.
         persistent: a retrain should be requested: under ``retrain.on`` the signals that may
             ask for one showed in at least k of the last n checks (this one included), or the
-            performance drop reached ``monitoring.performance.immediate``.
+            performance drop was severe (``monitoring.performance.severe``) or reached
+            ``monitoring.performance.immediate``.
         warning: drift was seen, and under ``retrain.on: performance`` this check asks for no
             retrain.
         retrain_on: the ``retrain.on`` mode this check was decided under.
@@ -83,8 +97,11 @@ def performance_payload(perf: Performance | None) -> dict[str, Any] | None:
     """The short, JSON-able form of a check's performance for events."""
     if perf is None:
         return None
-    return {k: getattr(perf, k) for k in ("metric", "current", "reference", "drop", "degraded",
-                                          "estimated", "labelled_rows", "tolerance_kind")}
+    out = {k: getattr(perf, k) for k in ("metric", "current", "reference", "drop", "degraded",
+                                         "estimated", "labelled_rows", "tolerance_kind",
+                                         "tolerance", "severe", "confidence")}
+    out["drop_ci"] = None if perf.drop_ci is None else list(perf.drop_ci)
+    return out
 
 
 def _labels(window: pd.DataFrame, ref: Reference,
@@ -122,34 +139,93 @@ def metric_drop(metric: str, reference: float, value: float, kind: str) -> float
     return drop
 
 
+# The practical minimum drop of each primary metric when `performance.tolerance` is left out:
+# (value, kind). Bounded scores lose absolute points (two AUC points is a difference a person
+# acts on, whatever the base rate); losses and errors are in the data's own units, so they
+# lose a share of the reference. docs/concepts/drift.md gives the cases that chose them.
+PRACTICAL_MINIMUM: dict[str, tuple[float, str]] = {
+    "roc_auc": (0.02, "absolute"), "accuracy": (0.02, "absolute"), "f1": (0.02, "absolute"),
+    "precision": (0.02, "absolute"), "recall": (0.02, "absolute"), "r2": (0.02, "absolute"),
+    "log_loss": (0.05, "relative"), "rmse": (0.05, "relative"), "mae": (0.05, "relative"),
+}
+assert set(PRACTICAL_MINIMUM) == set(METRICS)
+
+
+def minimum(rule: PerformanceRule, metric: str) -> tuple[float, str]:
+    """(practical minimum drop, its kind) for `metric` under `rule`: the configured tolerance
+    (absolute unless tolerance_kind says otherwise), or the metric's default."""
+    if rule.tolerance is not None:
+        return rule.tolerance, rule.tolerance_kind or "absolute"
+    return PRACTICAL_MINIMUM[metric]
+
+
+def drop_interval(metric: str, reference: float, value: float, se: float | None, kind: str,
+                  confidence: float) -> tuple[float, tuple[float, float] | None]:
+    """(drop, its two-sided `confidence` interval) for a window scoring `value` with standard
+    error `se` against a fixed `reference` (the version's holdout value); no interval without
+    `se`. The drop is linear in the value, so the interval is the value's normal interval
+    carried through `metric_drop`."""
+    drop = metric_drop(metric, reference, value, kind)
+    if se is None or not math.isfinite(se) or not math.isfinite(drop):
+        return drop, None
+    half = z_value(confidence) * se
+    a = metric_drop(metric, reference, value - half, kind)
+    b = metric_drop(metric, reference, value + half, kind)
+    return drop, (min(a, b), max(a, b))
+
+
+def judge(rule: PerformanceRule, metric: str, labelled: int, value: float,
+          reference: float | None, se: float | None, estimated: bool = False) -> Performance:
+    """The decision on one window's metric: pure, so a backtest can replay it.
+
+    Args:
+        rule: ``monitoring.performance``.
+        metric: the primary metric; labelled: the window's labelled rows.
+        value: the metric on the window (realized, or estimated); NaN when undefined.
+        reference: the version's holdout value (None: not known).
+        se: the standard error of `value` (`tasks.model.evaluate.bootstrap_se` or
+            `tasks.monitoring.estimate.estimate_se`); None: judged on the point drop.
+        estimated: `value` is a CBPE estimate.
+
+    Returns:
+        The `Performance`: degraded when the drop is significant (its interval's low end
+        above zero) and above the practical minimum (`minimum`); severe when the low end (the
+        point drop, without an interval) is above ``rule.severe`` times the minimum.
+    """
+    tol, kind = minimum(rule, metric)
+    if reference is None or math.isnan(value):
+        return Performance(metric, labelled, None if math.isnan(value) else value, reference,
+                           None, tol, False, f"{metric} not available on this window",
+                           estimated, kind, confidence=rule.confidence)
+    drop, ci = drop_interval(metric, reference, value, se, kind, rule.confidence)
+    low = drop if ci is None else ci[0]
+    degraded = drop > tol and low > 0
+    severe = degraded and rule.severe is not None and low > rule.severe * tol
+    return Performance(metric, labelled, value, reference, drop, tol, degraded, "", estimated,
+                       kind, ci, rule.confidence, severe)
+
+
 def performance(config: Config, ref: Reference, window: pd.DataFrame,
                 estimate: bool = False) -> Performance:
     """The primary metric and its drop against the reference performance: realized on labelled
-    rows when at least `performance.min_labels` have matured; otherwise, with `estimate` (and
-    `performance.estimate`), estimated without labels for a binary classifier."""
+    rows when at least `performance.min_labels` have matured (interval: a bootstrap of those
+    rows); otherwise, with `estimate` (and `performance.estimate`), estimated without labels
+    for a binary classifier (interval: labels drawn from the calibrated probabilities)."""
     rule, metric, task = config.monitoring.performance, ref.metric, config.data.task
     n = int(window["__label"].notna().sum()) if "__label" in window else 0
     reference = ref.performance.get(metric)
     if n < rule.min_labels:
         if estimate and rule.estimate:
             return estimated_performance(config, ref, window, n)
-        return Performance(metric, n, None, reference, None, rule.tolerance, False,
+        tol, kind = minimum(rule, metric)
+        return Performance(metric, n, None, reference, None, tol, False,
                            f"{n} labelled rows < {rule.min_labels}: not judged",
-                           tolerance_kind=rule.tolerance_kind)
+                           tolerance_kind=kind, confidence=rule.confidence)
     y, pred, proba = _labels(window, ref, task)
     value = score_arrays(task, y, pred, proba).get(metric, math.nan)
-    return _judged(rule, metric, n, value, reference, estimated=False)
-
-
-def _judged(rule: PerformanceRule, metric: str, n: int, value: float, reference: float | None,
-            estimated: bool) -> Performance:
-    if reference is None or math.isnan(value):
-        return Performance(metric, n, None if math.isnan(value) else value, reference, None,
-                           rule.tolerance, False, f"{metric} not available on this window",
-                           estimated, rule.tolerance_kind)
-    drop = metric_drop(metric, reference, value, rule.tolerance_kind)
-    return Performance(metric, n, value, reference, drop, rule.tolerance, drop > rule.tolerance,
-                       "", estimated, rule.tolerance_kind)
+    se = None if math.isnan(value) else bootstrap_se(
+        task, metric, y, pred, proba, rule.bootstrap_samples, config.candidates.seed)
+    return judge(rule, metric, n, value, reference, se)
 
 
 def estimated_performance(config: Config, ref: Reference, window: pd.DataFrame,
@@ -159,10 +235,12 @@ def estimated_performance(config: Config, ref: Reference, window: pd.DataFrame,
     rule, metric, task = config.monitoring.performance, ref.metric, config.data.task
     reference = ref.performance.get(metric)
     short = f"{labelled} labelled rows < {rule.min_labels}"
+    tol, kind = minimum(rule, metric)
 
     def unjudged(why: str) -> Performance:
-        return Performance(metric, labelled, None, reference, None, rule.tolerance, False,
-                           f"{short}; {why}: not judged", tolerance_kind=rule.tolerance_kind)
+        return Performance(metric, labelled, None, reference, None, tol, False,
+                           f"{short}; {why}: not judged", tolerance_kind=kind,
+                           confidence=rule.confidence)
 
     if task != "binary":
         return unjudged(f"no estimate without labels for {task}")
@@ -172,8 +250,33 @@ def estimated_performance(config: Config, ref: Reference, window: pd.DataFrame,
     if metric not in est.ESTIMABLE or SCORE not in window:
         return unjudged(f"{metric} cannot be estimated")
     yhat = pd.to_numeric(window[PRED], errors="coerce").fillna(0).to_numpy(dtype=int)
-    value = est.estimate_metrics(calibration, window[SCORE].to_numpy(dtype=float), yhat)[metric]
-    return _judged(rule, metric, labelled, value, reference, estimated=True)
+    score = window[SCORE].to_numpy(dtype=float)
+    value = est.estimate_metrics(calibration, score, yhat)[metric]
+    se = None if math.isnan(value) else est.estimate_se(
+        calibration, score, yhat, metric, rule.bootstrap_samples, config.candidates.seed)
+    return judge(rule, metric, labelled, value, reference, se, estimated=True)
+
+
+def performance_reason(perf: Performance) -> str:
+    """One line for a judged window: the metric against the reference, the drop with its
+    interval, the minimum, and what came of it."""
+    how = " (estimated without labels)" if perf.estimated else ""
+    head = (f"performance{how}: {perf.metric} {perf.current:.4f} vs reference "
+            f"{perf.reference:.4f}" if perf.current is not None and perf.reference is not None
+            else f"performance{how}: {perf.metric}")
+    if perf.drop is None:
+        return f"{head}; {perf.note}" if perf.note else head
+    if perf.degraded:
+        verdict = "significant and above the minimum: degraded" + (
+            "; severe" if perf.severe else "")
+    elif perf.drop <= 0:
+        verdict = "no drop"
+    elif perf.drop <= perf.tolerance:
+        verdict = "below the minimum"
+    else:
+        verdict = f"not significant on {perf.labelled_rows:,} " + (
+            "rows" if perf.estimated else "labelled rows")
+    return f"{head}, {perf.describe()}: {verdict}"
 
 
 def _weighted_share(summary, importance: dict[str, float]) -> float:
@@ -238,14 +341,8 @@ def assess(config: Config, ref: Reference, window: pd.DataFrame, previous: list[
     mode = config.retrain.on
     # Under `drift` the check behaves as it always did: realized performance only.
     perf = performance(config, ref, window, estimate=mode != "drift")
-    if perf.degraded:
-        reasons.append(f"performance{' (estimated without labels)' if perf.estimated else ''}: "
-                       f"{perf.metric} {perf.current:.4f} vs reference {perf.reference:.4f}, "
-                       f"drop {perf.drop:.4f} > {perf.tolerance} ({perf.tolerance_kind})")
-    elif perf.current is not None:
-        reasons.append(f"performance{' (estimated without labels)' if perf.estimated else ''}: "
-                       f"{perf.metric} {perf.current:.4f} vs reference {perf.reference:.4f}, "
-                       f"within tolerance")
+    if perf.current is not None:
+        reasons.append(performance_reason(perf))
     drift_seen = feature_drift or bool(pdrift)
     drifted = drift_seen or perf.degraded
     if not drifted:
@@ -266,16 +363,19 @@ def decide(config: Config, drifted: bool, drift_seen: bool, perf: Performance,
     - drift signals (feature or prediction drift, and under ``drift`` a realized performance
       drop) persist per version: k of the last n checks of this version (`previous`);
     - performance degradation persists per model (`previous_performance`, any version), so a
-      degradation is not forgotten because a retrain or rollback changed the version; a drop
-      of at least `performance.immediate` asks at once.
+      degradation is not forgotten because a retrain or rollback changed the version; a
+      severe drop (`Performance.severe`) or a point drop of at least `performance.immediate`
+      asks at once.
 
     Returns:
         (persistent, warning, extra reasons).
     """
     m, mode = config.monitoring, config.retrain.on
     k, n = m.persistence.k, m.persistence.n
-    immediate = (perf.degraded and m.performance.immediate is not None
-                 and perf.drop is not None and perf.drop >= m.performance.immediate)
+    rule = m.performance
+    point = (perf.degraded and rule.immediate is not None and perf.drop is not None
+             and perf.drop >= rule.immediate)
+    immediate = point or perf.severe
     drift_recent = [drifted, *previous][:n]
     drift_persistent = drifted and (sum(drift_recent) >= k or immediate)
     perf_recent = [perf.degraded, *previous_performance][:n]
@@ -285,8 +385,14 @@ def decide(config: Config, drifted: bool, drift_seen: bool, perf: Performance,
     warning = mode == "performance" and drift_seen and not persistent
     why = []
     if immediate and persistent:
-        why.append(f"drop {perf.drop:.4f} >= performance.immediate {m.performance.immediate}: "
-                   "retrain asked without waiting for persistence")
+        if perf.severe and rule.severe is not None:
+            low = perf.drop if perf.drop_ci is None else perf.drop_ci[0]
+            why.append(f"severe: the drop's {'interval starts at' if perf.drop_ci else 'point is'}"
+                       f" {low:.4f}, above performance.severe {rule.severe:g} x the minimum "
+                       f"{perf.tolerance:.4f}: retrain asked without waiting for persistence")
+        else:
+            why.append(f"drop {perf.drop:.4f} >= performance.immediate {rule.immediate}: "
+                       "retrain asked without waiting for persistence")
     elif mode != "drift" and perf.degraded and not perf_persistent:
         why.append(f"performance not yet persistent: degraded in {sum(perf_recent)} of the last "
                    f"{len(perf_recent)} checks of the model, {k} of {n} needed")

@@ -151,6 +151,63 @@ def estimate_metrics(calibration: Calibration, score: np.ndarray,
     }
 
 
+def realized_under(metric: str, score: np.ndarray, yhat: np.ndarray):
+    """A function of 0/1 labels computing `metric` for these scores and predictions, with the
+    sorting done once (ROC AUC by groups of tied scores), for many draws of the labels."""
+    score, yhat = np.asarray(score, dtype=float), np.asarray(yhat, dtype=float)
+    if metric == "roc_auc":
+        _, group = np.unique(score, return_inverse=True)
+
+        def auc(y: np.ndarray) -> float:
+            pos = np.bincount(group, weights=y)
+            neg = np.bincount(group, weights=1 - y)
+            total_pos, total_neg = pos.sum(), neg.sum()
+            if total_pos == 0 or total_neg == 0:
+                return math.nan
+            below = np.cumsum(neg) - neg
+            return float(np.dot(pos, below + 0.5 * neg) / (total_pos * total_neg))
+        return auc
+    if metric == "log_loss":
+        s = np.clip(score, 1e-15, 1 - 1e-15)
+        return lambda y: float(-np.mean(y * np.log(s) + (1 - y) * np.log(1 - s)))
+
+    def counts(y: np.ndarray) -> float:
+        tp, fp = float(np.dot(y, yhat)), float(np.dot(1 - y, yhat))
+        fn = float(np.dot(y, 1 - yhat))
+        if metric == "accuracy":
+            return float(np.mean(y == yhat))
+        if metric == "precision":
+            return _ratio(tp, tp + fp)
+        if metric == "recall":
+            return _ratio(tp, tp + fn)
+        return _ratio(2 * tp, 2 * tp + fp + fn)
+    return counts
+
+
+def estimate_se(calibration: Calibration, score: np.ndarray, yhat: np.ndarray, metric: str,
+                samples: int, seed: int) -> float | None:
+    """How far the metric the window's labels will show may lie from the estimate: the
+    standard deviation of the realized metric over `samples` draws of every row's label from
+    its calibrated probability (a parametric bootstrap; the unknown is the labels, the rows
+    are given). The calibration's own error, from its holdout, is not in it.
+
+    Returns:
+        The standard error, or None with `samples` < 2, no finite score, or fewer than two
+        draws where the metric is defined.
+    """
+    score = np.asarray(score, dtype=float)
+    keep = np.isfinite(score)
+    score, yhat = score[keep], np.asarray(yhat, dtype=float)[keep]
+    if samples < 2 or len(score) == 0 or metric not in ESTIMABLE:
+        return None
+    p = np.clip(calibration.apply(score), 0.0, 1.0)
+    fn = realized_under(metric, score, yhat)
+    rng = np.random.default_rng(seed)
+    values = np.array([fn((rng.random(len(p)) < p).astype(float)) for _ in range(samples)])
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+
 
 def reference_calibration(task: str, model: Any, inputs: list[str], holdout: Any,
                           target: Any, proba: np.ndarray | None = None) -> dict[str, Any]:

@@ -283,8 +283,13 @@ def degradation_confirmed(model: str, version: str, performance: dict[str, Any] 
         seen = ("estimated without labels" if perf.get("estimated")
                 else f"on {perf.get('labelled_rows', 0):,} labelled rows")
         unit = "" if perf.get("tolerance_kind", "absolute") == "absolute" else " (relative)"
+        ci = perf.get("drop_ci")
+        level = f"{perf.get('confidence', 0.95):.0%}"
+        interval = f", {level} CI {num(ci[0])}..{num(ci[1])}" if ci else ""
+        least = f", minimum {num(perf['tolerance'])}" if perf.get("tolerance") is not None else ""
         what = (f"{perf.get('metric')} {num(perf.get('current'))} {seen} against "
-                f"{num(perf.get('reference'))} at training (drop {num(perf.get('drop'))}{unit})")
+                f"{num(perf.get('reference'))} at training (drop {num(perf.get('drop'))}{unit}"
+                f"{interval}{least})")
     else:
         what = (f"{len(drifted_columns)} input column(s) drifted (drifted share "
                 f"{num(drift_share, 2)})")

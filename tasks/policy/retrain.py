@@ -5,7 +5,7 @@ A request is answered, in this order of precedence:
 
 - ``circuit_open``: the last N trainings promoted nothing -- the gate rejected them, or they
   failed (bad data, an error, a crash) -- (N from config), and no person has reset the
-  breaker since;
+  breaker since; a ``no_gain`` training in between is skipped;
 - ``coalesced``: a training of this model is already admitted or running (whatever started
   it, `regrow train` included) and alive: a training or request whose lease ran out is
   recorded as crashed/failed first (tasks/policy/lease.py), one older than ``stale_after`` is
@@ -21,6 +21,7 @@ What a run counts for:
 |---|---|---|---|
 | promoted (or passed, waiting for approval) | yes | yes | resets the count |
 | rejected by the gate | yes | yes | counts |
+| ``no_gain``: no significant gain over the champion, which stays | yes | yes | skipped |
 | failed before a verdict: validation, bad config, error, crash | no | no | counts |
 | crashed after moving champion to its version (``promoted_then_crashed``) | yes | yes | resets the count |
 | failed on its request's own overrides (``bad_request``: a missing file, an empty split) | no | no | no |
@@ -93,6 +94,9 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+# Gate verdicts as training records keep them: `reject` counts for the circuit breaker;
+# `no_gain` (a sound candidate no better than the champion, which stays) is skipped by it.
+REJECT, NO_GAIN = "reject", "no_gain"
 # Training record statuses that end a run without a model that trained to a verdict.
 FAILED_STATUSES = ("failed", "crashed")
 # A run that stopped after ingest because data and config were the champion's: it trained
@@ -144,13 +148,16 @@ def _lock(conn: sa.Connection, model: str) -> None:
 
 def consecutive_rejections(conn: sa.Connection, model: str) -> int:
     """Trainings that promoted nothing (gate rejections, failures, crashes) since the last
-    passing training or circuit reset, whichever is later."""
+    passing training or circuit reset, whichever is later; a ``no_gain`` verdict is skipped
+    (it neither counts nor resets the count)."""
     last_reset = conn.execute(_LAST_RESET, {"m": model}).scalar()
     count = 0
     for status, verdict, ended in conn.execute(_RECENT_ENDS, {"m": model}):
         if last_reset is not None and _utc(ended) and _utc(ended) <= _utc(last_reset):
             break
-        if status == PROMOTED_CRASHED or (status == "finished" and verdict != "reject"):
+        if status == "finished" and verdict == NO_GAIN:
+            continue  # judged sound and no better: neither a failure nor a promotion
+        if status == PROMOTED_CRASHED or (status == "finished" and verdict != REJECT):
             break
         count += 1
     return count

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from regrow.tasks.policy.lease import PROMOTED_CRASHED, dead_work
-from regrow.tasks.policy.retrain import CIRCUIT_OPEN, FAILED_STATUSES, IN_FLIGHT
+from regrow.tasks.policy.retrain import CIRCUIT_OPEN, FAILED_STATUSES, IN_FLIGHT, NO_GAIN
 from regrow.tasks.registry.bake import BAKING
 from regrow.tasks.store.database import (
     Store,
@@ -192,12 +192,13 @@ def _streaks(conn: sa.Connection) -> dict[str, int]:
     t, p, r = training_runs.alias("t"), training_runs.alias("p"), circuit_resets.c
     ended = ("finished", PROMOTED_CRASHED, *FAILED_STATUSES)
     passing = sa.or_(p.c.status == PROMOTED_CRASHED,
-                     sa.and_(p.c.status == "finished", p.c.verdict != REJECTED))
+                     sa.and_(p.c.status == "finished", p.c.verdict.not_in((REJECTED, NO_GAIN))))
     last_pass = sa.select(sa.func.coalesce(sa.func.max(p.c.id), 0)).where(
         p.c.model == t.c.model, passing).scalar_subquery()
     last_reset = sa.select(sa.func.max(r.at)).where(r.model == t.c.model).scalar_subquery()
     q = (sa.select(t.c.model, sa.func.count()).where(
         t.c.status.in_(ended), t.c.id > last_pass,
+        sa.or_(t.c.verdict.is_(None), t.c.verdict != NO_GAIN),
         sa.or_(last_reset.is_(None), t.c.ended_at > last_reset)).group_by(t.c.model))
     return {m: n for m, n in conn.execute(q)}
 
