@@ -724,6 +724,19 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict_server(args: argparse.Namespace) -> int:
+    """Serve the champions of the given configs online (see regrow/app/predict_server.py)."""
+    from regrow.app.predict_server import ServiceConfigError, options_from, run
+    from regrow.configs.schema import ConfigError
+
+    try:
+        run(options_from(args))
+    except (ConfigError, ServiceConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Replay history under the config: what the policy would have done, window by window."""
     loaded = _load_or_exit(args)
@@ -937,6 +950,13 @@ def build_parser() -> argparse.ArgumentParser:
     wh.add_argument("--max-connections", type=int, default=100,
                     help="open connections at once (503 above)")
     wh.set_defaults(func=cmd_webhook)
+
+    ps_ = sub.add_parser("predict-server", help="serve the champions online (MLflow's scoring "
+                         "protocol), following every promotion, logging what is served")
+    from regrow.app.predict_server import add_arguments
+
+    add_arguments(ps_)
+    ps_.set_defaults(func=cmd_predict_server)
 
     bk = model_cmd("backtest", "replay history: what the drift checks, the policy and the gate "
                    "would have done, window by window (touches no live state)", cmd_backtest)

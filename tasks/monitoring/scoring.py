@@ -84,9 +84,7 @@ def check_rows(spec: InputSpec, frame: pd.DataFrame) -> tuple[list[str], dict[st
     """
     if frame.empty:
         raise ScoringError("no rows to score (empty input)")
-    missing = [c for c in spec.inputs if c not in frame.columns]
-    if missing:
-        raise ScoringError(f"input is missing column(s) the model needs: {missing}")
+    extra = check_columns(spec, list(frame.columns))
     problems = []
     for col in spec.numeric:
         s = frame[col]
@@ -103,26 +101,56 @@ def check_rows(spec: InputSpec, frame: pd.DataFrame) -> tuple[list[str], dict[st
             new = sorted(set(frame[col].dropna().astype(str)) - set(known))
             if new:
                 unseen[col] = new[:20]
-    extra = [c for c in frame.columns if c not in spec.inputs]
     return extra, unseen
+
+
+def check_columns(spec: InputSpec, columns: list[str]) -> list[str]:
+    """The column part of `check_rows`, on names alone (no frame needed).
+
+    Returns:
+        The columns the version does not read.
+
+    Raises:
+        ScoringError: naming the input columns that are missing.
+    """
+    present = set(columns)
+    missing = [c for c in spec.inputs if c not in present]
+    if missing:
+        raise ScoringError(f"input is missing column(s) the model needs: {missing}")
+    needed = set(spec.inputs)
+    return [c for c in columns if c not in needed]
 
 
 def predict(config: Config, model, spec: InputSpec,
             frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
     """(model inputs, predictions, positive-class probability or predicted value)."""
+    X, pred, score, _ = predict_full(config, model, spec, frame)
+    return X, pred, score
+
+
+def predict_full(config: Config, model, spec: InputSpec, frame: pd.DataFrame,
+                 probabilities: bool = False
+                 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`predict`, plus every class's probability (columns in the order of the final step's
+    ``classes_``) when `probabilities` is asked for a classifier that has them (else None)."""
     X = frame[spec.inputs].copy()
     for col in spec.numeric:
         X[col] = pd.to_numeric(X[col], errors="coerce")
-    task, score = config.data.task, None
-    both = predict_with_proba(model, X) if task == "binary" else None
+    task, score, proba = config.data.task, None, None
+    classifier = task != "regression" and hasattr(model, "predict_proba")
+    both = predict_with_proba(model, X) if task == "binary" or (probabilities and classifier) \
+        else None
     if both is not None:
-        return X, both[0], both[1][:, 1]
-    pred = np.asarray(model.predict(X))
-    if task == "binary" and hasattr(model, "predict_proba"):
-        score = np.asarray(model.predict_proba(X))[:, 1]
+        pred, proba = both
+    else:
+        pred = np.asarray(model.predict(X))
+        if classifier and (task == "binary" or probabilities):
+            proba = np.asarray(model.predict_proba(X))
+    if task == "binary" and proba is not None:
+        score = proba[:, 1]
     elif task == "regression":
         score = pred.astype(float)
-    return X, pred, score
+    return X, pred, score, proba if probabilities else None
 
 
 def score_shadow(config: Config, model, version: str, spec: InputSpec, frame: pd.DataFrame,
@@ -151,16 +179,39 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
     d = config.data
     extra, unseen = check_rows(spec, frame)
     extra = [c for c in extra if c not in (d.id_column, d.time_column)]  # used, not ignored
-    if d.id_column:
-        if d.id_column not in frame.columns:
-            raise ScoringError(f"input is missing the id column {d.id_column!r} (data.id_column)")
+    if d.id_column and d.id_column not in frame.columns:
+        raise ScoringError(f"input is missing the id column {d.id_column!r} (data.id_column)")
+    ids = row_ids(config, frame)
+    X, pred, score = predict(config, model, spec, frame)
+    batch, at = uuid.uuid4().hex, now()
+    model = config.registry.model_name
+    rows = log_rows(config, ids, frame, X, pred, score)
+    log_batch(store, model, version, batch, at, rows, log_root)
+    return ScoringResult(model, version, batch, len(rows), extra, unseen)
+
+
+def row_ids(config: Config, frame: pd.DataFrame) -> pd.Series:
+    """The rows' ids as text: the config's id column when the frame has it, else new ones.
+
+    Raises:
+        ScoringError: the id column holds a value twice.
+    """
+    d = config.data
+    if d.id_column and d.id_column in frame.columns:
         ids = frame[d.id_column].astype(str)
         if ids.duplicated().any():
             raise ScoringError(f"id column {d.id_column!r} has duplicated values, e.g. "
                                f"{ids[ids.duplicated()].head(3).tolist()}")
-    else:
-        ids = pd.Series([uuid.uuid4().hex for _ in range(len(frame))], index=frame.index)
-    X, pred, score = predict(config, model, spec, frame)
+        return ids
+    return pd.Series([uuid.uuid4().hex for _ in range(len(frame))], index=frame.index)
+
+
+def log_rows(config: Config, ids: pd.Series, frame: pd.DataFrame, X: pd.DataFrame,
+             pred: np.ndarray, score: np.ndarray | None) -> pd.DataFrame:
+    """The prediction log's rows for scored `frame` (`log_batch` writes them): the META
+    columns, event times read from the config's time column when the frame has it, then the
+    model inputs `X`."""
+    d = config.data
     times = None
     if d.time_column and d.time_column in frame.columns:
         try:  # read like the training data (years, epoch units: data.time_unit)
@@ -169,16 +220,12 @@ def score_rows(config: Config, model, version: str, spec: InputSpec, frame: pd.D
             col = frame[d.time_column]
             times = None if pd.api.types.is_numeric_dtype(col) else \
                 pd.to_datetime(col, errors="coerce", format="mixed")
-    batch, at = uuid.uuid4().hex, now()
-    model = config.registry.model_name
     rows = pd.DataFrame({
         "__row_id": ids.to_numpy(dtype=object),
         "__event_time": _naive_times(times, len(frame)),
         "__prediction": pd.Series(pred).astype(str).to_numpy(dtype=object),
         "__score": np.full(len(frame), np.nan) if score is None else score.astype(float)})
-    rows = pd.concat([rows.reset_index(drop=True), X.reset_index(drop=True)], axis=1)
-    log_batch(store, model, version, batch, at, rows, log_root)
-    return ScoringResult(model, version, batch, len(rows), extra, unseen)
+    return pd.concat([rows.reset_index(drop=True), X.reset_index(drop=True)], axis=1)
 
 
 def log_batch(store: Store, model: str, version: str, batch: str, at, rows: pd.DataFrame,
