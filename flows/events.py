@@ -137,21 +137,21 @@ def _scores(evals: Any) -> tuple[str, float | None, float | None]:
 
 
 @never_raises
-def training_done(ctx: Any, decision: Any, reg: Any, evals: Any) -> None:
-    """After a training reached a verdict: the gate rejected it, or it became champion (and
-    the circuit breaker, if this rejection opened it). A ``no_gain`` verdict (the champion
-    stays, as good as the candidate) is told by the run's state and record, not as a notice."""
+def training_done(ctx: Any, decision: Any, reg: Any, evals: Any, approval: Any = None) -> None:
+    """After a training reached a verdict: the gate rejected it, a person (or the timeout)
+    rejected it, or it became champion (and the circuit breaker, if this rejection opened it).
+    `approval`: the person's decision (`flows.steps.Approval`), None when the gate decided. A
+    ``no_gain`` verdict (the champion stays, as good as the candidate) is told by the run's
+    state and record, not as a notice."""
     metric, candidate, champion = _scores(evals)
     links = _training_links(ctx, reg.version)
-    approval = reg.approval or {}
     if reg.promoted:
         announce(nt.promoted(ctx.model_name, reg.version, reg.champion_before, metric, candidate,
-                             champion, approval.get("approver"), links))
-    elif decision.passed and approval and not approval.get("approved"):
+                             champion, (reg.approval or {}).get("approver"), links))
+    elif decision.passed and approval is not None and not approval.approved:
         announce(nt.approval_rejected(ctx.model_name, reg.version, reg.champion_after,
-                                      approval.get("approver") or "unknown",
-                                      approval.get("reason") or "-",
-                                      approval.get("how") == "timeout", links))
+                                      approval.approver, approval.reason,
+                                      approval.how == "timeout", links))
     elif not decision.passed and decision.verdict != "no_gain":  # no gain: nothing to tell
         failed = [r.rule for r in decision.rules if not r.passed]
         announce(nt.gate_rejected(ctx.model_name, reg.version, metric, candidate,

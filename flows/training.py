@@ -93,7 +93,8 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         evals = steps.evaluate(ctx, parts, trained, steps.baselines(ctx, parts))
         decision = steps.gate(ctx, evals)
         reg = steps.register(ctx, parts, trained, evals, decision)
-        reg = steps.promote(ctx, reg, decision, approval_for(ctx, decision, reg, evals))
+        approval = approval_for(ctx, decision, reg, evals)
+        reg = steps.promote(ctx, reg, decision, approval)
     except BaseException as err:
         steps.close_run(ctx, error=err)
         notify.training_failed(ctx, err)  # never raises: the error below is what counts

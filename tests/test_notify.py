@@ -443,7 +443,8 @@ def moved(api: str, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
                               "performance": {"min_labels": 50}})
     paths = {name: write_case(folder / name, frame, cfg) for name, frame in {
         "good": binary_frame(900, seed=1), "bad": binary_frame(900, seed=1, shuffle_labels=True),
-        "concept-b": _flipped(binary_frame(900, seed=3))}.items()}
+        "concept-b": _flipped(binary_frame(900, seed=3)),
+        "concept-b2": _flipped(binary_frame(900, seed=6))}.items()}
     with pytest.MonkeyPatch.context() as mp:
         _set_home(mp, folder / "home")
         notify.sync_automations(load_config(paths["good"]))
@@ -587,7 +588,7 @@ def test_regrow_approve_is_heard_as_a_promotion_approved_by_that_person(moved,
         _set_home(mp, moved["home"])
 
         def train() -> None:
-            done["out"] = train_flow(str(moved["paths"]["concept-b"]), overrides={
+            done["out"] = train_flow(str(moved["paths"]["concept-b2"]), overrides={
                 "promotion.mode": "manual", "promotion.timeout": "120s",
                 "gate.max_regression": 1.0})
         # the thread runs against the module's server: Prefect's settings live in contextvars
@@ -718,12 +719,13 @@ def test_sync_keeps_unchanged_automations_and_drops_kinds_no_longer_named(api: s
     assert set(before) == {"regrow notify promoted nt-sync", "regrow notify gate_rejected nt-sync"}
     notify.sync_automations(load_config(first))
     assert mine() == before  # a restart keeps them (and their quiet windows)
-    fewer = write_case(tmp_path / "b", None, merge(base, {"notify": {"on": ["promoted"],
+    fewer = write_case(tmp_path / "b", None, merge(base, {"notify": {"on": ["gate_rejected"],
                                                                      "window": "10m"}}))
     notify.sync_automations(load_config(fewer))
     after = mine()
-    assert set(after) == {"regrow notify promoted nt-sync"}
-    assert after["regrow notify promoted nt-sync"] != before["regrow notify promoted nt-sync"]
+    assert set(after) == {"regrow notify gate_rejected nt-sync"}  # a new window: replaced
+    assert after["regrow notify gate_rejected nt-sync"] != \
+        before["regrow notify gate_rejected nt-sync"]
     off = write_case(tmp_path / "c", None, merge(base, {"notify": None}))
     assert notify.sync_automations(load_config(off)) == [] and mine() == {}
 
@@ -736,11 +738,11 @@ def test_regrow_notify_print_is_a_file_prefect_reads(api: str, receiver, tmp_pat
     from regrow.app.cli import cmd_notify
 
     cfg = write_case(tmp_path / "a", None, _config("nt-print", notify={
-        "block": "custom-webhook/nt-receiver", "on": ["rolled_back"], "window": "30m"}))
+        "block": "custom-webhook/nt-receiver", "on": ["training_failed"], "window": "30m"}))
     assert cmd_notify(argparse.Namespace(configs=[str(cfg)], print=True, set=None)) == 0
     (auto,) = [AutomationCore.model_validate(a)
                for a in yaml.safe_load(capsys.readouterr().out)["automations"]]
-    assert auto.name == "regrow notify rolled_back nt-print"
+    assert auto.name == "regrow notify training_failed nt-print"
     assert auto.trigger.within.total_seconds() == 1800
     assert auto.trigger.match.model_dump() == {"prefect.resource.id": "regrow.model.nt-print"}
     assert auto.actions[0].block_document_id == notify.block_id("custom-webhook/nt-receiver", "x")
