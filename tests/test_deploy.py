@@ -60,10 +60,10 @@ def test_deploy_refuses_without_a_server_or_a_pool(prefect_server, fleet, tmp_pa
 def test_a_worker_elsewhere_runs_the_bound_drift_check(prefect_server, fleet, tmp_path):
     """A folder deployed on a new process pool; a worker started in another directory runs
     deploy-a's drift check against deploy-a's champion, from the config bound at deploy time."""
-    from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     import sqlalchemy as sa
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     env = _env(prefect_server, tmp_path / "home")
     trained = _run(["-m", "regrow.app.cli", "train", str(fleet / "deploy-a.yaml")], env)
@@ -103,5 +103,29 @@ def test_a_worker_elsewhere_runs_the_bound_drift_check(prefect_server, fleet, tm
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'home' / 'regrow.db'}")
     with engine.connect() as conn:
         checks = conn.execute(sa.text("select model, window_rows from drift_checks")).all()
-    engine.dispose()
     assert [c[0] for c in checks] == ["deploy-a"] and checks[0][1] > 0, checks
+
+    # the same deployment, run by regrow's own worker: the run starts as a fork of a warm
+    # process, proposes the same states and writes the same record
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run_from_deployment(
+                deps["regrow-drift-check/drift-check-deploy-a"].id)
+    warm = _run(["-m", "regrow.app.cli", "worker", "--pool", "fleet-pool", "--run-once",
+                 "--limit", "1"], env, cwd=elsewhere)
+    assert warm.returncode == 0, warm.stdout[-3000:] + warm.stderr[-3000:]
+    assert "runs start as forks of a process that has imported the ML stack" in warm.stdout
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert state.is_completed(), (state.name, state.message, [g.message[-1500:] for g in logs])
+    with engine.connect() as conn:
+        checks = conn.execute(sa.text("select model from drift_checks")).all()
+    engine.dispose()
+    assert [c[0] for c in checks] == ["deploy-a", "deploy-a"], checks
+
+
+def test_worker_needs_a_server(tmp_path):
+    out = _run(["-m", "regrow.app.cli", "worker", "--pool", "p"], _env(None, tmp_path))
+    assert out.returncode == 2 and "PREFECT_API_URL is not set" in out.stderr, out.stderr

@@ -576,6 +576,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the flow runs of a Prefect work pool, started warm."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print("error: PREFECT_API_URL is not set: a worker polls the Prefect server its "
+              "deployments are on (`regrow deploy`)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from regrow.runtime.warm_worker import run_worker
+
+    run_worker(args.pool, args.limit, args.name, run_once=args.run_once)
+    return 0
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     """Create (or update) the notification automations of the given configs on the Prefect
     server, as `regrow serve` does; with --print, print them as a file for
@@ -901,6 +915,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--create-pool", action="store_true", help="create it as a process pool "
                     "when the server has none of that name")
     dp.set_defaults(func=cmd_deploy, set=None)
+    wk = sub.add_parser("worker", help="run a Prefect process work pool's flow runs (`regrow "
+                        "deploy`), each started as a fork of a process that imported the stack")
+    wk.add_argument("--pool", required=True, help="the work pool to poll")
+    wk.add_argument("--limit", type=int, default=None, help="max concurrent flow runs (about "
+                    "one per core)")
+    wk.add_argument("--name", default=None, help="the worker's name (default: Prefect's)")
+    wk.add_argument("--run-once", action="store_true", help="take the runs due now, then stop")
+    wk.set_defaults(func=cmd_worker, set=None)
     nf = sub.add_parser("notify", help="create the notification automations of CONFIGs on the "
                         "Prefect server (as `serve` does), or --print them as a file")
     nf.add_argument("configs", nargs="+")

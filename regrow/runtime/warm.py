@@ -36,7 +36,7 @@ from pathlib import Path
 SOCKET_NAME = "warm.sock"
 STATE_NAME = "warm.json"
 ENV_PREFIXES = ("REGROW_", "PREFECT_", "MLFLOW_")
-LOCAL_ONLY = {"serve", "webhook", "predict-server", "up", "down", "ps"}
+LOCAL_ONLY = {"serve", "webhook", "predict-server", "up", "down", "ps", "worker"}
 # Variables that mark a process (lifeline and plane tokens) or configure only the plane's
 # servers: they do not change what a command does.
 PROCESS_ONLY = {"REGROW_LIFELINE", "REGROW_WARM", "REGROW_PLANE",

@@ -35,15 +35,22 @@ def start_runs_warm() -> bool:
     """
     if not sys.platform.startswith("linux") or os.environ.get("REGROW_WARM") == "off":
         return False
-    import multiprocessing.forkserver
-
     from prefect import flow_engine
 
-    multiprocessing.forkserver.set_forkserver_preload(list(RUN_IMPORTS))
+    warm_context()
     # the engine only calls get_context and module attributes, which the stand-in forwards
     flow_engine.multiprocessing = _SpawnServedWarm()  # type: ignore[assignment]
-    multiprocessing.forkserver.ensure_running()  # import now, not when the first run comes
     return True
+
+
+def warm_context() -> _WarmContext:
+    """A `multiprocessing` context whose processes are forks of a fork server that has
+    imported `RUN_IMPORTS`; the server is started now, not when the first run comes (Linux)."""
+    import multiprocessing.forkserver
+
+    multiprocessing.forkserver.set_forkserver_preload(list(RUN_IMPORTS))
+    multiprocessing.forkserver.ensure_running()
+    return _WarmContext()
 
 
 class _SpawnServedWarm:

@@ -17,10 +17,12 @@ rows (`regrow.score`). The fleet grows 1 -> 10 -> 100; at each size:
   every deployment, and the resident memory of its process tree (the serve process and its
   warm fork server) 5 s later. Target at 100 models: <= 1 GB.
 - **drift round**: ``regrow deploy FOLDER --pool`` on a Prefect *process* work pool, one
-  drift-check flow run per model, then 1 and then 2 ``prefect worker start --pool ... --limit
-  2`` until every run has ended (each run is a fresh process, as on real workers); seconds for
-  the round and per model. Target: a round of 100 models <= 10 minutes. In production the
-  workers run on several machines; here both share this machine's cores.
+  drift-check flow run per model, then 1 and then 2 ``regrow worker --pool ... --limit 2``
+  (runs start as forks of a warm process) until every run has ended; seconds for the round
+  and per model. Baseline, at 10 models: the same round with Prefect's own ``prefect worker
+  start --pool ... --limit 2`` (each run a fresh ``python -m prefect.engine``). Target: a round
+  of 100 models <= 10 minutes. In production the workers run on several machines; here they
+  share this machine's cores.
 - **size**: the monitoring store (``pg_database_size`` less the same database's size before
   the first model), MLflow's artifacts and the prediction log, per model.
 
@@ -237,7 +239,7 @@ def serve_cost(folder: Path, n: int, env: dict[str, str], root: Path) -> tuple[f
 
 
 def drift_round(folder: Path, n: int, workers: int, env: dict[str, str], root: Path,
-                pool: str) -> tuple[float, int]:
+                pool: str, prefects: bool = False) -> tuple[float, int]:
     """One drift-check run per model on the work pool, run by `workers` process workers;
     (seconds from the runs' creation to the last one's end, runs completed)."""
     from prefect import get_client
@@ -249,12 +251,14 @@ def drift_round(folder: Path, n: int, workers: int, env: dict[str, str], root: P
         t0 = time.perf_counter()
         ids = [client.create_flow_run_from_deployment(d.id).id for d in deployments]
     procs = []
+    start = ["-m", "prefect", "worker", "start"] if prefects else ["-m", "regrow.app.cli",
+                                                                   "worker"]
     for w in range(workers):
-        logf = open(root / f"worker-{n}-{workers}-{w}.log", "w")  # noqa: SIM115 - kept open
+        name = f"bench-{n}-{workers}-{w}-{'prefect' if prefects else 'regrow'}"
+        logf = open(root / f"{name}.log", "w")  # noqa: SIM115 - kept open
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "2",
-             "--name", f"bench-{n}-{workers}-{w}"], env=env, cwd=root, stdout=logf,
-            stderr=subprocess.STDOUT, start_new_session=True))
+            [sys.executable, *start, "--pool", pool, "--limit", "2", "--name", name], env=env,
+            cwd=root, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True))
     try:
         deadline = time.monotonic() + 3600
         while True:
@@ -358,6 +362,10 @@ def main(argv: list[str]) -> int:
                     took, done = drift_round(folder, n, w, env, root, pool)
                     res[f"round_{w}"], res[f"done_{w}"] = took, done
                     log(f"  drift round, {w} worker(s): {took:.0f} s, {done}/{n} completed")
+                if n == 10:  # the baseline: Prefect's own process worker, fresh processes
+                    took, done = drift_round(folder, n, 1, env, root, pool, prefects=True)
+                    res["round_prefect"], res["done_prefect"] = took, done
+                    log(f"  drift round, 1 Prefect worker: {took:.0f} s, {done}/{n} completed")
                 res["store_mb"] = pg_size_mb(store_url) - empty_mb
                 res["artifacts_mb"] = folder_size_mb(root / "artifacts")
                 res["predlog_mb"] = folder_size_mb(root / "home" / "predictions")
@@ -391,6 +399,12 @@ def report(results: dict[int, dict[str, Any]], help_s: float, args: argparse.Nam
         print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
                                 for v in row.values()) + " |")
     notes = [f"baseline for status: `regrow --help` as a fresh process, {help_s:.2f} s (median)"]
+    ten = results.get(10)
+    if ten and "round_prefect" in ten:
+        notes.append(
+            f"baseline for the drift round, 10 models, 1 worker: Prefect's own process worker "
+            f"{ten['round_prefect']:.0f} s ({ten['done_prefect']}/10 completed) against regrow "
+            f"worker {ten['round_1']:.0f} s: {ten['round_prefect'] / ten['round_1']:.1f}x faster")
     big = results.get(100)
     if big:
         best = min(big[f"round_{w}"] for w in args.workers)
@@ -415,8 +429,9 @@ def report(results: dict[int, dict[str, Any]], help_s: float, args: argparse.Nam
                  + " at the end (figures are wall-clock on a shared machine)")
     for line in notes:
         print(line)
-    record("fleet", rows, "`regrow --help` as a fresh process for the status; each per-model "
-           "figure at 100 models against the same at 10 (flat cost)", notes=notes)
+    record("fleet", rows, "`regrow --help` as a fresh process for the status; Prefect's own "
+           "process worker (a fresh process per run) for the drift round at 10 models; each "
+           "per-model figure at 100 models against the same at 10 (flat cost)", notes=notes)
     return 0
 
 
