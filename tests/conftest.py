@@ -29,7 +29,8 @@ HEAVY_MODULES = {
     "test_calibration", "test_card", "test_cli", "test_cluster", "test_containers",
     "test_control", "test_docs", "test_estimate", "test_faults", "test_faults_crashes", "test_faults_inputs",
     "test_faults_outages", "test_features_flow", "test_history_races", "test_infra", "test_init",
-    "test_monitoring", "test_namespace", "test_notify", "test_pages", "test_prefect_home",
+    "test_monitoring", "test_namespace", "test_notify", "test_pages", "test_predict_server",
+    "test_prefect_home",
     "test_reproduce", "test_serve", "test_warm", "test_webhook"}
 SERVER_FIXTURES = {"prefect_harness", "prefect_server"}
 

@@ -496,9 +496,9 @@ def create_app(configs: Sequence[LoadedConfig], options: Options,
         """regrow's version and each model's."""
         if (no := denied(request)) is not None:
             return no
-        from regrow import __version__
+        from importlib.metadata import version
 
-        return _json({"regrow": __version__, "models": {
+        return _json({"regrow": version("regrow"), "models": {
             m.name: m.champion.version if m.champion else None for m in models.values()}})
 
     async def metrics_route(request: Request) -> Any:
