@@ -549,8 +549,8 @@ def run(options: Options) -> None:
     logging.getLogger("regrow").setLevel(options.log_level.upper())
     if not logging.getLogger("regrow").handlers and not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    common: dict[str, Any] = dict(host=options.host, port=options.port, loop="uvloop",
-                                  http="httptools", log_level=options.log_level,
+    common: dict[str, Any] = dict(host=options.host, port=options.port, loop="auto",
+                                  http="auto", log_level=options.log_level,
                                   access_log=options.access_log, server_header=False,
                                   proxy_headers=False, timeout_keep_alive=5)
     if options.workers == 1:
