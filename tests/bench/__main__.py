@@ -17,7 +17,7 @@ import sys
 import time
 
 MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance",
-           "backtest", "control", "commands", "cluster", "predlog", "fleet", "policy"]
+           "backtest", "control", "commands", "cluster", "predlog", "fleet", "policy", "serving"]
 
 
 def run_one(name: str, rest: list[str]) -> int:
