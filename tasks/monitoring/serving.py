@@ -287,7 +287,8 @@ class Batcher:
         return await job.future
 
     def _take(self) -> list[Job]:
-        jobs, rows = [], 0
+        jobs: list[Job] = []
+        rows = 0
         while self._queue and (not jobs or rows + self._queue[0].rows.n <= self.max_rows):
             job = self._queue.popleft()
             rows += job.rows.n
@@ -438,7 +439,8 @@ class PredictionLogger:
     def _shadow(self, served: Served, shadow: Version, frame: pd.DataFrame, ids: pd.Series,
                 batch: str) -> None:
         config = served.loaded.config
-        frame = frame.assign(**{config.data.id_column: ids.to_numpy()})
+        frame = frame.copy()
+        frame[str(config.data.id_column)] = ids.to_numpy()  # the ids the rows were logged with
         try:
             self.counts.shadowed += scoring.score_shadow(config, shadow.estimator,
                                                          shadow.version, shadow.spec, frame,

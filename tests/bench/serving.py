@@ -60,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.bench.serving", description=__doc__)
     p.add_argument("--seconds", type=float, default=8.0, help="per load phase")
     p.add_argument("--quick", action="store_true", help="3 s per phase")
+    p.add_argument("--home", default=None, help="state directory to keep (trained once, reused "
+                   "by the next run); default: a temporary one")
     # internal: the load generator's own process
     p.add_argument("--loadgen", default=None, help=argparse.SUPPRESS)
     p.add_argument("--path", default="/invocations", help=argparse.SUPPRESS)
@@ -164,14 +166,17 @@ def _q(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------------------ servers
 
 def train(home: Path) -> Path:
-    """Two versions of one model in `home`; returns the config."""
+    """Two versions of one model in `home` (kept when `home` has them); returns the config."""
     from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
 
     config = merge(BINARY_CONFIG, {"registry": {"model_name": MODEL}})
+    if (home / "trained").exists():
+        return home / "case" / "model.yaml"
     cfg = write_case(home / "case", binary_frame(3000), config)
     timed_regrow(["train", str(cfg)], home)
     write_case(home / "case", binary_frame(3000, seed=4, noise=1.0), config)
     timed_regrow(["train", str(cfg)], home)
+    (home / "trained").touch()
     return cfg
 
 
@@ -179,6 +184,7 @@ def start(cmd: list[str], home: Path, port: int, name: str) -> subprocess.Popen:
     env = command_env(home)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn
     log = home / f"{name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -263,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.loadgen:
         return loadgen_main(args)
     with tempfile.TemporaryDirectory(prefix="regrow-bench-serving-") as tmp:
-        home = Path(tmp)
+        home = Path(args.home or tmp)
+        home.mkdir(parents=True, exist_ok=True)
         print("training two versions ...", flush=True)
         cfg = train(home)
         rows: list[dict[str, Any]] = []
