@@ -56,7 +56,7 @@ def emit_now(event: str, model: str, payload: dict[str, Any], timeout: float = 1
         NotSent: no Prefect API is configured (no temporary server is started for one event),
             or the server did not take the event within `timeout` seconds.
     """
-    from prefect.events import Event
+    from prefect.events import Event, Resource
     from prefect.events.clients import PrefectEventsClient
     from prefect.settings import PREFECT_API_URL
     from prefect.utilities.asyncutils import run_coro_as_sync
@@ -64,7 +64,7 @@ def emit_now(event: str, model: str, payload: dict[str, Any], timeout: float = 1
     api = PREFECT_API_URL.value()
     if not api:
         raise NotSent("no Prefect server is configured (PREFECT_API_URL, or `regrow up`)")
-    ev = Event(event=event, resource=resource(model), payload=payload)
+    ev = Event(event=event, resource=Resource(resource(model)), payload=payload)
 
     async def send() -> None:
         import asyncio
