@@ -239,10 +239,11 @@ def promotions(home: Path, cfg: Path, url: str) -> dict[str, Any]:
 
     settings = Settings.from_env()
     registry, store = Registry(settings), Store(settings.database_url)
-    seconds = PROMOTIONS * PROMOTION_GAP + 3
+    lead, tail = 2.0, TARGET_SWAP_S + 2  # load before the first and after the last promotion
+    seconds = lead + PROMOTIONS * PROMOTION_GAP + tail
     gen = run_load(url, f"/v1/models/{MODEL}/predict", 8, 1, seconds, versions=True,
                    background=True)
-    time.sleep(2.0)
+    time.sleep(lead)
     moves: list[tuple[float, str]] = []
     for i in range(PROMOTIONS):
         target = "2" if registry.alias_version(MODEL, "champion") == "1" else "1"
