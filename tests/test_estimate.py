@@ -165,7 +165,11 @@ def test_concept_change_with_matured_labels_retrains_under_performance(trained):
     """(2) Same inputs, reversed P(y|x), labels matured: realized performance collapses."""
     ref, model = trained
     window = _window(model, world(1000, 21, concept=True), labels=True)
-    cfg = _cfg("performance")
+    # With the default `severe` such a collapse asks at once; out of its reach (a factor no
+    # drop reaches), persistence waits.
+    severe = monitor.assess(_cfg("performance"), ref, window, [])
+    assert severe.persistent and any(r.startswith("severe:") for r in severe.reasons)
+    cfg = _cfg("performance", severe=1000)
     first = monitor.assess(cfg, ref, window, [])
     assert first.performance.degraded and not first.performance.estimated
     assert first.drifted_columns == [] and not first.persistent  # 1 of 2 needed so far
@@ -173,7 +177,7 @@ def test_concept_change_with_matured_labels_retrains_under_performance(trained):
     second = monitor.assess(cfg, ref, window, [], previous_performance=[True])
     assert second.persistent and not second.warning
     # A drop past `immediate` asks at once.
-    now = monitor.assess(_cfg("performance", immediate=0.3), ref, window, [])
+    now = monitor.assess(_cfg("performance", immediate=0.3, severe=1000), ref, window, [])
     assert now.persistent and any("immediate" in r for r in now.reasons)
 
 

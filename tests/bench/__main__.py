@@ -17,7 +17,8 @@ import sys
 import time
 
 MODULES = ["training", "drift", "calibration", "estimate", "webhook", "dispatch", "governance",
-           "backtest", "control", "commands", "cluster", "predlog", "fleet", "policy", "serving"]
+           "backtest", "control", "commands", "cluster", "predlog", "fleet", "policy", "serving",
+           "significance"]
 
 
 def run_one(name: str, rest: list[str]) -> int:
