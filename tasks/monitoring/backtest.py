@@ -357,14 +357,22 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
                        bootstrap_samples=g.bootstrap_samples, scored=scored,
                        slice_columns=slices, seed=seed)
     base = ev.evaluate_baseline(parts.train, parts.holdout, trained.target, trained.metric)
-    champ = check = None
-    if champion is not None:
-        champ = ev.evaluate(champion.trained.model, parts.holdout, trained.target,
-                            trained.metric, slice_columns=slices, seed=seed)
-        check = ts.check(champion.trusted, champion.trained.model, trained.model,
-                         trained.target, trained.metric, champion.version)
+    champ = check = gain = None
+    if champion is not None:  # as the training flow's baselines and evaluate steps
+        old = champion.trained.model
+        champ_scored = ev.predict(old, parts.holdout, trained.target)
+        champ = ev.evaluate(old, parts.holdout, trained.target, trained.metric,
+                            scored=champ_scored, slice_columns=slices, seed=seed)
+        check = ts.check(champion.trusted, old, trained.model, trained.target, trained.metric,
+                         champion.version)
+        gain = ev.paired_gain(
+            trained.target.task, trained.metric,
+            trained.target.encode(parts.holdout[trained.target.column]), scored, champ_scored,
+            samples=g.bootstrap_samples, seed=seed, confidence=g.improvement_confidence,
+            candidate_classes=_classes(trained.model, trained.target),
+            champion_classes=_classes(old, trained.target))
     decision = gt.decide(g, cand, champ, None if champion is None else champion.version, None,
-                         base, check)
+                         base, check, gain)
     ref = build_reference(config, trained, parts.train, cand.metrics, parts.holdout,
                           scored.proba)
     trusted = ts.build(config, trained.model, parts.train, parts.holdout, trained.target,
@@ -372,6 +380,13 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
     new = _Champion(version, trained, ref, trusted, ing.fingerprint(frame), len(frame),
                     {k: float(v) for k, v in cand.metrics.items()})
     return decision, new, ""
+
+
+def _classes(model: Any, target: tr.Target) -> list[Any] | None:
+    """A multiclass model's class order, as `tasks.model.evaluate.evaluate` finds it."""
+    if target.task != "multiclass":
+        return None
+    return list(model.classes_) if hasattr(model, "classes_") else target.classes
 
 
 def _scored(config: Config, champ: _Champion, rows: pd.DataFrame) -> pd.DataFrame:
