@@ -229,7 +229,8 @@ def timeline(config: Config, frame: pd.DataFrame, opts: Options) -> _Timeline:
         except TimeUnitError as err:
             raise BacktestError(str(err)) from None
         zone = getattr(parsed.dt, "tz", None)
-        frame = frame.assign(**{col: parsed})
+        frame = frame.copy()
+        frame[col] = parsed
         frame = frame[parsed.notna().to_numpy()].sort_values(col, kind="stable")
     frame = frame.reset_index(drop=True)
     n = len(frame)
