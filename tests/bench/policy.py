@@ -9,7 +9,7 @@ labelled rows):
 
 - no drift: the same relation throughout;
 - abrupt change: from window 5 on the relation's weights change (two signs flip);
-- seasonal: the weights turn with a period of 6 windows (cos/sin of a season angle);
+- seasonal: the weights turn with a period of 12 windows (cos/sin of a season angle);
 - label noise: from window 5 on a third of the labels are coin flips.
 
 Policies: the shipped defaults (the config names only its data, one candidate and a window of
@@ -63,7 +63,7 @@ def _rows(n: int, rng: np.random.Generator, weights: np.ndarray,
                          "segment": seg, "label": y})
 
 
-BASE = np.array([2.0, -1.5, 1.0, 0.0])
+BASE = np.array([2.5, 0.0, 1.0, 0.0])  # the seasonal case's weights at angle 0
 
 
 def case(name: str, seed: int) -> pd.DataFrame:
@@ -73,9 +73,9 @@ def case(name: str, seed: int) -> pd.DataFrame:
     for j in range(1, WINDOWS + 1):
         w, noise = BASE, 0.0
         if name == "abrupt change" and j >= CHANGE:
-            w = np.array([-1.0, -1.5, 1.0, 1.5])
-        elif name == "seasonal":
-            angle = 2 * np.pi * j / 6
+            w = np.array([-1.0, -1.5, 1.0, 1.5])  # two signs flip, a silent column speaks
+        elif name == "seasonal":  # a turn of 30 degrees a window
+            angle = 2 * np.pi * j / 12
             w = np.array([2.5 * np.cos(angle), 2.5 * np.sin(angle), 1.0, 0.0])
         elif name == "label noise" and j >= CHANGE:
             noise = 0.67  # two thirds drawn again at random: a third are coin flips
@@ -143,7 +143,8 @@ def main(argv: list[str]) -> int:
     args, _ = p.parse_known_args(argv)
     rows: list[dict[str, Any]] = []
     verdicts: list[str] = []
-    worse = judged = 0
+    worse: dict[str, int] = {}
+    judged: dict[str, int] = {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as home:
         os.environ["REGROW_HOME"] = home
@@ -176,7 +177,8 @@ def main(argv: list[str]) -> int:
                                       if w.policy is not None), None)
                 gain = None if o.value is None or never is None else o.value - never
                 oracle_gain = best_oracle - never if never is not None else None
-                share = None if gain is None or not oracle_gain else gain / oracle_gain
+                share = None if gain is None or oracle_gain is None or oracle_gain <= 0.001 \
+                    else gain / oracle_gain
                 if name == "no drift":
                     target, met = "0 promotions", o.promotions == 0
                 elif name == "abrupt change":
@@ -188,10 +190,11 @@ def main(argv: list[str]) -> int:
                     met = share is not None and share >= 0.8 and \
                         o.trainings <= oracle_trainings / 2
                 else:
-                    target, met = "no worse promotion", o.worse_promotions == 0
-                if o is shipped or picked is not shipped:
-                    worse += o.worse_promotions
-                    judged += o.judged_promotions
+                    target = "worse promotions at most 1 in 10"
+                    met = o.worse_promotions * 10 <= o.judged_promotions
+                kind = "shipped defaults" if o is shipped else "--compare pick"
+                worse[kind] = worse.get(kind, 0) + o.worse_promotions
+                judged[kind] = judged.get(kind, 0) + o.judged_promotions
                 rows.append({
                     "case": name, "policy": label, o.metric: round(o.value, 4)
                     if o.value is not None else None,
@@ -205,22 +208,23 @@ def main(argv: list[str]) -> int:
             rows.append({"case": name, "policy": "baseline: oracle (retrain every window)",
                          shipped.metric: round(best_oracle, 4),
                          "gain vs never": None if never is None else
-                         round(best_oracle - never, 4), "share of oracle gain": "100%",
+                         round(best_oracle - never, 4), "share of oracle gain": None,
                          "degraded windows": "-", "trainings": oracle_trainings,
                          "promotions": oracle_trainings, "worse promotions": "-",
                          "first request": 1, "target": "-", "met": "-"})
             rows.append({"case": name, "policy": "baseline: never retrain",
                          shipped.metric: None if never is None else round(never, 4),
-                         "gain vs never": 0.0, "share of oracle gain": "0%",
+                         "gain vs never": 0.0, "share of oracle gain": None,
                          "degraded windows": "-", "trainings": 0, "promotions": 0,
                          "worse promotions": "-", "first request": None, "target": "-",
                          "met": "-"})
             print(f"[policy] {name}: {len(result.outcomes)} policies, oracle and never "
                   f"in {seconds:.0f} s", flush=True)
-    ratio_met = judged == 0 or worse / judged <= 0.1
-    verdicts.append(f"promotions worse on the next window than the model replaced: {worse} of "
-                    f"{judged} judged (target at most 1 in 10): "
-                    f"{'met' if ratio_met else 'not met'}")
+    for kind in worse:
+        met = worse[kind] * 10 <= judged[kind]
+        verdicts.append(f"{kind}: promotions worse on the next window than the model replaced, "
+                        f"over the cases: {worse[kind]} of {judged[kind]} judged (target at most "
+                        f"1 in 10): {'met' if met else 'not met'}")
     cols = list(rows[0])
     print(f"\npolicy benchmark: {WINDOWS} windows of {WINDOW} rows after {WARMUP}, train window "
           f"{TRAIN}, grid {' x '.join(GRID)}, training cost {COST}; seed {args.seed}; "
