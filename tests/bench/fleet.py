@@ -14,8 +14,9 @@ rows (`regrow.score`). The fleet grows 1 -> 10 -> 100; at each size:
   interpreter and the argument parsing alone). Targets at 100 models: <= 1.5 s without the
   plane, <= 1 s with it.
 - **serve**: ``regrow serve FOLDER`` of the N configs: seconds until it prints that it serves
-  every deployment, and the resident memory of its process tree (the serve process and its
-  warm fork server) 5 s later. Target at 100 models: <= 1 GB.
+  every deployment, and the resident memory of its process tree (the serve process, its warm
+  fork server, lifeline and resource tracker) once it stops growing. Target at 100 models:
+  <= 1 GB.
 - **drift round**: ``regrow deploy FOLDER --pool`` on a Prefect *process* work pool, one
   drift-check flow run per model, then 1 and then 2 ``regrow worker --pool ... --limit 2``
   (runs start as forks of a warm process) until every run has ended; seconds for the round
@@ -210,6 +211,20 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1e6
 
 
+def settled_rss_mb(pid: int, timeout: float = 120) -> float:
+    """The tree's resident memory once it stops growing (the warm fork server imports the stack
+    after `serve` says it serves): two readings 3 s apart within 1%."""
+    last = tree_rss_mb(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        now = tree_rss_mb(pid)
+        if abs(now - last) <= 0.01 * last:
+            return now
+        last = now
+    return last
+
+
 def serve_cost(folder: Path, n: int, env: dict[str, str], root: Path) -> tuple[float, float]:
     """(seconds until `serve` says it serves every deployment, tree RSS MB 5 s later)."""
     logf = root / f"serve-{n}.log"
@@ -225,8 +240,7 @@ def serve_cost(folder: Path, n: int, env: dict[str, str], root: Path) -> tuple[f
                 raise SystemExit(f"serve of {n} models did not start:\n{logf.read_text()[-3000:]}")
             time.sleep(0.2)
         started = time.perf_counter() - t0
-        time.sleep(5)
-        rss = tree_rss_mb(proc.pid)
+        rss = settled_rss_mb(proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
