@@ -68,6 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--inflight", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--rows", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--versions", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.seconds = 3.0
@@ -132,28 +133,34 @@ def loadgen_main(args: argparse.Namespace) -> int:
 
     result = uvloop.run(drive(args.loadgen, args.path, args.inflight, args.rows, args.seconds,
                               args.versions))
-    print("RESULT " + json.dumps(result), flush=True)
+    Path(args.out).write_text(json.dumps(result))  # a file: the samples are too long for a line
     return 0
 
 
 def run_load(url: str, path: str, inflight: int, rows: int, seconds: float,
              versions: bool = False, background: bool = False) -> Any:
     """The generator as a process; its result (or, with `background`, the process)."""
+    out = Path(tempfile.mkstemp(prefix="regrow-loadgen-", suffix=".json")[1])
     cmd = [sys.executable, "-m", "tests.bench.serving", "--loadgen", url, "--path", path,
-           "--inflight", str(inflight), "--rows", str(rows), "--seconds", str(seconds)]
+           "--inflight", str(inflight), "--rows", str(rows), "--seconds", str(seconds),
+           "--out", str(out)]
     if versions:
         cmd.append("--versions")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc.out = out  # type: ignore[attr-defined]
     return proc if background else result_of(proc)
 
 
 def result_of(proc: subprocess.Popen) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=600)
-    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"load generator failed:\n{out[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    log, _ = proc.communicate(timeout=600)
+    out: Path = proc.out  # type: ignore[attr-defined]
+    try:
+        if proc.returncode != 0 or not out.stat().st_size:
+            raise SystemExit(f"load generator failed:\n{log[-2000:]}")
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def _q(values: list[float], q: float) -> float:
