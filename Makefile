@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast faults bench lint docs lock clean
+.PHONY: help setup demo test test-fast faults bench lint docs image lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ lint: setup  ## static checks: ruff, the layers contract, mypy
 docs: setup  ## build the docs site into site/ (strict: a broken link or missing page fails)
 	$(BIN)/python docs/gen_reference.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Where no engine answers, docker/local/engine.sh starts one (root: Debian's docker.io, no bridge
+# network) and builds the base image from Debian's packages; it prints the base image's name.
+image:  ## build the regrow:latest image (starting a Docker engine first where none answers)
+	base=$$(docker/local/engine.sh) && docker build --network host -f docker/Dockerfile \
+	    --build-arg BASE_IMAGE=$$base -t regrow:latest .
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile -q --python $(BIN)/python pyproject.toml --extra dev -o requirements.lock

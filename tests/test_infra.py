@@ -188,7 +188,7 @@ def test_compose_host_variant_keeps_every_service_on_loopback():
     assert {name: s.get("network_mode") for name, s in host.items()} == {
         name: "host" for name in base}
     assert not [name for name, s in {**base, **host}.items() if "ports" in s]
-    assert set(_compose(COMPOSE_PORTS)["services"]) == {"prefect", "mlflow", "webhook"}
+    assert set(_compose(COMPOSE_PORTS)["services"]) == {"prefect", "mlflow", "webhook", "predict"}
     assert "networks" not in _compose(COMPOSE_HOST)
     text = COMPOSE_HOST.read_text()
     assert "0.0.0.0" not in text and not re.search(r"\b(10|172|192)\.\d+\.\d+\.\d+", text)
@@ -198,7 +198,7 @@ def test_compose_host_variant_keeps_every_service_on_loopback():
     assert host["prefect"]["command"][3:5] == ["--host", "127.0.0.1"]
     assert "--host 127.0.0.1" in host["webhook"]["command"]
     ports = {"PREFECT_PORT": "4200", "MLFLOW_PORT": "5000", "POSTGRES_PORT": "5433",
-             "REGROW_WEBHOOK_PORT": "8787"}
+             "REGROW_WEBHOOK_PORT": "8787", "REGROW_PREDICT_PORT": "8790"}
     for name in CLIENTS:
         env = {**base[name]["environment"], **host[name]["environment"]}
         assert env["PREFECT_API_URL"] == "http://127.0.0.1:${PREFECT_PORT:-4200}/api", name

@@ -60,7 +60,7 @@ fi
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
     if [ "$base" != regrow-base:bookworm ]; then
-        cannot "the base image $base is not in the engine (REGROW_BASE_IMAGE names it)"
+        cannot "the base image $base (REGROW_BASE_IMAGE) is not in the engine: docker pull it"
     fi
     if ! command -v debootstrap >/dev/null 2>&1; then
         [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || \
