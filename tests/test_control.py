@@ -271,6 +271,25 @@ def test_logins_that_let_up_bind_any_host(tmp_path: Path, monkeypatch):
     assert mlflow["argv"][-2:] == ["--app-name", "basic-auth"]
 
 
+def test_up_with_mlflows_login_refuses_strangers(tmp_path: Path):
+    """With MLFLOW_AUTH_ADMIN_PASSWORD set, the plane's MLflow runs its login app: a request
+    without the login is refused, the admin's is answered; then down."""
+    home = tmp_path / "home"
+    ports = {"prefect": free_port(), "mlflow": free_port()}
+    out = run(["up", "--prefect-port", str(ports["prefect"]), "--mlflow-port",
+               str(ports["mlflow"])], home, MLFLOW_AUTH_ADMIN_PASSWORD="plane-pw-123")
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        url = f"http://127.0.0.1:{ports['mlflow']}/api/2.0/mlflow/experiments/search"
+        assert httpx.post(url, json={"max_results": 1}, timeout=30).status_code == 401
+        ok = httpx.post(url, json={"max_results": 1}, auth=("admin", "plane-pw-123"), timeout=30)
+        assert ok.status_code == 200, ok.text
+    finally:
+        down = run(["down"], home)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert related(home) == set()
+
+
 def test_down_when_nothing_is_up(tmp_path: Path):
     out = run(["down"], tmp_path / "home")
     assert out.returncode == 0 and "not up; nothing to stop" in out.stdout

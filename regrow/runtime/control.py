@@ -40,6 +40,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -482,6 +483,9 @@ def up(opts: Options, models: list[str], out=print) -> int:
         # MLflow's job runner (GenAI jobs: trace roll-ups, prompt optimisation) starts seven
         # worker processes; regrow uses none of it.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        if mlflow_auth_configured(env) and not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+            # MLflow's login app will not start without a key for its sessions: one per plane
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
         for part in parts:
             Path(part["log"]).unlink(missing_ok=True)  # each plane writes fresh logs
         seed_prefect_home(settings)  # a new home's server starts without migrations
