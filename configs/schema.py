@@ -881,15 +881,40 @@ class Bake(Strict):
                             description="Labelled rows a window needs to count for the bake.")
 
 
+class ShadowTrial(Strict):
+    """A challenger in shadow (``promotion.mode: shadow``): a candidate that passed the gate
+    scores live batches beside the champion; once `windows` drift-check windows each hold at
+    least `min_labels` matured labels that both scored, the paired comparison over them
+    decides (`tasks.registry.challenger`)."""
+
+    windows: int = Field(default=3, ge=1, description="Drift-check windows with enough "
+                         "matured labels (scored by both versions) the challenger is judged on.")
+    min_labels: int = Field(default=100, ge=1, description="Labelled rows scored by both "
+                            "versions a window needs to count.")
+    min_gain: float = Field(default=0.0, ge=0, description="The challenger takes over when "
+                            "the low end of its pooled paired gain over the champion (primary "
+                            "metric's units, positive = better) is above this; otherwise it is "
+                            "retired.")
+    confidence: float = Field(default=0.9, gt=0, lt=1, description="Two-sided level of the "
+                              "interval of that gain (paired bootstrap per window, pooled).")
+    bootstrap_samples: int = Field(default=200, ge=0, description="Paired resamples per window "
+                                   "(0: no interval; the gain itself must then exceed min_gain).")
+
+
 class Promotion(Strict):
     """Who moves the champion alias after a passing gate.
 
     ``auto``: the gate decides. ``manual``: a person approves every promotion (Prefect UI form
     or ``regrow approve``). ``manual_if_borderline``: a person decides only when the candidate
     passes within tolerance (scores below the champion, inside ``gate.max_regression``).
+    ``shadow``: a passing candidate becomes ``challenger`` and scores live batches beside the
+    champion; it takes over when it beats the champion on matured labels (``shadow``), else it
+    is retired. With no champion yet the gate decides alone.
     """
 
-    mode: Literal["auto", "manual", "manual_if_borderline"] = "auto"
+    mode: Literal["auto", "manual", "manual_if_borderline", "shadow"] = "auto"
+    shadow: ShadowTrial = Field(default_factory=ShadowTrial,
+                                description="How a challenger in shadow is judged (mode shadow).")
     timeout: str = Field(default="24h", description="No decision by then = rejected.")
     bake: Bake | None = Field(default=None, description="Bake period with automatic rollback.")
 
@@ -938,9 +963,10 @@ class Serve(Strict):
 # sent by default; the frequent ones (each policy verdict, each drift check) only when named.
 NOTIFY_DEFAULT: tuple[str, ...] = ("gate_rejected", "promoted", "degradation_confirmed",
                                    "approval_waiting", "training_failed", "circuit_opened",
-                                   "rolled_back", "approval_rejected", "circuit_reset")
-NOTIFY_KINDS: tuple[str, ...] = (*NOTIFY_DEFAULT, "retrain_admitted", "retrain_coalesced",
-                                 "retrain_refused", "drift_checked")
+                                   "rolled_back", "approval_rejected", "circuit_reset",
+                                   "challenger_promoted", "challenger_retired")
+NOTIFY_KINDS: tuple[str, ...] = (*NOTIFY_DEFAULT, "challenger_started", "retrain_admitted",
+                                 "retrain_coalesced", "retrain_refused", "drift_checked")
 _BLOCK_REF = re.compile(r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9-]*$")
 
 

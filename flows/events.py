@@ -148,6 +148,10 @@ def training_done(ctx: Any, decision: Any, reg: Any, evals: Any, approval: Any =
     if reg.promoted:
         announce(nt.promoted(ctx.model_name, reg.version, reg.champion_before, metric, candidate,
                              champion, (reg.approval or {}).get("approver"), links))
+    elif getattr(reg, "shadow", False):
+        announce(nt.challenger_started(ctx.model_name, reg.version, reg.champion_before or "",
+                                       metric, candidate, champion,
+                                       ctx.loaded.config.promotion.shadow.windows, links))
     elif decision.passed and approval is not None and not approval.approved:
         announce(nt.approval_rejected(ctx.model_name, reg.version, reg.champion_after,
                                       approval.approver, approval.reason,
@@ -334,6 +338,20 @@ def rolled_back(env: Any, version: str, bake: Any, judged: Any) -> None:
     announce(nt.rolled_back(env.model, version, bake.previous_version, judged.metric,
                             judged.champion, judged.shadow, judged.labelled_rows, bake.tolerance,
                             links))
+
+
+@never_raises
+def challenger_decided(env: Any, kind: str, version: str, champion_version: str, metric: str,
+                       verdict: Any) -> None:
+    """A challenger in shadow took over or was retired (`flows.challenger_judgement`)."""
+    from regrow.tasks.registry.card import CARD_HTML
+    from regrow.tasks.registry.mlflow_registry import version_url
+
+    links = nt.Links(run=flow_run_url(),
+                     card=version_url(env.registry, env.model, version, CARD_HTML))
+    announce(nt.challenger_decided(kind, env.model, version, champion_version, metric,
+                                   verdict.gain, verdict.low, verdict.high, verdict.windows_done,
+                                   verdict.reason, links))
 
 
 # ----------------------------------------------------------------------- automations

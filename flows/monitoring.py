@@ -2,7 +2,8 @@
 
 A drift check's steps: ``assess-drift``, ``log-check``, then ``judge-bake`` (a champion in its
 bake period is judged on the same window and may be rolled back: `flows.bake_judgement`),
-then a retrain request through the policy when the degradation persists."""
+``judge-challenger`` (a challenger in shadow is judged on it and may take over or be retired:
+`flows.challenger_judgement`), then a retrain request through the policy when the degradation persists."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from regrow.flows import dispatch, pages
 from regrow.flows import events as notify
 from regrow.flows.bake_judgement import judge_bake
+from regrow.flows.challenger_judgement import judge_challenger
 from regrow.flows.model_env import Env, NoChampion
 from regrow.flows.progress import say, timed
 from regrow.flows.steps import step
@@ -30,6 +32,7 @@ from regrow.tasks.policy.lease import Heartbeat
 from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.mlflow_registry import (
+    CHALLENGER,
     describe_unreachable,
     load_reference,
     log_drift_check,
@@ -46,12 +49,16 @@ def _score(env: Env, frame) -> scoring.ScoringResult:
     model = env.registry.load(env.model, version=version)
     result = scoring.score_rows(env.loaded.config, model, version, ref.spec, frame, env.store)
     bake = baking.active(env.store, env.model, version)
-    if bake is None:
+    # the version in shadow: the previous champion during a bake, else a challenger (waiting for
+    # approval or in its trial) -- as the prediction service chooses (`tasks.monitoring.serving`)
+    other = bake.previous_version if bake is not None else \
+        env.registry.alias_version(env.model, CHALLENGER)
+    if other is None or other == version:
         return result
-    shadow = env.registry.load(env.model, version=bake.previous_version)
-    rows = scoring.score_shadow(env.loaded.config, shadow, bake.previous_version, ref.spec, frame,
+    shadow = env.registry.load(env.model, version=other)
+    rows = scoring.score_shadow(env.loaded.config, shadow, other, ref.spec, frame,
                                 env.store, result.batch_id)
-    return dataclasses.replace(result, shadow_version=bake.previous_version, shadow_rows=rows)
+    return dataclasses.replace(result, shadow_version=other, shadow_rows=rows)
 
 
 def score(env: Env, input_path: str | None = None,
@@ -154,6 +161,7 @@ class DriftOutcome:
     report_path: str | None
     retrain: RetrainOutcome | None
     bake: dict[str, Any] | None = None
+    challenger: dict[str, Any] | None = None  # a challenger in shadow judged on this window
 
 
 @step("assess-drift")
@@ -247,6 +255,7 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
     if bake is not None and bake["state"] == baking.ROLLED_BACK:
         # The champion that was just judged is gone; its drift asks for no retrain.
         return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, None, bake)
+    trial = judge_challenger(env, version, run_id, window)
     create_markdown_artifact(
         key=pages.artifact_key("drift-check", env.model),
         description=f"{env.model} v{version}: {assessment.verdict}",
@@ -266,7 +275,8 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
         st.link_drift_request(env.store, check_id, answer.request_id)
     else:
         notify.degradation_confirmed(env, version, assessment, report, mlflow_run, None)
-    return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake)
+    return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake,
+                        trial)
 
 
 def as_json(obj: Any) -> Any:

@@ -38,6 +38,7 @@ from regrow.tasks.policy.lease import PROMOTED_CRASHED, Heartbeat, lease_seconds
 from regrow.tasks.policy.retrain import BAD_REQUEST
 from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
+from regrow.tasks.registry import challenger
 from regrow.tasks.registry.card import publish_card
 from regrow.tasks.registry.governance import (
     alias_section,
@@ -542,6 +543,7 @@ class Registration:
     champion_after: str | None
     promoted: bool
     approval: dict[str, Any] | None = None
+    shadow: bool = False  # the version became challenger in shadow (`promotion.mode: shadow`)
 
 
 @step("register")
@@ -550,7 +552,8 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     """Log and register the model with its drift reference and its gate record.
 
     Every candidate gets a version (the record of what was tried); only a version that passed
-    the gate and now waits -- for a person, or for its bake period -- becomes ``challenger``.
+    the gate and now waits -- for a person, for its bake period, or for its trial in shadow
+    beside the champion -- becomes ``challenger``.
     """
     reg, name = ctx.registry, ctx.model_name
     example = parts.train.head(5)[trained.roles.inputs]
@@ -586,8 +589,17 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
     pause_point("registered")
     before = reg.alias_version(name, CHAMPION)
     if decision.passed and _waits(ctx, decision, before):
-        _move(ctx, CHALLENGER, version, "passed the gate; waits for "
-              + ("approval" if needs_person(ctx, decision) else "its bake period"))
+        if in_shadow(ctx, decision, before):
+            superseded = reg.alias_version(name, CHALLENGER)
+            _move(ctx, CHALLENGER, version, f"{challenger.REASON_PREFIX} passed the gate; scores "
+                  f"in shadow beside champion v{before} until matured labels judge it")
+            if superseded and superseded != version:
+                reg.set_version_tags(name, superseded, {
+                    challenger.TAG_STATE: challenger.RETIRED,
+                    challenger.TAG_DETAIL: f"superseded by v{version} before it was judged"})
+        else:
+            _move(ctx, CHALLENGER, version, "passed the gate; waits for "
+                  + ("approval" if needs_person(ctx, decision) else "its bake period"))
     ctx.notes.extend(publish_card(reg, ctx.store, name, version, ctx.run_id).notes)
     return Registration(version, before, before, False)
 
@@ -595,7 +607,15 @@ def register(ctx: RunContext, parts: tr.SplitResult, trained: tr.TrainResult,
 def _waits(ctx: RunContext, decision: gt.GateDecision, champion: str | None) -> bool:
     """True when a passing version does not settle as champion at once: a person must approve
     it, or it will bake against the champion it replaces."""
-    return needs_person(ctx, decision) or (bake_windows(ctx) > 0 and champion is not None)
+    return needs_person(ctx, decision) or (bake_windows(ctx) > 0 and champion is not None) \
+        or in_shadow(ctx, decision, champion)
+
+
+def in_shadow(ctx: RunContext, decision: gt.GateDecision, champion: str | None) -> bool:
+    """True when a passing version is tried in shadow beside the champion before it may take
+    over (`promotion.mode: shadow`; with no champion yet the gate decides alone)."""
+    return decision.passed and ctx.loaded.config.promotion.mode == "shadow" \
+        and champion is not None
 
 
 def needs_person(ctx: RunContext, decision: gt.GateDecision) -> bool:
@@ -644,6 +664,8 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
                              f"promotion rejected by {approval.approver}: {approval.reason}",
                              f"approval:{approval.approver}", ctx.run_id)
         return registration
+    if approval is None and in_shadow(ctx, decision, registration.champion_before):
+        return _start_shadow(ctx, registration)
     pause_point("alias")
     reason = "gate passed: " + "; ".join(decision.reasons)
     actor = None
@@ -671,6 +693,23 @@ def promote(ctx: RunContext, registration: Registration, decision: gt.GateDecisi
         if after == version else f"champion stays {f'v{after}' if after else 'none'}")
     return Registration(version, registration.champion_before, after, after == version,
                         None if approval is None else approval.__dict__)
+
+
+def _start_shadow(ctx: RunContext, registration: Registration) -> Registration:
+    """The passing version stays challenger and scores in shadow; champion does not move."""
+    name, version, before = ctx.model_name, registration.version, registration.champion_before
+    if ctx.registry.alias_version(name, CHALLENGER) != version:
+        ctx.notes.append(f"v{version} is not challenger (moved meanwhile): no shadow trial")
+        return registration
+    tags = challenger.start_tags(before or "")
+    ctx.registry.set_version_tags(name, version, tags)
+    ctx.registry.set_tags(ctx.run_id, tags)
+    trial = ctx.loaded.config.promotion.shadow
+    ctx.notes.append(f"v{version} is challenger: it scores in shadow beside champion v{before} "
+                     f"and takes over only if it beats it on matured labels of {trial.windows} "
+                     "window(s)")
+    say("promote", f"champion stays v{before}; v{version} is challenger in shadow")
+    return dataclasses.replace(registration, shadow=True)
 
 
 _ANY = object()

@@ -26,7 +26,7 @@ for _var in ("MLFLOW_TRACKING_URI", "REGROW_DATABASE_URL", "PREFECT_API_URL"):
 # marked `heavy` and left out of `make test-fast` (`-m "not heavy"`), the quick loop.
 HEAVY_MODULES = {
     "test_backtest", "test_backtest_compare", "test_backtest_live",
-    "test_calibration", "test_card", "test_cli", "test_cluster", "test_containers",
+    "test_calibration", "test_card", "test_challenger", "test_cli", "test_cluster", "test_containers",
     "test_control", "test_docs", "test_estimate", "test_faults", "test_faults_crashes", "test_faults_inputs",
     "test_faults_outages", "test_features_flow", "test_history_races", "test_infra", "test_init",
     "test_monitoring", "test_namespace", "test_notify", "test_pages", "test_predict_server",

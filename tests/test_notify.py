@@ -326,7 +326,8 @@ def test_each_kind_reaches_the_receiver_once_per_window(receiver: Receiver, tmp_
     # moves champion): each once per window, except a move of champion, each one sent
     told = dict.fromkeys(NOTIFY_KINDS, 1) | {"promoted": 2, "retrain_admitted": 0,
                                              "retrain_coalesced": 0, "retrain_refused": 0,
-                                             "circuit_reset": 0}
+                                             "circuit_reset": 0, "challenger_started": 0,
+                                             "challenger_promoted": 0, "challenger_retired": 0}
 
     assert train_flow(paths["bad"]).decision["verdict"] == "reject"        # gate_rejected
     assert train_flow(paths["good"]).champion_after == "2"                 # promoted

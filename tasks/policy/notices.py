@@ -45,6 +45,15 @@ EVENTS_TABLE: dict[str, Kind] = {
     "rolled_back": Kind("regrow.model.rolled_back", "rolled back", "champion went back to an "
                         "earlier version: its bake failed (`by`: `bake`) or `regrow rollback` "
                         "(`person`)", quiet=False),
+    "challenger_promoted": Kind("regrow.challenger.promoted", "challenger took over",
+                                "a challenger in shadow beat the champion on matured labels "
+                                "and became champion (`promotion.mode: shadow`)", quiet=False),
+    "challenger_retired": Kind("regrow.challenger.retired", "challenger retired",
+                               "a challenger in shadow did not beat the champion on matured "
+                               "labels and no longer scores"),
+    "challenger_started": Kind("regrow.challenger.started", "challenger in shadow",
+                               "a candidate passed the gate and scores in shadow beside the "
+                               "champion (`promotion.mode: shadow`)"),
     "gate_rejected": Kind("regrow.gate.rejected", "gate rejected a candidate",
                           "the gate refused a candidate"),
     "approval_waiting": Kind("regrow.approval.waiting", "approval waiting", "a candidate passed "
@@ -249,6 +258,35 @@ def approval_waiting(model: str, version: str, champion_version: str | None, met
         "version": version, "champion_version": champion_version, "metric": metric,
         "candidate": candidate, "champion": champion, "timeout": timeout,
         "borderline": borderline})
+
+
+def challenger_started(model: str, version: str, champion_version: str, metric: str,
+                       candidate: float | None, champion: float | None, windows: int,
+                       links: Links) -> Notice:
+    """A candidate passed the gate and scores in shadow beside the champion."""
+    sentence = (f"{model} v{version} passed the gate ({metric} {num(candidate)} against "
+                f"champion v{champion_version}'s {num(champion)} on the same holdout) and scores "
+                f"in shadow; it takes over only if it beats v{champion_version} on matured "
+                f"labels of {windows} window(s)")
+    return _make("challenger_started", model, sentence, links, ("run", "card", "mlflow"), {
+        "version": version, "champion_version": champion_version, "metric": metric,
+        "candidate": candidate, "champion": champion, "windows": windows})
+
+
+def challenger_decided(kind: str, model: str, version: str, champion_version: str, metric: str,
+                       gain: float | None, low: float | None, high: float | None, windows: int,
+                       reason: str, links: Links) -> Notice:
+    """A challenger in shadow took over (``challenger_promoted``) or was retired."""
+    if kind == "challenger_promoted":
+        sentence = (f"{model} v{version} is the new champion, replacing v{champion_version}: "
+                    f"in shadow it {reason}")
+    else:
+        sentence = (f"{model} challenger v{version} retired, v{champion_version} keeps serving: "
+                    f"in shadow it {reason}")
+    return _make(kind, model, sentence, links, ("report", "card", "mlflow"), {
+        "version": version, "champion_version": champion_version, "metric": metric,
+        "gain": gain, "gain_low": low, "gain_high": high, "windows": windows,
+        **({"by": "shadow", "actor": "shadow"} if kind == "challenger_promoted" else {})})
 
 
 def training_failed(model: str, how: str, error: str, trigger: str, links: Links) -> Notice:
