@@ -28,6 +28,7 @@ import numpy as np
 
 from regrow.configs.schema import ShadowTrial
 from regrow.tasks.model.evaluate import Scored, paired_gain, z_value
+from regrow.tasks.store.fleet import SHADOW_REASON
 
 RUNNING, PROMOTED, RETIRED = "running", "promoted", "retired"
 TAG_STATE = "regrow.shadow.state"
@@ -36,7 +37,7 @@ TAG_WINDOWS = "regrow.shadow.windows"    # JSON list of `WindowResult`
 TAG_UNTIL = "regrow.shadow.judged_until"  # newest scored_at of the rows counted (ISO)
 TAG_DETAIL = "regrow.shadow.detail"
 # A challenger move's reason starts with this (fleet status tells a shadow trial from approval)
-REASON_PREFIX = "shadow:"
+REASON_PREFIX = SHADOW_REASON
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from regrow.tasks.store.database import (
     training_runs,
 )
 
+SHADOW_REASON = "shadow:"  # a challenger move's reason in a shadow trial (tasks.registry.challenger)
 CHAMPION, CHALLENGER = "champion", "challenger"  # the aliases regrow manages (governance)
 CHAMPION_SOURCE = "alias_history"
 # The gate's verdicts as a training records them (tasks/model/gate.py).
@@ -141,7 +142,8 @@ def _aliases(conn: sa.Connection) -> dict[str, dict[str, Any]]:
     h = alias_history.c
     newest = sa.select(sa.func.max(h.id)).group_by(h.model, h.alias).scalar_subquery()
     out: dict[str, dict[str, Any]] = {}
-    for r in conn.execute(sa.select(h.model, h.alias, h.new_version, h.at).where(h.id.in_(newest))):
+    for r in conn.execute(sa.select(h.model, h.alias, h.new_version, h.at, h.reason)
+                          .where(h.id.in_(newest))):
         out.setdefault(r.model, {})[r.alias] = r
     return out
 
@@ -290,7 +292,8 @@ def collect(store: Store, home: Path | None = None, stale_after: float | None = 
         row.circuit = _circuit(streaks.get(name, 0), last_request.get(name), resets.get(name),
                                served[name][1].retrain.circuit_breaker_after
                                if name in served else None)
-        if chall is not None and row.challenger \
+        # a challenger in shadow (`promotion.mode: shadow`) waits for labels, not for a person
+        if chall is not None and row.challenger and not chall.reason.startswith(SHADOW_REASON) \
                 and (row.bake is None or row.bake["version"] != row.challenger):
             row.approvals = [{"version": row.challenger, "since": iso(chall.at),
                               "training": _waiting_training(last_training.get(name),
