@@ -251,3 +251,29 @@ def test_a_retrain_that_gains_nothing_changes_nothing(home: Path, tmp_path: Path
                merge(BINARY_CONFIG, {"registry": {"model_name": "test-weak"}}))
     better = train_flow(str(weak_cfg))
     assert better.decision["verdict"] == "promote" and better.promoted
+
+
+def test_window_labels_match_the_positive_class_however_it_is_typed():
+    """A float target (1.0), text classes and integer ones read the same window the same way:
+    labels and predictions are compared as the store keeps them."""
+    import pandas as pd
+
+    from regrow.tasks.monitoring.reference import Reference
+    from regrow.tasks.monitoring.scoring import InputSpec
+
+    cfg = parse_config(merge(BINARY_CONFIG, {"gate": {"primary_metric": "accuracy"}}))
+    truth = [1, 0, 1, 1, 0, 0, 1, 0]
+    guess = [1, 0, 0, 1, 0, 1, 1, 0]  # 6 of 8 right
+    score = [0.9, 0.2, 0.4, 0.8, 0.1, 0.6, 0.7, 0.3]
+    cases = [(1.0, "1", "0"), (1, "1", "0"), ("1", "1.0", "0.0"), ("yes", "yes", "no")]
+    for positive, pos, neg in cases:
+        window = pd.DataFrame({"__label": [pos if t else neg for t in truth],
+                               "__prediction": [pos if g else neg for g in guess],
+                               "__score": score})
+        ref = Reference(frame=pd.DataFrame(), spec=InputSpec([], [], []), metric="accuracy",
+                        performance={"accuracy": 0.9}, positive_label=positive)
+        n, value = monitor.window_metric(cfg, ref, window)
+        assert (n, value) == (8, 0.75), positive
+        ref = Reference(frame=pd.DataFrame(), spec=InputSpec([], [], []), metric="roc_auc",
+                        performance={"roc_auc": 0.9}, positive_label=positive)
+        assert monitor.window_metric(cfg, ref, window)[1] == 0.9375, positive

@@ -17,6 +17,7 @@ from regrow.tasks.model.evaluate import bootstrap_se, score_arrays, z_value
 from regrow.tasks.monitoring import estimate as est
 from regrow.tasks.monitoring.calibration import resolve_thresholds
 from regrow.tasks.monitoring.reference import PRED, SCORE, Reference
+from regrow.tasks.monitoring.scoring import label_text
 
 INSUFFICIENT, OK, DRIFT = "insufficient_data", "ok", "drift"
 
@@ -111,8 +112,11 @@ def _labels(window: pd.DataFrame, ref: Reference,
         y = pd.to_numeric(lab["__label"], errors="coerce").to_numpy(dtype=float)
         return y, pd.to_numeric(lab[PRED], errors="coerce").to_numpy(dtype=float), None
     if task == "binary":
-        y = (lab["__label"].astype(str) == str(ref.positive_label)).to_numpy(dtype=int)
-        pred = pd.to_numeric(lab[PRED], errors="coerce").fillna(0).to_numpy(dtype=int)
+        # labels and predictions as the store keeps them (`scoring.label_text`: 1, 1.0 and "1"
+        # are one label; text classes stay text), against the positive class the same way
+        positive = label_text(ref.positive_label)
+        y = (lab["__label"].map(label_text) == positive).to_numpy(dtype=int)
+        pred = (lab[PRED].map(label_text) == positive).to_numpy(dtype=int)
         score = lab[SCORE].to_numpy(dtype=float) if SCORE in lab else None
         proba = None if score is None else np.column_stack([1 - score, score])
         return y, pred, proba
