@@ -38,6 +38,7 @@ import numpy as np
 from regrow.configs.schema import PerformanceRule
 from regrow.tasks.model.evaluate import Scored, bootstrap_se, paired_gain, score_arrays
 from regrow.tasks.monitoring.assess import judge
+from tests.bench import record
 
 REF_AUC, PREVALENCE, FIXED = 0.708, 0.2, 0.05
 SIZES, DROPS = (300, 2000, 27000), (0.0, 0.01, 0.02, 0.03, 0.05, 0.10)
@@ -62,8 +63,9 @@ def window_perf(rule: PerformanceRule, n: int, auc: float, seed: int):
     return judge(rule, "roc_auc", n, value, REF_AUC, se)
 
 
-def monitoring(reps: int) -> None:
+def monitoring(reps: int) -> list[dict]:
     rule = PerformanceRule()
+    rows = []
     print(f"\nflagged windows (share of {reps}); new: interval low end > 0 and drop > 0.02 "
           f"(severe: low end > 0.04); old: point drop > {FIXED}")
     print(f"{'rows':>7} {'true drop':>9} {'new':>6} {'severe':>7} {'old':>6} {'median CI half':>15}")
@@ -72,9 +74,15 @@ def monitoring(reps: int) -> None:
             perfs = [window_perf(rule, n, REF_AUC - drop, 1000 * n + 7 * i + int(drop * 1e3))
                      for i in range(reps)]
             half = statistics.median((p.drop_ci[1] - p.drop_ci[0]) / 2 for p in perfs)
-            print(f"{n:>7} {drop:>9.2f} {sum(p.degraded for p in perfs) / reps:>6.2f} "
-                  f"{sum(p.severe for p in perfs) / reps:>7.2f} "
-                  f"{sum(p.drop > FIXED for p in perfs) / reps:>6.2f} {half:>15.4f}")
+            row = {"rows": n, "true drop": drop,
+                   "flagged, new": sum(p.degraded for p in perfs) / reps,
+                   "severe, new": sum(p.severe for p in perfs) / reps,
+                   "flagged, old (baseline)": sum(p.drop > FIXED for p in perfs) / reps,
+                   "median CI half-width": half}
+            rows.append(row)
+            print(f"{n:>7} {drop:>9.2f} {row['flagged, new']:>6.2f} {row['severe, new']:>7.2f} "
+                  f"{row['flagged, old (baseline)']:>6.2f} {half:>15.4f}")
+    return rows
 
 
 def persistence_month(flags: list[bool], severe: list[bool], k: int = 2, n: int = 3) -> str:
@@ -84,7 +92,7 @@ def persistence_month(flags: list[bool], severe: list[bool], k: int = 2, n: int 
     return "never"
 
 
-def cases() -> None:
+def cases() -> list[str]:
     rule = PerformanceRule()
     perfs = [window_perf(rule, 27000, auc, 99 + i) for i, auc in enumerate(FLIGHTS)]
     print("\nflights: month, observed AUC, drop (95% CI), new flag, old flag")
@@ -95,6 +103,7 @@ def cases() -> None:
     new = persistence_month([p.degraded for p in perfs], [p.severe for p in perfs])
     old = persistence_month([p.drop > FIXED for p in perfs], [False] * len(perfs))
     print(f"  retrain asked: new {new}, old {old}")
+    lines = [f"flights (27,000-row monthly windows): retrain asked in {new} (old rule: {old})"]
     rng = np.random.default_rng(5)
     y = rng.gamma(2.0, 50.0, 2000)
     quarter = y + rng.laplace(0, 91, 2000)
@@ -104,6 +113,9 @@ def cases() -> None:
     p = judge(err_rule, "mae", 2000, mae, 21.0, se)
     print(f"\nhotel: MAE 21 -> {mae:.1f} on 2,000 rows: {p.describe()}; degraded {p.degraded}, "
           f"severe {p.severe} (asks in the first quarter: {p.severe})")
+    lines.append(f"hotel (MAE 21 -> {mae:.1f}, 2,000 rows): severe {p.severe}, so asked in the "
+                 f"first quarter: {p.severe}")
+    return lines
 
 
 def _world(n: int, coef: np.ndarray, rng: np.random.Generator):
@@ -125,7 +137,7 @@ def _scored(model, x) -> Scored:
     return Scored(model.predict(x), model.predict_proba(x))
 
 
-def gate(reps: int) -> None:
+def gate(reps: int) -> list[dict]:
     before = np.array([1.2, -0.8, 0.5, 0.3, -0.2, 0.0])
     after = np.array([1.2, -0.3, 0.5, 0.8, -0.2, 0.4])
     mins = (0.0, 0.002, 0.005)
@@ -133,6 +145,7 @@ def gate(reps: int) -> None:
           "resamples, 95%)")
     print(f"{'case':>16} {'model':>9} {'mean gain':>10} {'old':>5} "
           + " ".join(f"{'min ' + str(m):>9}" for m in mins))
+    rows = []
     for case in ("same", "better"):
         for kind in ("logistic", "boosting"):
             gains, old, new = [], 0, dict.fromkeys(mins, 0)
@@ -150,6 +163,9 @@ def gate(reps: int) -> None:
                     new[m] += g.low is not None and g.low > m
             print(f"{case:>16} {kind:>9} {statistics.mean(gains):>+10.4f} {old / reps:>5.2f} "
                   + " ".join(f"{new[m] / reps:>9.2f}" for m in mins))
+            rows.append({"case": case, "model": kind, "mean gain": statistics.mean(gains),
+                         "promoted, old (baseline)": old / reps,
+                         **{f"promoted, paired, min {m}": new[m] / reps for m in mins}})
     print("\npaired interval half-width of the gain (same-world pairs, logistic and boosting)")
     for n in (1000, 5000, 20000):
         halves = []
@@ -162,15 +178,20 @@ def gate(reps: int) -> None:
                             samples=200, seed=i)
             halves.append((g.high - g.low) / 2)
         print(f"  {n:>6} rows: median {statistics.median(halves):.4f}")
+    return rows
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench significance")
     ap.add_argument("--reps", type=int, default=40)
     args = ap.parse_args(argv)
-    monitoring(args.reps)
-    cases()
-    gate(min(args.reps, 30))
+    flagged = monitoring(args.reps)
+    lines = cases()
+    promoted = gate(min(args.reps, 30))
+    record("significance", flagged,
+           f"the fixed rule on the same windows and pairs: a point drop above {FIXED} "
+           "(monitoring), a point gain >= 0 (gate)",
+           tables={"gate: share of retrains promoted": promoted}, notes=lines)
     return 0
 
 
