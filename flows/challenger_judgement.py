@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from prefect.artifacts import create_markdown_artifact
 
-from regrow.flows import dispatch, pages
 from regrow.flows import events as notify
+from regrow.flows import pages
 from regrow.flows.model_env import Env
 from regrow.flows.steps import step
 from regrow.tasks.model.evaluate import Scored
@@ -80,7 +80,6 @@ def judge_challenger(env: Env, version: str, run_id: str, window) -> dict[str, A
                "window": result.describe(ref.metric)}
     if verdict.state != ch.RUNNING:
         kind = "challenger_promoted" if verdict.state == ch.PROMOTED else "challenger_retired"
-        dispatch.emit(f"regrow.challenger.{verdict.state}", env.model, payload)
         notify.challenger_decided(env, kind, cand, version, ref.metric, verdict)
     create_markdown_artifact(
         key=pages.artifact_key("challenger", env.model),

@@ -4,6 +4,8 @@ and monitoring store."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,12 +15,15 @@ from regrow.configs.schema import load_config
 from regrow.flows.monitoring import drift_check_flow, score_flow
 from regrow.flows.training import train_flow
 from regrow.tasks.monitoring.scoring import record_labels
+from regrow.tasks.policy import notices as nt
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry import challenger as ch
+from regrow.tasks.registry.card import build_card
 from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
 from regrow.tasks.store.database import Store, shadow_predictions
 from regrow.tasks.store.settings import Settings
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
+from tests.procs import wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -65,8 +70,59 @@ def _window(cfg: Path, folder: Path, seed: int, start: str, flip: bool) -> None:
     record_labels(load_config(cfg).config, frame[["row_id", "label"]], _stores()[1])
 
 
+def _trial_card(reg: Registry, store: Store, version: str) -> tuple[str, dict[str, str], str]:
+    """The card's "Shadow trial" section of `version`: its text, its facts table (first cell:
+    second cell) and the section as HTML."""
+    card = build_card(reg, store, "shadowed", version)
+    md = card.to_markdown()
+    m = re.search(r"^## Shadow trial\n(.*?)(?=^## |\Z)", md, re.M | re.S)
+    assert m, md
+    facts = {}
+    for line in m.group(1).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("|") and len(cells) == 2 and cells[0]:
+            facts[cells[0]] = cells[1]
+    html = card.to_html()
+    return m.group(1).strip(), facts, html[html.index("<h2>Shadow trial</h2>"):]
+
+
+def _window_rows(section: str) -> list[list[str]]:
+    """The rows of the section's table of windows."""
+    return [[c.strip() for c in line.strip().strip("|").split(" | ")]
+            for line in section.splitlines() if re.match(r"\| \d+ \| ", line)]
+
+
+def _challenger_events(since: dt.datetime, count: int) -> list[tuple[str, dict]]:
+    """The ``regrow.challenger.*`` events of the model since `since`, as the Prefect API stored
+    them (name, payload), once at least `count` are there."""
+    from prefect import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30, at_exit=False)
+    seen: list = []
+
+    def stored():
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(
+                event=EventNameFilter(prefix=["regrow.challenger."]),
+                resource=EventResourceFilter(id=["regrow.model.shadowed"]),
+                occurred=EventOccurredFilter(since=since)), limit=50)
+        seen[:] = sorted(page.events, key=lambda e: e.occurred)
+        return seen if len(seen) >= count else None
+    wait_for(stored, 60, lambda: f"fewer than {count} challenger events: "
+             f"{[e.event for e in seen]}")
+    return [(e.event, e.payload) for e in seen]
+
+
 def test_a_passing_candidate_becomes_challenger_and_takes_over_when_better(home: Path,
                                                                            tmp_path: Path):
+    since = dt.datetime.now(dt.UTC)
     a, b = _pair(tmp_path)
     reg, store = _stores()
     assert reg.alias_version("shadowed", CHAMPION) == "1"
@@ -91,6 +147,19 @@ def test_a_passing_candidate_becomes_challenger_and_takes_over_when_better(home:
     assert first.challenger is not None and first.challenger["state"] == ch.RUNNING
     assert first.challenger["windows_done"] == 1 and first.challenger["gain"] > 0
     assert reg.alias_version("shadowed", CHAMPION) == "1"
+    # the card of the running challenger shows its trial so far, from the version's tags
+    text, facts, _ = _trial_card(reg, store, "2")
+    (judged,) = ch.windows_of(reg.version_info("shadowed", "2").tags)
+    assert text.startswith("v2 passed its gate and scores in shadow beside champion v1;")
+    assert (facts["state"], facts["judged against"], facts["windows judged"]) == (
+        "running", "champion v1", "1 of 2")
+    level = load_config(b).config.promotion.shadow.confidence
+    assert facts["judgement"].startswith(f"1 of 2 window(s) judged: pooled roc_auc gain "
+                                         f"{judged.gain:+.4f} ({level:.0%} CI {judged.low:+.4f}..")
+    assert facts["decided"] == "-" and facts["started"] != "-"
+    assert _window_rows(text) == [["1", "300", f"{judged.gain:+.4f}",
+                                   f"{judged.low:+.4f} .. {judged.high:+.4f}"]]
+    assert "Shadow trial" not in build_card(reg, store, "shadowed", "1").to_markdown()
     _window(b, tmp_path, seed=12, start="2025-02-01", flip=True)
     second = drift_check_flow(str(b), retrain=False)
     assert second.challenger["state"] == ch.PROMOTED, second.challenger
@@ -105,9 +174,34 @@ def test_a_passing_candidate_becomes_challenger_and_takes_over_when_better(home:
     bake = baking.latest(store, "shadowed", 1)[0]  # the bake after a takeover, as after any
     assert (bake.version, bake.previous_version, bake.state) == ("2", "1", baking.BAKING)
     assert reg.version_info("shadowed", "2").tags[ch.TAG_STATE] == ch.PROMOTED
+    # the new champion's card says it took over from a trial, with the pooled verdict and when
+    text, facts, html = _trial_card(reg, store, "2")
+    assert text.startswith("v2 took over as champion from v1 after its shadow trial: it beat v1 "
+                           "on matured labels of 2 window(s).")
+    assert (facts["state"], facts["windows judged"]) == ("promoted", "2 of 2")
+    assert facts["judgement"] == second.challenger["reason"]
+    assert re.match(r"beat the champion: pooled roc_auc gain \+0\.\d{4} \(\d+% CI \+0\.\d{4}\.\.",
+                    facts["judgement"]), facts["judgement"]
+    assert facts["decided"] == last["at"].isoformat(sep=" ", timespec="seconds") + " UTC"
+    assert [r[:3] for r in _window_rows(text)] == [
+        [str(i), "300", f"{w.gain:+.4f}"] for i, w in enumerate(windows, 1)]
+    assert "<td>promoted</td>" in html and "took over as champion from v1" in html
+    # one event each: the trial started, the challenger took over (the notices' own events)
+    told = _challenger_events(since, 2)
+    assert [name for name, _ in told] == [nt.EVENTS["challenger_started"],
+                                          nt.EVENTS["challenger_promoted"]], told
+    started, promoted = (p for _, p in told)
+    assert started["message"].startswith("shadowed v2 passed the gate (roc_auc 0.")
+    assert "takes over only if it beats v1 on matured labels of 2 window(s)" in started["message"]
+    assert promoted["message"].startswith("shadowed v2 is the new champion, replacing v1: in "
+                                          f"shadow it {second.challenger['reason']}, see ")
+    assert (promoted["kind"], promoted["version"], promoted["champion_version"],
+            promoted["windows"], promoted["by"]) == ("challenger_promoted", "2", "1", 2, "shadow")
+    assert promoted["gain"] == pytest.approx(second.challenger["gain"])
 
 
 def test_a_challenger_that_does_not_beat_the_champion_is_retired(home: Path, tmp_path: Path):
+    since = dt.datetime.now(dt.UTC)
     a, _ = _pair(tmp_path)
     reg, store = _stores()
     # live data follows concept A: the challenger, fit on B, loses on the matured labels
@@ -124,3 +218,19 @@ def test_a_challenger_that_does_not_beat_the_champion_is_retired(home: Path, tmp
     assert all(r["new_version"] != "2" for r in store.alias_history("shadowed", CHAMPION))
     assert reg.version_info("shadowed", "2").tags[ch.TAG_STATE] == ch.RETIRED
     assert baking.latest(store, "shadowed", 1) == []
+    text, facts, _ = _trial_card(reg, store, "2")
+    assert text.startswith("v2 was retired from its shadow trial against champion v1 and no "
+                           "longer scores.")
+    assert (facts["state"], facts["windows judged"]) == ("retired", "2 of 2")
+    assert facts["judgement"] == check.challenger["reason"]
+    assert facts["judgement"].startswith("did not beat the champion: pooled roc_auc gain -0.")
+    assert facts["decided"] == last["at"].isoformat(sep=" ", timespec="seconds") + " UTC"
+    assert len(_window_rows(text)) == 2
+    told = _challenger_events(since, 2)
+    assert [name for name, _ in told] == [nt.EVENTS["challenger_started"],
+                                          nt.EVENTS["challenger_retired"]], told
+    retired = told[1][1]
+    assert retired["message"].startswith("shadowed challenger v2 retired, v1 keeps serving: in "
+                                         f"shadow it {check.challenger['reason']}, see ")
+    assert (retired["kind"], retired["windows"]) == ("challenger_retired", 2)
+    assert "by" not in retired

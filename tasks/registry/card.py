@@ -31,7 +31,12 @@ import yaml
 from markupsafe import Markup, escape
 
 from regrow.tasks.policy.untrusted import markdown, visible
-from regrow.tasks.registry.mlflow_registry import CHAMPION, ModelVersionInfo, Registry
+from regrow.tasks.registry.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    ModelVersionInfo,
+    Registry,
+)
 from regrow.tasks.store.database import Store, version_drift_checks
 
 CARD_MD, CARD_HTML = "card/model_card.md", "card/model_card.html"
@@ -289,10 +294,12 @@ def build_card(registry: Registry, store: Store, model: str, version: str | None
     """
     info = resolve_version(registry, model, version)
     rec = _read(registry, store, info)
-    sections = [_overview(rec), _data(rec), _features(rec), _candidates(rec), _holdout(rec),
-                _gate(rec), _trigger(rec), _approval(rec), _aliases(rec), _drift(rec)]
+    sections: list[Section | None] = [
+        _overview(rec), _data(rec), _features(rec), _candidates(rec), _holdout(rec), _gate(rec),
+        _trigger(rec), _approval(rec), _shadow(rec), _aliases(rec), _drift(rec)]
     generated = _when(now or dt.datetime.now(dt.UTC))
-    return ModelCard(model, info.version, info.run_id or "", generated, sections)
+    return ModelCard(model, info.version, info.run_id or "", generated,
+                     [s for s in sections if s is not None])
 
 
 # ----------------------------------------------------------------------------- sections
@@ -517,6 +524,65 @@ def _approval(rec: _Records) -> Section:
             if mode else "."
         blocks.append(text)
     return Section("Approval", blocks)
+
+
+def _shadow(rec: _Records) -> Section | None:
+    """A version that is or was a challenger in shadow (``promotion.mode: shadow``): its trial
+    as the judgement step recorded it in the version's tags (`tasks.registry.challenger`; the
+    run keeps the tags of the start), and when it started, took over or was retired (alias
+    history). None for a version that never was in a shadow trial."""
+    from regrow.tasks.registry import challenger as ch
+
+    tags = rec.info.tags if ch.TAG_STATE in rec.info.tags else rec.tags
+    state = tags.get(ch.TAG_STATE)
+    if not state:
+        return None
+    v, champion = rec.info.version, tags.get(ch.TAG_CHAMPION) or "-"
+    try:
+        windows = [w for w in ch.windows_of(tags) if w.counted and w.gain is not None]
+    except (ValueError, TypeError):
+        windows = []
+    trial = rec.config.promotion.shadow if rec.config else None
+    ours = [h for h in rec.history if str(h["reason"] or "").startswith(ch.REASON_PREFIX)]
+    started = next((h for h in ours if h["alias"] == CHALLENGER and h["new_version"] == v), None)
+    took_over = next((h for h in reversed(ours)
+                      if h["alias"] == CHAMPION and h["new_version"] == v), None)
+    left = next((h for h in reversed(rec.history) if h["alias"] == CHALLENGER
+                 and h["old_version"] == v and h["new_version"] != v), None)
+    need = f"{trial.windows} window(s)" if trial else "its windows"
+    if state == ch.RUNNING:
+        text = (f"v{v} passed its gate and scores in shadow beside champion v{champion}; it "
+                f"takes over only if it beats v{champion} on matured labels of {need}.")
+        decided = None
+    elif state == ch.PROMOTED and took_over is not None:
+        text = (f"v{v} took over as champion from v{champion} after its shadow trial: it beat "
+                f"v{champion} on matured labels of {need}.")
+        decided = took_over
+    elif state == ch.PROMOTED:
+        text = (f"v{v} beat champion v{champion} in its shadow trial but did not take over: "
+                "champion had moved meanwhile.")
+        decided = None
+    else:
+        text = (f"v{v} was retired from its shadow trial against champion v{champion} and no "
+                "longer scores.")
+        decided = left
+    rows = [["state", state], ["judged against", f"champion v{champion}"],
+            ["started", _when(started["at"]) if started else "-"],
+            ["windows judged", f"{len(windows)}" + (f" of {trial.windows}" if trial else "")],
+            ["rows counted up to", tags.get(ch.TAG_UNTIL) or "-"],
+            ["judgement", tags.get(ch.TAG_DETAIL) or "-"],
+            ["decided", _when(decided["at"]) if decided else "-"]]
+    blocks: list[Block] = [text, Table(["", ""], rows)]
+    if windows:
+        level = f"{trial.confidence:.0%} " if trial else ""
+        blocks.append(f"Each window: the challenger's {rec.metric} gain over the champion on "
+                      f"the same matured rows, with its {level}paired bootstrap interval "
+                      "(positive: the challenger is better).")
+        blocks.append(Table(["window", "rows", f"{rec.metric} gain", "interval"], [
+            [str(i), str(w.rows), f"{w.gain:+.4f}",
+             "-" if w.low is None or w.high is None else f"{w.low:+.4f} .. {w.high:+.4f}"]
+            for i, w in enumerate(windows, 1)]))
+    return Section("Shadow trial", blocks)
 
 
 def _aliases(rec: _Records) -> Section:

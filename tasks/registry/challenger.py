@@ -22,13 +22,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regrow.configs.schema import ShadowTrial
-from regrow.tasks.model.evaluate import Scored, paired_gain, z_value
 from regrow.tasks.store.fleet import SHADOW_REASON
+
+if TYPE_CHECKING:  # scikit-learn stays out of readers of the tags (the model card)
+    from regrow.tasks.model.evaluate import Scored
 
 RUNNING, PROMOTED, RETIRED = "running", "promoted", "retired"
 TAG_STATE = "regrow.shadow.state"
@@ -78,6 +80,8 @@ def judge_window(task: str, metric: str, y: np.ndarray, champion: Scored, challe
                  trial: ShadowTrial, *, seed: int = 0) -> WindowResult:
     """The challenger's paired gain over the champion on the same rows `y` (both scored them);
     not counted with fewer than ``min_labels`` rows or an undefined metric."""
+    from regrow.tasks.model.evaluate import paired_gain
+
     n = len(y)
     if n < trial.min_labels:
         return WindowResult(n, None, None, None, False)
@@ -90,6 +94,8 @@ def judge_window(task: str, metric: str, y: np.ndarray, champion: Scored, challe
 
 def decide(windows: list[WindowResult], trial: ShadowTrial, metric: str) -> Verdict:
     """Pool the counted windows; with ``trial.windows`` of them, promote or retire."""
+    from regrow.tasks.model.evaluate import z_value
+
     counted = [w for w in windows if w.counted and w.gain is not None]
     done = len(counted)
     if not counted:
