@@ -138,6 +138,59 @@ def test_sentences_carry_numbers_and_a_link_and_no_secret(monkeypatch):
                                     "it bakes against v4, see https://mlflow.example/")
 
 
+def test_a_challengers_notices_tell_its_trial_and_verdict_with_the_pooled_gain(monkeypatch):
+    """The notices of a shadow trial, built by the functions the training's register step and
+    the drift check's judgement step call (`flows.events`), from verdicts `decide` reached."""
+    from regrow.tasks.registry import challenger as ch
+
+    monkeypatch.setenv("REGROW_SOURCE_TOKEN", "tok-3e1f9a")
+    trial = parse_config(merge(BINARY_CONFIG, {"promotion": {"mode": "shadow", "shadow": {
+        "windows": 2, "min_labels": 50, "confidence": 0.9}}})).promotion.shadow
+    links = nt.Links(run="http://u:pw@prefect.example/runs/flow-run/r?token=tok-3e1f9a",
+                     card="file:///var/lib/regrow/m/card/model_card.html")
+    won = ch.decide([ch.WindowResult(300, 0.0812, 0.0411, 0.1213, True),
+                     ch.WindowResult(100, 0.0612, 0.0103, 0.1121, True)], trial, "roc_auc")
+    lost = ch.decide([ch.WindowResult(200, -0.0205, -0.0611, 0.0201, True),
+                      ch.WindowResult(200, 0.0101, -0.0302, 0.0504, True)], trial, "roc_auc")
+    assert (won.state, lost.state) == (ch.PROMOTED, ch.RETIRED)
+    started = nt.challenger_started("m", "4", "3", "roc_auc", 0.9012, 0.8811, trial.windows,
+                                    links)
+    promoted = nt.challenger_decided("challenger_promoted", "m", "4", "3", "roc_auc", won.gain,
+                                     won.low, won.high, won.windows_done, won.reason, links)
+    retired = nt.challenger_decided("challenger_retired", "m", "4", "3", "roc_auc", lost.gain,
+                                    lost.low, lost.high, lost.windows_done, lost.reason, links)
+    for n, kind in ((started, "challenger_started"), (promoted, "challenger_promoted"),
+                    (retired, "challenger_retired")):
+        assert n.kind == kind and n.event == nt.EVENTS[kind] == nt.EVENTS_TABLE[kind].event
+        assert n.event.startswith("regrow.challenger.") and n.subject == f"regrow: m: {nt.TITLES[kind]}"
+        assert "\n" not in n.message and n.message.count(", see ") == 1, n.message
+        assert n.payload()["message"] == n.message and n.payload()["kind"] == kind
+        for secret in ("pw@", "tok-3e1f9a", "u:"):
+            assert secret not in json.dumps(n.payload()), (secret, n.payload())
+    # a takeover moves champion: every one is heard; a start or a retirement is windowed
+    assert [nt.EVENTS_TABLE[k].quiet for k in ("challenger_promoted", "challenger_retired",
+                                               "challenger_started")] == [False, True, True]
+    assert started.message == (
+        "m v4 passed the gate (roc_auc 0.9012 against champion v3's 0.8811 on the same holdout) "
+        "and scores in shadow; it takes over only if it beats v3 on matured labels of 2 "
+        "window(s), see http://prefect.example/runs/flow-run/r")
+    assert promoted.message == (
+        "m v4 is the new champion, replacing v3: in shadow it beat the champion: pooled roc_auc "
+        f"gain +0.0762 (90% CI {won.low:+.4f}..{won.high:+.4f}) over 2 window(s), 400 rows, "
+        "above 0.0, see file:///var/lib/regrow/m/card/model_card.html")
+    assert 0 < won.low < 0.0762 < won.high
+    assert retired.message.startswith(
+        "m challenger v4 retired, v3 keeps serving: in shadow it did not beat the champion: "
+        "pooled roc_auc gain -0.0052 (90% CI -")
+    assert retired.message.endswith("over 2 window(s), 400 rows, not above 0.0, see "
+                                    "file:///var/lib/regrow/m/card/model_card.html")
+    got = promoted.payload()
+    assert (got["version"], got["champion_version"], got["windows"], got["by"]) == (
+        "4", "3", 2, "shadow")
+    assert (got["gain"], got["gain_low"], got["gain_high"]) == (won.gain, won.low, won.high)
+    assert "by" not in retired.payload() and retired.payload()["gain"] == lost.gain
+
+
 def test_a_notice_that_cannot_be_built_is_a_warning_not_an_error(caplog):
     with caplog.at_level("WARNING", logger="regrow.notify"):
         assert notify.training_done(None, None, None, None) is None
