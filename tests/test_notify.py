@@ -57,8 +57,9 @@ def test_notify_defaults_every_kind_and_an_hour():
     cfg = parse_config(merge(BINARY_CONFIG, {"notify": {"block": "slack-webhook/ml-alerts"}}))
     assert cfg.notify.on == list(NOTIFY_DEFAULT) and cfg.notify.window_seconds == 3600
     # every move of champion is sent by default, each one (no quiet window)
-    assert {"promoted", "rolled_back"} <= set(NOTIFY_DEFAULT)
-    assert [k for k in NOTIFY_KINDS if not nt.EVENTS_TABLE[k].quiet] == ["promoted", "rolled_back"]
+    moves = {"promoted", "rolled_back", "challenger_promoted"}
+    assert moves <= set(NOTIFY_DEFAULT)
+    assert {k for k in NOTIFY_KINDS if not nt.EVENTS_TABLE[k].quiet} == moves
     assert parse_config(BINARY_CONFIG).notify is None
 
 
@@ -91,7 +92,9 @@ def test_sentences_carry_numbers_and_a_link_and_no_secret(monkeypatch):
         nt.drift_checked("m", "3", 12, "drift", ["feature drift: share 0.50 >= 0.30"],
                          {"drift_share": 0.5}, links),
     ]
-    assert {n.kind for n in notices} == set(NOTIFY_KINDS)
+    # the challenger's notices: test_a_challengers_notices_tell_its_trial_and_verdict_...
+    assert {n.kind for n in notices} == set(NOTIFY_KINDS) - {
+        "challenger_started", "challenger_promoted", "challenger_retired"}
     for n in notices:
         text = n.message
         assert "\n" not in text and text.count(", see ") == 1, text
@@ -206,8 +209,8 @@ def test_infra_file_parses_into_prefect_automations_and_matches_the_code():
     for kind, a in zip(NOTIFY_DEFAULT, parsed, strict=True):
         assert a.trigger.posture.value == "Reactive" and a.trigger.threshold == 1
         # each move of champion is sent; the others once per window
-        assert a.trigger.within.total_seconds() == (0 if kind in ("promoted", "rolled_back")
-                                                     else 3600)
+        assert a.trigger.within.total_seconds() == (
+            0 if kind in ("promoted", "rolled_back", "challenger_promoted") else 3600)
         assert a.trigger.for_each == {"prefect.resource.id"}
         assert a.actions[0].type == "send-notification"
     assert doc == notify.automations_file()  # the file is what the code builds
