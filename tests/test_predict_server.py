@@ -145,6 +145,17 @@ def test_every_format_answers_what_the_model_predicts(trained):
         assert len(set(ids)) == 40 and not set(ids) & {str(i) for i in frame["row_id"]}
         assert client.get("/version").json()["models"] == {MODEL: version}
         assert client.get("/ping").status_code == 200
+    # closing wrote every served row to the prediction log: id, version, inputs, prediction
+    # and score, as answered
+    _, store = _stores()
+    logged = scoring.load_window(store, MODEL).set_index("__row_id")
+    for answer in (detailed, made):
+        rows = logged.loc[[r["id"] for r in answer["predictions"]]]
+        assert (rows["__version"] == version).all()
+        assert rows["__prediction"].tolist() == [str(p) for p in expected]
+        np.testing.assert_allclose(rows["__score"].to_numpy(float), score)
+        np.testing.assert_allclose(rows["amount"].to_numpy(float), frame["amount"])
+        assert rows["segment"].tolist() == frame["segment"].tolist()
 
 
 def test_bad_input_and_strangers_get_one_sentence(trained, monkeypatch):
@@ -304,6 +315,29 @@ def test_log_queue_is_bounded_and_drops_are_counted(trained):
         assert "regrow_serving_log_queue_rows 40.0" in metrics
 
 
+def test_a_dead_log_writer_is_replaced_and_its_loss_counted(trained):
+    home, cfg = trained
+    _make_champion("1")
+    with _client(cfg, flush_seconds=0.2) as client:
+        logger = client.app.state.logger
+        before = _rows(5, start_id=600_000)
+        assert client.post("/invocations", json=_split(before, ["row_id", *INPUTS])) \
+            .status_code == 200
+        _wait(lambda: logger.counts.written >= 5, 10, "the first rows written")
+        first = logger.writer_pid
+        os.kill(first, 9)
+        _wait(lambda: not _alive(first), 5, "the writing process is gone")
+        after = _rows(7, start_id=610_000)
+        assert client.post("/invocations", json=_split(after, ["row_id", *INPUTS])) \
+            .status_code == 200
+        _wait(lambda: logger.counts.queued == 0, 20, "the later rows written")
+        assert logger.writer_pid != first
+        assert logger.counts.failed == 0  # nothing was handed over while it was down
+    _, store = _stores()
+    logged = set(scoring.load_window(store, MODEL)["__row_id"])
+    assert {str(i) for i in [*before["row_id"], *after["row_id"]]} <= logged
+
+
 # ------------------------------------------------------------------------------ processes
 
 def _start(home: Path, cfg: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -345,6 +379,26 @@ def test_two_replicas_follow_one_promotion(trained):
             stop(proc)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie has exited: its parent has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_kill_9_loses_at_most_one_flush_interval(trained):
     home, cfg = trained
     _make_champion("1")
@@ -364,7 +418,12 @@ def test_kill_9_loses_at_most_one_flush_interval(trained):
                 answered.append((time.monotonic(), str(rid)))
                 i += 1
                 time.sleep(0.01)
+        writers = _children(proc.pid)
+        assert writers, "the service has no writing process"
         killed = kill9(proc)
+        # the writing process writes what it was handed, then exits: none is left behind
+        _wait(lambda: not any(_alive(pid) for pid in writers), 10,
+              f"the writing processes {writers} exit after the service's kill -9")
     finally:
         stop(proc)
     _, store = _stores()

@@ -300,7 +300,10 @@ class _State:
                 ("failed_rows", "Served rows whose write failed", c.failed),
                 ("shadow_rows", "Rows scored by the shadow version", c.shadowed),
                 ("shadow_failed_rows", "Rows the shadow version could not score",
-                 c.shadow_failed)):
+                 c.shadow_failed),
+                ("hand_over_seconds", "Seconds this process spent handing served rows to its "
+                 "log writer (merging and sending; the writing is another process's)",
+                 c.hand_over_seconds)):
             yield CounterMetricFamily(f"regrow_serving_log_{name}", help_, value=value)
 
 
@@ -361,7 +364,8 @@ def create_app(configs: Sequence[LoadedConfig], options: Options,
     models = {name: serving.Served(loaded) for name, loaded in index.items()}
     logger = serving.PredictionLogger(
         store, flush_seconds=options.flush_seconds, flush_rows=options.flush_rows,
-        max_rows=options.queue_rows, shadow=options.shadow) if options.log_predictions else None
+        max_rows=options.queue_rows, configs=dict(index), settings=settings,
+        shadow=options.shadow) if options.log_predictions else None
     follower = serving.Follower(list(models.values()), registry, store,
                                 poll_seconds=options.poll_seconds,
                                 registry_poll_seconds=options.registry_poll_seconds)

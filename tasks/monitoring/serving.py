@@ -20,12 +20,18 @@ requests into one predict call, and logging what it serves (with the challenger 
   request queued (up to ``max_rows`` rows) as one batch, one frame and one predict call per
   version. While a batch is predicted the next one gathers, so the batch grows with the load
   on its own; ``max_wait`` adds a bounded wait before a batch when it is not full.
-- **Logging** (`PredictionLogger`): each batch's rows are queued (bounded: ``max_rows``; rows
-  that do not fit are dropped and counted, never waited for) and written by a thread of their
-  own every ``flush_seconds`` or ``flush_rows`` rows, as one prediction-log batch per model
-  and version (`scoring.log_batch`: the file `regrow score` writes, indexed in the store), the
-  shadow's predictions with it. A process killed with SIGKILL loses the rows queued since the
-  last flush: at most ``flush_seconds`` of traffic (or ``flush_rows`` rows).
+- **Logging** (`PredictionLogger`): the predict thread only queues each batch (its requests
+  as parsed and its predictions: references, no frame, no copy); the queue is bounded
+  (``max_rows``; rows that do not fit are dropped and counted, never waited for). Every
+  ``flush_seconds``, or once ``flush_rows`` rows wait, a thread merges what is queued into
+  plain columns, one batch per model and version, and hands it through a pipe to a writing
+  process of the service's own (`LogWriter`), which frames it and writes one prediction-log
+  batch (`scoring.log_batch`: the file `regrow score` writes, indexed in the store), the
+  shadow's predictions with it. The frames, the Parquet file, the store and the shadow's
+  predict call thus never hold the serving process's GIL. A service killed with SIGKILL loses
+  the rows queued since the last hand-over: at most ``flush_seconds`` of traffic (or
+  ``flush_rows`` rows); the writing process still writes what it was handed, then exits
+  (killed too, it loses the batch it was writing as well).
 
 Nothing here is kept between processes: N replicas follow the champion independently.
 """
@@ -55,6 +61,7 @@ from regrow.tasks.monitoring.scoring import InputSpec, ScoringError
 from regrow.tasks.registry import bake as baking
 from regrow.tasks.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry, load_reference
 from regrow.tasks.store.database import Store, alias_history, now
+from regrow.tasks.store.settings import Settings
 
 log = logging.getLogger("regrow.serving")
 
@@ -168,7 +175,22 @@ def admit(served: Served, version: Version, rows: Rows, strict: bool = True) -> 
             twice = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
             raise ScoringError(f"id column {id_col!r} has duplicated values, e.g. {twice[:3]}")
         return ids
-    return [uuid.uuid4().hex for _ in range(rows.n)]
+    return new_ids(rows.n)
+
+
+_ID_PREFIX = uuid.uuid4().hex[:20]  # this process's, random: ids stay unique across replicas
+_ids_lock = threading.Lock()
+_ids_next = 0
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` new row ids: this process's random prefix and a counter (32 hex digits, as long as
+    a UUID's; one random draw per process instead of one per row)."""
+    global _ids_next
+    with _ids_lock:
+        start = _ids_next
+        _ids_next += n
+    return [f"{_ID_PREFIX}{i:012x}" for i in range(start, start + n)]
 
 
 @dataclass(eq=False)
@@ -192,10 +214,10 @@ class Answer:
     probabilities: np.ndarray | None  # rows x classes, for a classifier
 
 
-def _frame(jobs: Sequence[Job]) -> pd.DataFrame:
-    """The jobs' rows as one frame (columns a job lacks are empty for its rows)."""
+def _columns(jobs: Sequence[Job]) -> dict[str, list[Any]]:
+    """The jobs' rows as one set of columns (columns a job lacks are empty for its rows)."""
     if len(jobs) == 1:
-        return pd.DataFrame(jobs[0].rows.columns)
+        return jobs[0].rows.columns
     names = list(dict.fromkeys(c for j in jobs for c in j.rows.columns))
     data: dict[str, list[Any]] = {}
     for name in names:
@@ -203,24 +225,25 @@ def _frame(jobs: Sequence[Job]) -> pd.DataFrame:
         for j in jobs:
             values.extend(j.rows.columns.get(name) or [None] * j.rows.n)
         data[name] = values
-    return pd.DataFrame(data)
+    return data
 
 
 @dataclass
 class LogItem:
-    """One batch's rows for the prediction log."""
+    """One batch's rows for the prediction log: the columns its frame was made of, its ids
+    and predictions (references: nothing more is copied or framed on the predict thread;
+    `merge_items` merges once per flush, the writing process frames)."""
 
     served: Served
     version: Version
+    columns: dict[str, list[Any]]  # the columns the batch's frame was made of
     ids: list[str]
-    frame: pd.DataFrame
-    X: pd.DataFrame
     predictions: np.ndarray
     score: np.ndarray | None
 
     @property
     def rows(self) -> int:
-        return len(self.ids)
+        return len(self.predictions)
 
 
 def predict_jobs(jobs: Sequence[Job], logger: PredictionLogger | None = None
@@ -230,10 +253,11 @@ def predict_jobs(jobs: Sequence[Job], logger: PredictionLogger | None = None
     at fault get the error. Queues the rows for the log."""
     served, version = jobs[0].served, jobs[0].version
     config = served.loaded.config
-    frame = _frame(jobs)
+    columns = _columns(jobs)
+    frame = pd.DataFrame(columns)
     try:
         scoring.check_rows(version.spec, frame)
-        X, pred, score, proba = scoring.predict_full(config, version.estimator, version.spec,
+        _, pred, score, proba = scoring.predict_full(config, version.estimator, version.spec,
                                                      frame, probabilities=True)
     except Exception as err:  # noqa: BLE001 - reported to the request(s) at fault
         if len(jobs) > 1:
@@ -243,9 +267,9 @@ def predict_jobs(jobs: Sequence[Job], logger: PredictionLogger | None = None
         log.warning("%s v%s could not score a request: %s", version.model, version.version, err)
         return [ScoringError(f"the model could not score these rows: "
                              f"{type(err).__name__}: {err}")]
-    ids = [i for j in jobs for i in j.ids]
     if logger is not None:
-        logger.put(LogItem(served, version, ids, frame, X, pred, score))
+        ids = jobs[0].ids if len(jobs) == 1 else [i for j in jobs for i in j.ids]
+        logger.put(LogItem(served, version, columns, ids, pred, score))
     answers: list[Answer | ScoringError] = []
     start, values = 0, pred.tolist()
     for j in jobs:
@@ -346,25 +370,198 @@ class LogCounts:
     shadowed: int = 0
     shadow_failed: int = 0
     flushes: int = 0
+    hand_over_seconds: float = 0.0  # the serving process's share: merging and sending
+
+
+@dataclass
+class LogBatch:
+    """One flush's rows of one model and version, as columns: what the writing process gets."""
+
+    seq: int
+    model: str
+    version: str
+    inputs: list[str]  # the version's inputs, and of those the numeric ones (read as numbers,
+    numeric: list[str]  # as `scoring.predict_full` reads them for the model)
+    columns: dict[str, list[Any]]
+    ids: list[str]
+    predictions: np.ndarray
+    score: np.ndarray | None
+    shadow: str | None  # the version to score in shadow, if any
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class LogResult:
+    """What the writing process did with one `LogBatch`."""
+
+    seq: int
+    rows: int
+    written: int = 0
+    shadowed: int = 0
+    shadow_failed: int = 0
+
+
+def merge_items(seq: int, items: Sequence[LogItem], shadow: str | None) -> LogBatch:
+    """Batches of one model and version as one `LogBatch`: each column's values in the order
+    they were served (a column a request lacks is empty for its rows)."""
+    served, version = items[0].served, items[0].version
+    names = list(dict.fromkeys(c for item in items for c in item.columns))
+    columns: dict[str, list[Any]] = {n: [] for n in names}
+    ids: list[str] = []
+    for item in items:
+        ids.extend(item.ids)
+        for name, values in columns.items():
+            got = item.columns.get(name)
+            values.extend(got if got is not None else [None] * item.rows)
+    scores = [i.score for i in items if i.score is not None]
+    return LogBatch(seq, served.name, version.version, version.spec.inputs,
+                    list(version.spec.numeric), columns, ids,
+                    np.concatenate([i.predictions for i in items]),
+                    np.concatenate(scores) if len(scores) == len(items) else None, shadow)
+
+
+class LogWriter:
+    """The writing process's side: `LogBatch` in, prediction-log batch (Parquet file, index
+    row) and shadow predictions out. Loads a shadow version the first time it is asked for."""
+
+    def __init__(self, configs: dict[str, LoadedConfig], database_url: str,
+                 log_root: str | None, settings: Settings) -> None:
+        self.configs, self.log_root, self.settings = configs, log_root, settings
+        self.store = Store(database_url)
+        self._shadows: dict[tuple[str, str], Version] = {}
+
+    def write(self, batch: LogBatch) -> LogResult:
+        """Write one batch; raises what the write raised (the rows are then not logged)."""
+        loaded = self.configs[batch.model]
+        config = loaded.config
+        frame = pd.DataFrame(batch.columns)
+        X = frame[batch.inputs].copy()
+        for col in batch.numeric:
+            X[col] = pd.to_numeric(X[col], errors="coerce")
+        ids = pd.Series(batch.ids, dtype=object)
+        logged = scoring.log_rows(config, ids, frame, X, batch.predictions, batch.score)
+        batch_id = uuid.uuid4().hex
+        scoring.log_batch(self.store, batch.model, batch.version, batch_id, now(), logged,
+                          self.log_root)
+        result = LogResult(batch.seq, batch.rows, written=batch.rows)
+        if batch.shadow is not None and config.data.id_column:
+            frame[str(config.data.id_column)] = ids.to_numpy()  # the ids the rows were logged with
+            try:
+                shadow = self._shadow(loaded, batch.model, batch.shadow)
+                result.shadowed = scoring.score_shadow(config, shadow.estimator, shadow.version,
+                                                       shadow.spec, frame, self.store, batch_id)
+            except Exception as err:  # noqa: BLE001 - the shadow never costs the champion anything
+                log.warning("shadow v%s of %s could not score %d rows: %s", batch.shadow,
+                            batch.model, batch.rows, err)
+                result.shadow_failed = batch.rows
+        return result
+
+    def _shadow(self, loaded: LoadedConfig, model: str, version: str) -> Version:
+        key = (model, version)
+        if key not in self._shadows:
+            from regrow.tasks.registry.mlflow_registry import Registry
+
+            for old in [k for k in self._shadows if k[0] == model]:
+                del self._shadows[old]  # one shadow per model at a time
+            self._shadows[key] = load_version(Registry(self.settings), loaded, version)
+        return self._shadows[key]
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+def _writer_main(inbox: Any, outbox: Any, configs: dict[str, LoadedConfig], database_url: str,
+                 log_root: str | None, settings: Settings) -> None:
+    """The writing process: one `LogBatch` at a time until the service closes the pipe (or
+    dies: what was received is still written). Signals meant for the service (Ctrl+C to the
+    process group) do not cut it short."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    writer = LogWriter(configs, database_url, log_root, settings)
+    try:
+        while True:
+            try:
+                batch = inbox.recv()
+            except (EOFError, OSError):
+                break
+            if batch is None:
+                break
+            try:
+                result = writer.write(batch)
+            except Exception:  # noqa: BLE001 - the service keeps serving; the loss is counted
+                log.exception("could not log %d served rows of %s v%s", batch.rows, batch.model,
+                              batch.version)
+                result = LogResult(batch.seq, batch.rows)
+            try:
+                outbox.send(result)
+            except OSError:
+                pass  # the service is gone: keep writing what was received
+    finally:
+        writer.close()
 
 
 class PredictionLogger:
     """Served rows written to the prediction log off the request path (see the module
-    docstring). `put` never blocks on the store."""
+    docstring). `put` never blocks on the store.
+
+    The service's process only queues each batch (references, no copy), and every flush
+    merges the queued batches into plain columns and hands them to a writing process of its
+    own (`LogWriter`): the frames, the Parquet file, the index row and the shadow's scoring
+    run there, without competing with the event loop and the predict thread for the GIL."""
 
     def __init__(self, store: Store, *, flush_seconds: float, flush_rows: int, max_rows: int,
+                 configs: dict[str, LoadedConfig], settings: Settings,
                  log_root: str | None = None, shadow: bool = True) -> None:
         self.store, self.log_root, self.shadow = store, log_root, shadow
+        self.configs, self.settings = configs, settings
         self.flush_seconds, self.flush_rows, self.max_rows = flush_seconds, flush_rows, max_rows
         self.counts = LogCounts()
         self._items: list[LogItem] = []
+        self._pending = 0  # rows queued, not yet handed over
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="regrow-predlog", daemon=True)
+        self._seq = 0
+        self._sent: dict[int, int] = {}  # rows handed to the writing process, not yet written
+        self._proc: Any = None
+        self._inbox: Any = None
+        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the writing thread."""
+        """Start the writing process and the thread that feeds it."""
+        self._spawn()
         self._thread.start()
+
+    def _spawn(self) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # never fork a process with threads
+        inbox_r, inbox_w = ctx.Pipe(duplex=False)
+        outbox_r, outbox_w = ctx.Pipe(duplex=False)
+        url = self.store.engine.url.render_as_string(hide_password=False)
+        self._proc = ctx.Process(target=_writer_main, name="regrow-predlog-writer",
+                                 args=(inbox_r, outbox_w, self.configs, url, self.log_root,
+                                       self.settings))
+        self._proc.start()
+        inbox_r.close()
+        outbox_w.close()
+        if self._inbox is not None:
+            self._inbox.close()  # the pipe of a writer that died
+        self._inbox = inbox_w
+        self._reader = threading.Thread(target=self._read, args=(outbox_r,),
+                                        name="regrow-predlog-results", daemon=True)
+        self._reader.start()
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writing process's id (None before `start`)."""
+        return None if self._proc is None else self._proc.pid
 
     @property
     def depth(self) -> int:
@@ -380,7 +577,8 @@ class PredictionLogger:
                 return False
             self._items.append(item)
             self.counts.queued += item.rows
-            if self.counts.queued >= self.flush_rows:
+            self._pending += item.rows
+            if self._pending >= self.flush_rows:
                 self._cond.notify()
         return True
 
@@ -388,67 +586,76 @@ class PredictionLogger:
         while True:
             with self._cond:
                 deadline = time.monotonic() + self.flush_seconds
-                while not self._stopping and self.counts.queued < self.flush_rows:
+                while not self._stopping and self._pending < self.flush_rows:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                items, self._items = self._items, []
+                items, self._items, self._pending = self._items, [], 0
                 stopping = self._stopping
             if items:
-                self._write(items)
+                self._hand_over(items)
             if stopping:
                 return
 
-    def _write(self, items: list[LogItem]) -> None:
-        """One log batch per model and version, then the shadow's predictions of its rows."""
+    def _hand_over(self, items: list[LogItem]) -> None:
+        """One `LogBatch` per model and version to the writing process."""
         groups: dict[tuple[int, int], list[LogItem]] = {}
         for item in items:
             groups.setdefault((id(item.served), id(item.version)), []).append(item)
         for group in groups.values():
-            rows = sum(i.rows for i in group)
+            started = time.perf_counter()
             served, version = group[0].served, group[0].version
-            config = served.loaded.config
-            batch = uuid.uuid4().hex
-            frame = pd.concat([i.frame for i in group], ignore_index=True) \
-                if len(group) > 1 else group[0].frame
-            ids = pd.Series([x for i in group for x in i.ids])
-            try:
-                logged = scoring.log_rows(
-                    config, ids, frame,
-                    pd.concat([i.X for i in group], ignore_index=True),
-                    np.concatenate([i.predictions for i in group]),
-                    None if group[0].score is None else
-                    np.concatenate([i.score for i in group if i.score is not None]))
-                scoring.log_batch(self.store, served.name, version.version, batch, now(), logged,
-                                  self.log_root)
-                self.counts.written += rows
-            except Exception:  # noqa: BLE001 - the service keeps serving; the loss is counted
-                log.exception("could not log %d served rows of %s v%s", rows, served.name,
-                              version.version)
-                self.counts.failed += rows
-            finally:
-                with self._cond:
-                    self.counts.queued -= rows
-            self.counts.flushes += 1
             shadow = served.shadow
-            if self.shadow and shadow is not None and shadow.version != version.version \
-                    and config.data.id_column:
-                self._shadow(served, shadow, frame, ids, batch)
+            wanted = shadow.version if self.shadow and shadow is not None \
+                and shadow.version != version.version else None
+            self._seq += 1
+            batch = merge_items(self._seq, group, wanted)
+            try:
+                if self._proc is None or not self._proc.is_alive():
+                    self._lost("the writing process ended before writing them")
+                    self._spawn()
+            except Exception as err:  # noqa: BLE001 - tried again at the next hand-over
+                log.error("could not start the prediction log's writing process: %s", err)
+            with self._cond:
+                self._sent[batch.seq] = batch.rows
+            try:
+                self._inbox.send(batch)
+            except Exception as err:  # noqa: BLE001 - the service keeps serving; the loss is counted
+                log.error("could not hand %d served rows of %s v%s to the log writer: %s",
+                          batch.rows, served.name, version.version, err)
+                self._done(LogResult(batch.seq, batch.rows))
+            self.counts.hand_over_seconds += time.perf_counter() - started
 
-    def _shadow(self, served: Served, shadow: Version, frame: pd.DataFrame, ids: pd.Series,
-                batch: str) -> None:
-        config = served.loaded.config
-        frame = frame.copy()
-        frame[str(config.data.id_column)] = ids.to_numpy()  # the ids the rows were logged with
-        try:
-            self.counts.shadowed += scoring.score_shadow(config, shadow.estimator,
-                                                         shadow.version, shadow.spec, frame,
-                                                         self.store, batch)
-        except Exception as err:  # noqa: BLE001 - the shadow never costs the champion anything
-            log.warning("shadow v%s of %s could not score %d rows: %s", shadow.version,
-                        served.name, len(frame), err)
-            self.counts.shadow_failed += len(frame)
+    def _lost(self, why: str) -> None:
+        """Rows handed to a writing process that died unwritten: failed."""
+        with self._cond:
+            lost = dict(self._sent)
+        if lost and self._proc is not None:
+            log.error("%d served rows were not logged: %s", sum(lost.values()), why)
+        for seq, rows in lost.items():
+            self._done(LogResult(seq, rows))
+
+    def _done(self, result: LogResult) -> None:
+        with self._cond:
+            if self._sent.pop(result.seq, None) is None:
+                return
+            c = self.counts
+            c.queued -= result.rows
+            c.written += result.written
+            c.failed += result.rows - result.written
+            c.shadowed += result.shadowed
+            c.shadow_failed += result.shadow_failed
+            c.flushes += 1
+            self._cond.notify_all()
+
+    def _read(self, outbox: Any) -> None:
+        while True:
+            try:
+                result = outbox.recv()
+            except (EOFError, OSError):
+                return
+            self._done(result)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then stop."""
@@ -457,6 +664,17 @@ class PredictionLogger:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._proc is None:
+            return
+        try:
+            self._inbox.send(None)
+        except OSError:
+            pass
+        self._proc.join(timeout)
+        if self._reader is not None:
+            self._reader.join(5)
+        self._lost("the writing process ended before writing them")
+        self._inbox.close()
 
 
 # ------------------------------------------------------------------------------ following

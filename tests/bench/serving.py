@@ -219,14 +219,17 @@ PHASES = [("1 row", 1, 1), ("1 row", 8, 1), ("1 row", 32, 1), ("1000 rows", 2, 1
 
 def measure(server: str, url: str, seconds: float) -> list[dict[str, Any]]:
     rows = []
-    run_load(url, "/invocations", 4, 1, 1.0)  # warm-up: connections, first batches
+    warm = run_load(url, "/invocations", 4, 1, 1.0)  # warm-up: connections, first batches
+    answered = len(warm["latencies"])
     for what, inflight, n in PHASES:
         r = run_load(url, "/invocations", inflight, n, seconds)
         lat = r["latencies"]
         rows.append({"server": server, "request": what, "in flight": inflight,
                      "req/s": len(lat) / r["elapsed"], "rows/s": len(lat) * n / r["elapsed"],
                      "p50 ms": _q(lat, 0.5), "p99 ms": _q(lat, 0.99), "errors": r["errors"],
-                     "gen cpu": f"{r['cpu'] / r['elapsed']:.0%}"})
+                     "gen cpu": f"{r['cpu'] / r['elapsed']:.0%}",
+                     "answered rows": answered + len(lat) * n})
+        answered = 0
         print(f"  {server:<22} {what:<9} x{inflight:<3} {rows[-1]['req/s']:8.0f} req/s  "
               f"p50 {rows[-1]['p50 ms']:7.1f} ms  p99 {rows[-1]['p99 ms']:7.1f} ms  "
               f"errors {r['errors']}", flush=True)
@@ -286,11 +289,14 @@ def main(argv: list[str] | None = None) -> int:
                    ("regrow, log on", lambda p: regrow_cmd(cfg, p)),
                    ("regrow, log off", lambda p: regrow_cmd(cfg, p, "--no-log")),
                    ("regrow, log on, 2 workers", lambda p: regrow_cmd(cfg, p, "--workers", "2"))]
+        logged: dict[str, float] = {}
         for name, make in servers:
             port = free_port()
             proc = start(make(port), home, port, name.replace(" ", "-").replace(",", ""))
             try:
                 rows += measure(name, f"http://127.0.0.1:{port}", args.seconds)
+                if name == "regrow, log on":
+                    logged = log_counts(f"http://127.0.0.1:{port}")
             finally:
                 stop(proc)
         port = free_port()
@@ -299,10 +305,26 @@ def main(argv: list[str] | None = None) -> int:
             promo = promotions(home, cfg, f"http://127.0.0.1:{port}")
         finally:
             stop(proc)
-    return report(rows, promo)
+    return report(rows, promo, logged)
 
 
-def report(rows: list[dict[str, Any]], promo: dict[str, Any]) -> int:
+def log_counts(url: str) -> dict[str, float]:
+    """The prediction log's counters of a running service (``/metrics``), once its queue has
+    been written."""
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        values = {line.split()[0].removeprefix("regrow_serving_log_"): float(line.split()[1])
+                  for line in text.splitlines() if line.startswith("regrow_serving_log_")}
+        if values.get("queue_rows", 0) == 0 or time.monotonic() > deadline:
+            return values
+        time.sleep(0.5)
+
+
+def report(rows: list[dict[str, Any]], promo: dict[str, Any],
+           logged: dict[str, float] | None = None) -> int:
     def cell(server: str, inflight: int, request: str = "1 row") -> dict[str, Any]:
         return next(r for r in rows if r["server"] == server and r["in flight"] == inflight
                     and r["request"] == request)
@@ -337,6 +359,14 @@ def report(rows: list[dict[str, Any]], promo: dict[str, Any]) -> int:
          promo["errors"] == 0 and max(delays) <= TARGET_SWAP_S),
     ]
     notes = [f"{'met' if ok else 'NOT MET'}: {text}" for text, ok in verdicts]
+    if logged:
+        answered = sum(r["answered rows"] for r in rows if r["server"] == "regrow, log on")
+        notes.append(
+            f"prediction log of the 'log on' server: {answered} rows answered, "
+            f"{logged.get('written_rows_total', 0):.0f} written, "
+            f"{logged.get('dropped_rows_total', 0):.0f} dropped, "
+            f"{logged.get('failed_rows_total', 0):.0f} failed; the serving process spent "
+            f"{logged.get('hand_over_seconds_total', 0):.2f} s handing them to its writer")
     print()
     for line in notes:
         print(line)
