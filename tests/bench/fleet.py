@@ -1,7 +1,9 @@
 """A fleet of models on one Prefect server, one PostgreSQL monitoring store and one MLflow
 server: what 1, 10 and 100 models cost.
 
-Set-up (not timed): a Prefect server (``prefect server start``), an MLflow tracking server
+Set-up (not timed): a Prefect server (``prefect server start``, its database on PostgreSQL as
+Prefect advises beyond a few runs at a time: on SQLite a round of 100 runs with two workers
+left runs waiting seconds per API write), an MLflow tracking server
 (``mlflow server``, its own SQLite backend and artifact folder) and a new PostgreSQL database
 as the monitoring store, all on loopback. Models are generated with varied shapes (binary and
 regression; 1,000 to 16,000 rows; 4 to 12 numeric and 0 to 2 categorical columns), trained
@@ -337,15 +339,20 @@ def main(argv: list[str]) -> int:
         return train_worker(args.train_worker)
     from tests.procs import pg_database, start_prefect_server, stop
 
+    # a `kill` ends the benchmark through its clean-ups (servers, databases), as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[int, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp, pg_database() as store_url:
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp, pg_database() as store_url, \
+            pg_database() as prefect_db:
         root = Path(tmp)
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("PREFECT_", "MLFLOW_", "REGROW_"))}
         base.update(PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true",
                     PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONWARNINGS="ignore")
         log("starting a Prefect server and an MLflow server")
-        prefect_proc, prefect_url = start_prefect_server(root / "prefect")
+        prefect_proc, prefect_url = start_prefect_server(
+            root / "prefect", PREFECT_API_DATABASE_CONNECTION_URL=prefect_db.replace(
+                "postgresql+psycopg://", "postgresql+asyncpg://"))
         mlflow_proc, mlflow_url = start_mlflow(root, base)
         env = {**base, "REGROW_HOME": str(root / "home"), "REGROW_DATABASE_URL": store_url,
                "MLFLOW_TRACKING_URI": mlflow_url, "PREFECT_API_URL": prefect_url}
