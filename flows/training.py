@@ -100,7 +100,7 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None, trigge
         notify.training_failed(ctx, err)  # never raises: the error below is what counts
         raise
     steps.close_run(ctx, verdict=decision.verdict, version=reg.version)
-    notify.training_done(ctx, decision, reg, evals)
+    notify.training_done(ctx, decision, reg, evals, approval)
     return pages.training_state(dataclasses.replace(
         _outcome(ctx, data, parts, trained, evals, decision, reg),
         seconds=round(time.perf_counter() - started, 3)))
