@@ -4,6 +4,7 @@ worker: the suite runs on one pytest-xdist worker per core, a test file to a wor
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,6 +55,18 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=600):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _events_worker_per_module():
+    """Prefect's events worker is one per process and keeps sending to the API it first met:
+    a module that pointed Prefect at a server of its own (``temporary_settings``) would leave
+    it sending the next module's events there. Drained and stopped after each module, the next
+    emitter starts one for the API then in force."""
+    yield
+    worker = sys.modules.get("prefect.events.worker")
+    if worker is not None:
+        worker.EventsWorker.drain_all(timeout=30)
 
 
 @pytest.fixture

@@ -38,7 +38,10 @@ def served(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
     home = base / "home"
     configs = {}
     for name, patch in MODELS.items():
-        cfg = merge(merge(BINARY_CONFIG, {"registry": {"model_name": name}}), patch)
+        # every training here draws from the same world: the served flows are tested, not the
+        # paired-improvement rule (which would keep the first champion: no_gain)
+        cfg = merge(merge(BINARY_CONFIG, {"registry": {"model_name": name},
+                                          "gate": {"require_improvement": False}}), patch)
         configs[name] = write_case(base / name, binary_frame(900, seed=3), cfg)
     # The MLflow store is created (and migrated) here, once: the first training and the first
     # cron drift check would otherwise both migrate the fresh SQLite file at the same time.
