@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import free_port
+from tests.procs import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -233,14 +233,7 @@ def stack(image: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
 
 
 def _wait(check, timeout: float, what: str, every: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(every)
+    return wait_for(check, timeout, f"{what}: not within {timeout:.0f} s", interval=every)
 
 
 def _pg_url(st: Stack, database: str, password: str | None = None) -> str:
