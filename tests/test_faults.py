@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import BINARY_CONFIG, binary_frame, merge, write_case
-from tests.procs import free_port, kill9, pg_database, wait_paused
+from tests.procs import free_port, kill9, pg_database, wait_for, wait_paused
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -197,7 +197,8 @@ def test_helpers_of_a_killed_command_are_ended(tmp_path: Path):
     proc = subprocess.Popen([sys.executable, "-c", script], env=env_for(home, None), cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     child = int(proc.stdout.readline())
-    assert any(pid == child for pid, _ in tagged(home))
+    wait_for(lambda: any(pid == child for pid, _ in tagged(home)), 10,
+             f"the helper {child} does not carry the command's REGROW_HOME")
     t0 = kill9(proc)
     wait_gone(home, timeout=10)
     figure("lifeline: helpers gone after kill -9 of their command", time.monotonic() - t0)
