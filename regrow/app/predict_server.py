@@ -35,7 +35,6 @@ costs no pandas work of its own; concurrent requests are predicted together by o
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import io
 import ipaddress
@@ -385,6 +384,8 @@ def create_app(configs: Sequence[LoadedConfig], options: Options,
         follower.start()
         if logger is not None:
             logger.start()
+        import asyncio  # here, not at import: `regrow --help` builds this command's parser
+
         task = asyncio.create_task(batcher.run())
         import gc
 
