@@ -5,11 +5,15 @@ a champion never retrained, all replayed in the same run.
 Cases (synthetic, seeded; a binary label from four numeric columns and a categorical one, one
 row per 10 minutes, the first champion trained on the 3,000 rows before the start, then 12
 windows of 1,000 rows, labels arriving with each window, trainings on the latest 2,000
-labelled rows):
+labelled rows unless the case says otherwise):
 
 - no drift: the same relation throughout;
 - abrupt change: from window 5 on the relation's weights change (two signs flip);
-- seasonal: the weights turn with a period of 12 windows (cos/sin of a season angle);
+- seasonal: a `season` column (winter, spring, summer, autumn, three windows each; the first
+  champion has seen winter only) turns the relation a quarter turn a season, and the seasons
+  come back: a model that has seen a season knows it again. Its config names the column and a
+  gradient-boosting candidate beside the logistic one (the season acts through interactions),
+  and trainings read every labelled row, the live default (the other cases: the latest 2,000);
 - label noise: from window 5 on a third of the labels are coin flips.
 
 Policies: the shipped defaults (the config names only its data, one candidate and a window of
@@ -49,6 +53,7 @@ WARMUP, WINDOW, WINDOWS, CHANGE, TRAIN = 3000, 1000, 12, 5, 2000
 GRID = ["retrain.on=performance,any", "monitoring.performance.tolerance=0.02,0.05",
         "monitoring.persistence.k=1,2"]
 COST = 0.002
+CASES = ["no drift", "abrupt change", "seasonal", "label noise"]
 
 
 def _rows(n: int, rng: np.random.Generator, weights: np.ndarray,
@@ -63,23 +68,42 @@ def _rows(n: int, rng: np.random.Generator, weights: np.ndarray,
                          "segment": seg, "label": y})
 
 
-BASE = np.array([2.5, 0.0, 1.0, 0.0])  # the seasonal case's weights at angle 0
+BASE = np.array([2.5, 0.0, 1.0, 0.0])
+SEASONS = ["winter", "spring", "summer", "autumn"]
+SEASON_WINDOWS = 3  # the warm-up is one season long (WARMUP = 3 windows of rows)
+
+
+def _season_weights(k: int) -> np.ndarray:
+    """The relation in season k: BASE's first two weights turned a quarter turn a season."""
+    angle = np.pi / 2 * k
+    return np.array([2.5 * np.cos(angle), 2.5 * np.sin(angle), 1.0, 0.0])
+
+
+def windows(name: str) -> int:
+    """Windows replayed: two years for the seasonal case (the second shows whether the policy
+    knows the seasons again), WINDOWS otherwise."""
+    return 2 * len(SEASONS) * SEASON_WINDOWS if name == "seasonal" else WINDOWS
 
 
 def case(name: str, seed: int) -> pd.DataFrame:
-    """The history of a case: WARMUP rows, then WINDOWS windows of WINDOW rows."""
+    """The history of a case: WARMUP rows, then `windows(name)` windows of WINDOW rows."""
     rng = np.random.default_rng(seed)
     parts = [_rows(WARMUP, rng, BASE)]
-    for j in range(1, WINDOWS + 1):
+    if name == "seasonal":
+        parts[0].insert(5, "season", SEASONS[0])
+    for j in range(1, windows(name) + 1):
         w, noise = BASE, 0.0
+        k = (j - 1) // SEASON_WINDOWS + 1  # windows 1-3 spring, 4-6 summer, ...
         if name == "abrupt change" and j >= CHANGE:
             w = np.array([-1.0, -1.5, 1.0, 1.5])  # two signs flip, a silent column speaks
-        elif name == "seasonal":  # a turn of 30 degrees a window
-            angle = 2 * np.pi * j / 12
-            w = np.array([2.5 * np.cos(angle), 2.5 * np.sin(angle), 1.0, 0.0])
+        elif name == "seasonal":
+            w = _season_weights(k)
         elif name == "label noise" and j >= CHANGE:
             noise = 0.67  # two thirds drawn again at random: a third are coin flips
-        parts.append(_rows(WINDOW, rng, w, noise))
+        part = _rows(WINDOW, rng, w, noise)
+        if name == "seasonal":
+            part.insert(5, "season", SEASONS[k % len(SEASONS)])
+        parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     frame.insert(0, "ts", pd.date_range("2024-01-01", periods=len(frame), freq="10min"))
     frame.insert(0, "row_id", np.arange(len(frame)))
@@ -96,6 +120,24 @@ CONFIG: dict[str, Any] = {
     "monitoring": {"window": {"rows": WINDOW}},
     "registry": {"model_name": "policy-bench"},
 }
+
+
+def config_for(name: str) -> dict[str, Any]:
+    """The case's config: the seasonal one names its season column and a candidate that can
+    learn how the season turns the relation."""
+    config = yaml.safe_load(yaml.safe_dump(CONFIG))
+    if name == "seasonal":
+        config["features"]["categorical"].append("season")
+        config["candidates"]["estimators"] = [
+            {"name": "hgb", "estimator": "hist_gradient_boosting_classifier",
+             "params": {"max_iter": 200}}]
+    return config
+
+
+def train_window(name: str) -> str | None:
+    """What a training reads: every labelled row for the seasonal case (a model must see a
+    whole year to know it), the latest TRAIN rows otherwise."""
+    return None if name == "seasonal" else str(TRAIN)
 
 
 def oracle(loaded, frame: pd.DataFrame, opts) -> tuple[float, int]:
@@ -137,9 +179,126 @@ def measurable(report) -> int | None:
     return None
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    m = float(np.median(known))
+    return int(m) if m.is_integer() else m
+
+
+def _target(name: str, o, first_request: int | None, first_measurable: int | None,
+            share: float | None, oracle_trainings: int) -> tuple[str, bool]:
+    """The case's target and whether one replay of a policy met it."""
+    if name == "no drift":
+        return "0 promotions", o.promotions == 0
+    if name == "abrupt change":
+        return ("retrain asked in the first measurable window",
+                first_measurable is not None and first_request == first_measurable)
+    if name == "seasonal":
+        return (">= 80% of the oracle's gain with <= half its trainings",
+                share is not None and share >= 0.8 and o.trainings <= oracle_trainings / 2)
+    return "worse promotions at most 1 in 10", o.worse_promotions * 10 <= o.judged_promotions
+
+
+def replay_case(name: str, seed: int, home: Path) -> dict[str, Any]:
+    """One case on one seed: the shipped defaults, the --compare pick and both baselines."""
+    from regrow.configs.schema import load_config
+    from regrow.tasks.monitoring import backtest as bt
+    from regrow.tasks.monitoring import compare as cmp
+
+    frame = case(name, seed)
+    folder = home / f"{name.replace(' ', '-')}-{seed}"
+    folder.mkdir()
+    frame.iloc[:WARMUP].to_parquet(folder / "data.parquet", index=False)
+    (folder / "model.yaml").write_text(yaml.safe_dump(config_for(name), sort_keys=False))
+    loaded = load_config(folder / "model.yaml")
+    opts = bt.Options(window=str(WINDOW), start=str(frame["ts"].iloc[WARMUP]),
+                      train_window=train_window(name))
+    t0 = time.perf_counter()
+    result = cmp.compare(loaded, frame, opts, cmp.variants(GRID), training_cost=COST)
+    shipped = next(o for o in result.outcomes if o.name == cmp.AS_GIVEN)
+    base = shipped.report
+    never = base.totals.without_retraining if base else None
+    best_oracle, oracle_trainings = oracle(loaded, frame, opts)
+    first_measurable = measurable(base) if base else None
+    out: dict[str, Any] = {"never": never, "oracle": best_oracle,
+                           "oracle_trainings": oracle_trainings, "policies": {}}
+    for kind, o in (("shipped defaults", shipped), ("--compare pick", result.best)):
+        first_request = next((w.index for w in (o.report.windows if o.report else [])
+                              if w.policy is not None), None)
+        gain = None if o.value is None or never is None else o.value - never
+        oracle_gain = best_oracle - never if never is not None else None
+        share = None if gain is None or oracle_gain is None or oracle_gain <= 0.001 \
+            else gain / oracle_gain
+        target, met = _target(name, o, first_request, first_measurable, share,
+                              oracle_trainings)
+        out["policies"][kind] = {
+            "name": o.name, "metric": o.metric, "value": o.value, "gain": gain, "share": share,
+            "degraded": o.degraded_windows, "windows": o.windows, "trainings": o.trainings,
+            "promotions": o.promotions, "worse": o.worse_promotions,
+            "judged": o.judged_promotions, "first_request": first_request,
+            "first_measurable": first_measurable, "target": target, "met": met}
+    print(f"[policy] {name}, seed {seed}: {len(result.outcomes)} policies, oracle and never in "
+          f"{time.perf_counter() - t0:.0f} s; --compare picked {result.best.name}", flush=True)
+    return out
+
+
+def _fmt(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def table(name: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The case's rows over its seeds: medians of the metric, gain, share and trainings; sums
+    of windows, promotions and worse promotions; how many seeds met the target."""
+    rows = []
+    for kind in ("shipped defaults", "--compare pick"):
+        ps = [r["policies"][kind] for r in runs]
+        picks = sorted({p["name"] for p in ps})
+        shares = [p["share"] for p in ps]
+        share = _median(shares)
+        rows.append({
+            "case": name, "policy": kind if kind == "shipped defaults"
+            else f"--compare pick: {' | '.join(picks)}", ps[0]["metric"]:
+            _fmt(_median([p["value"] for p in ps])),
+            "gain vs never": _fmt(_median([p["gain"] for p in ps])),
+            "share of oracle gain": None if share is None else f"{share:.0%}",
+            "degraded windows": f"{sum(p['degraded'] for p in ps)}/"
+                                f"{sum(p['windows'] for p in ps)}",
+            "trainings": _median([p["trainings"] for p in ps]),
+            "promotions": _median([p["promotions"] for p in ps]),
+            "worse promotions": f"{sum(p['worse'] for p in ps)}/"
+                                f"{sum(p['judged'] for p in ps)}",
+            "first request": ",".join("-" if p["first_request"] is None
+                                      else str(p["first_request"]) for p in ps),
+            "target": ps[0]["target"] + (
+                f" (window {','.join(str(p['first_measurable']) for p in ps)})"
+                if name == "abrupt change" else ""),
+            "met": f"{sum(p['met'] for p in ps)}/{len(ps)} seeds"})
+    metric = runs[0]["policies"]["shipped defaults"]["metric"]
+    rows.append({"case": name, "policy": "baseline: oracle (retrain every window)",
+                 metric: _fmt(_median([r["oracle"] for r in runs])),
+                 "gain vs never": _fmt(_median([None if r["never"] is None
+                                                else r["oracle"] - r["never"] for r in runs])),
+                 "share of oracle gain": None, "degraded windows": "-",
+                 "trainings": _median([r["oracle_trainings"] for r in runs]),
+                 "promotions": _median([r["oracle_trainings"] for r in runs]),
+                 "worse promotions": "-", "first request": "1", "target": "-", "met": "-"})
+    rows.append({"case": name, "policy": "baseline: never retrain",
+                 metric: _fmt(_median([r["never"] for r in runs])), "gain vs never": 0.0,
+                 "share of oracle gain": None, "degraded windows": "-", "trainings": 0,
+                 "promotions": 0, "worse promotions": "-", "first request": None,
+                 "target": "-", "met": "-"})
+    return rows
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench policy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="replays of every case, each on its own seeded history (default 3)")
+    p.add_argument("--case", action="append", choices=CASES,
+                   help="replay only this case (repeatable; default: all)")
     args, _ = p.parse_known_args(argv)
     rows: list[dict[str, Any]] = []
     verdicts: list[str] = []
@@ -148,87 +307,28 @@ def main(argv: list[str]) -> int:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as home:
         os.environ["REGROW_HOME"] = home
-        from regrow.configs.schema import load_config
-        from regrow.tasks.monitoring import backtest as bt
-        from regrow.tasks.monitoring import compare as cmp
-
-        for i, name in enumerate(["no drift", "abrupt change", "seasonal", "label noise"]):
-            frame = case(name, args.seed + i)
-            folder = Path(home) / name.replace(" ", "-")
-            folder.mkdir()
-            frame.iloc[:WARMUP].to_parquet(folder / "data.parquet", index=False)
-            (folder / "model.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
-            loaded = load_config(folder / "model.yaml")
-            opts = bt.Options(window=str(WINDOW), start=str(frame["ts"].iloc[WARMUP]),
-                              train_window=str(TRAIN))
-            t0 = time.perf_counter()
-            result = cmp.compare(loaded, frame, opts, cmp.variants(GRID),
-                                 training_cost=COST)
-            by = {o.name: o for o in result.outcomes}
-            shipped, picked = by[cmp.AS_GIVEN], result.best
-            base = shipped.report
-            never = base.totals.without_retraining if base else None
-            best_oracle, oracle_trainings = oracle(loaded, frame, opts)
-            seconds = time.perf_counter() - t0
-            first_measurable = measurable(base) if base else None
-            for label, o in (("shipped defaults", shipped), (f"--compare pick: {picked.name}",
-                                                             picked)):
-                first_request = next((w.index for w in (o.report.windows if o.report else [])
-                                      if w.policy is not None), None)
-                gain = None if o.value is None or never is None else o.value - never
-                oracle_gain = best_oracle - never if never is not None else None
-                share = None if gain is None or oracle_gain is None or oracle_gain <= 0.001 \
-                    else gain / oracle_gain
-                if name == "no drift":
-                    target, met = "0 promotions", o.promotions == 0
-                elif name == "abrupt change":
-                    target = f"retrain asked in window {first_measurable} (first measurable)"
-                    met = first_measurable is not None and first_request == first_measurable
-                elif name == "seasonal":
-                    target = (f">= 80% of the oracle's gain with <= {oracle_trainings // 2} "
-                              "trainings")
-                    met = share is not None and share >= 0.8 and \
-                        o.trainings <= oracle_trainings / 2
-                else:
-                    target = "worse promotions at most 1 in 10"
-                    met = o.worse_promotions * 10 <= o.judged_promotions
-                kind = "shipped defaults" if o is shipped else "--compare pick"
-                worse[kind] = worse.get(kind, 0) + o.worse_promotions
-                judged[kind] = judged.get(kind, 0) + o.judged_promotions
-                rows.append({
-                    "case": name, "policy": label, o.metric: round(o.value, 4)
-                    if o.value is not None else None,
-                    "gain vs never": None if gain is None else round(gain, 4),
-                    "share of oracle gain": None if share is None else f"{share:.0%}",
-                    "degraded windows": f"{o.degraded_windows}/{o.windows}",
-                    "trainings": o.trainings, "promotions": o.promotions,
-                    "worse promotions": f"{o.worse_promotions}/{o.judged_promotions}",
-                    "first request": first_request, "target": target,
-                    "met": "met" if met else "not met"})
-            rows.append({"case": name, "policy": "baseline: oracle (retrain every window)",
-                         shipped.metric: round(best_oracle, 4),
-                         "gain vs never": None if never is None else
-                         round(best_oracle - never, 4), "share of oracle gain": None,
-                         "degraded windows": "-", "trainings": oracle_trainings,
-                         "promotions": oracle_trainings, "worse promotions": "-",
-                         "first request": 1, "target": "-", "met": "-"})
-            rows.append({"case": name, "policy": "baseline: never retrain",
-                         shipped.metric: None if never is None else round(never, 4),
-                         "gain vs never": 0.0, "share of oracle gain": None,
-                         "degraded windows": "-", "trainings": 0, "promotions": 0,
-                         "worse promotions": "-", "first request": None, "target": "-",
-                         "met": "-"})
-            print(f"[policy] {name}: {len(result.outcomes)} policies, oracle and never "
-                  f"in {seconds:.0f} s", flush=True)
+        for i, name in enumerate(CASES):
+            if args.case and name not in args.case:
+                continue
+            runs = [replay_case(name, args.seed + i + 100 * k, Path(home))
+                    for k in range(args.seeds)]
+            rows += table(name, runs)
+            for r in runs:
+                for kind, o in r["policies"].items():
+                    worse[kind] = worse.get(kind, 0) + o["worse"]
+                    judged[kind] = judged.get(kind, 0) + o["judged"]
     for kind in worse:
         met = worse[kind] * 10 <= judged[kind]
         verdicts.append(f"{kind}: promotions worse on the next window than the model replaced, "
-                        f"over the cases: {worse[kind]} of {judged[kind]} judged (target at most "
-                        f"1 in 10): {'met' if met else 'not met'}")
-    cols = list(rows[0])
-    print(f"\npolicy benchmark: {WINDOWS} windows of {WINDOW} rows after {WARMUP}, train window "
-          f"{TRAIN}, grid {' x '.join(GRID)}, training cost {COST}; seed {args.seed}; "
-          f"{time.perf_counter() - t_all:.0f} s")
+                        f"over the cases and seeds: {worse[kind]} of {judged[kind]} judged "
+                        f"(target at most 1 in 10): {'met' if met else 'not met'}")
+    setting = (f"{WINDOWS} windows of {WINDOW} rows after {WARMUP} (seasonal: "
+               f"{windows('seasonal')}), train window {TRAIN} (seasonal: every labelled row); "
+               f"--compare grid {' x '.join(GRID)}, --training-cost {COST}; seeds "
+               f"{args.seed}+case+100*k for k < {args.seeds}; metric, gain, share, trainings "
+               "and promotions are medians over the seeds, windows and worse promotions sums")
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    print(f"\npolicy benchmark: {setting}; {time.perf_counter() - t_all:.0f} s")
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join("-" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
@@ -237,10 +337,7 @@ def main(argv: list[str]) -> int:
         print(v)
     record("policy", rows, "in the same run: an oracle that trains before every window on the "
            "latest labelled rows and always serves the result (no gate), and the first "
-           "champion never retrained", notes=[
-               f"{WINDOWS} windows of {WINDOW} rows after {WARMUP}; train window {TRAIN}; "
-               f"--compare grid {' x '.join(GRID)}, --training-cost {COST}; seed {args.seed}",
-               *verdicts])
+           "champion never retrained", notes=[setting, *verdicts])
     return 0
 
 
