@@ -189,3 +189,46 @@ def test_command_writes_reports_and_leaves_live_state_alone(tmp_path: Path) -> N
     bad = subprocess.run([*cmd, "--window", "fortnight"], capture_output=True, text=True,
                          env=env, cwd=root, timeout=300)
     assert bad.returncode == 2 and "--window" in bad.stderr and "Traceback" not in bad.stderr
+
+
+SHADOW = {"promotion": {"mode": "shadow", "shadow": {"windows": 1, "min_labels": 200}}}
+
+
+def test_shadow_challenger_takes_over_after_beating_the_champion_on_a_live_window(
+        tmp_path: Path) -> None:
+    frame = history({}, {}, {"concept": True}, {"concept": True}, {"concept": True},
+                    {"concept": True})
+    report = replay(tmp_path, frame, SHADOW, train_window=str(2 * WINDOW))
+    w = report.windows
+    assert requested(report)[0] == 4
+    # the candidate passed its gate but waits as the challenger: the champion does not move
+    assert (w[3].gate, w[3].new_version, w[3].promoted, w[3].challenger, w[3].shadow_state) == \
+        ("promote", "2", False, "2", None)
+    assert w[4].version == "1"  # the first champion still serves window 5 ...
+    # ... while the challenger scores it beside; on its labels the trial decides
+    assert w[4].shadow_state == "promoted" and w[4].promoted and w[4].challenger is None
+    assert "gain of the challenger +" in w[4].shadow
+    # the same check still saw v1 degraded: its retrain is gated against the new champion
+    assert w[4].policy == "admitted" and w[4].gate in ("no_gain", "promote")
+    assert w[5].version == "2" and w[5].replaced_version == "1"
+    assert w[5].realized > w[5].realized_replaced + 0.3
+    assert report.totals.promotions == 1
+    assert not any("not replayed" in n for n in report.notes)
+
+
+def test_shadow_challenger_of_a_passing_change_is_retired(tmp_path: Path) -> None:
+    # The relation turns for two windows and comes back: the candidate trained on the turned
+    # rows passes its gate (on turned holdout rows) but loses to the champion live.
+    frame = history({}, {}, {"concept": True}, {"concept": True}, {}, {})
+    report = replay(tmp_path, frame, SHADOW, train_window=str(2 * WINDOW))
+    w = report.windows
+    assert (w[3].gate, w[3].challenger, w[3].promoted) == ("promote", "2", False)
+    assert w[4].shadow_state == "retired" and not w[4].promoted
+    assert "did not beat the champion" in w[4].shadow
+    assert [x.version for x in w] == ["1"] * 6
+    assert report.totals.promotions == 0
+    # the same history in auto mode promotes the turned model, which then serves the
+    # returned relation worse than the champion it replaced
+    auto = replay(tmp_path / "auto", frame, train_window=str(2 * WINDOW)).windows
+    assert auto[3].promoted and auto[4].version == "2"
+    assert auto[4].realized < auto[4].realized_replaced

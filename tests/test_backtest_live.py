@@ -55,12 +55,12 @@ def history(flips: list[float], seed: int) -> pd.DataFrame:
     return frame
 
 
-def _live(folder: Path, frame: pd.DataFrame, windows: int) -> list[dict]:
+def _live(folder: Path, frame: pd.DataFrame, windows: int, patch: dict) -> list[dict]:
     """Train on the rows before the start, then per window: the source holds the latest TRAIN
     rows seen so far (what a retrain reads), score the window, record its labels, watch."""
     import regrow
 
-    cfg = write_case(folder, frame.iloc[WARMUP - TRAIN:WARMUP], CONFIG)
+    cfg = write_case(folder, frame.iloc[WARMUP - TRAIN:WARMUP], merge(CONFIG, patch))
     assert regrow.train(cfg).promoted
     seen = []
     for j in range(windows):
@@ -70,7 +70,7 @@ def _live(folder: Path, frame: pd.DataFrame, windows: int) -> list[dict]:
         scored = regrow.score(cfg, part.drop(columns=["label"]))
         regrow.labels(cfg, part[["row_id", "label"]])
         out = regrow.watch(cfg)
-        a, r = out.assessment, out.retrain
+        a, r, trial = out.assessment, out.retrain, out.challenger or {}
         t = None if r is None else r.training
         seen.append({
             "version": scored.version, "verdict": a["verdict"], "persistent": a["persistent"],
@@ -79,7 +79,8 @@ def _live(folder: Path, frame: pd.DataFrame, windows: int) -> list[dict]:
             "drifted": sorted(a["drifted_columns"]),
             "policy": None if r is None else r.verdict,
             "gate": None if t is None else t.decision["verdict"],
-            "promoted": bool(t is not None and t.promoted)})
+            "promoted": bool(t is not None and t.promoted) or trial.get("state") == "promoted",
+            "trial": trial.get("state")})
     return seen
 
 
@@ -88,16 +89,24 @@ def _replayed(report: bt.BacktestReport) -> list[dict]:
              "current": (w.performance or {}).get("current"),
              "degraded": (w.performance or {}).get("degraded"),
              "drifted": sorted(w.drifted_columns), "policy": w.policy, "gate": w.gate,
-             "promoted": w.promoted} for w in report.windows]
+             "promoted": w.promoted, "trial": w.shadow_state} for w in report.windows]
+
+
+# promotion.mode shadow: the candidate waits as the challenger, scored beside the champion,
+# and takes over after beating it on one live window
+SHADOW = {"promotion": {"mode": "shadow", "shadow": {"windows": 1, "min_labels": 150}},
+          "registry": {"model_name": "replayed-shadow"}}
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_live_run_and_backtest_agree_window_by_window(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("patch", [{}, SHADOW], ids=["auto", "shadow"])
+def test_live_run_and_backtest_agree_window_by_window(home: Path, tmp_path: Path,
+                                                      patch: dict) -> None:
     # two quiet windows, then the relation turns: a degradation, its retrain, the recovery
     flips = [0.0, 0.0, 0.8, 0.8, 0.8, 0.8]
     frame = history(flips, seed=23)
     folder = tmp_path / "model"
-    live = _live(folder, frame, len(flips))
+    live = _live(folder, frame, len(flips), patch)
     path = tmp_path / "history.parquet"
     frame.to_parquet(path, index=False)
     loaded = load_config(folder / "model.yaml")
@@ -116,6 +125,8 @@ def test_live_run_and_backtest_agree_window_by_window(home: Path, tmp_path: Path
     assert any(w["promoted"] for w in live), live
     assert live[-1]["version"] != "1", live
     assert any(w["degraded"] for w in live), live
+    if patch:  # the takeover came from a trial judged on a live window
+        assert "promoted" in [w["trial"] for w in live], live
 
 
 def test_every_time_column_the_live_commands_read(tmp_path: Path) -> None:

@@ -7,7 +7,11 @@ would have arrived (`label_delay`); then a drift check runs exactly as the sched
 retrain the real retrain policy (`tasks.policy.retrain`) answers at the window's event time, so
 cooldown, budget and circuit breaker act on simulated time. An admitted retrain validates,
 trains and gates (`tasks.data.validate`, `tasks.model.train`, `tasks.model.gate`) on the rows whose labels had
-arrived by then, and a passing candidate replaces the replayed champion.
+arrived by then, and a passing candidate replaces the replayed champion. With
+``promotion.mode: shadow`` it becomes the challenger instead: it scores the following windows
+beside the champion, and each check judges it on the rows both scored whose labels had
+arrived (`tasks.registry.challenger`, as the live check's judge-challenger step does, before
+the check's retrain request); it takes over or is retired as the trial decides.
 
 Nothing touches the live registry, aliases or monitoring store: models stay in memory and the
 policy's records go to a throw-away SQLite store. Manual approval and bake periods are not
@@ -46,6 +50,7 @@ from regrow.tasks.monitoring import assess as monitor
 from regrow.tasks.monitoring.reference import PRED, SCORE, Reference, build_reference
 from regrow.tasks.monitoring.scoring import label_text, predict
 from regrow.tasks.policy import retrain as policy
+from regrow.tasks.registry import challenger as ch
 from regrow.tasks.store.database import Store
 
 NEVER = "never"
@@ -111,6 +116,10 @@ class WindowResult:
     # the first window after a promotion: the replaced champion's metric on the same rows
     replaced_version: str | None = None
     realized_replaced: float | None = None
+    # promotion.mode shadow: the challenger's trial as this window's check left it
+    challenger: str | None = None
+    shadow: str | None = None
+    shadow_state: str | None = None  # this window's judgement: running, promoted, retired
 
 
 @dataclass(frozen=True)
@@ -440,6 +449,65 @@ class _Log:
             __label=label.to_numpy()).reset_index(drop=True)
 
 
+class _Trial:
+    """A challenger in shadow (``promotion.mode: shadow``): the rows it scored beside the
+    champion, and its trial's windows, as the live judge-challenger step keeps them."""
+
+    def __init__(self) -> None:
+        self.challenger: _Champion | None = None
+        self.against: str | None = None
+        self.rows: list[pd.DataFrame] = []
+        self.until: pd.Timestamp | None = None
+        self.windows: list[ch.WindowResult] = []
+
+    def start(self, challenger: _Champion, champion: _Champion) -> None:
+        """A passing candidate becomes the challenger (replacing any other), judged afresh."""
+        self.end()
+        self.challenger, self.against = challenger, champion.version
+
+    def end(self) -> None:
+        self.challenger = self.against = self.until = None
+        self.rows, self.windows = [], []
+
+    def add(self, config: Config, scored: pd.DataFrame, rows: pd.DataFrame, at: pd.Timestamp,
+            label_at: pd.Series, truth: pd.Series) -> None:
+        """The challenger scores the batch the champion just scored (its shadow predictions)."""
+        if self.challenger is None:
+            return
+        shadow = _scored(config, self.challenger, rows)
+        self.rows.append(pd.DataFrame({
+            "champion_pred": scored[PRED].to_numpy(), "champion_score": scored[SCORE].to_numpy(),
+            PRED: shadow[PRED].to_numpy(), SCORE: shadow[SCORE].to_numpy(),
+            "__scored_at": np.datetime64(at, "ns"), "__label_at": label_at.to_numpy(),
+            "__label": _labels(truth)}))
+
+    def judge(self, config: Config, champ: _Champion, at: pd.Timestamp) -> tuple[str, str]:
+        """One window of the trial at check time `at`: (what it found, the trial's state
+        after it). Rows count once, when both scored them and their labels had arrived."""
+        assert self.challenger is not None
+        trial, task, ref = config.promotion.shadow, config.data.task, champ.reference
+        frame = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame()
+        if frame.empty:
+            return f"v{self.challenger.version} in shadow: nothing scored yet", ch.RUNNING
+        ready = (frame["__label_at"] <= at) & frame["__label"].notna()
+        if self.until is not None:
+            ready &= frame["__scored_at"] > self.until
+        rows = frame[ready.to_numpy()]
+        y, pred, proba = monitor._labels(rows, ref, task)
+        champion = rows.drop(columns=[PRED, SCORE]).rename(
+            columns={"champion_pred": PRED, "champion_score": SCORE})
+        _, c_pred, c_proba = monitor._labels(champion, ref, task)
+        result = ch.judge_window(task, ref.metric, y, ev.Scored(c_pred, c_proba),
+                                 ev.Scored(pred, proba), trial, seed=config.split.seed)
+        head = f"v{self.challenger.version} against v{champ.version}: {result.describe(ref.metric)}"
+        if not result.counted:
+            return head, ch.RUNNING
+        self.windows.append(result)
+        self.until = rows["__scored_at"].max()
+        verdict = ch.decide(self.windows, trial, ref.metric)
+        return f"{head}; {verdict.state}: {verdict.reason}", verdict.state
+
+
 def _utc(t: pd.Timestamp) -> dt.datetime:
     t = pd.Timestamp(t)
     return (t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")).to_pydatetime()
@@ -458,6 +526,7 @@ class _Replay:
         self.log = _Log()
         self.drift_flags: dict[str, list[bool]] = {}
         self.perf_flags: list[bool] = []
+        self.trial = _Trial() if config.promotion.mode == "shadow" else None
 
     def window(self, index: int, pos: np.ndarray) -> WindowResult:
         """Score one window, check it, and follow the check through policy and gate."""
@@ -467,6 +536,8 @@ class _Replay:
         truth = rows[config.data.target]
         scored = _scored(config, champ, rows)
         self.log.add(scored, champ.version, at, line.label_at.iloc[pos], truth)
+        if self.trial is not None:
+            self.trial.add(config, scored, rows, at, line.label_at.iloc[pos], truth)
         _, realized = _hindsight(config, champ, scored, truth)
         first_scored = scored if champ is self.first else _scored(config, self.first, rows)
         labelled, realized_first = _hindsight(config, self.first, first_scored, truth)
@@ -481,14 +552,27 @@ class _Replay:
         if a.verdict != monitor.INSUFFICIENT:  # as the store: only judged checks count
             previous.insert(0, a.drifted)
             self.perf_flags.insert(0, bool(a.performance and a.performance.degraded))
+        shadow = state = None
+        if self.trial is not None and self.trial.challenger is not None:
+            # the live check's judge-challenger step: before the retrain the check asks for
+            shadow, state = self.trial.judge(config, champ, at)
+            if state == ch.PROMOTED:
+                self.replaced, self.champ = champ, self.trial.challenger
+            if state in (ch.PROMOTED, ch.RETIRED):
+                self.trial.end()
         extra: dict[str, Any] = {}
         if a.persistent:
-            extra = _retrain(config, self.store, line, int(pos[-1]) + 1, at, a, champ,
+            extra = _retrain(config, self.store, line, int(pos[-1]) + 1, at, a, self.champ,
                              self.versions + 1, self.train_window)
             if extra.get("new") is not None:
                 self.versions += 1
-                if extra["promoted"]:
-                    self.replaced, self.champ = champ, extra["new"]
+                if extra["promoted"] and self.trial is not None:
+                    extra["promoted"] = False  # it becomes the challenger: champion stays
+                    self.trial.start(extra["new"], self.champ)
+                    shadow = ("" if shadow is None else f"{shadow}; ") + (
+                        f"v{extra['new'].version} in shadow against v{self.champ.version}")
+                elif extra["promoted"]:
+                    self.replaced, self.champ = self.champ, extra["new"]
         new = extra.get("new")
         return WindowResult(
             index, str(line.times.iloc[pos].min()), str(at), len(pos), champ.version, a.verdict,
@@ -496,9 +580,12 @@ class _Replay:
             monitor.performance_payload(a.performance), a.persistent, a.warning, a.reasons,
             extra.get("policy"), extra.get("policy_detail"), extra.get("gate"),
             extra.get("gate_reasons", []), None if new is None else new.version,
-            bool(extra.get("promoted")), extra.get("training_rows"), realized, realized_first,
-            labelled, round(time.perf_counter() - t0, 3),
-            None if replaced is None else replaced.version, realized_replaced)
+            bool(extra.get("promoted")) or state == ch.PROMOTED, extra.get("training_rows"),
+            realized,
+            realized_first, labelled, round(time.perf_counter() - t0, 3),
+            None if replaced is None else replaced.version, realized_replaced,
+            None if self.trial is None or self.trial.challenger is None
+            else self.trial.challenger.version, shadow, state)
 
 
 def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str = "",
@@ -515,10 +602,11 @@ def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str
     model = config.registry.model_name
     notes = ["models stay in memory and policy records in a throw-away store: the live "
              "registry, aliases and monitoring store are not touched"]
-    if config.promotion.mode != "auto" or config.promotion.bake is not None:
-        notes.append(f"promotion.mode {config.promotion.mode}"
-                     + (" with a bake period" if config.promotion.bake else "")
-                     + ": not replayed; a passing candidate is promoted as if approved")
+    if config.promotion.mode not in ("auto", "shadow"):
+        notes.append(f"promotion.mode {config.promotion.mode}: not replayed; a passing "
+                     "candidate is promoted as if approved")
+    if config.promotion.bake is not None:
+        notes.append("promotion.bake: not replayed; a promotion settles at once")
     begin = int(line.windows[0][0])
     first_rows = training_rows(line, begin, line.start, opts.train_window)
     if first_rows.empty:
@@ -598,7 +686,7 @@ def totals(windows: list[WindowResult], metric: str) -> Totals:
         len(windows), sum(w.verdict == monitor.DRIFT for w in windows),
         sum(w.warning for w in windows), sum(w.policy is not None for w in windows),
         sum(w.new_version is not None for w in windows), sum(w.promoted for w in windows),
-        sum(w.new_version is not None and not w.promoted for w in windows), metric,
+        sum(w.new_version is not None and w.gate != gt.PROMOTE for w in windows), metric,
         weighted("realized"),
         weighted("realized_first"))
 
@@ -652,6 +740,11 @@ def table_rows(windows: list[WindowResult], metric: str) -> list[list[str]]:
             seen += " (degraded)"
         check = w.verdict + (" persistent" if w.persistent else " warning" if w.warning else "")
         gate = "-" if w.gate is None else w.gate + (f" v{w.new_version}" if w.new_version else "")
+        steps = ([] if w.shadow_state is None else [f"challenger {w.shadow_state}"]) + (
+            [] if w.challenger is None or w.challenger != w.new_version
+            else [f"v{w.challenger} in shadow"])  # promotion.mode shadow: the trial's steps
+        if steps:
+            gate = "; ".join(([] if gate == "-" else [gate]) + steps)
         out.append([str(w.index), w.last[:19], str(w.rows), f"v{w.version}", check,
                     ", ".join(w.drifted_columns[:4]) + (" ..." if len(w.drifted_columns) > 4
                                                         else "") or "-",

@@ -17,8 +17,9 @@ labelled rows unless the case says otherwise):
 - label noise: from window 5 on a third of the labels are coin flips.
 
 Policies: the shipped defaults (the config names only its data, one candidate and a window of
-1,000 rows), and the best of a small grid replayed by `tasks.monitoring.compare` (retrain.on x
-tolerance x persistence k; 0.002 per training). Baselines in the same run: the oracle (a model
+1,000 rows), and the best of a small grid replayed by `tasks.monitoring.compare` (tolerance x
+persistence k x promotion mode, auto or a shadow trial, and a shadow trial of one window;
+0.002 per training). Baselines in the same run: the oracle (a model
 trained, without a gate, on the latest labelled rows before every window: what retraining
 every window buys) and never retraining (the first champion throughout).
 
@@ -50,8 +51,13 @@ import yaml
 from tests.bench import record
 
 WARMUP, WINDOW, WINDOWS, CHANGE, TRAIN = 3000, 1000, 12, 5, 2000
-GRID = ["retrain.on=performance,any", "monitoring.performance.tolerance=0.02,0.05",
-        "monitoring.persistence.k=1,2"]
+GRID = ["monitoring.performance.tolerance=0.02,0.05", "monitoring.persistence.k=1,2",
+        "promotion.mode=auto,shadow"]
+# beside the grid, and in the table beside the shipped defaults: those defaults with a shadow
+# trial (judged on the default three windows, and on one)
+NAMED = {"shadow": {"promotion.mode": "shadow"},
+         "shadow, 1 window": {"promotion.mode": "shadow", "promotion.shadow.windows": 1}}
+KINDS = ["shipped defaults", *(f"shipped defaults, {n}" for n in NAMED), "--compare pick"]
 COST = 0.002
 CASES = ["no drift", "abrupt change", "seasonal", "label noise"]
 
@@ -216,7 +222,9 @@ def replay_case(name: str, seed: int, home: Path) -> dict[str, Any]:
     opts = bt.Options(window=str(WINDOW), start=str(frame["ts"].iloc[WARMUP]),
                       train_window=train_window(name))
     t0 = time.perf_counter()
-    result = cmp.compare(loaded, frame, opts, cmp.variants(GRID), training_cost=COST)
+    named = folder / "variants.yaml"
+    named.write_text(yaml.safe_dump(NAMED))
+    result = cmp.compare(loaded, frame, opts, cmp.variants(GRID, named), training_cost=COST)
     shipped = next(o for o in result.outcomes if o.name == cmp.AS_GIVEN)
     base = shipped.report
     never = base.totals.without_retraining if base else None
@@ -224,7 +232,9 @@ def replay_case(name: str, seed: int, home: Path) -> dict[str, Any]:
     first_measurable = measurable(base) if base else None
     out: dict[str, Any] = {"never": never, "oracle": best_oracle,
                            "oracle_trainings": oracle_trainings, "policies": {}}
-    for kind, o in (("shipped defaults", shipped), ("--compare pick", result.best)):
+    by = {o.name: o for o in result.outcomes}
+    chosen = [shipped, *(by[n] for n in NAMED), result.best]
+    for kind, o in zip(KINDS, chosen, strict=True):
         first_request = next((w.index for w in (o.report.windows if o.report else [])
                               if w.policy is not None), None)
         gain = None if o.value is None or never is None else o.value - never
@@ -252,13 +262,13 @@ def table(name: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The case's rows over its seeds: medians of the metric, gain, share and trainings; sums
     of windows, promotions and worse promotions; how many seeds met the target."""
     rows = []
-    for kind in ("shipped defaults", "--compare pick"):
+    for kind in KINDS:
         ps = [r["policies"][kind] for r in runs]
         picks = sorted({p["name"] for p in ps})
         shares = [p["share"] for p in ps]
         share = _median(shares)
         rows.append({
-            "case": name, "policy": kind if kind == "shipped defaults"
+            "case": name, "policy": kind if kind != "--compare pick"
             else f"--compare pick: {' | '.join(picks)}", ps[0]["metric"]:
             _fmt(_median([p["value"] for p in ps])),
             "gain vs never": _fmt(_median([p["gain"] for p in ps])),
@@ -324,7 +334,8 @@ def main(argv: list[str]) -> int:
                         f"(target at most 1 in 10): {'met' if met else 'not met'}")
     setting = (f"{WINDOWS} windows of {WINDOW} rows after {WARMUP} (seasonal: "
                f"{windows('seasonal')}), train window {TRAIN} (seasonal: every labelled row); "
-               f"--compare grid {' x '.join(GRID)}, --training-cost {COST}; seeds "
+               f"--compare grid {' x '.join(GRID)} and {', '.join(NAMED)}, "
+               f"--training-cost {COST}; seeds "
                f"{args.seed}+case+100*k for k < {args.seeds}; metric, gain, share, trainings "
                "and promotions are medians over the seeds, windows and worse promotions sums")
     cols = list(dict.fromkeys(c for r in rows for c in r))
