@@ -31,6 +31,7 @@ from regrow.tasks.policy import retrain as policy
 from regrow.tasks.policy.lease import Heartbeat
 from regrow.tasks.policy.untrusted import markdown
 from regrow.tasks.registry import bake as baking
+from regrow.tasks.registry import challenger as ch
 from regrow.tasks.registry.mlflow_registry import (
     CHALLENGER,
     describe_unreachable,
@@ -265,7 +266,14 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
         + f"\n\nMLflow: {mlflow_run}"
         + (f"\n\n{assessment.markdown}" if assessment.markdown else ""))
     answer = None
-    if retrain and assessment.persistent:
+    if retrain and assessment.persistent and trial is not None and trial["state"] == ch.RUNNING:
+        # the trial under way is the answer to this degradation: a newer candidate would
+        # replace the challenger and start its trial again, so no trial would ever end
+        say("retrain", f"not asked: challenger v{trial['version']} is on trial against "
+            f"v{version} ({trial['windows_done']} of "
+            f"{env.loaded.config.promotion.shadow.windows} window(s) judged)")
+        notify.degradation_confirmed(env, version, assessment, report, mlflow_run, None)
+    elif retrain and assessment.persistent:
         # the degradation is told once the policy answered, before that answer and the training
         answer = run_request(env, kind="drift", reason="; ".join(assessment.reasons),
                              ref=f"drift_check:{check_id}", overrides=overrides,

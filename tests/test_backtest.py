@@ -232,3 +232,15 @@ def test_shadow_challenger_of_a_passing_change_is_retired(tmp_path: Path) -> Non
     auto = replay(tmp_path / "auto", frame, train_window=str(2 * WINDOW)).windows
     assert auto[3].promoted and auto[4].version == "2"
     assert auto[4].realized < auto[4].realized_replaced
+
+
+def test_no_retrain_is_asked_while_a_challenger_is_on_trial(tmp_path: Path) -> None:
+    # a newer candidate would replace the challenger and restart its trial: none would end
+    frame = history({}, {}, *[{"concept": True}] * 5)
+    patch = {"promotion": {"mode": "shadow", "shadow": {"windows": 3, "min_labels": 200}}}
+    w = replay(tmp_path, frame, patch, train_window=str(2 * WINDOW)).windows
+    assert (w[3].policy, w[3].challenger) == ("admitted", "2")
+    for x in w[4:6]:  # v1 still degraded, the trial still running
+        assert x.persistent and x.policy is None and x.shadow_state == "running"
+        assert "no retrain asked while the challenger is on trial" in x.shadow
+    assert w[6].shadow_state == "promoted" and w[6].promoted

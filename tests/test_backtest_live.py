@@ -92,9 +92,10 @@ def _replayed(report: bt.BacktestReport) -> list[dict]:
              "promoted": w.promoted, "trial": w.shadow_state} for w in report.windows]
 
 
-# promotion.mode shadow: the candidate waits as the challenger, scored beside the champion,
-# and takes over after beating it on one live window
-SHADOW = {"promotion": {"mode": "shadow", "shadow": {"windows": 1, "min_labels": 150}},
+# promotion.mode shadow: the candidate waits as the challenger, scored beside the champion;
+# while its trial runs the still degraded champion asks for no retrain; after two live
+# windows it takes over
+SHADOW = {"promotion": {"mode": "shadow", "shadow": {"windows": 2, "min_labels": 150}},
           "registry": {"model_name": "replayed-shadow"}}
 
 
@@ -103,7 +104,7 @@ SHADOW = {"promotion": {"mode": "shadow", "shadow": {"windows": 1, "min_labels":
 def test_live_run_and_backtest_agree_window_by_window(home: Path, tmp_path: Path,
                                                       patch: dict) -> None:
     # two quiet windows, then the relation turns: a degradation, its retrain, the recovery
-    flips = [0.0, 0.0, 0.8, 0.8, 0.8, 0.8]
+    flips = [0.0, 0.0, 0.8, 0.8, 0.8, 0.8, 0.8]
     frame = history(flips, seed=23)
     folder = tmp_path / "model"
     live = _live(folder, frame, len(flips), patch)
@@ -125,8 +126,11 @@ def test_live_run_and_backtest_agree_window_by_window(home: Path, tmp_path: Path
     assert any(w["promoted"] for w in live), live
     assert live[-1]["version"] != "1", live
     assert any(w["degraded"] for w in live), live
-    if patch:  # the takeover came from a trial judged on a live window
-        assert "promoted" in [w["trial"] for w in live], live
+    if patch:  # the takeover came from a trial judged on live windows
+        trial = [w["trial"] for w in live]
+        assert "promoted" in trial, live
+        running = trial.index("running")
+        assert live[running]["persistent"] and live[running]["policy"] is None, live
 
 
 def test_every_time_column_the_live_commands_read(tmp_path: Path) -> None:

@@ -116,6 +116,8 @@ class WindowResult:
     # the first window after a promotion: the replaced champion's metric on the same rows
     replaced_version: str | None = None
     realized_replaced: float | None = None
+    # ... and the new champion's paired gain over it there: value, low, high (None: no labels)
+    replaced_gain: dict[str, float | None] | None = None
     # promotion.mode shadow: the challenger's trial as this window's check left it
     challenger: str | None = None
     shadow: str | None = None
@@ -419,6 +421,22 @@ def _hindsight(config: Config, champ: _Champion, scored: pd.DataFrame,
     return monitor.window_metric(config, champ.reference, w)
 
 
+def _paired(config: Config, champ: _Champion, new: pd.DataFrame, old: pd.DataFrame,
+            truth: pd.Series) -> dict[str, float | None] | None:
+    """In hindsight, the gain of the champion that scored `new` over the one it replaced
+    (`old`, the same rows) on the window's labelled rows: a paired bootstrap, as the gate's
+    improvement rule (``gate.bootstrap_samples``, ``gate.improvement_confidence``)."""
+    task, ref, labels = config.data.task, champ.reference, _labels(truth)
+    y, pred, proba = monitor._labels(new.assign(__label=labels), ref, task)
+    _, old_pred, old_proba = monitor._labels(old.assign(__label=labels), ref, task)
+    if len(y) < 2:
+        return None
+    gain = ev.paired_gain(task, ref.metric, y, ev.Scored(pred, proba),
+                          ev.Scored(old_pred, old_proba), samples=config.gate.bootstrap_samples,
+                          seed=config.split.seed, confidence=config.gate.improvement_confidence)
+    return {"value": gain.value, "low": gain.low, "high": gain.high}
+
+
 class _Log:
     """The replayed prediction log: what `scoring.load_window` reads in production. Each
     window is one scoring batch, scored at the window's end (its event time)."""
@@ -542,9 +560,11 @@ class _Replay:
         first_scored = scored if champ is self.first else _scored(config, self.first, rows)
         labelled, realized_first = _hindsight(config, self.first, first_scored, truth)
         replaced, self.replaced = self.replaced, None
-        realized_replaced = None if replaced is None else _hindsight(
-            config, replaced, first_scored if replaced is self.first
-            else _scored(config, replaced, rows), truth)[1]
+        realized_replaced = replaced_gain = None
+        if replaced is not None:
+            old = first_scored if replaced is self.first else _scored(config, replaced, rows)
+            realized_replaced = _hindsight(config, replaced, old, truth)[1]
+            replaced_gain = _paired(config, champ, scored, old, truth)
         n = config.monitoring.persistence.n
         previous = self.drift_flags.setdefault(champ.version, [])
         a = monitor.assess(config, champ.reference, self.log.window(config, champ.version, at),
@@ -561,7 +581,10 @@ class _Replay:
             if state in (ch.PROMOTED, ch.RETIRED):
                 self.trial.end()
         extra: dict[str, Any] = {}
-        if a.persistent:
+        on_trial = self.trial is not None and self.trial.challenger is not None
+        if a.persistent and on_trial:  # as live: the trial under way answers the degradation
+            shadow = f"{shadow}; no retrain asked while the challenger is on trial"
+        elif a.persistent:
             extra = _retrain(config, self.store, line, int(pos[-1]) + 1, at, a, self.champ,
                              self.versions + 1, self.train_window)
             if extra.get("new") is not None:
@@ -583,7 +606,7 @@ class _Replay:
             bool(extra.get("promoted")) or state == ch.PROMOTED, extra.get("training_rows"),
             realized,
             realized_first, labelled, round(time.perf_counter() - t0, 3),
-            None if replaced is None else replaced.version, realized_replaced,
+            None if replaced is None else replaced.version, realized_replaced, replaced_gain,
             None if self.trial is None or self.trial.challenger is None
             else self.trial.challenger.version, shadow, state)
 

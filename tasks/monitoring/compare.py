@@ -233,6 +233,16 @@ def worse_promotions(report: bt.BacktestReport) -> tuple[int, int]:
     return worse, judged
 
 
+def significantly_worse(report: bt.BacktestReport) -> int:
+    """Promotions whose new champion was worse on the next window than the one it replaced
+    beyond sampling noise: the high end of the paired interval of its gain below zero."""
+    n = 0
+    for w in report.windows:
+        high = (w.replaced_gain or {}).get("high")
+        n += high is not None and high < 0
+    return n
+
+
 def outcome(variant: Variant, report: bt.BacktestReport, minimum: tuple[float, str] | None,
             cost: float) -> Outcome:
     """A replayed variant's figures and score."""

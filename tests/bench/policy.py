@@ -247,6 +247,7 @@ def replay_case(name: str, seed: int, home: Path) -> dict[str, Any]:
             "name": o.name, "metric": o.metric, "value": o.value, "gain": gain, "share": share,
             "degraded": o.degraded_windows, "windows": o.windows, "trainings": o.trainings,
             "promotions": o.promotions, "worse": o.worse_promotions,
+            "significantly_worse": cmp.significantly_worse(o.report) if o.report else 0,
             "judged": o.judged_promotions, "first_request": first_request,
             "first_measurable": first_measurable, "target": target, "met": met}
     print(f"[policy] {name}, seed {seed}: {len(result.outcomes)} policies, oracle and never in "
@@ -279,6 +280,7 @@ def table(name: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "promotions": _median([p["promotions"] for p in ps]),
             "worse promotions": f"{sum(p['worse'] for p in ps)}/"
                                 f"{sum(p['judged'] for p in ps)}",
+            "of them significantly worse": sum(p["significantly_worse"] for p in ps),
             "first request": ",".join("-" if p["first_request"] is None
                                       else str(p["first_request"]) for p in ps),
             "target": ps[0]["target"] + (
@@ -313,6 +315,7 @@ def main(argv: list[str]) -> int:
     rows: list[dict[str, Any]] = []
     verdicts: list[str] = []
     worse: dict[str, int] = {}
+    significant: dict[str, int] = {}
     judged: dict[str, int] = {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as home:
@@ -326,12 +329,15 @@ def main(argv: list[str]) -> int:
             for r in runs:
                 for kind, o in r["policies"].items():
                     worse[kind] = worse.get(kind, 0) + o["worse"]
+                    significant[kind] = significant.get(kind, 0) + o["significantly_worse"]
                     judged[kind] = judged.get(kind, 0) + o["judged"]
     for kind in worse:
         met = worse[kind] * 10 <= judged[kind]
         verdicts.append(f"{kind}: promotions worse on the next window than the model replaced, "
                         f"over the cases and seeds: {worse[kind]} of {judged[kind]} judged "
-                        f"(target at most 1 in 10): {'met' if met else 'not met'}")
+                        f"(target at most 1 in 10): {'met' if met else 'not met'}; "
+                        f"significantly worse (the high end of the paired interval of the gain "
+                        f"on that window below 0): {significant[kind]}")
     setting = (f"{WINDOWS} windows of {WINDOW} rows after {WARMUP} (seasonal: "
                f"{windows('seasonal')}), train window {TRAIN} (seasonal: every labelled row); "
                f"--compare grid {' x '.join(GRID)} and {', '.join(NAMED)}, "
