@@ -207,7 +207,9 @@ def test_shadow_challenger_takes_over_after_beating_the_champion_on_a_live_windo
     assert w[4].version == "1"  # the first champion still serves window 5 ...
     # ... while the challenger scores it beside; on its labels the trial decides
     assert w[4].shadow_state == "promoted" and w[4].promoted and w[4].challenger is None
-    assert "gain of the challenger +" in w[4].shadow
+    assert "gain of the challenger +" in w[4].shadow and w[4].judged == "2"
+    gate_cells = [row[8] for row in bt.table_rows(w, "roc_auc")[1:]]
+    assert gate_cells[3] == "shadow v2" and gate_cells[4].startswith("v2 in")
     # the same check still saw v1 degraded: its retrain is gated against the new champion
     assert w[4].policy == "admitted" and w[4].gate in ("no_gain", "promote")
     assert w[5].version == "2" and w[5].replaced_version == "1"

@@ -13,7 +13,7 @@ from regrow.configs.schema import LoadedConfig
 from regrow.tasks.data import ingest as ing
 from regrow.tasks.monitoring import backtest as bt
 
-WIDTHS = (3, 19, 6, 5, 22, 28, 22, 13, 12, 9, 9)
+WIDTHS = (3, 19, 6, 5, 22, 28, 22, 13, 18, 9, 9)
 
 
 def _line(cells: list[str]) -> str:

@@ -122,6 +122,7 @@ class WindowResult:
     challenger: str | None = None
     shadow: str | None = None
     shadow_state: str | None = None  # this window's judgement: running, promoted, retired
+    judged: str | None = None  # ... of this challenger
 
 
 @dataclass(frozen=True)
@@ -467,6 +468,10 @@ class _Log:
             __label=label.to_numpy()).reset_index(drop=True)
 
 
+# a trial's state after a window, in the per-window table
+TRIAL_WORDS = {ch.RUNNING: "trial", ch.PROMOTED: "in", ch.RETIRED: "out"}
+
+
 class _Trial:
     """A challenger in shadow (``promotion.mode: shadow``): the rows it scored beside the
     champion, and its trial's windows, as the live judge-challenger step keeps them."""
@@ -572,8 +577,9 @@ class _Replay:
         if a.verdict != monitor.INSUFFICIENT:  # as the store: only judged checks count
             previous.insert(0, a.drifted)
             self.perf_flags.insert(0, bool(a.performance and a.performance.degraded))
-        shadow = state = None
+        shadow = state = judged = None
         if self.trial is not None and self.trial.challenger is not None:
+            judged = self.trial.challenger.version
             # the live check's judge-challenger step: before the retrain the check asks for
             shadow, state = self.trial.judge(config, champ, at)
             if state == ch.PROMOTED:
@@ -608,7 +614,7 @@ class _Replay:
             realized_first, labelled, round(time.perf_counter() - t0, 3),
             None if replaced is None else replaced.version, realized_replaced, replaced_gain,
             None if self.trial is None or self.trial.challenger is None
-            else self.trial.challenger.version, shadow, state)
+            else self.trial.challenger.version, shadow, state, judged)
 
 
 def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str = "",
@@ -763,11 +769,11 @@ def table_rows(windows: list[WindowResult], metric: str) -> list[list[str]]:
             seen += " (degraded)"
         check = w.verdict + (" persistent" if w.persistent else " warning" if w.warning else "")
         gate = "-" if w.gate is None else w.gate + (f" v{w.new_version}" if w.new_version else "")
-        steps = ([] if w.shadow_state is None else [f"challenger {w.shadow_state}"]) + (
-            [] if w.challenger is None or w.challenger != w.new_version
-            else [f"v{w.challenger} in shadow"])  # promotion.mode shadow: the trial's steps
-        if steps:
-            gate = "; ".join(([] if gate == "-" else [gate]) + steps)
+        if w.new_version is not None and w.challenger == w.new_version:
+            gate = f"shadow v{w.new_version}"  # promotion.mode shadow: passed, now on trial
+        if w.shadow_state is not None:  # the trial's judgement on this window
+            step = f"v{w.judged} {TRIAL_WORDS[w.shadow_state]}"
+            gate = step if gate == "-" else f"{step}; {gate}"
         out.append([str(w.index), w.last[:19], str(w.rows), f"v{w.version}", check,
                     ", ".join(w.drifted_columns[:4]) + (" ..." if len(w.drifted_columns) > 4
                                                         else "") or "-",
