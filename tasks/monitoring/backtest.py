@@ -478,18 +478,17 @@ class _Trial:
 
     def __init__(self) -> None:
         self.challenger: _Champion | None = None
-        self.against: str | None = None
         self.rows: list[pd.DataFrame] = []
         self.until: pd.Timestamp | None = None
         self.windows: list[ch.WindowResult] = []
 
-    def start(self, challenger: _Champion, champion: _Champion) -> None:
+    def start(self, challenger: _Champion) -> None:
         """A passing candidate becomes the challenger (replacing any other), judged afresh."""
         self.end()
-        self.challenger, self.against = challenger, champion.version
+        self.challenger = challenger
 
     def end(self) -> None:
-        self.challenger = self.against = self.until = None
+        self.challenger = self.until = None
         self.rows, self.windows = [], []
 
     def add(self, config: Config, scored: pd.DataFrame, rows: pd.DataFrame, at: pd.Timestamp,
@@ -597,7 +596,7 @@ class _Replay:
                 self.versions += 1
                 if extra["promoted"] and self.trial is not None:
                     extra["promoted"] = False  # it becomes the challenger: champion stays
-                    self.trial.start(extra["new"], self.champ)
+                    self.trial.start(extra["new"])
                     shadow = ("" if shadow is None else f"{shadow}; ") + (
                         f"v{extra['new'].version} in shadow against v{self.champ.version}")
                 elif extra["promoted"]:
