@@ -270,7 +270,7 @@ def test_follows_promotions_logs_what_it_serves_and_shadows_the_challenger(train
 
         # a challenger waiting for approval is scored in shadow on the same rows
         gov.move_alias(registry, store, MODEL, CHALLENGER, "2", "waits for approval", "test")
-        _wait(lambda: client.get("/health").json()["models"][MODEL]["shadow"] == "2", 5,
+        _wait(lambda: client.get("/health").json()["models"][MODEL]["shadow"] == "2", 30,
               "v2 in shadow")
         shadowed = _rows(25, start_id=300_000)
         assert served_version(shadowed) == "1"
@@ -283,7 +283,9 @@ def test_follows_promotions_logs_what_it_serves_and_shadows_the_challenger(train
             with store.engine.connect() as conn:
                 return [r[0] for r in conn.execute(sa.select(sp.row_id).where(
                     sp.model == MODEL, sp.version == "2", sp.row_id.like("3000%")))]
-        got = _wait(lambda: len(shadow_rows()) == 25 and shadow_rows(), 5, "shadow rows")
+        # the writing process loads the shadow version from MLflow the first time it is asked
+        # for it: seconds on a loaded machine, so this waits longer than the alias follow does
+        got = _wait(lambda: len(shadow_rows()) == 25 and shadow_rows(), 30, "shadow rows")
         assert sorted(got) == sorted(str(i) for i in shadowed["row_id"])
         gov.move_alias(registry, store, MODEL, CHALLENGER, None, "rejected", "test")
         _wait(lambda: client.get("/health").json()["models"][MODEL]["shadow"] is None, 5,
