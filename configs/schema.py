@@ -654,9 +654,17 @@ class Gate(Strict):
         "passes every other rule without it gets verdict no_gain: the champion stays and the "
         "circuit breaker does not count it.")
     min_improvement: float | None = Field(
-        default=None, description="Gain over the champion (primary metric's units) required to "
-        "promote: of the interval's low end with require_improvement (null = above 0), of the "
-        "point gain without it (null: not a rule). Falling short is verdict no_gain.")
+        default=None, ge=0, description="Gain over the champion required to promote: of the "
+        "interval's low end with require_improvement, of the point gain without it. In the "
+        "metric's own units when min_improvement_kind is absolute, a fraction of the "
+        "champion's holdout value when relative. null: with require_improvement, the metric's "
+        "default (0.01 absolute for roc_auc, accuracy, f1, precision, recall and r2; 2.5% "
+        "relative for log_loss, rmse, mae); without it, not a rule. 0: any significant gain. "
+        "Falling short is verdict no_gain.")
+    min_improvement_kind: Literal["absolute", "relative"] | None = Field(
+        default=None, description="absolute: gain in the metric's units; relative: gain "
+        "divided by the champion's holdout value. null: absolute when min_improvement is "
+        "given, else the metric's default kind.")
     improvement_confidence: float = Field(
         default=0.95, gt=0.5, lt=1, description="Level of the paired interval of the gain.")
     slices: list[SliceFloor] = Field(default_factory=list)
@@ -683,6 +691,13 @@ class Gate(Strict):
         "holdout): 0.5 refuses a candidate that keeps less than half of it there. Not applied "
         "when the champion has collapsed on the new holdout (a concept change, see "
         "collapse_share). null: the trusted-set scores are reported only.")
+
+    @model_validator(mode="after")
+    def _kind_with_minimum(self) -> Gate:
+        if self.min_improvement is None and self.min_improvement_kind is not None:
+            raise ValueError("gate.min_improvement_kind needs a min_improvement: give both, "
+                             "or neither for the primary metric's default minimum gain")
+        return self
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")

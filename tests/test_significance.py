@@ -14,7 +14,14 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from regrow.configs.schema import PerformanceRule, RetrainPolicy, parse_config
+from regrow.configs.schema import (
+    METRICS,
+    ConfigError,
+    Gate,
+    PerformanceRule,
+    RetrainPolicy,
+    parse_config,
+)
 from regrow.tasks.model import evaluate as ev
 from regrow.tasks.model import gate as gt
 from regrow.tasks.monitoring import assess as monitor
@@ -183,6 +190,40 @@ def test_paired_gate_no_gain_promote_reject():
     # Floors still reject, whatever the gain.
     floored = gate.model_copy(update={"floors": {"roc_auc": 0.999}})
     assert gt.decide(floored, evals["good"], evals["weak"], "1", gain=better).verdict == gt.REJECT
+
+
+def test_a_gain_below_the_practical_minimum_is_no_gain():
+    """By default a significant gain must also clear the metric's minimum gain: 0.01 of AUC,
+    2.5% of the champion's error for an MAE; 0 asks for any significant gain."""
+    gate = parse_config(merge(BINARY_CONFIG, {"gate": {"slices": []}})).gate
+    assert gt.minimum_gain(gate) == (0.01, "absolute")
+
+    def verdict(g: object, low: float, champ: float, cand: float) -> str:
+        gain = ev.Gain(g.primary_metric, cand - champ if METRICS[g.primary_metric][1]
+                       else champ - cand, low, low + 0.02, 0.95, 200, 1000)
+        evals = [ev.Evaluation({g.primary_metric: v}, g.primary_metric) for v in (cand, champ)]
+        d = gt.decide(g, evals[0], evals[1], "1", gain=gain)
+        return d.verdict
+
+    assert verdict(gate, 0.004, 0.80, 0.815) == gt.NO_GAIN  # significant, but below 0.01
+    assert verdict(gate, 0.012, 0.80, 0.825) == gt.PROMOTE
+    any_gain = gate.model_copy(update={"min_improvement": 0.0})
+    assert verdict(any_gain, 0.004, 0.80, 0.815) == gt.PROMOTE
+    d = gt.decide(gate, ev.Evaluation({"roc_auc": 0.815}, "roc_auc"),
+                  ev.Evaluation({"roc_auc": 0.80}, "roc_auc"), "1",
+                  gain=ev.Gain("roc_auc", 0.015, 0.004, 0.026, 0.95, 200, 1000))
+    assert "must be above +0.0100" in d.reasons[0]
+
+    # an error in the data's units: a share of the champion's own value
+    mae = Gate(primary_metric="mae")
+    assert gt.minimum_gain(mae) == (0.025, "relative")
+    assert verdict(mae, 2.0, 100.0, 96.0) == gt.NO_GAIN   # 2.0 is below 2.5% of 100
+    assert verdict(mae, 3.0, 100.0, 95.0) == gt.PROMOTE
+    assert verdict(mae, 0.02, 0.5, 0.45) == gt.PROMOTE    # 0.02 is above 2.5% of 0.5
+    fixed = Gate(primary_metric="mae", min_improvement=0.05, min_improvement_kind="relative")
+    assert verdict(fixed, 4.0, 100.0, 94.0) == gt.NO_GAIN
+    with pytest.raises(ConfigError, match="gate.min_improvement_kind needs a min_improvement"):
+        parse_config(merge(BINARY_CONFIG, {"gate": {"min_improvement_kind": "relative"}}))
 
 
 def test_paired_interval_is_narrower_than_unpaired():

@@ -12,6 +12,33 @@ from regrow.tasks.model.evaluate import Evaluation, Gain
 PROMOTE, REJECT, NO_GAIN = "promote", "reject", "no_gain"
 # The rule whose failure alone is no rejection: the candidate is not worse, only not better.
 IMPROVEMENT_RULE = "min_improvement"
+# The smallest gain over the champion worth a new champion when `gate.min_improvement` is left
+# out: (value, kind), half the drop that counts as a degradation (tasks.monitoring.assess).
+# Bounded scores gain absolute points; losses and errors a share of the champion's value, as
+# their units are the data's. The policy benchmark (docs/concepts/gate.md) chose them: at 0, a
+# retrain on noisy labels and retrains at a season's end were promoted on gains the next
+# window did not show.
+MINIMUM_GAIN: dict[str, tuple[float, str]] = {
+    "roc_auc": (0.01, "absolute"), "accuracy": (0.01, "absolute"), "f1": (0.01, "absolute"),
+    "precision": (0.01, "absolute"), "recall": (0.01, "absolute"), "r2": (0.01, "absolute"),
+    "log_loss": (0.025, "relative"), "rmse": (0.025, "relative"), "mae": (0.025, "relative"),
+}
+assert set(MINIMUM_GAIN) == set(METRICS)
+
+
+def minimum_gain(gate: Gate) -> tuple[float, str] | None:
+    """(the gain over the champion a promotion needs, its kind): the configured
+    ``min_improvement`` (absolute unless ``min_improvement_kind`` says otherwise), with
+    ``require_improvement`` the metric's default, else None (not a rule)."""
+    if gate.min_improvement is not None:
+        return gate.min_improvement, gate.min_improvement_kind or "absolute"
+    return MINIMUM_GAIN[gate.primary_metric] if gate.require_improvement else None
+
+
+def _in_units(need: tuple[float, str], champ: float) -> float:
+    """The minimum gain in the metric's units, against a champion scoring `champ`."""
+    value, kind = need
+    return value * abs(champ) if kind == "relative" and not math.isnan(champ) else value
 
 
 @dataclass(frozen=True)
@@ -229,25 +256,27 @@ def _improvement(gate: Gate, cand: float, champ: float, delta: float, gain: Gain
                  version: str | None) -> RuleResult | None:
     """The improvement rule against a champion scored on the same holdout (None: not a rule):
     with ``require_improvement``, the low end of the paired interval of the gain (`gain`)
-    must be above ``min_improvement`` (default 0); without an interval (no bootstrap, or a
+    must be above the minimum gain (`minimum_gain`); without an interval (no bootstrap, or a
     caller that made none), the point gain must. Without ``require_improvement``, the point
     gain must reach ``min_improvement`` when one is set."""
     metric, greater = gate.primary_metric, METRICS[gate.primary_metric][1]
-    need = gate.min_improvement if gate.min_improvement is not None else 0.0
+    minimum = minimum_gain(gate)
+    if minimum is None:
+        return None
+    need = _in_units(minimum, champ)
+    kind = "" if minimum[1] == "absolute" else f" ({minimum[0]:.1%} of the champion's {champ:.4f})"
     if not gate.require_improvement:
-        if gate.min_improvement is None:
-            return None
         return RuleResult(IMPROVEMENT_RULE, metric, cand, champ + need if greater else champ - need,
                           ">=" if greater else "<=", not math.isnan(delta) and delta >= need,
-                          f"required gain {need:+.4f}, got {delta:+.4f}")
+                          f"required gain {need:+.4f}{kind}, got {delta:+.4f}")
     if gain is not None and gain.low is not None:
         return RuleResult(IMPROVEMENT_RULE, metric, gain.low, need, ">", gain.low > need,
                           f"candidate vs champion v{version} on the same rows: "
-                          f"{gain.describe()}; its low end must be above {need:+.4f}")
+                          f"{gain.describe()}; its low end must be above {need:+.4f}{kind}")
     return RuleResult(IMPROVEMENT_RULE, metric, delta, need, ">",
                       not math.isnan(delta) and delta > need,
                       f"candidate vs champion v{version}: point gain {delta:+.4f} (no paired "
-                      f"interval), must be above {need:+.4f}")
+                      f"interval), must be above {need:+.4f}{kind}")
 
 
 def decide(gate: Gate, candidate: Evaluation, champion: Evaluation | None,

@@ -191,6 +191,7 @@ class _Champion:
     fingerprint: str
     rows: int
     holdout: dict[str, float]
+    gain: ev.Gain | None = None  # its paired gain over the champion it was gated against
 
 
 def _rows_or_period(text: str, what: str) -> tuple[int | None, float | None]:
@@ -391,7 +392,7 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
     trusted = ts.build(config, trained.model, parts.train, parts.holdout, trained.target,
                        trained.metric, scored)
     new = _Champion(version, trained, ref, trusted, ing.fingerprint(frame), len(frame),
-                    {k: float(v) for k, v in cand.metrics.items()})
+                    {k: float(v) for k, v in cand.metrics.items()}, gain)
     return decision, new, ""
 
 
@@ -549,6 +550,7 @@ class _Replay:
         self.drift_flags: dict[str, list[bool]] = {}
         self.perf_flags: list[bool] = []
         self.trial = _Trial() if config.promotion.mode == "shadow" else None
+        self.catch_up = False
 
     def window(self, index: int, pos: np.ndarray) -> WindowResult:
         """Score one window, check it, and follow the check through policy and gate."""
@@ -589,9 +591,16 @@ class _Replay:
         on_trial = self.trial is not None and self.trial.challenger is not None
         if a.persistent and on_trial:  # as live: the trial under way answers the degradation
             shadow = f"{shadow}; no retrain asked while the challenger is on trial"
-        elif a.persistent:
+        elif a.persistent or (self.catch_up and a.performance is not None):
+            if not a.persistent:
+                shadow = "catch-up"
             extra = _retrain(config, self.store, line, int(pos[-1]) + 1, at, a, self.champ,
                              self.versions + 1, self.train_window)
+            if "gate" in extra:
+                g = extra.get("new").gain if extra.get("new") is not None else None
+                lo = monitor.minimum(config.monitoring.performance, champ.trained.metric)
+                self.catch_up = bool(extra.get("promoted")) and g is not None and \
+                    g.low is not None and g.low > lo[0]
             if extra.get("new") is not None:
                 self.versions += 1
                 if extra["promoted"] and self.trial is not None:
