@@ -877,6 +877,14 @@ class RetrainPolicy(Strict):
         "degradation (realized, or estimated without labels; drift alone is a warning), drift "
         "(feature drift, prediction drift or realized performance drop), or any of them.")
 
+    catch_up: bool = Field(
+        default=True, description="After a retrain a drift check asked for promoted a model "
+        "whose gain over the champion it replaced cleared the practical minimum drop "
+        "(monitoring.performance; the low end of its paired interval), the next check with "
+        "labelled rows on the new champion asks for one more retrain: that training and its "
+        "holdout straddled the change, and newer rows may gain more. It ends when a retrain "
+        "promotes nothing.")
+
     @field_validator("cooldown", "budget_period", "stale_after")
     @classmethod
     def _duration(cls, value: str) -> str:

@@ -24,6 +24,7 @@ from regrow.flows.progress import say, timed
 from regrow.flows.steps import step
 from regrow.flows.training import TrainingOutcome, train_flow
 from regrow.tasks.data import ingest as ing
+from regrow.tasks.model import gate as gt
 from regrow.tasks.model.imports import import_listed
 from regrow.tasks.monitoring import assess as monitor
 from regrow.tasks.monitoring import scoring
@@ -266,6 +267,7 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
         + f"\n\nMLflow: {mlflow_run}"
         + (f"\n\n{assessment.markdown}" if assessment.markdown else ""))
     answer = None
+    catch_up = _catch_up(env, version, run_id, assessment) if retrain else None
     if retrain and assessment.persistent and trial is not None and trial["state"] == ch.RUNNING:
         # the trial under way is the answer to this degradation: a newer candidate would
         # replace the challenger and start its trial again, so no trial would ever end
@@ -273,9 +275,11 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
             f"v{version} ({trial['windows_done']} of "
             f"{env.loaded.config.promotion.shadow.windows} window(s) judged)")
         notify.degradation_confirmed(env, version, assessment, report, mlflow_run, None)
-    elif retrain and assessment.persistent:
+    elif retrain and (assessment.persistent or catch_up):
         # the degradation is told once the policy answered, before that answer and the training
-        answer = run_request(env, kind="drift", reason="; ".join(assessment.reasons),
+        if catch_up:
+            say("retrain", catch_up)
+        answer = run_request(env, kind="drift", reason=catch_up or "; ".join(assessment.reasons),
                              ref=f"drift_check:{check_id}", overrides=overrides,
                              actor="drift-check",
                              before=lambda verdict: notify.degradation_confirmed(
@@ -285,6 +289,22 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
         notify.degradation_confirmed(env, version, assessment, report, mlflow_run, None)
     return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake,
                         trial)
+
+
+def _catch_up(env: Env, version: str, run_id: str, assessment: monitor.Assessment) -> str | None:
+    """Why this check asks for a retrain of catch-up (`tasks.monitoring.assess.catch_up`):
+    only when the model's last training was a retrain a drift check asked for, and it
+    promoted the champion checked here."""
+    cfg = env.loaded.config
+    if not cfg.retrain.catch_up or assessment.persistent or assessment.performance is None:
+        return None
+    last = env.store.training_runs(env.model, 1)
+    if not last or last[0]["trigger"] != "drift" or last[0]["verdict"] != gt.PROMOTE \
+            or last[0]["version"] != version or last[0]["run_id"] != run_id:
+        return None
+    metrics, m = env.registry.run_info(run_id)["metrics"], cfg.gate.primary_metric
+    return monitor.catch_up(cfg, assessment, version, metrics.get(f"gain_{m}_ci_low"),
+                            metrics.get(f"champion_holdout_{m}"))
 
 
 def as_json(obj: Any) -> Any:

@@ -163,6 +163,34 @@ def minimum(rule: PerformanceRule, metric: str) -> tuple[float, str]:
     return PRACTICAL_MINIMUM[metric]
 
 
+def catch_up(config: Config, a: Assessment, version: str, gain_low: float | None,
+             replaced_value: float | None) -> str | None:
+    """Why this check asks for one more retrain (``retrain.catch_up``), or None.
+
+    The caller knows that the model's last training was a retrain a drift check asked for and
+    that it promoted `version`, the champion checked here; `gain_low` is the low end of that
+    version's paired gain over the champion it replaced on its holdout, `replaced_value` that
+    champion's value there. A gain that large says the data had moved under the old champion,
+    and the new one's training (and holdout) straddled the move: rows since may gain more. So
+    a check that asks for no retrain of its own, on a window with realized performance (newer
+    labelled rows to train on), asks once more while the gain clears the practical minimum
+    drop (`minimum`)."""
+    perf = a.performance
+    if not config.retrain.catch_up or a.persistent or perf is None or perf.estimated \
+            or perf.current is None or gain_low is None or replaced_value is None:
+        return None
+    value, kind = minimum(config.monitoring.performance, perf.metric)
+    gained = gain_low / abs(replaced_value) if kind == "relative" and replaced_value \
+        else gain_low
+    if not gained > value:
+        return None
+    share = "" if kind == "absolute" else f" ({gained:.1%} of its {replaced_value:.4f})"
+    return (f"catch-up: v{version} gained at least {gain_low:+.4f}{share} {perf.metric} over "
+            f"the champion it replaced (the low end of its paired interval on its holdout), "
+            f"above the minimum {value:g} ({kind}); its training straddled the change, and "
+            "the rows labelled since may gain more")
+
+
 def drop_interval(metric: str, reference: float, value: float, se: float | None, kind: str,
                   confidence: float) -> tuple[float, tuple[float, float] | None]:
     """(drop, its two-sided `confidence` interval) for a window scoring `value` with standard

@@ -123,6 +123,7 @@ class WindowResult:
     shadow: str | None = None
     shadow_state: str | None = None  # this window's judgement: running, promoted, retired
     judged: str | None = None  # ... of this challenger
+    catch_up: str | None = None  # why this check asked for a retrain of catch-up (retrain.catch_up)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ class _Champion:
     rows: int
     holdout: dict[str, float]
     gain: ev.Gain | None = None  # its paired gain over the champion it was gated against
+    gained_over: float | None = None  # ... whose holdout value there this was
 
 
 def _rows_or_period(text: str, what: str) -> tuple[int | None, float | None]:
@@ -392,7 +394,8 @@ def fit(config: Config, frame: pd.DataFrame, version: str,
     trusted = ts.build(config, trained.model, parts.train, parts.holdout, trained.target,
                        trained.metric, scored)
     new = _Champion(version, trained, ref, trusted, ing.fingerprint(frame), len(frame),
-                    {k: float(v) for k, v in cand.metrics.items()}, gain)
+                    {k: float(v) for k, v in cand.metrics.items()}, gain,
+                    None if champ is None else champ.value)
     return decision, new, ""
 
 
@@ -550,7 +553,8 @@ class _Replay:
         self.drift_flags: dict[str, list[bool]] = {}
         self.perf_flags: list[bool] = []
         self.trial = _Trial() if config.promotion.mode == "shadow" else None
-        self.catch_up = False
+        # the champion a retrain of the checks promoted, until a later training promotes nothing
+        self.promoted_by_retrain: _Champion | None = None
 
     def window(self, index: int, pos: np.ndarray) -> WindowResult:
         """Score one window, check it, and follow the check through policy and gate."""
@@ -591,19 +595,22 @@ class _Replay:
         on_trial = self.trial is not None and self.trial.challenger is not None
         if a.persistent and on_trial:  # as live: the trial under way answers the degradation
             shadow = f"{shadow}; no retrain asked while the challenger is on trial"
-        elif a.persistent or (self.catch_up and a.performance is not None):
-            if not a.persistent:
-                shadow = "catch-up"
-            extra = _retrain(config, self.store, line, int(pos[-1]) + 1, at, a, self.champ,
-                             self.versions + 1, self.train_window)
-            if "gate" in extra:
-                g = extra.get("new").gain if extra.get("new") is not None else None
-                lo = monitor.minimum(config.monitoring.performance, champ.trained.metric)
-                self.catch_up = bool(extra.get("promoted")) and g is not None and \
-                    g.low is not None and g.low > lo[0]
+        else:
+            catch_up = None
+            if self.promoted_by_retrain is self.champ and self.champ.gain is not None:
+                catch_up = monitor.catch_up(config, a, self.champ.version, self.champ.gain.low,
+                                            self.champ.gained_over)
+            if a.persistent or catch_up:
+                extra = _retrain(config, self.store, line, int(pos[-1]) + 1, at, a,
+                                 self.champ, self.versions + 1, self.train_window,
+                                 reason=catch_up)
+                extra["catch_up"] = catch_up
+            if "gate" in extra:  # a training ran (or was skipped): catch-up follows promotions
+                self.promoted_by_retrain = extra["new"] if extra.get("promoted") else None
             if extra.get("new") is not None:
                 self.versions += 1
                 if extra["promoted"] and self.trial is not None:
+                    self.promoted_by_retrain = None
                     extra["promoted"] = False  # it becomes the challenger: champion stays
                     self.trial.start(extra["new"])
                     shadow = ("" if shadow is None else f"{shadow}; ") + (
@@ -622,7 +629,7 @@ class _Replay:
             realized_first, labelled, round(time.perf_counter() - t0, 3),
             None if replaced is None else replaced.version, realized_replaced, replaced_gain,
             None if self.trial is None or self.trial.challenger is None
-            else self.trial.challenger.version, shadow, state, judged)
+            else self.trial.challenger.version, shadow, state, judged, extra.get("catch_up"))
 
 
 def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str = "",
@@ -678,11 +685,12 @@ def run(loaded: LoadedConfig, frame: pd.DataFrame, opts: Options, *, source: str
 
 def _retrain(config: Config, store: Store, line: _Timeline, upto: int,
              at: pd.Timestamp, a: monitor.Assessment, champ: _Champion, version_no: int,
-             train_window: str | None) -> dict[str, Any]:
-    """Ask the real policy at event time `at`; when admitted, train and gate in memory."""
+             train_window: str | None, reason: str | None = None) -> dict[str, Any]:
+    """Ask the real policy at event time `at` (for the check's degradation, or `reason`);
+    when admitted, train and gate in memory."""
     when, kind, model = _utc(at), "drift", config.registry.model_name
     answer = policy.request_retrain(store, model, config.retrain, kind=kind,
-                                    reason="; ".join(a.reasons), at=when)
+                                    reason=reason or "; ".join(a.reasons), at=when)
     out: dict[str, Any] = {"policy": answer.verdict, "policy_detail": answer.detail}
     if not answer.admitted:
         return out
@@ -775,7 +783,8 @@ def table_rows(windows: list[WindowResult], metric: str) -> list[list[str]]:
             f"{p['current']:.3f}{' est' if p.get('estimated') else ''}"
         if p.get("degraded"):
             seen += " (degraded)"
-        check = w.verdict + (" persistent" if w.persistent else " warning" if w.warning else "")
+        check = w.verdict + (" persistent" if w.persistent else " catch-up" if w.catch_up
+                             else " warning" if w.warning else "")
         gate = "-" if w.gate is None else w.gate + (f" v{w.new_version}" if w.new_version else "")
         if w.new_version is not None and w.challenger == w.new_version:
             gate = f"shadow v{w.new_version}"  # promotion.mode shadow: passed, now on trial
