@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from regrow.configs import expression, hooks
-from regrow.configs.defaults import DEFAULTED_SECTIONS
+from regrow.configs.defaults import DEFAULTED_SECTIONS, PRIMARY_METRIC
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 DType = Literal["int", "float", "number", "string", "bool", "datetime", "category"]
@@ -1106,6 +1106,12 @@ class Config(Strict):
         missing = [k for k in DEFAULTED_SECTIONS if k not in data]
         if isinstance(task, str) and task in get_args(TaskKind) and missing:
             data = {**data, **{k: DEFAULTED_SECTIONS[k](task) for k in missing}}
+        gate = data.get("gate")
+        if isinstance(task, str) and task in get_args(TaskKind) and isinstance(gate, dict) \
+                and "primary_metric" not in gate:
+            # a gate section that only sets other keys (`--set gate.min_improvement=0` on a
+            # config without one) keeps the task's primary metric
+            data = {**data, "gate": {"primary_metric": PRIMARY_METRIC[task], **gate}}
         return data
 
     @model_validator(mode="after")
