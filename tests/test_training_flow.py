@@ -76,8 +76,9 @@ def test_gate_rejects_worse_and_promotes_better(home: Path, tmp_path: Path):
     reg = _registry()
     assert reg.alias_version("test-binary", CHAMPION) == "1"
     assert reg.alias_version("test-binary", CHALLENGER) is None  # rejected: never challenger
-    # Noisier history, cleaner new data: the champion is scored on the same holdout and loses.
-    noisy = write_case(tmp_path / "n1", binary_frame(1500, seed=2, noise=3.0), BINARY_CONFIG)
+    # A short noisy history, then plenty of clean data: the champion is scored on the same
+    # holdout and loses by more than the gate's minimum gain.
+    noisy = write_case(tmp_path / "n1", binary_frame(300, seed=2, noise=4.0), BINARY_CONFIG)
     home2_first = train_flow(str(noisy), overrides={"registry.model_name": "cmp"})
     clean = write_case(tmp_path / "n2", binary_frame(1500, seed=2, noise=0.2), BINARY_CONFIG)
     better = train_flow(str(clean), overrides={"registry.model_name": "cmp"})
