@@ -657,10 +657,10 @@ class Gate(Strict):
         default=None, ge=0, description="Gain over the champion required to promote: of the "
         "interval's low end with require_improvement, of the point gain without it. In the "
         "metric's own units when min_improvement_kind is absolute, a fraction of the "
-        "champion's holdout value when relative. null: with require_improvement, the metric's "
-        "default (0.01 absolute for roc_auc, accuracy, f1, precision, recall and r2; 2.5% "
-        "relative for log_loss, rmse, mae); without it, not a rule. 0: any significant gain. "
-        "Falling short is verdict no_gain.")
+        "champion's holdout value when relative. null: with require_improvement, the primary "
+        "metric's default minimum gain (MINIMUM_GAIN in tasks/model/gate.py: half the "
+        "practical minimum drop); without it, not a rule. 0: any significant gain. Falling "
+        "short is verdict no_gain.")
     min_improvement_kind: Literal["absolute", "relative"] | None = Field(
         default=None, description="absolute: gain in the metric's units; relative: gain "
         "divided by the champion's holdout value. null: absolute when min_improvement is "
