@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from regrow.configs import expression, hooks
-from regrow.configs.defaults import DEFAULTED_SECTIONS, PRIMARY_METRIC
+from regrow.configs.defaults import DEFAULTED_SECTIONS
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 DType = Literal["int", "float", "number", "string", "bool", "datetime", "category"]
@@ -654,7 +654,7 @@ class Gate(Strict):
         "passes every other rule without it gets verdict no_gain: the champion stays and the "
         "circuit breaker does not count it.")
     min_improvement: float | None = Field(
-        default=None, ge=0, description="Gain over the champion required to promote: of the "
+        default=None, description="Gain over the champion required to promote: of the "
         "interval's low end with require_improvement, of the point gain without it. In the "
         "metric's own units when min_improvement_kind is absolute, a fraction of the "
         "champion's holdout value when relative. null: with require_improvement, the primary "
@@ -1110,8 +1110,8 @@ class Config(Strict):
         if isinstance(task, str) and task in get_args(TaskKind) and isinstance(gate, dict) \
                 and "primary_metric" not in gate:
             # a gate section that only sets other keys (`--set gate.min_improvement=0` on a
-            # config without one) keeps the task's primary metric
-            data = {**data, "gate": {"primary_metric": PRIMARY_METRIC[task], **gate}}
+            # config without one) keeps the rest of the task's default gate
+            data = {**data, "gate": {**DEFAULTED_SECTIONS["gate"](task), **gate}}
         return data
 
     @model_validator(mode="after")

@@ -94,9 +94,10 @@ def _replayed(report: bt.BacktestReport) -> list[dict]:
 
 # promotion.mode shadow: the candidate waits as the challenger, scored beside the champion;
 # while its trial runs the still degraded champion asks for no retrain; after two live
-# windows it takes over
+# windows it takes over (with the gate's paired interval: its gain is known, and a champion
+# that came from a trial asks for no retrain of catch-up, live or replayed)
 SHADOW = {"promotion": {"mode": "shadow", "shadow": {"windows": 2, "min_labels": 150}},
-          "registry": {"model_name": "replayed-shadow"}}
+          "gate": {"bootstrap_samples": 200}, "registry": {"model_name": "replayed-shadow"}}
 
 
 # with a paired interval on the gate (bootstrap), a promotion's gain is known: the first
@@ -137,6 +138,7 @@ def test_live_run_and_backtest_agree_window_by_window(home: Path, tmp_path: Path
         assert catch_up and live[catch_up[0] - 1]["promoted"], live
         assert any(w.catch_up for w in report.windows), report.windows
     if patch is SHADOW:  # the takeover came from a trial judged on live windows
+        assert not any(w["policy"] and not w["persistent"] for w in live), live
         trial = [w["trial"] for w in live]
         assert "promoted" in trial, live
         running = trial.index("running")

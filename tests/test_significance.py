@@ -226,6 +226,32 @@ def test_a_gain_below_the_practical_minimum_is_no_gain():
         parse_config(merge(BINARY_CONFIG, {"gate": {"min_improvement_kind": "relative"}}))
 
 
+def test_catch_up_follows_a_large_gain_once_labels_came_on_the_new_champion():
+    """`assess.catch_up`: after a promotion that gained more than the practical minimum drop,
+    a check with realized performance that asks for no retrain of its own asks for one."""
+    config = parse_config(merge(BINARY_CONFIG, {"gate": {"slices": []}}))
+    perf = monitor.Performance("roc_auc", 500, 0.80, 0.81, 0.01, 0.02, False)
+    healthy = monitor.Assessment(monitor.OK, 500, [], performance=perf)
+    why = monitor.catch_up(config, healthy, "2", 0.05, 0.70)
+    assert why is not None and why.startswith("catch-up: v2 gained at least +0.0500 roc_auc")
+    assert monitor.catch_up(config, healthy, "2", 0.015, 0.70) is None  # below 0.02
+    assert monitor.catch_up(config, healthy, "2", None, 0.70) is None  # no interval
+    persistent = monitor.Assessment(monitor.OK, 500, [], performance=perf, persistent=True)
+    assert monitor.catch_up(config, persistent, "2", 0.05, 0.70) is None  # asks anyway
+    estimated = monitor.Assessment(monitor.OK, 500, [], performance=monitor.Performance(
+        "roc_auc", 0, 0.80, 0.81, 0.01, 0.02, False, estimated=True))
+    assert monitor.catch_up(config, estimated, "2", 0.05, 0.70) is None  # no new labels
+    for off in ({"retrain": {"catch_up": False}}, {"promotion": {"mode": "shadow"}}):
+        other = parse_config(merge(BINARY_CONFIG, {"gate": {"slices": []}, **off}))
+        assert monitor.catch_up(other, healthy, "2", 0.05, 0.70) is None, off
+    # a relative minimum is a share of the replaced champion's value
+    relative = parse_config(merge(BINARY_CONFIG, {"gate": {"slices": []}, "monitoring": {
+        "performance": {"tolerance": 0.05, "tolerance_kind": "relative"}}}))
+    assert monitor.catch_up(relative, healthy, "2", 0.04, 0.70) is not None  # 5.7%
+    assert monitor.catch_up(relative, healthy, "2", 0.03, 0.70) is None  # 4.3%
+    assert monitor.catch_up(relative, healthy, "2", 0.01, 0.0) is not None
+
+
 def test_paired_interval_is_narrower_than_unpaired():
     """Pairing cancels what both models share: the gain of two close models has a far
     narrower interval than the two holdout intervals would suggest."""

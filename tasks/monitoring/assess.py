@@ -174,17 +174,24 @@ def catch_up(config: Config, a: Assessment, version: str, gain_low: float | None
     and the new one's training (and holdout) straddled the move: rows since may gain more. So
     a check that asks for no retrain of its own, on a window with realized performance (newer
     labelled rows to train on), asks once more while the gain clears the practical minimum
-    drop (`minimum`)."""
+    drop (`minimum`). Not under ``promotion.mode: shadow``, whose champions come from trials.
+    """
     perf = a.performance
-    if not config.retrain.catch_up or a.persistent or perf is None or perf.estimated \
-            or perf.current is None or gain_low is None or replaced_value is None:
-        return None
+    if not config.retrain.catch_up or config.promotion.mode == "shadow" or a.persistent \
+            or perf is None or perf.estimated or perf.current is None or gain_low is None \
+            or replaced_value is None:
+        return None  # under shadow a trial on live windows already follows a retrain up
     value, kind = minimum(config.monitoring.performance, perf.metric)
-    gained = gain_low / abs(replaced_value) if kind == "relative" and replaced_value \
-        else gain_low
+    if kind == "absolute":
+        gained = gain_low
+    elif replaced_value:
+        gained = gain_low / abs(replaced_value)
+    else:  # as `metric_drop`: any gain over nothing is all of it
+        gained = math.inf if gain_low > 0 else 0.0
     if not gained > value:
         return None
-    share = "" if kind == "absolute" else f" ({gained:.1%} of its {replaced_value:.4f})"
+    share = "" if kind == "absolute" or not replaced_value else \
+        f" ({gained:.1%} of its {replaced_value:.4f})"
     return (f"catch-up: v{version} gained at least {gain_low:+.4f}{share} {perf.metric} over "
             f"the champion it replaced (the low end of its paired interval on its holdout), "
             f"above the minimum {value:g} ({kind}); its training straddled the change, and "
