@@ -164,6 +164,7 @@ class DriftOutcome:
     retrain: RetrainOutcome | None
     bake: dict[str, Any] | None = None
     challenger: dict[str, Any] | None = None  # a challenger in shadow judged on this window
+    catch_up: str | None = None  # why this check asked for a retrain of catch-up, if it did
 
 
 @step("assess-drift")
@@ -288,7 +289,7 @@ def _drift_check(env: Env, overrides: dict[str, Any] | None, retrain: bool) -> D
     else:
         notify.degradation_confirmed(env, version, assessment, report, mlflow_run, None)
     return DriftOutcome(check_id, env.model, version, assessment.to_dict(), report, answer, bake,
-                        trial)
+                        trial, catch_up if answer is not None else None)
 
 
 def _catch_up(env: Env, version: str, run_id: str, assessment: monitor.Assessment) -> str | None:

@@ -27,7 +27,7 @@ WATCH_FROM, WATCH_TO = 10000, 18000  # the days after the later period: unseen b
 TRAIN_DAYS = 4000  # a retrain uses the latest this many days
 # The watch compresses 8,000 days into minutes, so a wall-clock cooldown of hours would block
 # every retrain: the demo runs the policy with a 1 s cooldown and a budget of 5 trainings a day.
-POLICY = {"retrain.cooldown": "1s", "retrain.max_trainings": 5}
+POLICY = {"retrain.cooldown": "1s", "retrain.max_trainings": 6}
 
 
 def load_rainfall() -> pd.DataFrame:

@@ -168,7 +168,9 @@ def render_drift(o: DriftOutcome) -> str:
                        indent="    ", verdicts=[4])
     if o.report_path:
         lines.append(f"report: {o.report_path}")
-    if a.get("warning"):
+    if o.catch_up:
+        lines.append(shown(o.catch_up))
+    elif a.get("warning"):
         lines.append(style("WARNING", "warn") + ": drift without a persistent performance "
                      "degradation; no retrain asked (retrain.on: performance)")
     elif a["verdict"] == "drift" and not a["persistent"]:
