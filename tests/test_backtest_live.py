@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from regrow.app.report import render_drift
 from regrow.configs.schema import load_config
 from regrow.tasks.data import ingest as ing
 from regrow.tasks.monitoring import backtest as bt
@@ -82,7 +83,6 @@ def _live(folder: Path, frame: pd.DataFrame, windows: int, patch: dict) -> list[
             "promoted": bool(t is not None and t.promoted) or trial.get("state") == "promoted",
             "trial": trial.get("state"), "catch_up": out.catch_up is not None})
         if out.catch_up:  # what `regrow watch` prints says why the retrain was asked
-            from regrow.app.report import render_drift
             assert out.catch_up in render_drift(out) and "no retrain asked" not in \
                 render_drift(out)
     return seen

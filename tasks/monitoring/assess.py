@@ -138,9 +138,15 @@ def metric_drop(metric: str, reference: float, value: float, kind: str) -> float
     """How much worse `value` is than `reference` (positive = worse): in the metric's units
     (``absolute``) or as a fraction of the reference's magnitude (``relative``)."""
     drop = (reference - value) if METRICS[metric][1] else (value - reference)
+    return in_kind(drop, reference, kind)
+
+
+def in_kind(amount: float, reference: float, kind: str) -> float:
+    """`amount` in the metric's units (``absolute``) or as a fraction of `reference`'s
+    magnitude (``relative``; against a zero reference, any positive amount is all of it)."""
     if kind == "relative":
-        return drop / abs(reference) if reference else (math.inf if drop > 0 else 0.0)
-    return drop
+        return amount / abs(reference) if reference else (math.inf if amount > 0 else 0.0)
+    return amount
 
 
 # The practical minimum drop of each primary metric when `performance.tolerance` is left out:
@@ -182,12 +188,7 @@ def catch_up(config: Config, a: Assessment, version: str, gain_low: float | None
             or replaced_value is None:
         return None  # under shadow a trial on live windows already follows a retrain up
     value, kind = minimum(config.monitoring.performance, perf.metric)
-    if kind == "absolute":
-        gained = gain_low
-    elif replaced_value:
-        gained = gain_low / abs(replaced_value)
-    else:  # as `metric_drop`: any gain over nothing is all of it
-        gained = math.inf if gain_low > 0 else 0.0
+    gained = in_kind(gain_low, replaced_value, kind)
     if not gained > value:
         return None
     share = "" if kind == "absolute" or not replaced_value else \

@@ -10,6 +10,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,17 @@ def _command(name: str) -> str:
     args = sys.argv[1:]
     if Path(sys.argv[0]).name != "__main__.py":  # python -m tests.bench.<name> ...
         args = [name, *args]
-    return " ".join(["python -m tests.bench", *map(shlex.quote, args)])
+    return " ".join(["python -m tests.bench", *map(shlex.quote, map(_no_tmp, args))])
+
+
+def _no_tmp(arg: str) -> str:
+    """An argument naming a place in this machine's temporary directory (`--home` kept between
+    runs) as ``<tmp>/...``: a record is read on other machines."""
+    tmp = tempfile.gettempdir().rstrip("/") + "/"
+    key, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if value.startswith(tmp):
+        value = "<tmp>/" + value[len(tmp):]
+    return f"{key}{eq}{value}"
 
 
 def _first_line(path: str, key: str) -> str | None:
